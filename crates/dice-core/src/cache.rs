@@ -1,0 +1,669 @@
+//! The embeddable cache: a [`Replica`] in memory, persisted by one writer task in group
+//! commits, with change subscriptions and the sync entry points the network layer uses.
+
+use crate::entry::{Entry, Limits, NodeId};
+use crate::hlc::now_ms;
+use crate::replica::{ChangeSource, GcReport, Replica, ReplicaStats};
+use crate::store::{CommitBatch, Durability, Store};
+use crate::sync::{Refusal, SessionStep, SyncLimits, SyncMessage, SyncSession};
+use crate::version_vector::VersionVector;
+use crate::{Error, Result};
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinHandle;
+
+/// How a cache is opened. Every field has a documented default.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    /// Key and value size limits (default: 4 KiB keys, 1 MiB values).
+    pub limits: Limits,
+    /// Bounds on sync messages and pages.
+    pub sync_limits: SyncLimits,
+    /// Durability of acknowledged writes (default: survives a process crash).
+    pub durability: Durability,
+    /// How long a dead entry (tombstone or expired) is kept before it is dropped (default 1
+    /// hour). A replica cut off for longer does a full resync when it comes back.
+    pub gc_grace: Duration,
+    /// How often garbage collection runs (default 10 s).
+    pub gc_interval: Duration,
+    /// Remote timestamps further ahead than this are logged and counted (default 60 s).
+    pub max_clock_skew: Duration,
+    /// Buffered change events per subscriber before it lags (default 4096).
+    pub event_capacity: usize,
+    /// Keys waiting for a commit before new writes wait for room (default 100 000).
+    pub max_pending_keys: usize,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            limits: Limits::default(),
+            sync_limits: SyncLimits::default(),
+            durability: Durability::default(),
+            gc_grace: Duration::from_secs(3600),
+            gc_interval: Duration::from_secs(10),
+            max_clock_skew: Duration::from_secs(60),
+            event_capacity: 4096,
+            max_pending_keys: 100_000,
+        }
+    }
+}
+
+/// A change seen by subscribers: a key now holds `value` (`None`: deleted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The key.
+    pub key: Bytes,
+    /// The new value, or `None` for a delete.
+    pub value: Option<Bytes>,
+    /// The new value's expiry, milliseconds since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
+    /// Whether the write was made here or came from a peer.
+    pub source: ChangeSource,
+}
+
+/// A snapshot of a cache's state and counters.
+#[derive(Clone, Debug)]
+pub struct CacheStats {
+    /// This node's id (the origin of its writes).
+    pub node_id: NodeId,
+    /// Keys that read as present.
+    pub keys: usize,
+    /// Entries held, tombstones and expired ones included.
+    pub entries: usize,
+    /// Order-independent hash of live keys and versions.
+    pub digest: u64,
+    /// The version vector.
+    pub vv: VersionVector,
+    /// The GC floors.
+    pub floors: VersionVector,
+    /// Keys waiting for the next commit.
+    pub pending_keys: usize,
+    /// Group commits done.
+    pub commits: u64,
+    /// Group commits that failed.
+    pub commit_failures: u64,
+    /// Remote timestamps ahead of local time by more than the allowed skew.
+    pub clock_skew_events: u64,
+    /// Merge, GC and resync counters.
+    pub replica: ReplicaStats,
+}
+
+struct State {
+    replica: Replica,
+    /// Keys changed since the last commit; `true` if the key was dropped at some point.
+    dirty: HashMap<Bytes, bool>,
+    /// The generation of the group being collected.
+    generation: u64,
+}
+
+#[derive(Clone, Default)]
+struct CommitProgress {
+    /// Every generation up to this one is finished.
+    done: u64,
+    /// Recent failed generations and why.
+    failed: Vec<(u64, Arc<str>)>,
+}
+
+struct Shared {
+    state: RwLock<State>,
+    wake_writer: Notify,
+    progress: watch::Sender<CommitProgress>,
+    events: broadcast::Sender<Event>,
+    options: CacheOptions,
+    dir: PathBuf,
+    node_id: NodeId,
+    closing: AtomicBool,
+    commits: AtomicU64,
+    commit_failures: AtomicU64,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    gc: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The writer flushes what is pending and exits; the lock goes with it.
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.shared.wake_writer.notify_one();
+        self.gc.abort();
+    }
+}
+
+/// A local, persistent LWW cache: reads from memory, writes acknowledged once committed to
+/// SQLite. Cheap to clone; all clones share one cache. Must be opened inside a Tokio runtime.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dice_core::Result<()> {
+/// use dice_core::Cache;
+/// use std::time::Duration;
+/// let dir = tempfile::tempdir().unwrap();
+/// let cache = Cache::open(dir.path()).await?;
+/// cache.put("elixir", "awesome sauce").await?;
+/// assert_eq!(cache.get(b"elixir").as_deref(), Some(&b"awesome sauce"[..]));
+/// cache.put_with_ttl("session", "x", Duration::from_secs(60)).await?;
+/// assert_eq!(cache.len(), 2);
+/// cache.delete("session").await?;
+/// assert_eq!(cache.get(b"session"), None);
+/// cache.close().await?;
+///
+/// let cache = Cache::open(dir.path()).await?; // everything acknowledged is still there
+/// assert_eq!(cache.get(b"elixir").as_deref(), Some(&b"awesome sauce"[..]));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("dir", &self.inner.shared.dir)
+            .field("node_id", &self.inner.shared.node_id)
+            .finish()
+    }
+}
+
+impl Cache {
+    /// Opens the cache in `dir` with default options, creating the directory if needed.
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Cache> {
+        Self::open_with(dir, CacheOptions::default()).await
+    }
+
+    /// Opens the cache in `dir`. Fails if another process has it open, if it holds a file
+    /// that is not a dice database, or one of a newer schema.
+    pub async fn open_with(dir: impl AsRef<Path>, options: CacheOptions) -> Result<Cache> {
+        let dir = dir.as_ref().to_path_buf();
+        let (store, loaded) = Store::open(&dir, options.durability).await?;
+        let mut replica = Replica::restore(
+            loaded.node_id,
+            options.limits,
+            loaded.hlc,
+            loaded.vv,
+            loaded.floors,
+            loaded.entries,
+        );
+        replica.set_max_skew_ms(options.max_clock_skew.as_millis() as u64);
+        replica.record_changes(true);
+        tracing::info!(
+            dir = %dir.display(),
+            node_id = %loaded.node_id,
+            entries = replica.entry_count(),
+            "cache opened"
+        );
+        let (events, _) = broadcast::channel(options.event_capacity.max(1));
+        let shared = Arc::new(Shared {
+            state: RwLock::new(State {
+                replica,
+                dirty: HashMap::new(),
+                generation: 1,
+            }),
+            wake_writer: Notify::new(),
+            progress: watch::Sender::new(CommitProgress::default()),
+            events,
+            dir,
+            node_id: loaded.node_id,
+            closing: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
+            options,
+        });
+        let writer = tokio::spawn(writer_loop(shared.clone(), store));
+        let gc = tokio::spawn(gc_loop(Arc::downgrade(&shared)));
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                shared,
+                writer: Mutex::new(Some(writer)),
+                gc,
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// This node's id: the origin of its writes.
+    pub fn node_id(&self) -> NodeId {
+        self.shared().node_id
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared().dir
+    }
+
+    /// The options the cache was opened with.
+    pub fn options(&self) -> &CacheOptions {
+        &self.shared().options
+    }
+
+    /// The value of `key`, if present and not expired. Reads memory only.
+    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.shared()
+            .state
+            .read()
+            .replica
+            .get(key, now_ms())
+            .cloned()
+    }
+
+    /// The value of `key` and its expiry (milliseconds since the Unix epoch).
+    pub fn get_with_expiry(&self, key: &[u8]) -> Option<(Bytes, Option<u64>)> {
+        self.shared()
+            .state
+            .read()
+            .replica
+            .get_with_expiry(key, now_ms())
+    }
+
+    /// The entry held for `key`, with its version, dead or alive.
+    pub fn entry(&self, key: &[u8]) -> Option<Entry> {
+        self.shared().state.read().replica.entry(key)
+    }
+
+    /// Live keys starting with `prefix` and their values, sorted by key.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Bytes, Bytes)> {
+        self.shared()
+            .state
+            .read()
+            .replica
+            .scan_prefix(prefix, now_ms())
+    }
+
+    /// Number of keys present (not deleted, not expired).
+    pub fn len(&self) -> usize {
+        self.shared().state.read().replica.live_len(now_ms())
+    }
+
+    /// Whether no key is present.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Order-independent hash of the live keys and their versions.
+    pub fn digest(&self) -> u64 {
+        self.shared().state.read().replica.digest(now_ms())
+    }
+
+    /// Stores `value` under `key` with no expiry; returns once committed.
+    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<Entry> {
+        self.write(key.into(), Some(value.into()), None).await
+    }
+
+    /// Stores `value` under `key`, expiring `ttl` from now on every replica.
+    pub async fn put_with_ttl(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        ttl: Duration,
+    ) -> Result<Entry> {
+        let at = now_ms().saturating_add(ttl.as_millis() as u64);
+        self.write(key.into(), Some(value.into()), Some(at)).await
+    }
+
+    /// Stores `value` under `key` with an absolute expiry (milliseconds since the Unix epoch),
+    /// or none.
+    pub async fn put_expiring_at(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        expires_at_ms: Option<u64>,
+    ) -> Result<Entry> {
+        self.write(key.into(), Some(value.into()), expires_at_ms)
+            .await
+    }
+
+    /// Deletes `key` everywhere (a tombstone newer than anything written before). Returns
+    /// whether a value was present here.
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<bool> {
+        let key = key.into();
+        let existed = self.get(&key).is_some();
+        self.write(key, None, None).await?;
+        Ok(existed)
+    }
+
+    /// A local write; waits for its group commit.
+    pub async fn write(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+    ) -> Result<Entry> {
+        let (entry, generation) = self.write_unacked(key, value, expires_at_ms).await?;
+        self.wait_committed(generation).await?;
+        Ok(entry)
+    }
+
+    /// A local write that returns as soon as it is in memory, with the generation of the group
+    /// commit that will make it durable (see [`Cache::wait_committed`]).
+    pub async fn write_unacked(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+    ) -> Result<(Entry, u64)> {
+        self.wait_for_room().await?;
+        let shared = self.shared();
+        let (entry, generation) = {
+            let mut st = shared.state.write();
+            let entry = st.replica.write(key, value, expires_at_ms, now_ms())?;
+            let generation = st.generation;
+            record(shared, &mut st);
+            (entry, generation)
+        };
+        shared.wake_writer.notify_one();
+        Ok((entry, generation))
+    }
+
+    /// Waits until group commit `generation` is done.
+    pub async fn wait_committed(&self, generation: u64) -> Result<()> {
+        let mut rx = self.shared().progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.done >= generation)
+            .await
+            .map_err(|_| Error::Closed)?;
+        if let Some((_, why)) = p.failed.iter().find(|(g, _)| *g == generation) {
+            return Err(Error::CommitFailed(why.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Waits until every change made so far (local or remote) is committed.
+    pub async fn flush(&self) -> Result<()> {
+        let generation = {
+            let st = self.shared().state.read();
+            if st.dirty.is_empty() {
+                st.generation - 1
+            } else {
+                st.generation
+            }
+        };
+        self.shared().wake_writer.notify_one();
+        self.wait_committed(generation).await
+    }
+
+    async fn wait_for_room(&self) -> Result<()> {
+        let shared = self.shared();
+        if shared.closing.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        loop {
+            let generation = {
+                let st = shared.state.read();
+                if st.dirty.len() < shared.options.max_pending_keys {
+                    return Ok(());
+                }
+                st.generation
+            };
+            shared.wake_writer.notify_one();
+            self.wait_committed(generation).await.ok();
+        }
+    }
+
+    /// Subscribes to changes, local and remote. A subscriber that falls more than
+    /// `event_capacity` events behind gets `RecvError::Lagged` and continues from there.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared().events.subscribe()
+    }
+
+    /// Runs garbage collection now (it also runs every `gc_interval`).
+    pub fn gc_now(&self) -> GcReport {
+        gc_once(self.shared())
+    }
+
+    /// State and counters.
+    pub fn stats(&self) -> CacheStats {
+        let shared = self.shared();
+        let st = shared.state.read();
+        let now = now_ms();
+        CacheStats {
+            node_id: shared.node_id,
+            keys: st.replica.live_len(now),
+            entries: st.replica.entry_count(),
+            digest: st.replica.digest(now),
+            vv: st.replica.vv().clone(),
+            floors: st.replica.floors().clone(),
+            pending_keys: st.dirty.len(),
+            commits: shared.commits.load(Ordering::Relaxed),
+            commit_failures: shared.commit_failures.load(Ordering::Relaxed),
+            clock_skew_events: st.replica.skew_events(),
+            replica: st.replica.stats(),
+        }
+    }
+
+    /// Runs `f` with read access to the replica (for status pages and tests).
+    pub fn with_replica<T>(&self, f: impl FnOnce(&Replica) -> T) -> T {
+        f(&self.shared().state.read().replica)
+    }
+
+    /// The sequence number of this node's latest local write.
+    pub fn local_seq(&self) -> u64 {
+        self.shared().state.read().replica.local_seq()
+    }
+
+    /// Starts a catch-up session with a peer; send the returned message to it.
+    pub fn start_sync(&self) -> (SyncSession, SyncMessage) {
+        let st = self.shared().state.read();
+        SyncSession::start(&st.replica, &self.shared().options.sync_limits)
+    }
+
+    /// Feeds a peer's answer to a session; persists what it applied.
+    pub fn continue_sync(
+        &self,
+        session: &mut SyncSession,
+        reply: SyncMessage,
+    ) -> Result<SessionStep> {
+        let shared = self.shared();
+        let step = {
+            let mut st = shared.state.write();
+            let step = session.handle(&mut st.replica, reply, now_ms());
+            record(shared, &mut st);
+            step
+        };
+        shared.wake_writer.notify_one();
+        step
+    }
+
+    /// Handles a message a peer sent unprompted: answers a catch-up request, applies a push,
+    /// or notes that we must resync. Returns the reply to send, if any.
+    pub fn handle_sync(&self, msg: SyncMessage) -> Result<Option<SyncMessage>> {
+        let shared = self.shared();
+        match msg {
+            SyncMessage::Request(req) => {
+                let st = shared.state.read();
+                Ok(Some(st.replica.serve(&req, &shared.options.sync_limits)))
+            }
+            SyncMessage::Push(push) => {
+                let reply = {
+                    let mut st = shared.state.write();
+                    let reply = st.replica.receive_push(push, now_ms());
+                    record(shared, &mut st);
+                    reply
+                };
+                shared.wake_writer.notify_one();
+                reply
+            }
+            SyncMessage::Refused(Refusal::YouAreBehind { .. }) => {
+                shared.state.read().replica.mark_resync_needed();
+                Ok(None)
+            }
+            SyncMessage::Refused(Refusal::IAmBehind) => Ok(None),
+            SyncMessage::Page(_) => Err(Error::Protocol(
+                "a catch-up page outside of a session".into(),
+            )),
+        }
+    }
+
+    /// A push of this node's writes after `after_seq` (at most a page of them), and the seq of
+    /// the last write it carries; `None` if there is nothing new.
+    pub fn push_after(&self, after_seq: u64) -> Option<(SyncMessage, u64)> {
+        let shared = self.shared();
+        let st = shared.state.read();
+        let entries = st
+            .replica
+            .local_entries_after(after_seq, shared.options.sync_limits.page_max_entries);
+        let last = entries.last()?.seq;
+        Some((st.replica.make_push(entries), last))
+    }
+
+    /// Flushes pending writes, stops the background tasks and releases the data directory.
+    pub async fn close(self) -> Result<()> {
+        let shared = self.inner.shared.clone();
+        shared.closing.store(true, Ordering::SeqCst);
+        shared.wake_writer.notify_one();
+        let writer = self.inner.writer.lock().take();
+        if let Some(w) = writer {
+            w.await
+                .map_err(|e| Error::CommitFailed(format!("writer task: {e}")))?;
+        }
+        let failures = shared.commit_failures.load(Ordering::Relaxed);
+        if failures > 0 && !shared.state.read().dirty.is_empty() {
+            return Err(Error::CommitFailed(
+                "some changes could not be committed before closing".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Moves the replica's recorded changes into the dirty set and to subscribers.
+fn record(shared: &Shared, st: &mut State) {
+    for change in st.replica.take_changes() {
+        let dropped = change.entry.is_none();
+        let flag = st.dirty.entry(change.key.clone()).or_insert(false);
+        *flag |= dropped;
+        if change.source == ChangeSource::Dropped || shared.events.receiver_count() == 0 {
+            continue;
+        }
+        if let Some(e) = change.entry {
+            let _ = shared.events.send(Event {
+                key: change.key,
+                value: e.value,
+                expires_at_ms: e.expires_at_ms,
+                source: change.source,
+            });
+        }
+    }
+}
+
+fn gc_once(shared: &Shared) -> GcReport {
+    let grace = shared.options.gc_grace.as_millis() as u64;
+    let report = {
+        let mut st = shared.state.write();
+        let report = st.replica.gc(now_ms(), grace);
+        record(shared, &mut st);
+        report
+    };
+    if report.dropped > 0 {
+        tracing::debug!(dropped = report.dropped, "garbage collected dead entries");
+        shared.wake_writer.notify_one();
+    }
+    report
+}
+
+async fn gc_loop(shared: Weak<Shared>) {
+    let period = shared
+        .upgrade()
+        .map(|s| s.options.gc_interval)
+        .unwrap_or(Duration::from_secs(10))
+        .max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        gc_once(&shared);
+    }
+}
+
+/// Takes the dirty set and builds the commit for it, under the lock so that entries and the
+/// version vector are one consistent snapshot.
+fn take_batch(st: &mut State) -> (CommitBatch, u64) {
+    let dirty = std::mem::take(&mut st.dirty);
+    let mut batch = CommitBatch {
+        vv: st.replica.vv().clone(),
+        floors: st.replica.floors().clone(),
+        hlc: st.replica.last_hlc(),
+        ..CommitBatch::default()
+    };
+    for (key, dropped) in dirty {
+        let entry = st.replica.entry(&key);
+        if dropped {
+            batch.removals.push(key);
+        }
+        if let Some(e) = entry {
+            batch.upserts.push(e);
+        }
+    }
+    let generation = st.generation;
+    st.generation += 1;
+    (batch, generation)
+}
+
+async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
+    loop {
+        let taken = {
+            let mut st = shared.state.write();
+            (!st.dirty.is_empty()).then(|| take_batch(&mut st))
+        };
+        let Some((batch, generation)) = taken else {
+            if shared.closing.load(Ordering::SeqCst) {
+                break;
+            }
+            shared.wake_writer.notified().await;
+            continue;
+        };
+        match store.commit(&batch).await {
+            Ok(()) => {
+                shared.commits.fetch_add(1, Ordering::Relaxed);
+                shared.progress.send_modify(|p| p.done = generation);
+            }
+            Err(e) => {
+                shared.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, generation, "group commit failed; will retry");
+                {
+                    // Put the keys back so a later group retries them.
+                    let mut st = shared.state.write();
+                    for k in batch.removals {
+                        st.dirty.insert(k, true);
+                    }
+                    for e in batch.upserts {
+                        st.dirty.entry(e.key).or_insert(false);
+                    }
+                }
+                let why: Arc<str> = e.to_string().into();
+                shared.progress.send_modify(|p| {
+                    p.done = generation;
+                    p.failed.push((generation, why));
+                    let excess = p.failed.len().saturating_sub(64);
+                    p.failed.drain(..excess);
+                });
+                if shared.closing.load(Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "closing the database");
+    }
+}

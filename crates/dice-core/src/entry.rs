@@ -1,0 +1,225 @@
+//! Node ids, versions and entries: what one key holds.
+
+use crate::hlc::Hlc;
+use bytes::Bytes;
+use crdts::LWWReg;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A node's stable identity as the origin of writes: 63 random bits, chosen when a data
+/// directory is created and stored in it.
+///
+/// ```
+/// use dice_core::NodeId;
+/// let id = NodeId::new(42).unwrap();
+/// assert_eq!(id.to_string(), "000000000000002a");
+/// assert_eq!("000000000000002a".parse::<NodeId>().unwrap(), id);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(u64);
+
+impl NodeId {
+    /// A node id from its integer form; `None` if the top bit is set (ids must fit an `i64`).
+    pub fn new(raw: u64) -> Option<Self> {
+        (raw <= i64::MAX as u64).then_some(NodeId(raw))
+    }
+
+    /// A fresh random id.
+    pub fn random() -> Self {
+        NodeId(rand::random::<u64>() >> 1)
+    }
+
+    /// The integer form.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({:016x})", self.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A string that is not a node id (16 hex digits, top bit clear).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a node id: {0:?} (expected up to 16 hex digits, below 8000000000000000)")]
+pub struct ParseNodeIdError(String);
+
+impl std::str::FromStr for NodeId {
+    type Err = ParseNodeIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(s, 16)
+            .ok()
+            .and_then(NodeId::new)
+            .ok_or_else(|| ParseNodeIdError(s.to_owned()))
+    }
+}
+
+/// The version of a write: its HLC timestamp, ties broken by the writing node's id.
+///
+/// Versions are totally ordered and unique (a node never issues one timestamp twice), so the
+/// greatest version of a key is the same on every replica whatever the order of arrival.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug, Serialize, Deserialize,
+)]
+pub struct Version {
+    /// When the write happened.
+    pub hlc: Hlc,
+    /// Which node wrote it.
+    pub origin: NodeId,
+}
+
+/// What a key's register holds besides its version: the value (or `None` for a tombstone),
+/// the absolute expiry time, and the sequence number of the write that produced it.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Cell {
+    /// The value; `None` is a tombstone.
+    pub value: Option<Bytes>,
+    /// Absolute expiry, milliseconds since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
+    /// The origin's sequence number of the write (with `Version::origin`, the write's dot).
+    pub seq: u64,
+}
+
+/// One key's last-writer-wins register, from the `crdts` crate: the greater version wins.
+pub type Register = LWWReg<Cell, Version>;
+
+/// An entry: a key and the write that currently holds it. This is what replicas exchange and
+/// what SQLite stores.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    /// The key.
+    #[serde(with = "serde_bytes_compat")]
+    pub key: Bytes,
+    /// The value; `None` for a tombstone.
+    #[serde(with = "serde_opt_bytes_compat")]
+    pub value: Option<Bytes>,
+    /// The write's version.
+    pub version: Version,
+    /// The write's sequence number at its origin.
+    pub seq: u64,
+    /// Absolute expiry in milliseconds since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Entry {
+    /// Whether this entry reads as absent at `now_ms`: a tombstone, or expired.
+    pub fn is_dead(&self, now_ms: u64) -> bool {
+        is_dead(self.value.is_none(), self.expires_at_ms, now_ms)
+    }
+
+    /// Splits the entry into its key and register.
+    pub fn into_register(self) -> (Bytes, Register) {
+        (
+            self.key,
+            LWWReg {
+                val: Cell {
+                    value: self.value,
+                    expires_at_ms: self.expires_at_ms,
+                    seq: self.seq,
+                },
+                marker: self.version,
+            },
+        )
+    }
+
+    /// Rebuilds an entry from a key and its register.
+    pub fn from_register(key: Bytes, reg: &Register) -> Self {
+        Entry {
+            key,
+            value: reg.val.value.clone(),
+            version: reg.marker,
+            seq: reg.val.seq,
+            expires_at_ms: reg.val.expires_at_ms,
+        }
+    }
+
+    /// Approximate size on the wire and in a page budget.
+    pub fn wire_size(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Bytes::len) + 40
+    }
+}
+
+pub(crate) fn is_dead(tombstone: bool, expires_at_ms: Option<u64>, now_ms: u64) -> bool {
+    tombstone || expires_at_ms.is_some_and(|t| t <= now_ms)
+}
+
+/// Size limits on what a client or a peer may store.
+///
+/// Defaults: keys up to 4 KiB, values up to 1 MiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest key, in bytes (keys must also be non-empty).
+    pub max_key_len: usize,
+    /// Largest value, in bytes.
+    pub max_value_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_len: 4 * 1024,
+            max_value_len: 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks a key and value against the limits.
+    pub fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), crate::Error> {
+        if key.is_empty() {
+            return Err(crate::Error::EmptyKey);
+        }
+        if key.len() > self.max_key_len {
+            return Err(crate::Error::KeyTooLarge {
+                len: key.len(),
+                max: self.max_key_len,
+            });
+        }
+        if let Some(v) = value
+            && v.len() > self.max_value_len
+        {
+            return Err(crate::Error::ValueTooLarge {
+                len: v.len(),
+                max: self.max_value_len,
+            });
+        }
+        Ok(())
+    }
+}
+
+mod serde_bytes_compat {
+    use bytes::Bytes;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::serialize(b.as_ref(), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let v: serde_bytes::ByteBuf = serde_bytes::deserialize(d)?;
+        Ok(Bytes::from(v.into_vec()))
+    }
+}
+
+mod serde_opt_bytes_compat {
+    use bytes::Bytes;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::serialize(&b.as_ref().map(|b| b.as_ref()), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
+        let v: Option<serde_bytes::ByteBuf> = serde_bytes::deserialize(d)?;
+        Ok(v.map(|v| Bytes::from(v.into_vec())))
+    }
+}

@@ -1,0 +1,111 @@
+//! Errors of the cache, with the context a user needs to act on them.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in dice-core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Keys must not be empty.
+    #[error("key is empty")]
+    EmptyKey,
+    /// A key past [`crate::Limits::max_key_len`].
+    #[error("key of {len} bytes exceeds the limit of {max} bytes")]
+    KeyTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value past [`crate::Limits::max_value_len`].
+    #[error("value of {len} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A remote entry that breaks an invariant.
+    #[error("invalid entry from a peer ({reason}), key starting {key_prefix:?}")]
+    InvalidEntry {
+        /// What is wrong.
+        reason: &'static str,
+        /// The first bytes of its key.
+        key_prefix: Vec<u8>,
+    },
+    /// A peer broke the sync protocol.
+    #[error("sync protocol violation: {0}")]
+    Protocol(String),
+    /// A sync message could not be encoded or decoded.
+    #[error(transparent)]
+    Wire(#[from] crate::sync::WireError),
+    /// Another process has the data directory open.
+    #[error(
+        "data directory {path} is in use by another dice process (lock held on {path}/LOCK)",
+        path = .path.display()
+    )]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// The database file is not one of ours.
+    #[error("{path} is not a dice database: {reason}", path = .path.display())]
+    NotADiceDatabase {
+        /// The file.
+        path: PathBuf,
+        /// What gave it away.
+        reason: String,
+    },
+    /// The database was written by a newer dice.
+    #[error(
+        "{path} has schema version {found}, newer than this dice supports ({supported}); upgrade dice",
+        path = .path.display()
+    )]
+    SchemaTooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+    /// A file-system operation failed.
+    #[error("{op} {path}: {source}", path = .path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// SQLite said no.
+    #[error("sqlite: {context}: {source}")]
+    Sqlite {
+        /// What was being done.
+        context: &'static str,
+        /// The error.
+        source: sqlx::Error,
+    },
+    /// The schema migrations failed.
+    #[error("migrating the database schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A group commit failed; the write may not be durable.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    /// The cache was closed.
+    #[error("the cache is closed")]
+    Closed,
+}
+
+/// Results of dice-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) trait SqlContext<T> {
+    fn ctx(self, context: &'static str) -> Result<T>;
+}
+
+impl<T> SqlContext<T> for std::result::Result<T, sqlx::Error> {
+    fn ctx(self, context: &'static str) -> Result<T> {
+        self.map_err(|source| Error::Sqlite { context, source })
+    }
+}

@@ -1,0 +1,52 @@
+//! dice-core: the dice cache as an embeddable library.
+//!
+//! A replicated, eventually consistent key-value cache: every node holds the whole map as a
+//! last-writer-wins map CRDT, persisted in SQLite. This crate is everything but the network.
+//!
+//! # A tour of the modules
+//!
+//! * [`hlc`]: the hybrid logical clock ([`Hlc`], [`HlcClock`]) that versions every write.
+//! * [`entry`]: node ids, versions `(hlc, origin)`, entries and the per-key register (the
+//!   `crdts` crate's `LWWReg`), and the size [`Limits`].
+//! * [`version_vector`]: [`VersionVector`], per origin the seq held contiguously.
+//! * [`replica`]: [`Replica`], the in-memory map with its indexes, merge, TTL and GC. No I/O.
+//! * [`sync`]: the sync protocol as plain code: [`SyncMessage`] and its wire form, the
+//!   catch-up [`SyncSession`], live pushes, full resync when behind a GC floor.
+//! * [`store`]: SQLite through sqlx: the data directory, its lock, migrations, group commits.
+//! * [`cache`]: [`Cache`], the persistent cache a program embeds: reads from memory, writes
+//!   acknowledged after their group commit, change subscriptions, sync entry points.
+//!
+//! # Embedding
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> dice_core::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let cache = dice_core::Cache::open(dir.path()).await?;
+//! let mut changes = cache.subscribe();
+//! cache.put("elixir", "awesome sauce").await?;
+//! assert_eq!(changes.recv().await.unwrap().key.as_ref(), b"elixir");
+//! assert_eq!(cache.scan_prefix(b"eli").len(), 1);
+//! # Ok(()) }
+//! ```
+
+pub mod cache;
+pub mod entry;
+mod error;
+pub mod hlc;
+pub mod replica;
+pub mod store;
+pub mod sync;
+pub mod version_vector;
+
+pub use cache::{Cache, CacheOptions, CacheStats, Event};
+pub use entry::{Entry, Limits, NodeId, ParseNodeIdError, Version};
+pub use error::{Error, Result};
+pub use hlc::{Hlc, HlcClock, now_ms};
+pub use replica::{Change, ChangeSource, GcReport, Replica, ReplicaStats};
+pub use store::Durability;
+pub use sync::{
+    CatchUpPage, CatchUpRequest, Cursor, Push, Refusal, SYNC_PROTOCOL_VERSION, SessionStats,
+    SessionStep, SyncLimits, SyncMessage, SyncSession, WireError,
+};
+pub use version_vector::VersionVector;

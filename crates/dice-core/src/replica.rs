@@ -1,0 +1,644 @@
+//! The replica: the LWW-map, its version vector, GC floors and the indexes that make sync and
+//! garbage collection cost what they touch. Plain in-memory code, no I/O: [`crate::Cache`]
+//! wraps it with persistence, and tests drive several of them through [`crate::SyncSession`].
+
+use crate::entry::{Cell, Entry, Limits, NodeId, Register, Version, is_dead};
+use crate::hlc::{Hlc, HlcClock};
+use crate::sync::{CatchUpPage, CatchUpRequest, Cursor, Push, Refusal, SyncLimits, SyncMessage};
+use crate::version_vector::VersionVector;
+use crate::{Error, Result};
+use bytes::Bytes;
+use crdts::LWWReg;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Where a change to the map came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeSource {
+    /// A write made on this replica.
+    Local,
+    /// An entry received from a peer.
+    Remote,
+    /// A dead entry dropped by garbage collection or by a full resync.
+    Dropped,
+}
+
+/// A change to one key of the map, as recorded for persistence and subscribers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The key that changed.
+    pub key: Bytes,
+    /// The entry now held, or `None` if the key's entry was dropped.
+    pub entry: Option<Entry>,
+    /// Why it changed.
+    pub source: ChangeSource,
+}
+
+/// Counters a replica keeps about what it has done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaStats {
+    /// Remote entries that won and were installed.
+    pub remote_applied: u64,
+    /// Remote entries that lost to what was held (or were duplicates).
+    pub remote_ignored: u64,
+    /// Dead entries dropped by GC.
+    pub gc_dropped: u64,
+    /// Entries dropped by full resyncs.
+    pub resync_dropped: u64,
+    /// Full resyncs completed.
+    pub full_resyncs: u64,
+    /// Messages refused because a peer was behind our floors.
+    pub refused_behind: u64,
+}
+
+/// What one garbage collection pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Dead entries dropped.
+    pub dropped: usize,
+}
+
+/// An in-memory LWW-map replica.
+///
+/// ```
+/// use dice_core::{Limits, NodeId, Replica};
+/// let mut a = Replica::new(NodeId::new(1).unwrap(), Limits::default());
+/// a.write(b"k".as_slice().into(), Some(b"v1".as_slice().into()), None, 1_000).unwrap();
+/// let e = a.write(b"k".as_slice().into(), Some(b"v2".as_slice().into()), None, 1_000).unwrap();
+/// let mut b = Replica::new(NodeId::new(2).unwrap(), Limits::default());
+/// b.apply(e, 1_000).unwrap();
+/// assert_eq!(b.get(b"k", 1_000).unwrap().as_ref(), b"v2");
+/// assert_eq!(a.digest(1_000), b.digest(1_000));
+/// ```
+#[derive(Debug)]
+pub struct Replica {
+    id: NodeId,
+    clock: HlcClock,
+    limits: Limits,
+    map: HashMap<Bytes, Register>,
+    vv: VersionVector,
+    floors: VersionVector,
+    /// origin → seq → key, for the entries currently held.
+    by_dot: BTreeMap<NodeId, BTreeMap<u64, Bytes>>,
+    /// Live entries with a TTL, by expiry.
+    expiring: BTreeSet<(u64, Bytes)>,
+    /// Tombstones, by the physical time of their version.
+    tombstones: BTreeSet<(u64, Bytes)>,
+    /// Entries holding a value (expired or not).
+    valued: usize,
+    resync_needed: AtomicBool,
+    changes: Option<Vec<Change>>,
+    stats: ReplicaStats,
+}
+
+/// Remote timestamps further ahead than this are counted as clock skew (and accepted).
+pub const DEFAULT_MAX_SKEW_MS: u64 = 60_000;
+
+impl Replica {
+    /// An empty replica for node `id`.
+    pub fn new(id: NodeId, limits: Limits) -> Self {
+        Replica {
+            id,
+            clock: HlcClock::new(Hlc::ZERO, DEFAULT_MAX_SKEW_MS),
+            limits,
+            map: HashMap::new(),
+            vv: VersionVector::default(),
+            floors: VersionVector::default(),
+            by_dot: BTreeMap::new(),
+            expiring: BTreeSet::new(),
+            tombstones: BTreeSet::new(),
+            valued: 0,
+            resync_needed: AtomicBool::new(false),
+            changes: None,
+            stats: ReplicaStats::default(),
+        }
+    }
+
+    /// Rebuilds a replica from persisted state. Entries are trusted (they were validated when
+    /// they were first written or received).
+    pub fn restore(
+        id: NodeId,
+        limits: Limits,
+        last_hlc: Hlc,
+        vv: VersionVector,
+        floors: VersionVector,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Self {
+        let mut r = Replica::new(id, limits);
+        let mut last = last_hlc;
+        for e in entries {
+            last = last.max(e.version.hlc);
+            let (key, reg) = e.into_register();
+            r.install(key, reg, ChangeSource::Remote);
+        }
+        r.clock = HlcClock::new(last, DEFAULT_MAX_SKEW_MS);
+        for (o, s) in vv.iter() {
+            r.vv.set(o, s);
+        }
+        for (o, s) in floors.iter() {
+            r.floors.set(o, s);
+        }
+        r
+    }
+
+    /// Sets how far ahead a remote timestamp may be before it is counted as skew.
+    pub fn set_max_skew_ms(&mut self, max_skew_ms: u64) {
+        self.clock = HlcClock::new(self.clock.last(), max_skew_ms);
+    }
+
+    /// Starts (or stops) recording changes for [`Replica::take_changes`].
+    pub fn record_changes(&mut self, on: bool) {
+        self.changes = on.then(Vec::new);
+    }
+
+    /// The changes recorded since the last call.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// This replica's node id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The size limits enforced on writes and on remote entries.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The version vector.
+    pub fn vv(&self) -> &VersionVector {
+        &self.vv
+    }
+
+    /// The GC floors: per origin, the highest seq of a dead entry dropped here.
+    pub fn floors(&self) -> &VersionVector {
+        &self.floors
+    }
+
+    /// The greatest timestamp this replica's clock has produced or observed.
+    pub fn last_hlc(&self) -> Hlc {
+        self.clock.last()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ReplicaStats {
+        self.stats
+    }
+
+    /// Remote timestamps seen further ahead of local time than the allowed skew.
+    pub fn skew_events(&self) -> u64 {
+        self.clock.skew_events()
+    }
+
+    /// The sequence number of this replica's latest local write.
+    pub fn local_seq(&self) -> u64 {
+        self.vv.get(self.id)
+    }
+
+    /// The live value of `key` at `now_ms`.
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&Bytes> {
+        let reg = self.map.get(key)?;
+        if is_dead(reg.val.value.is_none(), reg.val.expires_at_ms, now_ms) {
+            return None;
+        }
+        reg.val.value.as_ref()
+    }
+
+    /// The live value of `key` and its expiry.
+    pub fn get_with_expiry(&self, key: &[u8], now_ms: u64) -> Option<(Bytes, Option<u64>)> {
+        let reg = self.map.get(key)?;
+        if is_dead(reg.val.value.is_none(), reg.val.expires_at_ms, now_ms) {
+            return None;
+        }
+        reg.val.value.clone().map(|v| (v, reg.val.expires_at_ms))
+    }
+
+    /// The entry held for `key`, dead or alive.
+    pub fn entry(&self, key: &[u8]) -> Option<Entry> {
+        self.map
+            .get_key_value(key)
+            .map(|(k, reg)| Entry::from_register(k.clone(), reg))
+    }
+
+    /// Every entry held, dead or alive, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.map
+            .iter()
+            .map(|(k, reg)| Entry::from_register(k.clone(), reg))
+    }
+
+    /// Number of entries held, dead ones included.
+    pub fn entry_count(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Number of keys that read as present at `now_ms`.
+    pub fn live_len(&self, now_ms: u64) -> usize {
+        let expired = self.expiring.range(..(now_ms + 1, Bytes::new())).count();
+        self.valued - expired
+    }
+
+    /// Live keys starting with `prefix`, with their values, sorted by key.
+    pub fn scan_prefix(&self, prefix: &[u8], now_ms: u64) -> Vec<(Bytes, Bytes)> {
+        let mut out: Vec<(Bytes, Bytes)> = self
+            .map
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, reg)| {
+                if is_dead(reg.val.value.is_none(), reg.val.expires_at_ms, now_ms) {
+                    None
+                } else {
+                    reg.val.value.clone().map(|v| (k.clone(), v))
+                }
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// An order-independent hash of the live keys and their versions at `now_ms`: two replicas
+    /// with the same digest hold the same data.
+    pub fn digest(&self, now_ms: u64) -> u64 {
+        self.map
+            .iter()
+            .filter(|(_, reg)| !is_dead(reg.val.value.is_none(), reg.val.expires_at_ms, now_ms))
+            .map(|(k, reg)| entry_hash(k, reg.marker))
+            .fold(0u64, u64::wrapping_add)
+    }
+
+    /// A local write: `value` `None` deletes. Returns the entry written.
+    pub fn write(
+        &mut self,
+        key: Bytes,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Entry> {
+        self.limits.check(&key, value.as_deref())?;
+        let hlc = self.clock.tick(now_ms);
+        let seq = self.vv.get(self.id) + 1;
+        self.vv.set(self.id, seq);
+        let entry = Entry {
+            key,
+            value,
+            version: Version {
+                hlc,
+                origin: self.id,
+            },
+            seq,
+            expires_at_ms: expires_at_ms.map(|t| t.min(i64::MAX as u64)),
+        };
+        let (key, reg) = entry.clone().into_register();
+        self.install(key, reg, ChangeSource::Local);
+        Ok(entry)
+    }
+
+    /// Checks a remote entry against the limits and the invariants of ids and timestamps.
+    pub fn validate_remote(&self, e: &Entry) -> Result<()> {
+        self.limits.check(&e.key, e.value.as_deref())?;
+        let bad = |reason: &'static str| {
+            Err(Error::InvalidEntry {
+                reason,
+                key_prefix: e.key.iter().take(32).copied().collect(),
+            })
+        };
+        if e.seq == 0 {
+            return bad("sequence number 0");
+        }
+        if e.version.hlc.as_u64() > i64::MAX as u64 {
+            return bad("timestamp out of range");
+        }
+        if NodeId::new(e.version.origin.as_u64()).is_none() {
+            return bad("origin id out of range");
+        }
+        if e.expires_at_ms.is_some_and(|t| t > i64::MAX as u64) {
+            return bad("expiry out of range");
+        }
+        Ok(())
+    }
+
+    /// Merges a remote entry. Returns whether it won (and is now held).
+    pub fn apply(&mut self, entry: Entry, now_ms: u64) -> Result<bool> {
+        self.validate_remote(&entry)?;
+        if self.clock.observe(entry.version.hlc, now_ms) {
+            tracing::warn!(
+                origin = %entry.version.origin,
+                remote_ms = entry.version.hlc.physical_ms(),
+                now_ms,
+                "remote timestamp far ahead of local clock; accepted"
+            );
+        }
+        if entry.version.origin == self.id && entry.seq > self.vv.get(self.id) {
+            // Our own write we do not remember (a copied data dir?): never reuse its seq.
+            tracing::warn!(
+                seq = entry.seq,
+                "received a write of our own origin from the future"
+            );
+            self.vv.set(self.id, entry.seq);
+        }
+        let wins = self
+            .map
+            .get(&entry.key)
+            .is_none_or(|cur| cur.marker < entry.version);
+        if wins {
+            let (key, reg) = entry.into_register();
+            self.install(key, reg, ChangeSource::Remote);
+            self.stats.remote_applied += 1;
+        } else {
+            self.stats.remote_ignored += 1;
+        }
+        Ok(wins)
+    }
+
+    /// Replaces what `key` holds by `reg`, keeping the indexes in step.
+    fn install(&mut self, key: Bytes, reg: Register, source: ChangeSource) {
+        if let Some(old) = self.map.remove(&key) {
+            self.unindex(&key, &old);
+        }
+        self.index(&key, &reg);
+        if let Some(changes) = self.changes.as_mut() {
+            changes.push(Change {
+                key: key.clone(),
+                entry: Some(Entry::from_register(key.clone(), &reg)),
+                source,
+            });
+        }
+        self.map.insert(key, reg);
+    }
+
+    /// Drops what `key` holds (no tombstone is left).
+    fn remove(&mut self, key: &[u8], source: ChangeSource) -> Option<Register> {
+        let (key, old) = self.map.remove_entry(key)?;
+        self.unindex(&key, &old);
+        if let Some(changes) = self.changes.as_mut() {
+            changes.push(Change {
+                key,
+                entry: None,
+                source,
+            });
+        }
+        Some(old)
+    }
+
+    fn index(&mut self, key: &Bytes, reg: &Register) {
+        let origin = reg.marker.origin;
+        self.vv.touch(origin);
+        self.by_dot
+            .entry(origin)
+            .or_default()
+            .insert(reg.val.seq, key.clone());
+        match (&reg.val.value, reg.val.expires_at_ms) {
+            (None, _) => {
+                self.tombstones
+                    .insert((reg.marker.hlc.physical_ms(), key.clone()));
+            }
+            (Some(_), ttl) => {
+                self.valued += 1;
+                if let Some(t) = ttl {
+                    self.expiring.insert((t, key.clone()));
+                }
+            }
+        }
+    }
+
+    fn unindex(&mut self, key: &Bytes, reg: &Register) {
+        let origin = reg.marker.origin;
+        if let Some(seqs) = self.by_dot.get_mut(&origin) {
+            seqs.remove(&reg.val.seq);
+            if seqs.is_empty() {
+                self.by_dot.remove(&origin);
+            }
+        }
+        match (&reg.val.value, reg.val.expires_at_ms) {
+            (None, _) => {
+                self.tombstones
+                    .remove(&(reg.marker.hlc.physical_ms(), key.clone()));
+            }
+            (Some(_), ttl) => {
+                self.valued -= 1;
+                if let Some(t) = ttl {
+                    self.expiring.remove(&(t, key.clone()));
+                }
+            }
+        }
+    }
+
+    /// Drops dead entries (tombstones and expired values) dead for longer than `grace_ms`,
+    /// raising the floor of their origins. Entries beyond a gap in the version vector are kept
+    /// until the gap is filled, so a floor never passes what this replica holds contiguously.
+    pub fn gc(&mut self, now_ms: u64, grace_ms: u64) -> GcReport {
+        let horizon = now_ms.saturating_sub(grace_ms);
+        let bound = (horizon, Bytes::new());
+        let doomed: Vec<Bytes> = self
+            .tombstones
+            .range(..bound.clone())
+            .chain(self.expiring.range(..bound))
+            .map(|(_, key)| key.clone())
+            .collect();
+        let mut report = GcReport::default();
+        for key in doomed {
+            let Some(reg) = self.map.get(&key) else {
+                continue;
+            };
+            let (origin, seq) = (reg.marker.origin, reg.val.seq);
+            if seq > self.vv.get(origin) {
+                continue;
+            }
+            self.remove(&key, ChangeSource::Dropped);
+            self.floors.raise(origin, seq);
+            report.dropped += 1;
+        }
+        self.stats.gc_dropped += report.dropped as u64;
+        report
+    }
+
+    /// Whether the next catch-up session must be a full resync (a peer told us we are behind
+    /// its GC floors).
+    pub fn resync_needed(&self) -> bool {
+        self.resync_needed.load(Ordering::Relaxed)
+    }
+
+    /// Records that the next catch-up session must be a full resync.
+    pub fn mark_resync_needed(&self) {
+        self.resync_needed.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn clear_resync_needed(&self) {
+        self.resync_needed.store(false, Ordering::Relaxed);
+    }
+
+    /// Local writes with seq greater than `after_seq`, oldest first, at most `max_entries`
+    /// of them: what to push to a peer that has seen our writes up to `after_seq`.
+    pub fn local_entries_after(&self, after_seq: u64, max_entries: usize) -> Vec<Entry> {
+        let Some(seqs) = self.by_dot.get(&self.id) else {
+            return Vec::new();
+        };
+        seqs.range(after_seq.saturating_add(1)..)
+            .take(max_entries)
+            .filter_map(|(_, k)| self.entry(k))
+            .collect()
+    }
+
+    /// Builds a live-push message carrying `entries`.
+    pub fn make_push(&self, entries: Vec<Entry>) -> SyncMessage {
+        SyncMessage::Push(Push {
+            sender_vv: self.vv.clone(),
+            entries,
+        })
+    }
+
+    /// Applies a live push. A sender behind our GC floors could resurrect deleted data, so its
+    /// push is refused with a reply telling it to resync.
+    pub fn receive_push(&mut self, push: Push, now_ms: u64) -> Result<Option<SyncMessage>> {
+        if !push.sender_vv.dominates(&self.floors) {
+            self.stats.refused_behind += 1;
+            return Ok(Some(SyncMessage::Refused(Refusal::YouAreBehind {
+                floors: self.floors.clone(),
+            })));
+        }
+        let mut entries = push.entries;
+        entries.sort_by_key(|e| (e.version.origin, e.seq));
+        for e in entries {
+            let (origin, seq) = (e.version.origin, e.seq);
+            self.apply(e, now_ms)?;
+            if seq == self.vv.get(origin) + 1 {
+                self.vv.set(origin, seq);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Answers a catch-up request with one page (or a refusal). Pure apart from marking this
+    /// replica for a resync when the asker shows that we are behind its floors.
+    pub fn serve(&self, req: &CatchUpRequest, limits: &SyncLimits) -> SyncMessage {
+        let server_behind = !self.vv.dominates(&req.floors);
+        let asker_behind = !req.vv.dominates(&self.floors);
+        if server_behind && !(req.full && asker_behind) {
+            self.mark_resync_needed();
+            return SyncMessage::Refused(Refusal::IAmBehind);
+        }
+        if asker_behind && !req.full {
+            return SyncMessage::Refused(Refusal::YouAreBehind {
+                floors: self.floors.clone(),
+            });
+        }
+        let max_entries = (req.max_entries as usize).clamp(1, limits.page_max_entries);
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        let mut covered = VersionVector::default();
+        let mut next = None;
+        let start_origin = req.resume.map(|c| c.origin).unwrap_or_default();
+        'origins: for (origin, held) in self.vv.iter() {
+            if origin < start_origin {
+                continue;
+            }
+            let mut from = if req.full { 0 } else { req.vv.get(origin) };
+            if let Some(c) = req.resume
+                && c.origin == origin
+            {
+                from = from.max(c.seq);
+            }
+            if let Some(seqs) = self.by_dot.get(&origin) {
+                for (&seq, key) in seqs.range(from.saturating_add(1)..) {
+                    if entries.len() >= max_entries
+                        || (bytes >= limits.page_max_bytes && !entries.is_empty())
+                    {
+                        // Stop before `seq`: everything of `origin` up to the last one sent is
+                        // covered (or superseded by entries of other origins).
+                        let last = seq - 1;
+                        covered.raise(origin, held.min(last));
+                        next = Some(Cursor { origin, seq: last });
+                        break 'origins;
+                    }
+                    if let Some(e) = self.entry(key) {
+                        bytes += e.wire_size();
+                        entries.push(e);
+                    }
+                }
+            }
+            covered.raise(origin, held);
+        }
+        SyncMessage::Page(CatchUpPage {
+            entries,
+            covered,
+            floors: self.floors.clone(),
+            next,
+        })
+    }
+
+    /// Ends a full resync: drops the entries the peer's pages covered but did not contain
+    /// (the peer deleted and collected them, or holds something newer), and adopts its floors.
+    pub(crate) fn finish_full_resync(
+        &mut self,
+        received: &HashSet<Bytes>,
+        covered: &VersionVector,
+        floors: &VersionVector,
+    ) -> usize {
+        let doomed: Vec<Bytes> = self
+            .map
+            .iter()
+            .filter(|(k, reg)| {
+                !received.contains(*k) && reg.val.seq <= covered.get(reg.marker.origin)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &doomed {
+            self.remove(k, ChangeSource::Dropped);
+        }
+        self.floors.merge(floors);
+        self.vv.merge(covered);
+        self.stats.resync_dropped += doomed.len() as u64;
+        self.stats.full_resyncs += 1;
+        self.clear_resync_needed();
+        doomed.len()
+    }
+
+    /// Raises the version vector with what a catch-up page covered.
+    pub(crate) fn raise_vv(&mut self, covered: &VersionVector) {
+        self.vv.merge(covered);
+    }
+
+    /// Approximate heap bytes held per entry (keys, values, registers and indexes), for
+    /// memory figures.
+    pub fn approx_heap_bytes(&self) -> usize {
+        let regs = self.map.capacity() * (std::mem::size_of::<(Bytes, Register)>() + 1);
+        let data: usize = self
+            .map
+            .iter()
+            .map(|(k, r)| k.len() + r.val.value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        let dots = self.map.len() * (std::mem::size_of::<(u64, Bytes)>() + 8);
+        regs + data + dots
+    }
+}
+
+fn entry_hash(key: &[u8], v: Version) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(key);
+    h.update(&v.hlc.as_u64().to_le_bytes());
+    h.update(&v.origin.as_u64().to_le_bytes());
+    h.digest()
+}
+
+impl Cell {
+    /// A register holding `value` at `version`.
+    pub fn register(
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+        seq: u64,
+        version: Version,
+    ) -> Register {
+        LWWReg {
+            val: Cell {
+                value,
+                expires_at_ms,
+                seq,
+            },
+            marker: version,
+        }
+    }
+}

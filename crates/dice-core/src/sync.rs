@@ -1,0 +1,367 @@
+//! The sync protocol as plain code: messages, their wire form, and the catch-up session.
+//!
+//! Two mechanisms keep replicas converged (see `DESIGN.md`, section Sync):
+//!
+//! * **Live push**: a node sends its new local writes to its peers in batches
+//!   ([`Replica::local_entries_after`], [`Replica::make_push`], [`Replica::receive_push`]).
+//!   A receiver advances its version vector only over contiguous sequence numbers.
+//! * **Catch-up**: a [`SyncSession`] sends the asker's version vector; the server answers with
+//!   the entries the asker misses, in bounded pages ([`Replica::serve`]). If the asker is behind
+//!   the server's GC floors, the session turns into a full resync.
+//!
+//! Nothing here opens a socket: a test can wire replicas together in a loop and lose, repeat
+//! or reorder messages at will.
+
+use crate::entry::{Entry, NodeId};
+use crate::replica::Replica;
+use crate::version_vector::VersionVector;
+use crate::{Error, Result};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// Version of the sync wire format. A message of another version is refused with
+/// [`WireError::UnsupportedVersion`].
+pub const SYNC_PROTOCOL_VERSION: u16 = 1;
+
+/// Bounds on sync messages and pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncLimits {
+    /// Largest encoded message accepted (default 8 MiB).
+    pub max_message_bytes: usize,
+    /// Most entries in one catch-up page or push (default 4096).
+    pub page_max_entries: usize,
+    /// A page stops growing once it holds this many bytes (default 1 MiB); a page always
+    /// holds at least one entry, so this must leave room for the largest entry.
+    pub page_max_bytes: usize,
+}
+
+impl Default for SyncLimits {
+    fn default() -> Self {
+        SyncLimits {
+            max_message_bytes: 8 * 1024 * 1024,
+            page_max_entries: 4096,
+            page_max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Where a paged catch-up resumes: after `seq` of `origin` (origins are visited in id order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The origin being paged through.
+    pub origin: NodeId,
+    /// The last seq of that origin already sent.
+    pub seq: u64,
+}
+
+/// "Send me what I miss": the asker's version vector and floors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUpRequest {
+    /// What the asker holds.
+    pub vv: VersionVector,
+    /// The asker's GC floors: a server behind them must not serve (it could resurrect).
+    pub floors: VersionVector,
+    /// Where to resume, for pages after the first.
+    pub resume: Option<Cursor>,
+    /// A full resync: send everything, whatever `vv` says.
+    pub full: bool,
+    /// Most entries wanted in this page.
+    pub max_entries: u32,
+}
+
+/// One page of a catch-up answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUpPage {
+    /// Entries the asker may miss.
+    pub entries: Vec<Entry>,
+    /// Per origin, the seq up to which the asker now holds everything (or something newer).
+    pub covered: VersionVector,
+    /// The server's GC floors.
+    pub floors: VersionVector,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// A batch of a node's new local writes, pushed to a peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Push {
+    /// The sender's version vector: a receiver refuses a sender behind its floors.
+    pub sender_vv: VersionVector,
+    /// The writes.
+    pub entries: Vec<Entry>,
+}
+
+/// Why a peer would not serve or accept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// You are behind my GC floors: do a full resync (a delta could resurrect deleted data).
+    YouAreBehind {
+        /// The refusing side's floors.
+        floors: VersionVector,
+    },
+    /// I am behind your GC floors: I will resync before serving you.
+    IAmBehind,
+}
+
+/// Every message of the sync protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncMessage {
+    /// Catch-up request.
+    Request(CatchUpRequest),
+    /// Catch-up answer page.
+    Page(CatchUpPage),
+    /// Live push of local writes.
+    Push(Push),
+    /// A refusal to serve or accept.
+    Refused(Refusal),
+}
+
+/// A sync message that could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The message is larger than the limit.
+    #[error("sync message of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The message is shorter than its header.
+    #[error("sync message truncated: {len} bytes")]
+    Truncated {
+        /// Its size.
+        len: usize,
+    },
+    /// The message is of a protocol version this node does not speak.
+    #[error(
+        "sync protocol version {found} is not supported (this node speaks version {supported})"
+    )]
+    UnsupportedVersion {
+        /// The version found.
+        found: u16,
+        /// The version spoken here.
+        supported: u16,
+    },
+    /// The body does not decode.
+    #[error("malformed sync message: {0}")]
+    Malformed(#[from] postcard::Error),
+    /// The body decodes but breaks a bound.
+    #[error("invalid sync message: {0}")]
+    Invalid(String),
+}
+
+impl SyncMessage {
+    /// Encodes the message: a 2-byte big-endian protocol version, then the postcard body.
+    ///
+    /// ```
+    /// use dice_core::{SyncLimits, SyncMessage, Refusal};
+    /// let msg = SyncMessage::Refused(Refusal::IAmBehind);
+    /// let bytes = msg.encode(&SyncLimits::default()).unwrap();
+    /// assert_eq!(SyncMessage::decode(&bytes, &SyncLimits::default()).unwrap(), msg);
+    /// assert!(SyncMessage::decode(&bytes[..1], &SyncLimits::default()).is_err());
+    /// ```
+    pub fn encode(&self, limits: &SyncLimits) -> std::result::Result<Vec<u8>, WireError> {
+        let out = postcard::to_extend(self, SYNC_PROTOCOL_VERSION.to_be_bytes().to_vec())?;
+        if out.len() > limits.max_message_bytes {
+            return Err(WireError::TooLarge {
+                len: out.len(),
+                max: limits.max_message_bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Decodes and bounds-checks a message. Never panics, whatever the bytes.
+    pub fn decode(bytes: &[u8], limits: &SyncLimits) -> std::result::Result<Self, WireError> {
+        if bytes.len() > limits.max_message_bytes {
+            return Err(WireError::TooLarge {
+                len: bytes.len(),
+                max: limits.max_message_bytes,
+            });
+        }
+        let (Some(&hi), Some(&lo)) = (bytes.first(), bytes.get(1)) else {
+            return Err(WireError::Truncated { len: bytes.len() });
+        };
+        let version = u16::from_be_bytes([hi, lo]);
+        if version != SYNC_PROTOCOL_VERSION {
+            return Err(WireError::UnsupportedVersion {
+                found: version,
+                supported: SYNC_PROTOCOL_VERSION,
+            });
+        }
+        let (msg, rest): (SyncMessage, &[u8]) = postcard::take_from_bytes(&bytes[2..])?;
+        if !rest.is_empty() {
+            return Err(WireError::Invalid(format!(
+                "{} trailing bytes after the message",
+                rest.len()
+            )));
+        }
+        let count = match &msg {
+            SyncMessage::Page(p) => p.entries.len(),
+            SyncMessage::Push(p) => p.entries.len(),
+            _ => 0,
+        };
+        if count > limits.page_max_entries {
+            return Err(WireError::Invalid(format!(
+                "{count} entries in one message, the limit is {}",
+                limits.page_max_entries
+            )));
+        }
+        Ok(msg)
+    }
+}
+
+/// What a session did, once done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Pages received.
+    pub pages: u64,
+    /// Entries received.
+    pub entries_received: u64,
+    /// Entries that won and were installed.
+    pub entries_applied: u64,
+    /// Whether the session was (or became) a full resync.
+    pub full: bool,
+    /// Entries dropped at the end of a full resync.
+    pub dropped: u64,
+    /// The peer was behind our floors and will resync from us; nothing was exchanged.
+    pub peer_behind: bool,
+}
+
+/// What to do after handling a message.
+#[derive(Debug)]
+pub enum SessionStep {
+    /// Send this message to the peer and feed its answer back.
+    Send(SyncMessage),
+    /// The session is over.
+    Done(SessionStats),
+}
+
+/// The asking side of one catch-up exchange with one peer.
+///
+/// ```
+/// use dice_core::{Limits, NodeId, Replica, SessionStep, SyncLimits, SyncSession};
+/// let limits = SyncLimits::default();
+/// let mut a = Replica::new(NodeId::new(1).unwrap(), Limits::default());
+/// let mut b = Replica::new(NodeId::new(2).unwrap(), Limits::default());
+/// b.write("k".into(), Some("v".into()), None, 1_000).unwrap();
+/// let (mut session, mut msg) = SyncSession::start(&a, &limits);
+/// let stats = loop {
+///     let SyncMessage::Request(req) = msg else { unreachable!() };
+///     match session.handle(&mut a, b.serve(&req, &limits), 1_000).unwrap() {
+///         SessionStep::Send(next) => msg = next,
+///         SessionStep::Done(stats) => break stats,
+///     }
+/// };
+/// # use dice_core::SyncMessage;
+/// assert_eq!(stats.entries_applied, 1);
+/// assert_eq!(a.get(b"k", 1_000).unwrap().as_ref(), b"v");
+/// ```
+#[derive(Debug)]
+pub struct SyncSession {
+    full: bool,
+    max_entries: u32,
+    received: HashSet<Bytes>,
+    covered: VersionVector,
+    stats: SessionStats,
+}
+
+impl SyncSession {
+    /// Starts a session: a full resync if the replica was told it is behind, a delta
+    /// catch-up otherwise. Returns the first message to send.
+    pub fn start(replica: &Replica, limits: &SyncLimits) -> (Self, SyncMessage) {
+        let mut s = SyncSession {
+            full: replica.resync_needed(),
+            max_entries: limits.page_max_entries.min(u32::MAX as usize) as u32,
+            received: HashSet::new(),
+            covered: VersionVector::default(),
+            stats: SessionStats::default(),
+        };
+        s.stats.full = s.full;
+        let first = s.request(replica, None);
+        (s, first)
+    }
+
+    /// Whether this session is a full resync.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    fn request(&self, replica: &Replica, resume: Option<Cursor>) -> SyncMessage {
+        SyncMessage::Request(CatchUpRequest {
+            vv: replica.vv().clone(),
+            floors: replica.floors().clone(),
+            resume,
+            full: self.full,
+            max_entries: self.max_entries,
+        })
+    }
+
+    /// Handles the peer's answer: applies a page and asks for the next, switches to a full
+    /// resync when refused as behind, or ends.
+    pub fn handle(
+        &mut self,
+        replica: &mut Replica,
+        msg: SyncMessage,
+        now_ms: u64,
+    ) -> Result<SessionStep> {
+        match msg {
+            SyncMessage::Page(page) => {
+                self.stats.pages += 1;
+                for e in page.entries {
+                    self.stats.entries_received += 1;
+                    if self.full {
+                        self.received.insert(e.key.clone());
+                    }
+                    if replica.apply(e, now_ms)? {
+                        self.stats.entries_applied += 1;
+                    }
+                }
+                replica.raise_vv(&page.covered);
+                self.covered.merge(&page.covered);
+                match page.next {
+                    Some(cursor) => Ok(SessionStep::Send(self.request(replica, Some(cursor)))),
+                    None => {
+                        if self.full {
+                            let dropped = replica.finish_full_resync(
+                                &self.received,
+                                &self.covered,
+                                &page.floors,
+                            );
+                            self.stats.dropped = dropped as u64;
+                            tracing::info!(
+                                entries = self.stats.entries_received,
+                                dropped,
+                                "full resync done"
+                            );
+                        }
+                        Ok(SessionStep::Done(self.stats))
+                    }
+                }
+            }
+            SyncMessage::Refused(Refusal::YouAreBehind { .. }) => {
+                if self.full {
+                    return Err(Error::Protocol(
+                        "peer refused a full resync as behind its floors".into(),
+                    ));
+                }
+                tracing::info!("behind a peer's GC floors: switching to a full resync");
+                replica.mark_resync_needed();
+                self.full = true;
+                self.stats.full = true;
+                self.received.clear();
+                self.covered = VersionVector::default();
+                Ok(SessionStep::Send(self.request(replica, None)))
+            }
+            SyncMessage::Refused(Refusal::IAmBehind) => {
+                self.stats.peer_behind = true;
+                Ok(SessionStep::Done(self.stats))
+            }
+            SyncMessage::Request(_) | SyncMessage::Push(_) => Err(Error::Protocol(
+                "expected a catch-up page or a refusal".into(),
+            )),
+        }
+    }
+}
