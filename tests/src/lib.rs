@@ -1,1 +1,135 @@
-//! whole-system tests
+//! Helpers for whole-system tests: find the `dice` binary, run it in temp data dirs, and
+//! stop only the processes these tests started.
+//!
+//! The binary is built by `cargo test --workspace` (dice-cli's own integration tests make
+//! Cargo build it); these helpers look for it next to the test executable.
+
+use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The `dice` binary of this build (`target/<profile>/dice`).
+///
+/// # Panics
+/// If it has not been built: run `cargo build -p dice-cli` or `cargo test --workspace`.
+pub fn dice_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("dice");
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build -p dice-cli` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `dice --data DIR ARGS...` to completion.
+pub fn dice(dir: &Path, args: &[&str]) -> Output {
+    Command::new(dice_bin())
+        .arg("--data")
+        .arg(dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running dice")
+}
+
+/// A `dice node` process started by a test; killed (by its own pid) when dropped.
+pub struct NodeProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl NodeProcess {
+    /// Starts `dice --data DIR node`.
+    pub fn start(dir: &Path) -> NodeProcess {
+        let mut child = Command::new(dice_bin())
+            .arg("--data")
+            .arg(dir)
+            .arg("node")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting dice node");
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(mut l) = log.lock() {
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
+                }
+            });
+        }
+        NodeProcess { child, log }
+    }
+
+    /// Waits (bounded) until the node's log contains `needle`; returns the log so far.
+    ///
+    /// # Panics
+    /// If it does not appear in time, with the log in the message.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let found = wait_for(timeout, || {
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            log.contains(needle).then_some(log)
+        });
+        match found {
+            Some(log) => log,
+            None => panic!(
+                "node log never showed {needle:?}; log so far:\n{}",
+                self.log.lock().map(|l| l.clone()).unwrap_or_default()
+            ),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or gives up after `timeout`.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

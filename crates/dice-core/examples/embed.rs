@@ -1,0 +1,50 @@
+//! Embedding dice-core: a local persistent LWW cache in your own program.
+//!
+//! Run with `cargo run -p dice-core --example embed -- /tmp/my-cache`.
+
+use dice_core::{Cache, CacheOptions, Durability};
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() -> dice_core::Result<()> {
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "./dice-embed-data".into());
+    let options = CacheOptions {
+        durability: Durability::Fsync,
+        ..CacheOptions::default()
+    };
+    let cache = Cache::open_with(&dir, options).await?;
+
+    // Watch changes (local writes, and remote ones once a node syncs this cache).
+    let mut changes = cache.subscribe();
+    let watcher = tokio::spawn(async move {
+        while let Ok(event) = changes.recv().await {
+            println!(
+                "changed: {} = {:?} ({:?})",
+                String::from_utf8_lossy(&event.key),
+                event.value.as_deref().map(String::from_utf8_lossy),
+                event.source
+            );
+        }
+    });
+
+    cache.put("elixir", "awesome sauce").await?;
+    cache
+        .put_with_ttl("session:42", "alice", Duration::from_secs(30))
+        .await?;
+    if let Some(v) = cache.get(b"elixir") {
+        println!("elixir = {}", String::from_utf8_lossy(&v));
+    }
+    for (k, v) in cache.scan_prefix(b"session:") {
+        println!("{} = {}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
+    }
+    let stats = cache.stats();
+    println!(
+        "node {} holds {} keys, digest {:016x}",
+        stats.node_id, stats.keys, stats.digest
+    );
+    cache.close().await?;
+    watcher.await.ok();
+    Ok(())
+}
