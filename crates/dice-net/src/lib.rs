@@ -1,12 +1,67 @@
-//! dice-net: how dice nodes talk.
+//! dice-net: dice nodes over libp2p.
 //!
-//! This crate will own the libp2p swarm (TCP + Noise + Yamux, mDNS, Kademlia, identify,
-//! ping and the sync protocol). What is here today is the part the swarm will stand on:
+//! A [`Node`] is a [`dice_core::Cache`] plus a libp2p swarm: TCP + Noise + Yamux (optionally
+//! inside a pre-shared-key private network), mDNS to find peers on the LAN, Kademlia to find
+//! them through bootstrap peers, identify and ping to know who is there and who stopped
+//! answering, and the dice sync protocol to push new writes and catch up on missed ones.
 //!
-//! * [`protocol`]: protocol names that carry the cluster name and the protocol version, so two
-//!   clusters on one LAN never exchange data.
-//! * [`frame`]: the length-prefixed framing of sync messages on a stream, with a size bound
-//!   checked before any buffering.
+//! # A tour of the modules
+//!
+//! * [`node`]: [`NodeBuilder`], [`Node`] (the cloneable handle), and the event loop that owns
+//!   the swarm: peer bookkeeping, pushes, catch-up sessions, redial with backoff.
+//! * [`codec`]: the request-response codec: one bounded, length-prefixed frame per message.
+//! * [`frame`]: the length-prefixed framing itself, sans-IO.
+//! * [`protocol`]: protocol names carrying the cluster name and version.
+//! * [`keys`]: the persistent node identity and the cluster's pre-shared key.
+//! * [`known_peers`]: peers remembered in the data directory and redialed after a restart.
+//!
+//! Merge rules are not here: the network only moves bytes; dice-core decides.
 
+pub mod codec;
 pub mod frame;
+pub mod keys;
+pub mod known_peers;
+pub mod node;
 pub mod protocol;
+
+pub use libp2p::pnet::PreSharedKey;
+pub use libp2p::{Multiaddr, PeerId};
+pub use node::{Node, NodeBuilder, NodeConfig, NodeStatus, PeerStatus};
+
+use std::path::PathBuf;
+
+/// Errors of the network layer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The cache failed.
+    #[error(transparent)]
+    Core(#[from] dice_core::Error),
+    /// The cluster name cannot be used.
+    #[error(transparent)]
+    ClusterName(#[from] protocol::InvalidClusterName),
+    /// The cluster key file is missing or malformed.
+    #[error("cluster key: {0}")]
+    ClusterKey(String),
+    /// The node identity file is unusable.
+    #[error("node identity {path}: {reason}", path = .path.display())]
+    Identity {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The transport could not be built.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}

@@ -7,9 +7,7 @@ pub const MAX_CLUSTER_NAME_LEN: usize = 64;
 
 /// A cluster name that cannot go in a protocol name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid cluster name {0:?}: use 1 to 64 characters among a-z, A-Z, 0-9, '-', '_' and '.'"
-)]
+#[error("invalid cluster name {0:?}: use 1 to 64 characters among a-z, A-Z, 0-9, '-', '_' and '.'")]
 pub struct InvalidClusterName(pub String);
 
 /// The sync protocol name of a cluster.
