@@ -98,3 +98,229 @@ async fn three_nodes_converge() {
         n.shutdown().await.unwrap();
     }
 }
+
+fn total_bytes_received(s: &dice_net::NodeStatus) -> u64 {
+    s.peers.iter().map(|p| p.bytes_received).sum()
+}
+
+/// The seed story: put on A, read on B; A stops; writes go on on B and C; A restarts from its
+/// data dir and catches up by itself, receiving little more than what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_catches_up_with_only_what_it_missed() {
+    init_tracing();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = start(dirs[0].path(), &[]).await;
+    let a_addr = addr_of(&a).await;
+    let b = start(dirs[1].path(), &[a_addr.clone()]).await;
+    let c = start(dirs[2].path(), &[a_addr.clone()]).await;
+
+    a.put("elixir", "awesome sauce").await.unwrap();
+    let value = [b'x'; 100];
+    for k in 0..10_000u32 {
+        a.cache()
+            .write_unacked(format!("key{k:05}").into(), Some(value.to_vec().into()), None)
+            .await
+            .unwrap();
+    }
+    a.cache().flush().await.unwrap();
+    let all = [a.clone(), b.clone(), c.clone()];
+    let converged = |nodes: Vec<Node>, keys: usize| async move {
+        let d: Vec<u64> = nodes.iter().map(|n| n.cache().digest()).collect();
+        d.windows(2).all(|w| w[0] == w[1]) && nodes[0].cache().len() == keys
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || converged(all.to_vec(), 10_001)).await,
+        "initial convergence"
+    );
+    assert_eq!(b.get(b"elixir").unwrap().as_ref(), b"awesome sauce");
+
+    let a_peer = a.peer_id();
+    a.shutdown().await.unwrap();
+
+    // 1% of the keys change while A is down, on both B and C, plus a new key.
+    for k in 0..50u32 {
+        b.put(format!("key{k:05}"), "changed-on-b").await.unwrap();
+        c.put(format!("key{:05}", 5000 + k), "changed-on-c").await.unwrap();
+    }
+    b.put("written-while-a-was-down", "yes").await.unwrap();
+    assert_eq!(c.get(b"elixir").unwrap().as_ref(), b"awesome sauce");
+
+    // A restarts from its data dir with no --peer: it redials the peers it knew.
+    let a = NodeBuilder::new(dirs[0].path())
+        .listen(loopback())
+        .mdns(false)
+        .catchup_interval(Duration::from_millis(500))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(a.peer_id(), a_peer, "identity is kept in the data dir");
+    let all = [a.clone(), b.clone(), c.clone()];
+    assert!(
+        eventually(Duration::from_secs(30), || converged(all.to_vec(), 10_002)).await,
+        "restarted node never caught up"
+    );
+    assert_eq!(a.get(b"written-while-a-was-down").unwrap().as_ref(), b"yes");
+    assert_eq!(a.get(b"key00007").unwrap().as_ref(), b"changed-on-b");
+    assert_eq!(a.get(b"key05007").unwrap().as_ref(), b"changed-on-c");
+
+    let status = a.status().await.unwrap();
+    let received = total_bytes_received(&status);
+    let full_state: u64 = 10_002 * (100 + 8);
+    let missed: u64 = 101 * (100 + 8);
+    eprintln!(
+        "restart catch-up: received {received} bytes; missed entries ~{missed} bytes; full state ~{full_state} bytes"
+    );
+    assert!(
+        received < full_state / 10,
+        "A received {received} bytes, not far below the full state ({full_state})"
+    );
+    for n in all {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// Conflicting writes on both sides of a partition converge to the greatest version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_heals_to_greatest_version() {
+    init_tracing();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = start(dirs[0].path(), &[]).await;
+    let a_addr = addr_of(&a).await;
+    let b = start(dirs[1].path(), &[a_addr.clone()]).await;
+    let c = start(dirs[2].path(), &[a_addr.clone()]).await;
+    let all = [a.clone(), b.clone(), c.clone()];
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let all = all.clone();
+            async move {
+                let mut ok = true;
+                for n in &all {
+                    ok &= n.status().await.unwrap().peers.iter().filter(|p| p.connected).count() == 2;
+                }
+                ok
+            }
+        })
+        .await,
+        "full mesh never formed"
+    );
+
+    // Cut A off from B and C.
+    for other in [&b, &c] {
+        a.block(other.peer_id()).await.unwrap();
+        other.block(a.peer_id()).await.unwrap();
+    }
+    let mut written: std::collections::HashMap<String, (dice_core::Version, String)> =
+        std::collections::HashMap::new();
+    let mut note = |e: dice_core::Entry| {
+        let k = String::from_utf8(e.key.to_vec()).unwrap();
+        let v = e.value.map(|v| String::from_utf8(v.to_vec()).unwrap()).unwrap_or_default();
+        let slot = written.entry(k).or_insert((e.version, v.clone()));
+        if e.version > slot.0 {
+            *slot = (e.version, v);
+        }
+    };
+    for round in 0..20 {
+        for k in 0..50 {
+            let key = format!("conflict{k}");
+            note(a.put(key.clone(), format!("a{round}")).await.unwrap());
+            let side = if k % 2 == 0 { &b } else { &c };
+            note(side.put(key, format!("bc{round}")).await.unwrap());
+        }
+    }
+    // While cut off, A does not see the other side's writes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a.get(b"conflict0").unwrap().starts_with(b"a"));
+
+    for other in [&b, &c] {
+        a.unblock(other.peer_id()).await.unwrap();
+        other.unblock(a.peer_id()).await.unwrap();
+    }
+    let healed = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let all = all.clone();
+            async move {
+                let d: Vec<u64> = all.iter().map(|n| n.cache().digest()).collect();
+                d.windows(2).all(|w| w[0] == w[1])
+            }
+        })
+        .await,
+        "never converged after healing"
+    );
+    eprintln!("converged {:?} after healing", healed.elapsed());
+    for n in &all {
+        for (k, (_, v)) in &written {
+            assert_eq!(n.get(k.as_bytes()).unwrap().as_ref(), v.as_bytes(), "key {k}");
+        }
+    }
+    for n in all {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// Nodes of another cluster (name or key) never exchange data with ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_clusters_never_get_data() {
+    init_tracing();
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let key = dice_net::keys::parse_cluster_key(&dice_net::keys::generate_cluster_key()).unwrap();
+    let other_key =
+        dice_net::keys::parse_cluster_key(&dice_net::keys::generate_cluster_key()).unwrap();
+    let builder = |dir: &std::path::Path| {
+        NodeBuilder::new(dir)
+            .listen(loopback())
+            .mdns(false)
+            .catchup_interval(Duration::from_millis(300))
+    };
+    let a = builder(dirs[0].path()).cluster_key(key).start().await.unwrap();
+    let a_addr = addr_of(&a).await;
+    let b = builder(dirs[1].path())
+        .cluster_key(key)
+        .peer(a_addr.clone())
+        .start()
+        .await
+        .unwrap();
+    let stranger_key = builder(dirs[2].path())
+        .cluster_key(other_key)
+        .peer(a_addr.clone())
+        .start()
+        .await
+        .unwrap();
+    let stranger_name = builder(dirs[3].path())
+        .cluster("elsewhere")
+        .cluster_key(key)
+        .peer(a_addr.clone())
+        .start()
+        .await
+        .unwrap();
+
+    a.put("secret", "ours").await.unwrap();
+    stranger_key.put("theirs-by-key", "x").await.unwrap();
+    stranger_name.put("theirs-by-name", "x").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let b = b.clone();
+            async move { b.get(b"secret").is_some() }
+        })
+        .await,
+        "members of the cluster did not sync"
+    );
+    // Give the strangers time to try (they redial with backoff).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stranger_key.get(b"secret"), None);
+    assert_eq!(stranger_name.get(b"secret"), None);
+    assert_eq!(a.get(b"theirs-by-key"), None);
+    assert_eq!(a.get(b"theirs-by-name"), None);
+    assert_eq!(b.get(b"theirs-by-name"), None);
+    let sk = stranger_key.status().await.unwrap();
+    assert!(sk.peers.iter().all(|p| !p.connected), "{:?}", sk.peers);
+    let sa = a.status().await.unwrap();
+    assert!(sa.refused_messages > 0, "A did not count the refused stranger");
+    assert!(
+        sa.peers.iter().all(|p| p.peer_id != stranger_name.peer_id() || !p.connected),
+        "A kept a connection to another cluster's node"
+    );
+    for n in [a, b, stranger_key, stranger_name] {
+        n.shutdown().await.unwrap();
+    }
+}
