@@ -209,8 +209,10 @@ pub struct NodeStatus {
     pub full_resyncs: u64,
     /// Inbound messages refused, all peers together.
     pub refused_messages: u64,
-    /// Connections refused or dropped because the peer is of another cluster.
+    /// Connections dropped because the peer is of another cluster.
     pub foreign_peers: u64,
+    /// Incoming connections that failed their handshake (e.g. no or another cluster key).
+    pub refused_connections: u64,
     /// Catch-up sessions completed.
     pub catchups: u64,
 }
@@ -585,6 +587,7 @@ struct Counters {
     full_resyncs: u64,
     refused_messages: u64,
     foreign_peers: u64,
+    refused_connections: u64,
     catchups: u64,
 }
 
@@ -768,6 +771,7 @@ impl EventLoop {
             full_resyncs: self.counters.full_resyncs,
             refused_messages: self.counters.refused_messages,
             foreign_peers: self.counters.foreign_peers,
+            refused_connections: self.counters.refused_connections,
             catchups: self.counters.catchups,
         }
     }
@@ -1113,7 +1117,7 @@ impl EventLoop {
                 ..
             } => {
                 // With a cluster key, a stranger fails here (pnet or noise handshake).
-                self.counters.refused_messages += 1;
+                self.counters.refused_connections += 1;
                 tracing::info!(from = %send_back_addr, %error, "incoming connection refused");
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
@@ -1212,7 +1216,7 @@ impl EventLoop {
                 peer,
                 result: Err(error),
                 ..
-            }) => {
+            }) if !matches!(error, ping::Failure::Unsupported) => {
                 tracing::info!(%peer, %error, "ping failed; disconnecting");
                 let _ = self.swarm.disconnect_peer_id(peer);
             }

@@ -118,7 +118,11 @@ async fn restarted_node_catches_up_with_only_what_it_missed() {
     let value = [b'x'; 100];
     for k in 0..10_000u32 {
         a.cache()
-            .write_unacked(format!("key{k:05}").into(), Some(value.to_vec().into()), None)
+            .write_unacked(
+                format!("key{k:05}").into(),
+                Some(value.to_vec().into()),
+                None,
+            )
             .await
             .unwrap();
     }
@@ -140,7 +144,9 @@ async fn restarted_node_catches_up_with_only_what_it_missed() {
     // 1% of the keys change while A is down, on both B and C, plus a new key.
     for k in 0..50u32 {
         b.put(format!("key{k:05}"), "changed-on-b").await.unwrap();
-        c.put(format!("key{:05}", 5000 + k), "changed-on-c").await.unwrap();
+        c.put(format!("key{:05}", 5000 + k), "changed-on-c")
+            .await
+            .unwrap();
     }
     b.put("written-while-a-was-down", "yes").await.unwrap();
     assert_eq!(c.get(b"elixir").unwrap().as_ref(), b"awesome sauce");
@@ -195,7 +201,15 @@ async fn partition_heals_to_greatest_version() {
             async move {
                 let mut ok = true;
                 for n in &all {
-                    ok &= n.status().await.unwrap().peers.iter().filter(|p| p.connected).count() == 2;
+                    ok &= n
+                        .status()
+                        .await
+                        .unwrap()
+                        .peers
+                        .iter()
+                        .filter(|p| p.connected)
+                        .count()
+                        == 2;
                 }
                 ok
             }
@@ -213,7 +227,10 @@ async fn partition_heals_to_greatest_version() {
         std::collections::HashMap::new();
     let mut note = |e: dice_core::Entry| {
         let k = String::from_utf8(e.key.to_vec()).unwrap();
-        let v = e.value.map(|v| String::from_utf8(v.to_vec()).unwrap()).unwrap_or_default();
+        let v = e
+            .value
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+            .unwrap_or_default();
         let slot = written.entry(k).or_insert((e.version, v.clone()));
         if e.version > slot.0 {
             *slot = (e.version, v);
@@ -250,7 +267,11 @@ async fn partition_heals_to_greatest_version() {
     eprintln!("converged {:?} after healing", healed.elapsed());
     for n in &all {
         for (k, (_, v)) in &written {
-            assert_eq!(n.get(k.as_bytes()).unwrap().as_ref(), v.as_bytes(), "key {k}");
+            assert_eq!(
+                n.get(k.as_bytes()).unwrap().as_ref(),
+                v.as_bytes(),
+                "key {k}"
+            );
         }
     }
     for n in all {
@@ -272,7 +293,11 @@ async fn other_clusters_never_get_data() {
             .mdns(false)
             .catchup_interval(Duration::from_millis(300))
     };
-    let a = builder(dirs[0].path()).cluster_key(key).start().await.unwrap();
+    let a = builder(dirs[0].path())
+        .cluster_key(key)
+        .start()
+        .await
+        .unwrap();
     let a_addr = addr_of(&a).await;
     let b = builder(dirs[1].path())
         .cluster_key(key)
@@ -314,13 +339,196 @@ async fn other_clusters_never_get_data() {
     assert_eq!(b.get(b"theirs-by-name"), None);
     let sk = stranger_key.status().await.unwrap();
     assert!(sk.peers.iter().all(|p| !p.connected), "{:?}", sk.peers);
-    let sa = a.status().await.unwrap();
-    assert!(sa.refused_messages > 0, "A did not count the refused stranger");
     assert!(
-        sa.peers.iter().all(|p| p.peer_id != stranger_name.peer_id() || !p.connected),
+        eventually(Duration::from_secs(15), || {
+            let a = a.clone();
+            async move { a.status().await.unwrap().refused_connections > 0 }
+        })
+        .await,
+        "A did not count the refused stranger"
+    );
+    let sa = a.status().await.unwrap();
+    assert!(
+        sa.peers
+            .iter()
+            .all(|p| p.peer_id != stranger_name.peer_id() || !p.connected),
         "A kept a connection to another cluster's node"
     );
     for n in [a, b, stranger_key, stranger_name] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A peer sending garbage, truncated or oversized messages on the sync protocol is refused and
+/// counted; the node keeps syncing with everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_sync_protocol_is_refused_and_counted() {
+    use futures::StreamExt;
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{StreamProtocol, noise, tcp, yamux};
+
+    init_tracing();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = start(dirs[0].path(), &[]).await;
+    let a_addr = addr_of(&a).await;
+    let b = start(dirs[1].path(), &[a_addr.clone()]).await;
+
+    // A raw libp2p client speaking the sync protocol name with a permissive codec.
+    let mut rogue = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                dice_net::codec::FrameCodec::new(64 * 1024 * 1024),
+                [(
+                    StreamProtocol::new("/dice/default/sync/1"),
+                    ProtocolSupport::Full,
+                )],
+                request_response::Config::default(),
+            )
+        })
+        .unwrap()
+        .build();
+    rogue.dial(a_addr.clone()).unwrap();
+    let payloads: Vec<Vec<u8>> = vec![
+        vec![],                             // empty
+        vec![0x00],                         // truncated header
+        vec![0x00, 0x01, 0xff, 0xff, 0xff], // right version, garbage body
+        vec![0x7f, 0x7f, 1, 2, 3],          // unknown protocol version
+        {
+            // a valid request with its tail cut off
+            let msg = a.cache().start_sync().1;
+            let bytes = msg.encode(&dice_core::SyncLimits::default()).unwrap();
+            bytes[..bytes.len() / 2].to_vec()
+        },
+        vec![0x00; 9 * 1024 * 1024], // above the 8 MiB frame bound
+    ];
+    let mut sent = false;
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while answered < payloads.len() && Instant::now() < deadline {
+        let ev = tokio::time::timeout(Duration::from_millis(200), rogue.select_next_some()).await;
+        match ev {
+            Ok(SwarmEvent::ConnectionEstablished { peer_id, .. }) if !sent => {
+                for p in &payloads {
+                    rogue.behaviour_mut().send_request(&peer_id, p.clone());
+                }
+                sent = true;
+            }
+            // A asks the rogue for a catch-up: answer with garbage too.
+            Ok(SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            })) => {
+                let _ = rogue
+                    .behaviour_mut()
+                    .send_response(channel, vec![0x00, 0x01, 0xde, 0xad]);
+            }
+            // A asks the rogue for a catch-up: answer with garbage too.
+            Ok(SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            })) => {
+                let _ = rogue
+                    .behaviour_mut()
+                    .send_response(channel, vec![0x00, 0x01, 0xde, 0xad]);
+            }
+            Ok(SwarmEvent::Behaviour(request_response::Event::Message { .. }))
+            | Ok(SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. })) => {
+                answered += 1
+            }
+            _ => {}
+        }
+    }
+    assert!(sent, "the rogue client never connected");
+    let sa = a.status().await.unwrap();
+    assert!(
+        sa.refused_messages >= payloads.len() as u64 - 1,
+        "only {} of {} bad messages were refused",
+        sa.refused_messages,
+        payloads.len()
+    );
+    // A still serves its real peer.
+    a.put("after-garbage", "still syncing").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let b = b.clone();
+            async move { b.get(b"after-garbage").is_some() }
+        })
+        .await,
+        "A stopped syncing after garbage"
+    );
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A node away longer than the GC grace period, while others deleted keys, does a full
+/// resync by itself and no deleted key comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_behind_gc_floor_resyncs_fully() {
+    init_tracing();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let opts = dice_core::CacheOptions {
+        gc_grace: Duration::from_millis(200),
+        gc_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let builder = |dir: &std::path::Path| {
+        NodeBuilder::new(dir)
+            .listen(loopback())
+            .mdns(false)
+            .catchup_interval(Duration::from_millis(300))
+            .cache_options(opts.clone())
+    };
+    let a = builder(dirs[0].path()).start().await.unwrap();
+    let a_addr = addr_of(&a).await;
+    let b = builder(dirs[1].path()).peer(a_addr).start().await.unwrap();
+    for k in 0..100 {
+        a.put(format!("k{k}"), "v").await.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let b = b.clone();
+            async move { b.cache().len() == 100 }
+        })
+        .await
+    );
+    let b_peer = b.peer_id();
+    b.shutdown().await.unwrap();
+    for k in 0..50 {
+        a.delete(format!("k{k}")).await.unwrap();
+    }
+    // Let A collect the tombstones (its floor rises past what B has seen).
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let a = a.clone();
+            async move { a.cache().stats().entries == 50 }
+        })
+        .await,
+        "A never collected its tombstones"
+    );
+    let b = builder(dirs[1].path()).start().await.unwrap();
+    assert_eq!(b.peer_id(), b_peer);
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let (a, b) = (a.clone(), b.clone());
+            async move { b.cache().len() == 50 && a.cache().digest() == b.cache().digest() }
+        })
+        .await,
+        "B did not converge: {} keys",
+        b.cache().len()
+    );
+    assert_eq!(b.get(b"k3"), None, "a deleted key came back");
+    assert!(b.status().await.unwrap().full_resyncs >= 1);
+    assert_eq!(a.cache().len(), 50, "B's stale keys resurrected on A");
+    for n in [a, b] {
         n.shutdown().await.unwrap();
     }
 }
