@@ -4,8 +4,8 @@
 //! The binary is built by `cargo test --workspace` (dice-cli's own integration tests make
 //! Cargo build it); these helpers look for it next to the test executable.
 
-use std::path::{Path, PathBuf};
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

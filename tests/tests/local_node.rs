@@ -8,7 +8,11 @@ use std::time::Duration;
 #[test]
 fn node_holds_the_lock_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(dice(dir.path(), &["put", "elixir", "awesome sauce"]).status.success());
+    assert!(
+        dice(dir.path(), &["put", "elixir", "awesome sauce"])
+            .status
+            .success()
+    );
 
     let node = NodeProcess::start(dir.path());
     node.wait_log("node running", Duration::from_secs(10));
@@ -20,7 +24,9 @@ fn node_holds_the_lock_and_stops_cleanly_on_sigterm() {
     .expect("the running node never locked its data directory");
     assert!(err.contains("in use by another dice process"), "{err}");
 
-    let status = node.terminate(Duration::from_secs(10)).expect("node did not stop on SIGTERM");
+    let status = node
+        .terminate(Duration::from_secs(10))
+        .expect("node did not stop on SIGTERM");
     assert!(status.success(), "node exited with {status}");
 
     let out = dice(dir.path(), &["get", "elixir"]);

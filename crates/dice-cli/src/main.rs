@@ -71,8 +71,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -139,11 +138,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { json } => {
             let s = cache.stats();
-            let vv: serde_json::Map<String, serde_json::Value> = s
-                .vv
-                .iter()
-                .map(|(o, seq)| (o.to_string(), seq.into()))
-                .collect();
+            let vv: serde_json::Map<String, serde_json::Value> =
+                s.vv.iter()
+                    .map(|(o, seq)| (o.to_string(), seq.into()))
+                    .collect();
             if json {
                 let obj = serde_json::json!({
                     "node_id": s.node_id.to_string(),
@@ -157,7 +155,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 println!("node id:  {}", s.node_id);
                 println!("data dir: {}", dir.display());
-                println!("keys:     {} ({} entries with tombstones)", s.keys, s.entries);
+                println!(
+                    "keys:     {} ({} entries with tombstones)",
+                    s.keys, s.entries
+                );
                 println!("digest:   {:016x}", s.digest);
                 for (o, seq) in s.vv.iter() {
                     println!("vv:       {o} = {seq}");
@@ -202,7 +203,12 @@ mod tests {
 
     #[test]
     fn ttl_accepts_the_documented_forms() {
-        for (s, ms) in [("250ms", 250), ("30s", 30_000), ("5m", 300_000), ("1h", 3_600_000)] {
+        for (s, ms) in [
+            ("250ms", 250),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("1h", 3_600_000),
+        ] {
             let cli = Cli::try_parse_from(["dice", "put", "k", "v", "--ttl", s]).unwrap();
             let Command::Put { ttl, .. } = cli.command else {
                 panic!("parsed into the wrong command")

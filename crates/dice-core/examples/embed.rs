@@ -37,7 +37,11 @@ async fn main() -> dice_core::Result<()> {
         println!("elixir = {}", String::from_utf8_lossy(&v));
     }
     for (k, v) in cache.scan_prefix(b"session:") {
-        println!("{} = {}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
+        println!(
+            "{} = {}",
+            String::from_utf8_lossy(&k),
+            String::from_utf8_lossy(&v)
+        );
     }
     let stats = cache.stats();
     println!(

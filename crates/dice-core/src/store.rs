@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqlSafeStr, SqliteConnection};
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// The database file inside a data directory.
@@ -132,7 +132,7 @@ impl Store {
         let mut conn = opts.connect().await.map_err(|e| match e {
             sqlx::Error::Database(db) if db.message().contains("not a database") => {
                 Error::NotADiceDatabase {
-                    path: db_path.clone(),
+                    path: db_path.to_path_buf(),
                     reason: db.message().to_string(),
                 }
             }
@@ -142,13 +142,15 @@ impl Store {
             },
         })?;
         check_identity(&mut conn, &db_path).await?;
-        migrator().run(&mut conn).await?;
+        // Stamp the file as ours before creating anything in it: a crash between creating the
+        // tables and stamping them would leave a file that `check_identity` refuses as foreign.
         sqlx::query(AssertSqlSafe(format!(
             "PRAGMA application_id = {APPLICATION_ID}"
         )))
         .execute(&mut conn)
         .await
         .ctx("setting application_id")?;
+        migrator().run(&mut conn).await?;
 
         let loaded = load(&mut conn).await?;
         Ok((Store { conn, _lock: lock }, loaded))
@@ -251,7 +253,7 @@ fn check_header(db_path: &Path) -> Result<()> {
 }
 
 /// An SQLite file is ours if it carries our application id, or is empty.
-async fn check_identity(conn: &mut SqliteConnection, db_path: &PathBuf) -> Result<()> {
+async fn check_identity(conn: &mut SqliteConnection, db_path: &Path) -> Result<()> {
     let app_id: i64 = sqlx::query_scalar("PRAGMA application_id")
         .fetch_one(&mut *conn)
         .await
@@ -259,7 +261,7 @@ async fn check_identity(conn: &mut SqliteConnection, db_path: &PathBuf) -> Resul
     if app_id != APPLICATION_ID {
         if app_id != 0 {
             return Err(Error::NotADiceDatabase {
-                path: db_path.clone(),
+                path: db_path.to_path_buf(),
                 reason: format!(
                     "its application_id is {app_id:#x}, not dice's {APPLICATION_ID:#x}"
                 ),
@@ -272,7 +274,7 @@ async fn check_identity(conn: &mut SqliteConnection, db_path: &PathBuf) -> Resul
                 .ctx("listing tables")?;
         if tables > 0 {
             return Err(Error::NotADiceDatabase {
-                path: db_path.clone(),
+                path: db_path.to_path_buf(),
                 reason: format!("it holds {tables} tables of another application"),
             });
         }
@@ -293,7 +295,7 @@ async fn check_identity(conn: &mut SqliteConnection, db_path: &PathBuf) -> Resul
             && found > SCHEMA_VERSION
         {
             return Err(Error::SchemaTooNew {
-                path: db_path.clone(),
+                path: db_path.to_path_buf(),
                 found,
                 supported: SCHEMA_VERSION,
             });
@@ -334,7 +336,10 @@ async fn load(conn: &mut SqliteConnection) -> Result<Loaded> {
             continue;
         };
         vv.set(origin, to_u64(row.get(1)));
-        floors.raise(origin, to_u64(row.get(2)));
+        let floor = to_u64(row.get(2));
+        if floor > 0 {
+            floors.set(origin, floor);
+        }
     }
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM entries")
         .fetch_one(&mut *conn)

@@ -1,4 +1,5 @@
 //! Quick end-to-end checks of the persistent cache.
+#![allow(clippy::unwrap_used)]
 
 use dice_core::{Cache, Error};
 use std::time::Duration;
