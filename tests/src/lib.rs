@@ -1,8 +1,8 @@
 //! Helpers for whole-system tests: find the `dice` binary, run it in temp data dirs, and
 //! stop only the processes these tests started.
 //!
-//! The binary is built by `cargo test --workspace` (dice-cli's own integration tests make
-//! Cargo build it); these helpers look for it next to the test executable.
+//! The binary is looked up next to the test executable, after a `cargo build` of it when the
+//! tests run under Cargo.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,20 +10,36 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The `dice` binary of this build (`target/<profile>/dice`).
+/// The `dice` binary of this build (`target/<profile>/dice`), built first if this test run
+/// was started by Cargo (so that `cargo test -p dice-tests` never runs a stale binary).
 ///
 /// # Panics
-/// If it has not been built: run `cargo build -p dice-cli` or `cargo test --workspace`.
+/// If it cannot be built or found.
 pub fn dice_bin() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("current test executable");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test executable lives in target/<profile>/deps");
+    BUILD.call_once(|| {
+        if let Some(cargo) = std::env::var_os("CARGO") {
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", "dice-cli", "--bin", "dice"]);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd
+                .status()
+                .expect("running cargo build for the dice binary");
+            assert!(status.success(), "building the dice binary failed");
+        }
+    });
     let bin = profile_dir.join("dice");
     assert!(
         bin.exists(),
-        "{} not found: build it with `cargo build -p dice-cli` (cargo test --workspace does)",
+        "{} not found: build it with `cargo build -p dice-cli`",
         bin.display()
     );
     bin
@@ -47,12 +63,14 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// Starts `dice --data DIR node`.
-    pub fn start(dir: &Path) -> NodeProcess {
+    /// Starts `dice --data DIR node` on loopback with mDNS off (tests send nothing beyond
+    /// 127.0.0.1).
+    pub fn start(dir: &Path, extra: &[&str]) -> NodeProcess {
         let mut child = Command::new(dice_bin())
             .arg("--data")
             .arg(dir)
-            .arg("node")
+            .args(["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -14,7 +14,7 @@ fn node_holds_the_lock_and_stops_cleanly_on_sigterm() {
             .success()
     );
 
-    let node = NodeProcess::start(dir.path());
+    let node = NodeProcess::start(dir.path(), &[]);
     node.wait_log("node running", Duration::from_secs(10));
     // While the node runs, the directory is locked: a second process gets a clear error.
     let err = wait_for(Duration::from_secs(10), || {
@@ -45,7 +45,7 @@ fn status_json_reports_the_same_digest_after_restart() {
     };
     let before = status(dir.path());
     assert_eq!(before["keys"], 20);
-    let node = NodeProcess::start(dir.path());
+    let node = NodeProcess::start(dir.path(), &[]);
     node.wait_log("node running", Duration::from_secs(10));
     assert!(node.terminate(Duration::from_secs(10)).unwrap().success());
     let after = status(dir.path());

@@ -1,7 +1,8 @@
 //! `dice`: run a dice node and use its cache from the shell.
 //!
-//! Today the commands work on a data directory directly (`--data`, default the platform's
-//! data directory); the networked node and its Redis-protocol port come with dice-net.
+//! `dice node` runs a networked node (dice-net). The other commands work on a data directory
+//! directly (`--data`, default the platform's data directory) while no node holds it; talking
+//! to a running node comes with the Redis-protocol port.
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -25,7 +26,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node in the foreground until SIGINT or SIGTERM.
-    Node,
+    Node(NodeArgs),
+    /// Print a new cluster key (save it to a file for --cluster-key).
+    Keygen,
     /// Store VALUE under KEY.
     Put {
         /// The key.
@@ -61,6 +64,41 @@ enum Command {
     },
 }
 
+/// Flags of `dice node`.
+#[derive(clap::Args, Debug)]
+struct NodeArgs {
+    /// libp2p listen address (repeatable) [default: /ip4/0.0.0.0/tcp/7380].
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "DICE_LISTEN",
+        value_delimiter = ','
+    )]
+    listen: Vec<dice_net::Multiaddr>,
+    /// Bootstrap peer, with or without /p2p/<peer id> (repeatable).
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "DICE_PEER",
+        value_delimiter = ','
+    )]
+    peer: Vec<dice_net::Multiaddr>,
+    /// Cluster name: nodes of other clusters never exchange data.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "DICE_CLUSTER",
+        default_value = "default"
+    )]
+    cluster: String,
+    /// File holding the pre-shared cluster key (see `dice keygen`).
+    #[arg(long, value_name = "FILE", env = "DICE_CLUSTER_KEY")]
+    cluster_key: Option<PathBuf>,
+    /// Do not discover peers with mDNS.
+    #[arg(long, env = "DICE_NO_MDNS")]
+    no_mdns: bool,
+}
+
 fn default_data_dir() -> Result<PathBuf> {
     dirs::data_dir()
         .map(|d| d.join("dice"))
@@ -74,6 +112,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -96,14 +135,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Some(d) => d,
         None => default_data_dir()?,
     };
+    let command = match cli.command {
+        Command::Node(args) => {
+            run_node(&dir, args).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Keygen => {
+            println!("{}", dice_net::keys::generate_cluster_key());
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => other,
+    };
     let cache = Cache::open_with(&dir, CacheOptions::default())
         .await
         .with_context(|| format!("opening {}", dir.display()))?;
-    let code = match cli.command {
-        Command::Node => {
-            run_node(&cache).await?;
-            ExitCode::SUCCESS
-        }
+    let code = match command {
+        Command::Node(_) | Command::Keygen => ExitCode::SUCCESS,
         Command::Put { key, value, ttl } => {
             match ttl {
                 Some(ttl) => cache.put_with_ttl(key, value, ttl).await?,
@@ -171,13 +218,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(code)
 }
 
-async fn run_node(cache: &Cache) -> Result<()> {
-    let stats = cache.stats();
+async fn run_node(dir: &std::path::Path, args: NodeArgs) -> Result<()> {
+    let mut builder = dice_net::NodeBuilder::new(dir)
+        .cluster(args.cluster)
+        .mdns(!args.no_mdns);
+    for addr in args.listen {
+        builder = builder.listen(addr);
+    }
+    for addr in args.peer {
+        builder = builder.peer(addr);
+    }
+    if let Some(path) = &args.cluster_key {
+        builder = builder.cluster_key(dice_net::keys::read_cluster_key(path)?);
+    }
+    let node = builder
+        .start()
+        .await
+        .with_context(|| format!("starting a node on {}", dir.display()))?;
+    let status = node.status().await?;
     tracing::info!(
-        node_id = %stats.node_id,
-        keys = stats.keys,
-        dir = %cache.dir().display(),
-        "node running (local only: networking comes with dice-net); Ctrl-C to stop"
+        peer_id = %node.peer_id(),
+        node_id = %status.cache.node_id,
+        keys = status.cache.keys,
+        dir = %dir.display(),
+        listen = ?status.listen_addrs,
+        "node running; Ctrl-C to stop"
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -185,8 +250,8 @@ async fn run_node(cache: &Cache) -> Result<()> {
         r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
         _ = term.recv() => {}
     }
-    tracing::info!("shutting down: committing pending writes");
-    cache.flush().await?;
+    tracing::info!("shutting down: committing pending writes, closing connections");
+    node.shutdown().await?;
     Ok(())
 }
 
