@@ -313,13 +313,31 @@ impl SyncSession {
                 for e in page.entries {
                     self.stats.entries_received += 1;
                     if self.full {
+                        // When each side is behind the other's floors, the full resync is served
+                        // by a peer behind *our* floors: it may send a write we saw, overwrote
+                        // and then collected. An entry our version vector covers, for a key we
+                        // hold nothing for, is such a write (or one superseded by a newer write
+                        // still on its way): applying it would resurrect deleted data.
+                        replica.validate_remote(&e)?;
+                        if e.seq <= replica.vv().get(e.version.origin)
+                            && replica.entry(&e.key).is_none()
+                        {
+                            continue;
+                        }
                         self.received.insert(e.key.clone());
                     }
                     if replica.apply(e, now_ms)? {
                         self.stats.entries_applied += 1;
                     }
                 }
-                replica.raise_vv(&page.covered);
+                // A full resync raises the version vector only once complete, in
+                // `finish_full_resync`, together with dropping what the peer no longer holds.
+                // Raised page by page, an interrupted full resync would claim to cover deletes
+                // it never applied, and the stale entries it still holds would then pass the
+                // floor checks of other peers (a push of them would be accepted).
+                if !self.full {
+                    replica.raise_vv(&page.covered);
+                }
                 self.covered.merge(&page.covered);
                 match page.next {
                     Some(cursor) => Ok(SessionStep::Send(self.request(replica, Some(cursor)))),

@@ -1,0 +1,1365 @@
+//! Property tests of convergence: merge laws of the LWW-map, replicas syncing under random
+//! schedules (loss, duplication, reordering, partitions, paging, abandoned sessions), garbage
+//! collection and GC floors, and hostile input on the wire.
+//!
+//! Time is never read from the system clock: every call takes an explicit `now_ms`, driven by
+//! the schedule.
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use dice_core::{
+    CatchUpPage, CatchUpRequest, Cursor, Entry, Hlc, Limits, NodeId, Push, Refusal, Replica,
+    SessionStep, SyncLimits, SyncMessage, SyncSession, Version, VersionVector,
+};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Start of every schedule, in milliseconds since the epoch.
+const T0: u64 = 1_700_000_000_000;
+
+fn node_id(i: usize) -> NodeId {
+    NodeId::new(i as u64 + 1).unwrap()
+}
+
+fn key(k: usize) -> Bytes {
+    Bytes::from(format!("k{k:02}"))
+}
+
+fn sorted_entries(r: &Replica) -> Vec<Entry> {
+    let mut v: Vec<Entry> = r.entries().collect();
+    v.sort_by(|a, b| a.key.cmp(&b.key));
+    v
+}
+
+/// The value a reader should see for the greatest write of a key at `now`.
+fn expected_read(e: &Entry, now: u64) -> Option<Bytes> {
+    if e.is_dead(now) {
+        None
+    } else {
+        e.value.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Merge laws
+// ---------------------------------------------------------------------------------------------
+
+/// A raw write: origin (index), key index, value (None = tombstone), expiry offset, time offset,
+/// logical counter.
+type RawWrite = (usize, usize, Option<u8>, Option<u64>, u64, u16);
+
+/// Turns raw writes into entries as their origins would have issued them: per origin, seqs
+/// 1, 2, 3… and strictly increasing timestamps, so every version is unique.
+fn entries_from_raw(raw: &[RawWrite]) -> Vec<Entry> {
+    let mut seq = [0u64; 4];
+    let mut last = [Hlc::ZERO; 4];
+    raw.iter()
+        .map(|&(o, k, v, ttl, dt, logical)| {
+            let mut hlc = Hlc::new(T0 + dt, logical);
+            if hlc <= last[o] {
+                hlc = Hlc::from_u64(last[o].as_u64() + 1);
+            }
+            last[o] = hlc;
+            seq[o] += 1;
+            Entry {
+                key: key(k),
+                value: v.map(|b| Bytes::from(vec![b; 1 + usize::from(b % 3)])),
+                version: Version {
+                    hlc,
+                    origin: node_id(o),
+                },
+                seq: seq[o],
+                expires_at_ms: ttl.map(|t| T0 + t),
+            }
+        })
+        .collect()
+}
+
+fn raw_writes() -> impl Strategy<Value = Vec<RawWrite>> {
+    prop::collection::vec(
+        (
+            0..4usize,
+            0..8usize,
+            prop::option::weighted(0.8, any::<u8>()),
+            prop::option::weighted(0.3, 0..40u64),
+            0..30u64,
+            0..3u16,
+        ),
+        1..40,
+    )
+}
+
+/// Times at which digests are compared: before, during and after the expiries.
+const PROBES: [u64; 4] = [T0, T0 + 10, T0 + 25, T0 + 100];
+
+/// A fresh replica (id 100, never an origin of the generated writes) holding `entries`.
+fn replica_of<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Replica {
+    let mut r = Replica::new(NodeId::new(100).unwrap(), Limits::default());
+    for e in entries {
+        r.apply(e.clone(), T0).unwrap();
+    }
+    r
+}
+
+/// State-based merge of two replicas: a new replica holding both states.
+fn merged(a: &Replica, b: &Replica) -> Replica {
+    let mut r = Replica::new(NodeId::new(100).unwrap(), Limits::default());
+    for e in a.entries().chain(b.entries()) {
+        r.apply(e, T0).unwrap();
+    }
+    r
+}
+
+fn assert_same_state(a: &Replica, b: &Replica, what: &str) {
+    assert_eq!(
+        sorted_entries(a),
+        sorted_entries(b),
+        "{what}: entries differ"
+    );
+    for now in PROBES {
+        assert_eq!(a.digest(now), b.digest(now), "{what}: digest at {now}");
+    }
+}
+
+/// Merge-law inputs: the entries, an application order that is a permutation of them with
+/// duplicates mixed in, and a split of the entries into three groups.
+fn merge_case() -> impl Strategy<Value = (Vec<Entry>, Vec<usize>, Vec<usize>)> {
+    raw_writes().prop_flat_map(|raw| {
+        let entries = entries_from_raw(&raw);
+        let n = entries.len();
+        (
+            Just(entries),
+            prop::collection::vec(0..n, 0..n),
+            prop::collection::vec(0..3usize, n),
+        )
+            .prop_flat_map(move |(entries, dups, groups)| {
+                let mut order: Vec<usize> = (0..n).collect();
+                order.extend(dups);
+                (Just(entries), Just(order).prop_shuffle(), Just(groups))
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Applying a set of entries in any order, with duplicates, gives the same state, and that
+    /// state is, per key, the entry with the greatest version.
+    #[test]
+    fn apply_is_commutative_and_idempotent((entries, order, _groups) in merge_case()) {
+        let reference = replica_of(&entries);
+        let mut shuffled = Replica::new(NodeId::new(100).unwrap(), Limits::default());
+        for &i in &order {
+            shuffled.apply(entries[i].clone(), T0).unwrap();
+        }
+        assert_same_state(&reference, &shuffled, "shuffled with duplicates");
+
+        // The state is the greatest version of every key, whole (value, expiry, seq).
+        let mut greatest: BTreeMap<Bytes, Entry> = BTreeMap::new();
+        for e in &entries {
+            let slot = greatest.entry(e.key.clone()).or_insert_with(|| e.clone());
+            if e.version > slot.version {
+                *slot = e.clone();
+            }
+        }
+        prop_assert_eq!(sorted_entries(&shuffled), greatest.values().cloned().collect::<Vec<_>>());
+        for now in PROBES {
+            for (k, e) in &greatest {
+                prop_assert_eq!(shuffled.get(k, now).cloned(), expected_read(e, now));
+            }
+        }
+
+        // Idempotent: applying everything again changes nothing and nothing wins.
+        for e in &entries {
+            prop_assert!(!shuffled.apply(e.clone(), T0).unwrap());
+        }
+        for e in reference.entries() {
+            prop_assert!(!shuffled.apply(e, T0).unwrap());
+        }
+        assert_same_state(&reference, &shuffled, "re-applied");
+    }
+
+    /// State-based merge of replicas is commutative, associative and idempotent.
+    #[test]
+    fn replica_merge_is_associative((entries, _order, groups) in merge_case()) {
+        let group = |g: usize| {
+            replica_of(entries.iter().zip(&groups).filter(|(_, gi)| **gi == g).map(|(e, _)| e))
+        };
+        let (x, y, z) = (group(0), group(1), group(2));
+        let all = replica_of(&entries);
+
+        let left = merged(&merged(&x, &y), &z);
+        let right = merged(&x, &merged(&y, &z));
+        assert_same_state(&left, &right, "(x+y)+z vs x+(y+z)");
+        assert_same_state(&left, &all, "(x+y)+z vs all at once");
+        assert_same_state(&merged(&x, &y), &merged(&y, &x), "x+y vs y+x");
+        assert_same_state(&merged(&left, &left), &left, "s+s vs s");
+        assert_same_state(&merged(&merged(&x, &z), &y), &all, "(x+z)+y vs all");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2 and 3. Replicas syncing under random schedules
+// ---------------------------------------------------------------------------------------------
+
+/// What happens to a push on the way.
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    Deliver,
+    Lose,
+    Duplicate,
+    /// Held in flight, delivered later by [`Op::DeliverLate`] (in any order) or lost.
+    Delay,
+}
+
+/// One step of a schedule. Node indices are taken modulo the number of nodes, keys modulo the
+/// key space.
+#[derive(Clone, Debug)]
+enum Op {
+    Put {
+        node: usize,
+        key: usize,
+        val: u8,
+    },
+    PutTtl {
+        node: usize,
+        key: usize,
+        val: u8,
+        ttl: u64,
+    },
+    Delete {
+        node: usize,
+        key: usize,
+    },
+    Advance(u64),
+    Push {
+        from: usize,
+        to: usize,
+        batch: usize,
+        fate: Fate,
+    },
+    DeliverLate(Index),
+    /// Starts or continues a catch-up session of `asker` from `server`, for `steps` round trips.
+    Session {
+        asker: usize,
+        server: usize,
+        steps: usize,
+    },
+    Abandon {
+        asker: usize,
+        server: usize,
+    },
+    Cut {
+        a: usize,
+        b: usize,
+    },
+    Heal {
+        a: usize,
+        b: usize,
+    },
+    HealAll,
+    /// Anti-entropy: whole catch-up sessions between all linked pairs until quiescent.
+    SyncAll,
+    Gc {
+        node: usize,
+    },
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let fate = prop_oneof![
+        5 => Just(Fate::Deliver),
+        2 => Just(Fate::Lose),
+        1 => Just(Fate::Duplicate),
+        2 => Just(Fate::Delay),
+    ];
+    prop_oneof![
+        6 => (0..5usize, 0..20usize, any::<u8>()).prop_map(|(node, key, val)| Op::Put { node, key, val }),
+        2 => (0..5usize, 0..20usize, any::<u8>(), 1..800u64)
+            .prop_map(|(node, key, val, ttl)| Op::PutTtl { node, key, val, ttl }),
+        3 => (0..5usize, 0..20usize).prop_map(|(node, key)| Op::Delete { node, key }),
+        3 => (1..200u64).prop_map(Op::Advance),
+        8 => (0..5usize, 0..5usize, 1..5usize, fate)
+            .prop_map(|(from, to, batch, fate)| Op::Push { from, to, batch, fate }),
+        2 => any::<Index>().prop_map(Op::DeliverLate),
+        5 => (0..5usize, 0..5usize, 1..4usize)
+            .prop_map(|(asker, server, steps)| Op::Session { asker, server, steps }),
+        1 => (0..5usize, 0..5usize).prop_map(|(asker, server)| Op::Abandon { asker, server }),
+        1 => (0..5usize, 0..5usize).prop_map(|(a, b)| Op::Cut { a, b }),
+        1 => (0..5usize, 0..5usize).prop_map(|(a, b)| Op::Heal { a, b }),
+        1 => Just(Op::HealAll),
+        1 => Just(Op::SyncAll),
+        3 => (0..5usize).prop_map(|node| Op::Gc { node }),
+    ]
+}
+
+/// While replica `c` is partitioned away (scenario tests), the others write only even keys and
+/// `c` only odd ones.
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    c: usize,
+    /// Index in the write log where the partition started.
+    since: usize,
+}
+
+/// Counters showing what a schedule exercised.
+#[derive(Clone, Copy, Debug, Default)]
+struct SimStats {
+    pushes_refused: u64,
+    sessions_done: u64,
+    sessions_full: u64,
+    pages: u64,
+    gc_dropped: u64,
+    gc_skipped: u64,
+}
+
+/// A cluster of replicas and a network under the test's control.
+struct Sim {
+    now: u64,
+    nodes: Vec<Replica>,
+    nkeys: usize,
+    /// `pushed[from][to]`: the last local seq `from` pushed to `to`.
+    pushed: Vec<Vec<u64>>,
+    /// Pushes in flight: (from, to, encoded message).
+    late: Vec<(usize, usize, Vec<u8>)>,
+    /// Open catch-up sessions by (asker, server), with the request to send next.
+    sessions: BTreeMap<(usize, usize), (SyncSession, SyncMessage)>,
+    /// Pairs (low, high) that cannot talk.
+    cut: BTreeSet<(usize, usize)>,
+    /// Page limits of catch-up sessions (small, to exercise paging).
+    page: SyncLimits,
+    /// Limits of the wire (every message is encoded and decoded on the way).
+    wire: SyncLimits,
+    /// GC grace; `None`: GC ops are ignored.
+    grace: Option<u64>,
+    split: Option<Split>,
+    /// The greatest write of every key.
+    model: BTreeMap<Bytes, Entry>,
+    /// Every write made.
+    log: Vec<Entry>,
+    stats: SimStats,
+}
+
+impl Sim {
+    fn new(n: usize, nkeys: usize, page_max_entries: usize, grace: Option<u64>) -> Self {
+        Sim {
+            now: T0,
+            nodes: (0..n)
+                .map(|i| Replica::new(node_id(i), Limits::default()))
+                .collect(),
+            nkeys,
+            pushed: vec![vec![0; n]; n],
+            late: Vec::new(),
+            sessions: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            page: SyncLimits {
+                page_max_entries,
+                page_max_bytes: 200,
+                ..SyncLimits::default()
+            },
+            wire: SyncLimits::default(),
+            grace,
+            split: None,
+            model: BTreeMap::new(),
+            log: Vec::new(),
+            stats: SimStats::default(),
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn linked(&self, a: usize, b: usize) -> bool {
+        !self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// The key a write of `node` touches; during a split, `c` writes odd keys, the others even.
+    fn key_for(&self, node: usize, k: usize) -> Bytes {
+        let k = k % self.nkeys;
+        match self.split {
+            Some(s) if s.c == node => key(k | 1),
+            Some(_) => key(k & !1),
+            None => key(k),
+        }
+    }
+
+    fn write(&mut self, node: usize, k: usize, value: Option<Bytes>, expires: Option<u64>) {
+        let key = self.key_for(node, k);
+        let e = self.nodes[node]
+            .write(key.clone(), value, expires, self.now)
+            .unwrap();
+        let slot = self.model.entry(key).or_insert_with(|| e.clone());
+        if e.version > slot.version {
+            *slot = e.clone();
+        }
+        self.log.push(e);
+    }
+
+    /// Encodes and decodes a message, as the network would.
+    fn wire(&self, msg: &SyncMessage) -> SyncMessage {
+        let bytes = msg.encode(&self.wire).unwrap();
+        let back = SyncMessage::decode(&bytes, &self.wire).unwrap();
+        assert_eq!(&back, msg, "wire round trip");
+        back
+    }
+
+    fn push(&mut self, from: usize, to: usize, batch: usize, fate: Fate) {
+        if from == to {
+            return;
+        }
+        let entries = self.nodes[from].local_entries_after(self.pushed[from][to], batch);
+        let Some(last) = entries.last().map(|e| e.seq) else {
+            return;
+        };
+        self.pushed[from][to] = last;
+        let bytes = self.nodes[from]
+            .make_push(entries)
+            .encode(&self.wire)
+            .unwrap();
+        match fate {
+            Fate::Deliver => self.deliver(from, to, &bytes),
+            Fate::Lose => {}
+            Fate::Duplicate => {
+                self.deliver(from, to, &bytes);
+                self.deliver(from, to, &bytes);
+            }
+            Fate::Delay => self.late.push((from, to, bytes)),
+        }
+    }
+
+    /// Delivers a push to `to` and its reply, if any, back to `from`.
+    fn deliver(&mut self, from: usize, to: usize, bytes: &[u8]) {
+        if !self.linked(from, to) {
+            return;
+        }
+        let SyncMessage::Push(push) = SyncMessage::decode(bytes, &self.wire).unwrap() else {
+            panic!("not a push");
+        };
+        let reply = self.nodes[to].receive_push(push, self.now).unwrap();
+        if let Some(reply) = reply {
+            let reply = self.wire(&reply);
+            // What `Cache::handle_sync` does with a reply to a push.
+            match reply {
+                SyncMessage::Refused(Refusal::YouAreBehind { .. }) => {
+                    self.stats.pushes_refused += 1;
+                    self.nodes[from].mark_resync_needed();
+                }
+                SyncMessage::Refused(Refusal::IAmBehind) => {}
+                other => panic!("unexpected reply to a push: {other:?}"),
+            }
+        }
+    }
+
+    fn deliver_late(&mut self, i: Index) {
+        if self.late.is_empty() {
+            return;
+        }
+        let (from, to, bytes) = self.late.remove(i.index(self.late.len()));
+        self.deliver(from, to, &bytes);
+    }
+
+    /// Runs up to `steps` round trips of the session of `asker` with `server`, starting it if
+    /// none is open. Returns whether the session ended. A cut link abandons it.
+    fn session(&mut self, asker: usize, server: usize, steps: usize) -> bool {
+        if asker == server {
+            return true;
+        }
+        if !self.linked(asker, server) {
+            self.sessions.remove(&(asker, server));
+            return true;
+        }
+        let (mut session, mut msg) = self
+            .sessions
+            .remove(&(asker, server))
+            .unwrap_or_else(|| SyncSession::start(&self.nodes[asker], &self.page));
+        for _ in 0..steps {
+            let SyncMessage::Request(req) = self.wire(&msg) else {
+                panic!("a session sends requests");
+            };
+            let reply = self.nodes[server].serve(&req, &self.page);
+            let reply = self.wire(&reply);
+            match session
+                .handle(&mut self.nodes[asker], reply, self.now)
+                .unwrap()
+            {
+                SessionStep::Send(next) => msg = next,
+                SessionStep::Done(stats) => {
+                    self.stats.sessions_done += 1;
+                    self.stats.sessions_full += u64::from(stats.full);
+                    self.stats.pages += stats.pages;
+                    return true;
+                }
+            }
+        }
+        self.sessions.insert((asker, server), (session, msg));
+        false
+    }
+
+    /// Runs a whole session (a fresh one if one was open).
+    fn complete_session(&mut self, asker: usize, server: usize) {
+        self.sessions.remove(&(asker, server));
+        assert!(
+            self.session(asker, server, 10_000),
+            "session {asker}<-{server} did not end"
+        );
+    }
+
+    /// Whether `node` holds (per its version vector) every write made before `horizon` that it
+    /// could be concerned by. See [`Sim::gc`].
+    fn caught_up(&self, node: usize, horizon: u64) -> bool {
+        let vv = self.nodes[node].vv();
+        self.log.iter().enumerate().all(|(i, e)| {
+            let other_side = self.split.is_some_and(|s| {
+                let writer = e.version.origin.as_u64() as usize - 1;
+                i >= s.since && ((writer == s.c) != (node == s.c))
+            });
+            other_side
+                || e.version.hlc.physical_ms() >= horizon
+                || vv.get(e.version.origin) >= e.seq
+        })
+    }
+
+    /// Garbage collection on `node`, if it is safe to.
+    ///
+    /// A dead entry may only be dropped once the replica dropping it holds every older write of
+    /// its key: otherwise such a write, still held by a replica that has not seen the delete,
+    /// comes back after the floor is gone (the full resync keeps what the server's version
+    /// vector does not cover) and the replicas may even diverge for good. This is the
+    /// documented limitation of GC, and it is wider than writes made concurrently with the
+    /// delete: see `known_limitation_gc_before_the_deleted_write_arrived` below. A real cluster
+    /// avoids it with a grace period much longer than partitions and catch-up intervals; the
+    /// schedule models that by skipping a GC when the replica is not yet caught up with every
+    /// write older than its GC horizon (all dead entries it drops are older than that).
+    /// During a split the keys written on each side are disjoint, so writes of the other side
+    /// cannot be older writes of a key dropped here and are not waited for.
+    fn gc(&mut self, node: usize) {
+        let Some(grace) = self.grace else { return };
+        if !self.caught_up(node, self.now.saturating_sub(grace)) {
+            self.stats.gc_skipped += 1;
+            return;
+        }
+        self.stats.gc_dropped += self.nodes[node].gc(self.now, grace).dropped as u64;
+    }
+
+    fn run(&mut self, op: &Op) {
+        let n = self.n();
+        match *op {
+            Op::Put { node, key, val } => {
+                self.write(node % n, key, Some(Bytes::from(vec![val])), None);
+            }
+            Op::PutTtl {
+                node,
+                key,
+                val,
+                ttl,
+            } => {
+                let expires = self.now + ttl;
+                self.write(node % n, key, Some(Bytes::from(vec![val])), Some(expires));
+            }
+            Op::Delete { node, key } => self.write(node % n, key, None, None),
+            Op::Advance(ms) => self.now += ms,
+            Op::Push {
+                from,
+                to,
+                batch,
+                fate,
+            } => self.push(from % n, to % n, batch, fate),
+            Op::DeliverLate(i) => self.deliver_late(i),
+            Op::Session {
+                asker,
+                server,
+                steps,
+            } => {
+                self.session(asker % n, server % n, steps);
+            }
+            Op::Abandon { asker, server } => {
+                self.sessions.remove(&(asker % n, server % n));
+            }
+            Op::Cut { a, b } => {
+                let (a, b) = (a % n, b % n);
+                if a != b {
+                    self.cut.insert((a.min(b), a.max(b)));
+                }
+            }
+            Op::Heal { a, b } => {
+                let (a, b) = (a % n, b % n);
+                if let Some(s) = self.split
+                    && (a == s.c) != (b == s.c)
+                {
+                    return; // the split partition holds until the scenario heals it
+                }
+                self.cut.remove(&(a.min(b), a.max(b)));
+            }
+            Op::HealAll => self.heal_all_but_split(),
+            Op::SyncAll => {
+                let all: Vec<usize> = (0..n).collect();
+                self.sync_rounds(&all);
+            }
+            Op::Gc { node } => self.gc(node % n),
+        }
+    }
+
+    /// Heals every cut link but those of the split partition.
+    fn heal_all_but_split(&mut self) {
+        let split = self.split;
+        self.cut
+            .retain(|&(a, b)| split.is_some_and(|s| (a == s.c) != (b == s.c)));
+    }
+
+    /// Per node: version vector, floors, entries and the resync flag.
+    fn snapshot(&self) -> Vec<(VersionVector, VersionVector, Vec<Entry>, bool)> {
+        self.nodes
+            .iter()
+            .map(|r| {
+                (
+                    r.vv().clone(),
+                    r.floors().clone(),
+                    sorted_entries(r),
+                    r.resync_needed(),
+                )
+            })
+            .collect()
+    }
+
+    /// Runs whole catch-up sessions between all linked pairs among `members` until a round
+    /// changes nothing. Panics if that takes more than a few rounds.
+    fn sync_rounds(&mut self, members: &[usize]) {
+        for _ in 0..8 {
+            let before = self.snapshot();
+            for &a in members {
+                for &s in members {
+                    if a != s && self.linked(a, s) {
+                        self.complete_session(a, s);
+                    }
+                }
+            }
+            if self.snapshot() == before {
+                return;
+            }
+        }
+        panic!("not quiescent after 8 rounds of catch-up between all pairs");
+    }
+
+    /// Heals everything, delivers what is in flight, and syncs all pairs until quiescent.
+    fn heal_and_sync(&mut self) {
+        self.cut.clear();
+        self.split = None;
+        self.sessions.clear();
+        for (from, to, bytes) in std::mem::take(&mut self.late) {
+            self.deliver(from, to, &bytes);
+        }
+        let all: Vec<usize> = (0..self.n()).collect();
+        self.sync_rounds(&all);
+    }
+
+    /// After [`Sim::heal_and_sync`]: all replicas agree, and every key reads as its greatest
+    /// write. With `exact`, every replica also holds exactly the greatest write of every key
+    /// (no GC: nothing may have been dropped).
+    fn assert_converged(&self, exact: bool) {
+        let now = self.now;
+        let first = &self.nodes[0];
+        for (i, r) in self.nodes.iter().enumerate() {
+            let live = |r: &Replica| -> Vec<Entry> {
+                sorted_entries(r)
+                    .into_iter()
+                    .filter(|e| !e.is_dead(now))
+                    .collect()
+            };
+            assert_eq!(live(r), live(first), "live entries of node {i} and node 0");
+            assert_eq!(r.digest(now), first.digest(now), "digest of node {i}");
+            assert_eq!(r.vv(), first.vv(), "version vector of node {i}");
+            assert!(!r.resync_needed(), "node {i} still wants a resync");
+            for (k, e) in &self.model {
+                assert_eq!(
+                    r.get(k, now).cloned(),
+                    expected_read(e, now),
+                    "node {i} reads key {k:?}; greatest write {e:?}; held {:?}",
+                    r.entry(k)
+                );
+            }
+            for e in r.entries() {
+                assert!(self.model.contains_key(&e.key), "node {i} invented {e:?}");
+            }
+            if exact {
+                let want: Vec<Entry> = self.model.values().cloned().collect();
+                assert_eq!(sorted_entries(r), want, "entries of node {i}");
+            }
+        }
+        // Every origin's version vector entry is its last local write.
+        for (i, r) in self.nodes.iter().enumerate() {
+            let wrote = self
+                .log
+                .iter()
+                .filter(|e| e.version.origin == r.id())
+                .count() as u64;
+            assert_eq!(first.vv().get(r.id()), wrote, "vv of origin {i}");
+            assert_eq!(r.local_seq(), wrote, "local seq of node {i}");
+        }
+    }
+}
+
+/// A schedule: number of nodes, key space, page size, operations.
+fn schedule(max_ops: usize) -> impl Strategy<Value = (usize, usize, usize, Vec<Op>)> {
+    (
+        3..=5usize,
+        8..=20usize,
+        1..=3usize,
+        prop::collection::vec(op_strategy(), 1..max_ops),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Without GC: whatever the schedule, after healing and catching up all replicas hold
+    /// exactly the greatest write of every key, and agree on digests and version vectors.
+    #[test]
+    fn replicas_converge((n, nkeys, page, ops) in schedule(150)) {
+        let mut sim = Sim::new(n, nkeys, page, None);
+        for op in &ops {
+            sim.run(op);
+        }
+        sim.heal_and_sync();
+        sim.assert_converged(true);
+    }
+
+    /// With GC (small grace) in the schedule: floors, refused pushes and full resyncs; after
+    /// healing, replicas agree and no deleted or expired key comes back.
+    #[test]
+    fn replicas_converge_with_gc(
+        (n, nkeys, page, ops) in schedule(150),
+        grace in 20..400u64,
+    ) {
+        let mut sim = Sim::new(n, nkeys, page, Some(grace));
+        for op in &ops {
+            sim.run(op);
+        }
+        sim.heal_and_sync();
+        sim.assert_converged(false);
+    }
+}
+
+/// The random GC schedules do reach what they are meant to test: over a fixed sample of
+/// them, GC drops entries, pushes are refused as behind, full resyncs run, sessions are cut
+/// short. Guards against a generator that silently stops exercising floors.
+#[test]
+fn gc_schedules_exercise_floors_and_full_resyncs() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut total = SimStats::default();
+    let mut abandoned = 0;
+    for _ in 0..100 {
+        let (n, nkeys, page, ops) = schedule(150).new_tree(&mut runner).unwrap().current();
+        let grace = (20..400u64).new_tree(&mut runner).unwrap().current();
+        let mut sim = Sim::new(n, nkeys, page, Some(grace));
+        for op in &ops {
+            sim.run(op);
+        }
+        abandoned += sim.sessions.len();
+        sim.heal_and_sync();
+        sim.assert_converged(false);
+        total.pushes_refused += sim.stats.pushes_refused;
+        total.sessions_full += sim.stats.sessions_full;
+        total.gc_dropped += sim.stats.gc_dropped;
+        total.gc_skipped += sim.stats.gc_skipped;
+        total.pages += sim.stats.pages;
+        total.sessions_done += sim.stats.sessions_done;
+    }
+    assert!(total.gc_dropped > 0, "{total:?}");
+    assert!(total.gc_skipped > 0, "{total:?}");
+    assert!(total.pushes_refused > 0, "{total:?}");
+    assert!(total.sessions_full > 0, "{total:?}");
+    assert!(total.pages > total.sessions_done, "no paging: {total:?}");
+    assert!(
+        abandoned > 0,
+        "no session left open at the end of a schedule"
+    );
+}
+
+/// Scenario inputs: nodes, key space (even), page size, GC grace, ops before, during and
+/// after the partition of the last node.
+type ScenarioCase = (usize, usize, usize, u64, Vec<Op>, Vec<Op>, Vec<Op>);
+
+fn scenario() -> impl Strategy<Value = ScenarioCase> {
+    (
+        3..=5usize,
+        4..=10usize,
+        1..=3usize,
+        20..300u64,
+        prop::collection::vec(op_strategy(), 0..60),
+        prop::collection::vec(op_strategy(), 1..80),
+        prop::collection::vec(op_strategy(), 0..30),
+    )
+        .prop_map(|(n, half, page, grace, pre, during, after)| {
+            (n, 2 * half, page, grace, pre, during, after)
+        })
+}
+
+impl Sim {
+    /// Partitions the last node away; the others write even keys, it writes odd ones.
+    fn split_last(&mut self) -> usize {
+        let c = self.n() - 1;
+        self.split = Some(Split {
+            c,
+            since: self.log.len(),
+        });
+        for x in 0..c {
+            self.cut.insert((x, c));
+        }
+        c
+    }
+
+    /// Brings `c` back: it pushes its writes to everyone (refused if it is behind their
+    /// floors), catches up from everyone and everyone catches up from it; then all sync.
+    fn rejoin(&mut self, c: usize) {
+        self.cut.clear();
+        self.split = None;
+        for x in 0..self.n() {
+            if x != c {
+                self.push(c, x, usize::MAX, Fate::Deliver);
+                self.complete_session(c, x);
+                self.complete_session(x, c);
+            }
+        }
+        self.heal_and_sync();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The last replica is partitioned away while the others write, delete and collect
+    /// garbage past the grace period; it rejoins. Nothing deleted comes back, all agree.
+    /// During the partition the two sides write disjoint keys (see [`Sim::gc`]).
+    #[test]
+    fn partitioned_replica_rejoins_after_gc(
+        (n, nkeys, page, grace, pre, during, after) in scenario()
+    ) {
+        let mut sim = Sim::new(n, nkeys, page, Some(grace));
+        for op in &pre {
+            sim.run(op);
+        }
+        sim.heal_and_sync();
+
+        let c = sim.split_last();
+        for op in &during {
+            sim.run(op);
+        }
+        // The majority side settles, time passes beyond the grace and every TTL, and
+        // everyone collects garbage.
+        let others: Vec<usize> = (0..c).collect();
+        sim.heal_all_but_split();
+        sim.sync_rounds(&others);
+        sim.now += grace + 1_000;
+        let skipped = sim.stats.gc_skipped;
+        for x in 0..n {
+            sim.gc(x);
+        }
+        prop_assert_eq!(sim.stats.gc_skipped, skipped, "every side is caught up with itself");
+
+        sim.rejoin(c);
+        sim.assert_converged(false);
+        // And it stays so under more traffic.
+        for op in &after {
+            sim.run(op);
+        }
+        sim.heal_and_sync();
+        sim.assert_converged(false);
+    }
+}
+
+/// The scenario, spelled out: C holds keys the others delete and collect while C is away.
+#[test]
+fn deleted_keys_stay_deleted_when_a_partitioned_replica_returns() {
+    let grace = 100;
+    let mut sim = Sim::new(3, 10, 2, Some(grace));
+    let (a, b, c) = (0, 1, 2);
+    for k in 0..6 {
+        sim.write(a, k, Some(Bytes::from(format!("v{k}"))), None);
+    }
+    sim.write(b, 6, Some(Bytes::from_static(b"b6")), None);
+    sim.heal_and_sync();
+    assert_eq!(sim.nodes[c].get(&key(0), sim.now).unwrap().as_ref(), b"v0");
+
+    // C goes away. The others delete what C holds, let a TTL run out, overwrite a key; C
+    // writes keys nobody else touches.
+    for x in [a, b] {
+        sim.cut.insert((x, c));
+    }
+    sim.now += 10;
+    sim.write(a, 0, None, None);
+    sim.write(a, 1, None, None);
+    sim.write(b, 2, None, None);
+    sim.write(b, 3, Some(Bytes::from_static(b"short")), Some(sim.now + 20));
+    sim.write(a, 4, Some(Bytes::from_static(b"new4")), None);
+    sim.write(c, 7, Some(Bytes::from_static(b"c7")), None);
+    sim.write(c, 5, None, None);
+    sim.push(a, b, 100, Fate::Deliver);
+    sim.push(b, a, 100, Fate::Deliver);
+    sim.push(a, c, 100, Fate::Deliver); // lost: cut
+    sim.sync_rounds(&[a, b]);
+
+    // Past the grace: A and B drop the dead entries and raise their floors. (Called directly:
+    // the harness would wait for C's writes, which touch keys A and B do not.)
+    sim.now += grace + 50;
+    for x in [a, b] {
+        assert_eq!(sim.nodes[x].gc(sim.now, grace).dropped, 4);
+        for k in [0, 1, 2, 3] {
+            assert_eq!(
+                sim.nodes[x].entry(&key(k)),
+                None,
+                "node {x} still holds k{k}"
+            );
+        }
+        assert!(sim.nodes[x].floors().get(node_id(a)) >= 2);
+        assert!(sim.nodes[x].floors().get(node_id(b)) >= 2);
+    }
+    // C still holds the old values, live.
+    for k in 0..4 {
+        assert!(sim.nodes[c].get(&key(k), sim.now).is_some());
+    }
+
+    // C comes back and pushes first: refused, it must resync in full.
+    sim.cut.clear();
+    sim.push(c, a, 100, Fate::Deliver);
+    assert_eq!(sim.stats.pushes_refused, 1);
+    assert!(sim.nodes[c].resync_needed());
+    assert_eq!(
+        sim.nodes[a].get(&key(7), sim.now),
+        None,
+        "refused push applied"
+    );
+    sim.complete_session(c, a);
+    assert_eq!(sim.nodes[c].stats().full_resyncs, 1);
+    assert!(!sim.nodes[c].resync_needed());
+    for k in 0..4 {
+        assert_eq!(sim.nodes[c].entry(&key(k)), None, "C kept k{k}");
+    }
+    sim.complete_session(a, c);
+    sim.complete_session(b, c);
+    sim.heal_and_sync();
+    sim.assert_converged(false);
+    for x in [a, b, c] {
+        let r = &sim.nodes[x];
+        for k in 0..4 {
+            assert_eq!(r.get(&key(k), sim.now), None, "node {x} resurrected k{k}");
+        }
+        assert_eq!(r.get(&key(4), sim.now).unwrap().as_ref(), b"new4");
+        assert_eq!(r.get(&key(5), sim.now), None);
+        assert_eq!(r.get(&key(6), sim.now).unwrap().as_ref(), b"b6");
+        assert_eq!(r.get(&key(7), sim.now).unwrap().as_ref(), b"c7");
+    }
+}
+
+/// Both sides of a partition collect garbage, so each is behind the other's floors when they
+/// meet. The first full resync is then served by a peer behind the asker's own floors, and
+/// sends a write the asker saw, overwrote and collected while away: it must not come back.
+#[test]
+fn mutual_full_resync_does_not_resurrect_what_the_asker_collected() {
+    let grace = 50;
+    let mut sim = Sim::new(3, 4, 2, Some(grace));
+    let (a, c) = (0, 2);
+    sim.write(a, 3, Some(Bytes::from_static(b"old")), None);
+    sim.heal_and_sync();
+
+    // C overwrites A's key with a short TTL; A lets one of its own TTLs run out.
+    for x in 0..c {
+        sim.cut.insert((x, c));
+    }
+    sim.write(c, 3, Some(Bytes::from_static(b"brief")), Some(sim.now + 1));
+    sim.write(a, 0, Some(Bytes::from_static(b"brief")), Some(sim.now + 1));
+    sim.now += grace + 10;
+    assert_eq!(sim.nodes[a].gc(sim.now, grace).dropped, 1);
+    assert_eq!(sim.nodes[c].gc(sim.now, grace).dropped, 1);
+    // Each side is now behind the other's floors.
+    assert!(sim.nodes[c].vv().get(node_id(a)) < sim.nodes[a].floors().get(node_id(a)));
+    assert!(sim.nodes[a].vv().get(node_id(c)) < sim.nodes[c].floors().get(node_id(c)));
+
+    // C comes back with a new write: its push is refused, so it resyncs in full from A.
+    sim.cut.clear();
+    sim.write(c, 1, Some(Bytes::from_static(b"c1")), None);
+    sim.push(c, a, 10, Fate::Deliver);
+    assert!(sim.nodes[c].resync_needed());
+    sim.complete_session(c, a);
+    assert_eq!(sim.nodes[c].stats().full_resyncs, 1);
+    assert_eq!(
+        sim.nodes[c].get(&key(3), sim.now),
+        None,
+        "C took back what it collected"
+    );
+    sim.heal_and_sync();
+    sim.assert_converged(false);
+}
+
+/// KNOWN LIMITATION, wider than "a write concurrent with the delete": here the delete
+/// happened *after* its deleter saw the write, yet the write comes back on two replicas and
+/// the third disagrees for good.
+///
+/// C writes k; only A receives it. A deletes k and pushes the tombstone to B. B never saw C's
+/// write, and collects the tombstone after the grace period. C then syncs with B: it is behind
+/// B's floors, so it does a full resync, which keeps C's write (B's version vector does not
+/// cover it); B then catches up from C and takes the write. A's version vector covers C's
+/// write, so A is never sent it again and keeps reading k as deleted. Digests stay different.
+///
+/// No minimal local fix exists: B cannot know about a write it never received. Avoiding it
+/// needs GC of a dead entry only once it is stable (every peer's version vector, as last
+/// reported, covers it and everything older), which is a design change. The schedules above
+/// avoid it by collecting only on replicas caught up with everything older than the horizon.
+#[test]
+#[ignore = "known limitation of GC floors, see the doc comment"]
+fn known_limitation_gc_before_the_deleted_write_arrived() {
+    let grace = 100;
+    let mut sim = Sim::new(3, 4, 3, Some(grace));
+    let (a, b, c) = (0, 1, 2);
+    sim.cut.insert((b, c));
+    sim.write(c, 0, Some(Bytes::from_static(b"from c")), None);
+    sim.push(c, a, 10, Fate::Deliver);
+    sim.now += 5;
+    sim.write(a, 0, None, None);
+    sim.push(a, b, 10, Fate::Deliver);
+    sim.cut.insert((a, c));
+    sim.now += grace + 10;
+    // B collects the tombstone (bypassing the harness's safety check on purpose).
+    assert_eq!(sim.nodes[b].gc(sim.now, grace).dropped, 1);
+    sim.cut.clear();
+    sim.complete_session(c, b);
+    sim.complete_session(b, c);
+    sim.heal_and_sync();
+    sim.assert_converged(false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Bad input
+// ---------------------------------------------------------------------------------------------
+
+fn arb_node() -> impl Strategy<Value = NodeId> {
+    (0..=i64::MAX as u64).prop_map(|n| NodeId::new(n).unwrap())
+}
+
+fn arb_vv() -> impl Strategy<Value = VersionVector> {
+    prop::collection::vec((arb_node(), any::<u64>()), 0..4).prop_map(|v| v.into_iter().collect())
+}
+
+fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+}
+
+fn arb_entry() -> impl Strategy<Value = Entry> {
+    (
+        arb_bytes(12),
+        prop::option::of(arb_bytes(24)),
+        any::<u64>(),
+        arb_node(),
+        any::<u64>(),
+        prop::option::of(any::<u64>()),
+    )
+        .prop_map(|(key, value, hlc, origin, seq, expires_at_ms)| Entry {
+            key,
+            value,
+            version: Version {
+                hlc: Hlc::from_u64(hlc),
+                origin,
+            },
+            seq,
+            expires_at_ms,
+        })
+}
+
+fn arb_cursor() -> impl Strategy<Value = Cursor> {
+    (arb_node(), any::<u64>()).prop_map(|(origin, seq)| Cursor { origin, seq })
+}
+
+fn arb_message() -> impl Strategy<Value = SyncMessage> {
+    let entries = || prop::collection::vec(arb_entry(), 0..5);
+    prop_oneof![
+        (
+            arb_vv(),
+            arb_vv(),
+            prop::option::of(arb_cursor()),
+            any::<bool>(),
+            any::<u32>()
+        )
+            .prop_map(|(vv, floors, resume, full, max_entries)| {
+                SyncMessage::Request(CatchUpRequest {
+                    vv,
+                    floors,
+                    resume,
+                    full,
+                    max_entries,
+                })
+            }),
+        (
+            entries(),
+            arb_vv(),
+            arb_vv(),
+            prop::option::of(arb_cursor())
+        )
+            .prop_map(|(entries, covered, floors, next)| {
+                SyncMessage::Page(CatchUpPage {
+                    entries,
+                    covered,
+                    floors,
+                    next,
+                })
+            }),
+        (arb_vv(), entries())
+            .prop_map(|(sender_vv, entries)| SyncMessage::Push(Push { sender_vv, entries })),
+        arb_vv().prop_map(|floors| SyncMessage::Refused(Refusal::YouAreBehind { floors })),
+        Just(SyncMessage::Refused(Refusal::IAmBehind)),
+    ]
+}
+
+/// Decoding anything: no panic, and whatever decodes re-encodes to itself.
+fn decode_any(bytes: &[u8]) -> Option<SyncMessage> {
+    let limits = SyncLimits::default();
+    let msg = SyncMessage::decode(bytes, &limits).ok()?;
+    let again = msg.encode(&limits).unwrap();
+    assert_eq!(SyncMessage::decode(&again, &limits).unwrap(), msg);
+    Some(msg)
+}
+
+/// The wire layout of a push, with raw integers where dice-core has checked types, to forge
+/// entries that no dice-core API would build (out-of-range timestamps, ids, expiries).
+#[derive(serde::Serialize)]
+#[allow(dead_code)] // only `Push` is forged; the other variants keep the variant indices
+enum RawMessage {
+    Request(()),
+    Page(()),
+    Push(RawPush),
+}
+
+#[derive(serde::Serialize)]
+struct RawPush {
+    sender_vv: BTreeMap<u64, u64>,
+    entries: Vec<RawEntry>,
+}
+
+#[derive(serde::Serialize)]
+struct RawEntry {
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+    hlc: u64,
+    origin: u64,
+    seq: u64,
+    expires_at_ms: Option<u64>,
+}
+
+fn forged_push(e: RawEntry) -> Push {
+    let mut bytes = dice_core::SYNC_PROTOCOL_VERSION.to_be_bytes().to_vec();
+    bytes.extend(
+        postcard::to_allocvec(&RawMessage::Push(RawPush {
+            sender_vv: BTreeMap::new(),
+            entries: vec![e],
+        }))
+        .unwrap(),
+    );
+    match SyncMessage::decode(&bytes, &SyncLimits::default()).unwrap() {
+        SyncMessage::Push(p) => p,
+        other => panic!("forged a {other:?}"),
+    }
+}
+
+/// Ways an entry from a peer can be invalid.
+#[derive(Clone, Copy, Debug)]
+enum Bad {
+    SeqZero,
+    ValueTooLarge,
+    EmptyKey,
+    KeyTooLarge,
+    HlcOutOfRange,
+    OriginOutOfRange,
+    ExpiryOutOfRange,
+}
+
+fn bad_entry(kind: Bad, seed: u8) -> Entry {
+    let good = RawEntry {
+        key: vec![b'k', seed],
+        value: Some(vec![seed; 3]),
+        hlc: Hlc::new(T0 + 5, 0).as_u64(),
+        origin: 7,
+        seq: 1 + u64::from(seed),
+        expires_at_ms: None,
+    };
+    let raw = match kind {
+        Bad::SeqZero => RawEntry { seq: 0, ..good },
+        Bad::ValueTooLarge => RawEntry {
+            value: Some(vec![seed; 9 + usize::from(seed)]),
+            ..good
+        },
+        Bad::EmptyKey => RawEntry {
+            key: Vec::new(),
+            ..good
+        },
+        Bad::KeyTooLarge => RawEntry {
+            key: vec![seed; 17 + usize::from(seed)],
+            ..good
+        },
+        Bad::HlcOutOfRange => RawEntry {
+            hlc: (1 << 63) | u64::from(seed),
+            ..good
+        },
+        Bad::OriginOutOfRange => RawEntry {
+            origin: (1 << 63) | u64::from(seed),
+            ..good
+        },
+        Bad::ExpiryOutOfRange => RawEntry {
+            expires_at_ms: Some((1 << 63) | u64::from(seed)),
+            ..good
+        },
+    };
+    forged_push(raw).entries.pop().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Random bytes, with or without a valid version header: decoding never panics.
+    #[test]
+    fn decode_random_bytes_never_panics(
+        body in prop::collection::vec(any::<u8>(), 0..200),
+        header in any::<bool>(),
+    ) {
+        let mut bytes = if header {
+            dice_core::SYNC_PROTOCOL_VERSION.to_be_bytes().to_vec()
+        } else {
+            Vec::new()
+        };
+        bytes.extend(body);
+        decode_any(&bytes);
+    }
+
+    /// Valid messages round-trip; every truncation of one is an error; flipped bytes never
+    /// panic; size and entry-count limits are enforced.
+    #[test]
+    fn messages_round_trip_and_corruption_is_survived(
+        msg in arb_message(),
+        flips in prop::collection::vec((any::<Index>(), 1..=255u8), 1..4),
+    ) {
+        let limits = SyncLimits::default();
+        let bytes = msg.encode(&limits).unwrap();
+        prop_assert_eq!(&SyncMessage::decode(&bytes, &limits).unwrap(), &msg);
+        for len in 0..bytes.len() {
+            prop_assert!(
+                SyncMessage::decode(&bytes[..len], &limits).is_err(),
+                "a truncation to {} of {} bytes decoded", len, bytes.len()
+            );
+        }
+        let mut flipped = bytes.clone();
+        for (i, mask) in flips {
+            flipped[i.index(bytes.len())] ^= mask;
+        }
+        decode_any(&flipped);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        prop_assert!(SyncMessage::decode(&longer, &limits).is_err(), "trailing byte accepted");
+
+        let tight = SyncLimits { max_message_bytes: bytes.len() - 1, ..limits };
+        prop_assert!(SyncMessage::decode(&bytes, &tight).is_err());
+        prop_assert!(msg.encode(&tight).is_err());
+        let count = match &msg {
+            SyncMessage::Page(p) => p.entries.len(),
+            SyncMessage::Push(p) => p.entries.len(),
+            _ => 0,
+        };
+        if count > 0 {
+            let few = SyncLimits { page_max_entries: count - 1, ..limits };
+            prop_assert!(SyncMessage::decode(&bytes, &few).is_err());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// An invalid entry from a peer is an error, through `apply` and through a push, and
+    /// changes nothing: not the data, not the version vector, not the clock.
+    #[test]
+    fn invalid_entries_are_refused_and_change_nothing(
+        raw in raw_writes(),
+        kind in prop_oneof![
+            Just(Bad::SeqZero),
+            Just(Bad::ValueTooLarge),
+            Just(Bad::EmptyKey),
+            Just(Bad::KeyTooLarge),
+            Just(Bad::HlcOutOfRange),
+            Just(Bad::OriginOutOfRange),
+            Just(Bad::ExpiryOutOfRange),
+        ],
+        seed in 0..20u8,
+    ) {
+        let limits = Limits { max_key_len: 16, max_value_len: 8 };
+        let mut r = Replica::new(NodeId::new(100).unwrap(), limits);
+        for e in entries_from_raw(&raw) {
+            r.apply(e, T0).unwrap();
+        }
+        let bad = bad_entry(kind, seed);
+        let before = (sorted_entries(&r), r.vv().clone(), r.last_hlc());
+        let digests: Vec<u64> = PROBES.iter().map(|&t| r.digest(t)).collect();
+        let check = |r: &Replica| {
+            assert_eq!((sorted_entries(r), r.vv().clone(), r.last_hlc()), before.clone());
+            let now: Vec<u64> = PROBES.iter().map(|&t| r.digest(t)).collect();
+            assert_eq!(now, digests);
+        };
+
+        prop_assert!(r.validate_remote(&bad).is_err(), "{:?} passed validation", kind);
+        prop_assert!(r.apply(bad.clone(), T0).is_err(), "{:?} applied", kind);
+        check(&r);
+        let push = Push { sender_vv: r.vv().clone(), entries: vec![bad] };
+        prop_assert!(r.receive_push(push, T0).is_err(), "{:?} pushed", kind);
+        check(&r);
+    }
+}
+
+/// A full resync that is interrupted (here: its second page is lost) must not leave the asker
+/// claiming, in its version vector, to cover deletes it never applied: its pushes of stale
+/// entries would then pass the floor checks of other peers and resurrect deleted keys.
+#[test]
+fn interrupted_full_resync_does_not_let_stale_entries_through() {
+    let grace = 20;
+    let mut sim = Sim::new(3, 4, 1, Some(grace));
+    let (a, b, c) = (0, 1, 2);
+    sim.write(c, 2, Some(Bytes::from_static(b"stale")), None);
+    sim.write(a, 0, Some(Bytes::from_static(b"a0")), None);
+    sim.write(a, 0, Some(Bytes::from_static(b"a0 again")), None);
+    sim.heal_and_sync();
+
+    for x in [a, b] {
+        sim.cut.insert((x, c));
+    }
+    sim.write(a, 2, None, None); // deletes C's key
+    sim.write(a, 1, Some(Bytes::from_static(b"a1")), None);
+    sim.write(c, 3, Some(Bytes::from_static(b"brief")), Some(sim.now + 1));
+    sim.sync_rounds(&[a, b]);
+    sim.now += grace + 10;
+    for x in [a, b, c] {
+        assert_eq!(sim.nodes[x].gc(sim.now, grace).dropped, 1, "gc on node {x}");
+    }
+
+    // C returns; its push is refused and it starts a full resync from A (one entry a page),
+    // which is cut short after the first page.
+    sim.cut.clear();
+    sim.push(c, a, 10, Fate::Deliver);
+    assert!(sim.nodes[c].resync_needed());
+    assert!(!sim.session(c, a, 1), "the resync took one page");
+    sim.sessions.clear();
+    assert!(sim.nodes[c].resync_needed());
+    assert!(
+        sim.nodes[c].vv().get(node_id(a)) < sim.nodes[a].floors().get(node_id(a)),
+        "an interrupted full resync raised the version vector past the floors"
+    );
+    // C still holds its stale write of key 2 and pushes it: B must refuse it.
+    sim.push(c, b, 10, Fate::Deliver);
+    assert_eq!(
+        sim.nodes[b].entry(&key(2)),
+        None,
+        "B took a deleted key back"
+    );
+
+    sim.heal_and_sync();
+    sim.assert_converged(false);
+    for x in [a, b, c] {
+        assert_eq!(sim.nodes[x].get(&key(2), sim.now), None);
+    }
+}
