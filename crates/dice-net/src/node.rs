@@ -1087,7 +1087,12 @@ impl EventLoop {
                     // Writes before now reach the peer through its catch-up with us.
                     state.acked_seq = state.acked_seq.max(local_seq);
                     tracing::info!(peer = %peer_id, address = %remote, "connected");
-                    self.start_catch_up(peer_id);
+                    // One catch-up at a time is enough to get what we missed; several peers
+                    // answering at once would send it several times. Others follow on the
+                    // periodic schedule.
+                    if self.sessions.is_empty() {
+                        self.start_catch_up(peer_id);
+                    }
                 }
             }
             SwarmEvent::ConnectionClosed {
