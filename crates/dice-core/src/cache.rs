@@ -506,16 +506,15 @@ impl Cache {
         }
     }
 
-    /// A push of this node's writes after `after_seq` (at most a page of them), and the seq of
-    /// the last write it carries; `None` if there is nothing new.
+    /// A push of this node's writes after `after_seq` (at most a page of them), and the last
+    /// seq it covers; `None` if there is nothing new.
     pub fn push_after(&self, after_seq: u64) -> Option<(SyncMessage, u64)> {
         let shared = self.shared();
-        let st = shared.state.read();
-        let entries = st
+        shared
+            .state
+            .read()
             .replica
-            .local_entries_after(after_seq, shared.options.sync_limits.page_max_entries);
-        let last = entries.last()?.seq;
-        Some((st.replica.make_push(entries), last))
+            .push_after(after_seq, shared.options.sync_limits.page_max_entries)
     }
 
     /// Flushes pending writes, stops the background tasks and releases the data directory.

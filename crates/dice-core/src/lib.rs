@@ -46,7 +46,7 @@ pub use hlc::{Hlc, HlcClock, now_ms};
 pub use replica::{Change, ChangeSource, GcReport, Replica, ReplicaStats};
 pub use store::Durability;
 pub use sync::{
-    CatchUpPage, CatchUpRequest, Cursor, Push, Refusal, SYNC_PROTOCOL_VERSION, SessionStats,
-    SessionStep, SyncLimits, SyncMessage, SyncSession, WireError,
+    CatchUpPage, CatchUpRequest, Cursor, Push, PushRange, Refusal, SYNC_PROTOCOL_VERSION,
+    SessionStats, SessionStep, SyncLimits, SyncMessage, SyncSession, WireError,
 };
 pub use version_vector::VersionVector;

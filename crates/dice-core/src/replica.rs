@@ -4,7 +4,9 @@
 
 use crate::entry::{Cell, Entry, Limits, NodeId, Register, Version, is_dead};
 use crate::hlc::{Hlc, HlcClock};
-use crate::sync::{CatchUpPage, CatchUpRequest, Cursor, Push, Refusal, SyncLimits, SyncMessage};
+use crate::sync::{
+    CatchUpPage, CatchUpRequest, Cursor, Push, PushRange, Refusal, SyncLimits, SyncMessage,
+};
 use crate::version_vector::VersionVector;
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -89,6 +91,9 @@ pub struct Replica {
     resync_needed: AtomicBool,
     changes: Option<Vec<Change>>,
     stats: ReplicaStats,
+    /// The highest seq of our own writes that a remote write replaced: a push range may only
+    /// claim seqs above it (below, a missing seq may have lost to a write the receiver lacks).
+    local_lost_to_remote: u64,
 }
 
 /// Remote timestamps further ahead than this are counted as clock skew (and accepted).
@@ -111,6 +116,7 @@ impl Replica {
             resync_needed: AtomicBool::new(false),
             changes: None,
             stats: ReplicaStats::default(),
+            local_lost_to_remote: 0,
         }
     }
 
@@ -138,6 +144,9 @@ impl Replica {
         for (o, s) in floors.iter() {
             r.floors.set(o, s);
         }
+        // Which of our writes lost to remote ones before the restart is not kept: claim no
+        // push range that starts before it.
+        r.local_lost_to_remote = r.vv.get(id);
         r
     }
 
@@ -357,6 +366,9 @@ impl Replica {
     /// Replaces what `key` holds by `reg`, keeping the indexes in step.
     fn install(&mut self, key: Bytes, reg: Register, source: ChangeSource) {
         if let Some(old) = self.map.remove(&key) {
+            if source == ChangeSource::Remote && old.marker.origin == self.id {
+                self.local_lost_to_remote = self.local_lost_to_remote.max(old.val.seq);
+            }
             self.unindex(&key, &old);
         }
         self.index(&key, &reg);
@@ -483,12 +495,47 @@ impl Replica {
             .collect()
     }
 
-    /// Builds a live-push message carrying `entries`.
+    /// Builds a live-push message carrying `entries`, with no range claim.
     pub fn make_push(&self, entries: Vec<Entry>) -> SyncMessage {
         SyncMessage::Push(Push {
             sender_vv: self.vv.clone(),
             entries,
+            range: None,
         })
+    }
+
+    /// A push of our local writes after `after_seq` (at most `max_entries`), claiming the
+    /// range it covers, and the last seq covered; `None` when there is nothing new.
+    ///
+    /// Writes superseded since are not sent, yet the range lets a receiver that holds our
+    /// writes up to `after_seq` advance past them.
+    pub fn push_after(&self, after_seq: u64, max_entries: usize) -> Option<(SyncMessage, u64)> {
+        let local = self.vv.get(self.id);
+        if local <= after_seq {
+            return None;
+        }
+        let max_entries = max_entries.max(1);
+        let entries = self.local_entries_after(after_seq, max_entries);
+        let through = match entries.last() {
+            Some(last) if entries.len() == max_entries => last.seq,
+            _ => local,
+        };
+        // Our writes missing from the range were overwritten by later writes of ours, which
+        // the push carries, unless a remote write replaced one of them or GC dropped it (a
+        // receiver holding an older value would then keep it). Claim the range only when
+        // neither happened inside it.
+        let clean = self.local_lost_to_remote <= after_seq && self.floors.get(self.id) <= after_seq;
+        let range = clean.then_some(PushRange {
+            origin: self.id,
+            after: after_seq,
+            through,
+        });
+        let push = Push {
+            sender_vv: self.vv.clone(),
+            entries,
+            range,
+        };
+        Some((SyncMessage::Push(push), through))
     }
 
     /// Applies a live push. A sender behind our GC floors could resurrect deleted data, so its
@@ -508,6 +555,13 @@ impl Replica {
             if seq == self.vv.get(origin) + 1 {
                 self.vv.set(origin, seq);
             }
+        }
+        if let Some(r) = push.range
+            && r.origin != self.id
+            && r.through >= r.after
+            && self.vv.get(r.origin) >= r.after
+        {
+            self.vv.raise(r.origin, r.through);
         }
         Ok(None)
     }

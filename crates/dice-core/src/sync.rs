@@ -3,8 +3,9 @@
 //! Two mechanisms keep replicas converged (see `DESIGN.md`, section Sync):
 //!
 //! * **Live push**: a node sends its new local writes to its peers in batches
-//!   ([`Replica::local_entries_after`], [`Replica::make_push`], [`Replica::receive_push`]).
-//!   A receiver advances its version vector only over contiguous sequence numbers.
+//!   ([`Replica::push_after`], [`Replica::receive_push`]). A receiver advances its version
+//!   vector only over contiguous sequence numbers: one by one, or over a whole [`PushRange`]
+//!   that starts where it stands.
 //! * **Catch-up**: a [`SyncSession`] sends the asker's version vector; the server answers with
 //!   the entries the asker misses, in bounded pages ([`Replica::serve`]). If the asker is behind
 //!   the server's GC floors, the session turns into a full resync.
@@ -90,6 +91,21 @@ pub struct Push {
     pub sender_vv: VersionVector,
     /// The writes.
     pub entries: Vec<Entry>,
+    /// What the push covers, when it carries every write of one origin in a range.
+    pub range: Option<PushRange>,
+}
+
+/// "Every write of `origin` with seq in `(after, through]` is in this push, or superseded by
+/// a newer write of the same key." A receiver that holds `origin` up to `after` may then raise
+/// its version vector to `through`, even though superseded seqs never arrive one by one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRange {
+    /// The origin whose writes the push carries (the sender).
+    pub origin: NodeId,
+    /// The seq the sender believes the receiver already holds.
+    pub after: u64,
+    /// The last seq covered.
+    pub through: u64,
 }
 
 /// Why a peer would not serve or accept.

@@ -408,15 +408,12 @@ impl Sim {
         if from == to {
             return;
         }
-        let entries = self.nodes[from].local_entries_after(self.pushed[from][to], batch);
-        let Some(last) = entries.last().map(|e| e.seq) else {
+        let Some((push, through)) = self.nodes[from].push_after(self.pushed[from][to], batch)
+        else {
             return;
         };
-        self.pushed[from][to] = last;
-        let bytes = self.nodes[from]
-            .make_push(entries)
-            .encode(&self.wire)
-            .unwrap();
+        self.pushed[from][to] = through;
+        let bytes = push.encode(&self.wire).unwrap();
         match fate {
             Fate::Deliver => self.deliver(from, to, &bytes),
             Fate::Lose => {}
@@ -1104,8 +1101,13 @@ fn arb_message() -> impl Strategy<Value = SyncMessage> {
                     next,
                 })
             }),
-        (arb_vv(), entries())
-            .prop_map(|(sender_vv, entries)| SyncMessage::Push(Push { sender_vv, entries })),
+        (arb_vv(), entries()).prop_map(|(sender_vv, entries)| {
+            SyncMessage::Push(Push {
+                sender_vv,
+                entries,
+                range: None,
+            })
+        }),
         arb_vv().prop_map(|floors| SyncMessage::Refused(Refusal::YouAreBehind { floors })),
         Just(SyncMessage::Refused(Refusal::IAmBehind)),
     ]
@@ -1134,6 +1136,7 @@ enum RawMessage {
 struct RawPush {
     sender_vv: BTreeMap<u64, u64>,
     entries: Vec<RawEntry>,
+    range: Option<u8>,
 }
 
 #[derive(serde::Serialize)]
@@ -1152,6 +1155,7 @@ fn forged_push(e: RawEntry) -> Push {
         postcard::to_allocvec(&RawMessage::Push(RawPush {
             sender_vv: BTreeMap::new(),
             entries: vec![e],
+            range: None,
         }))
         .unwrap(),
     );
@@ -1306,7 +1310,7 @@ proptest! {
         prop_assert!(r.validate_remote(&bad).is_err(), "{:?} passed validation", kind);
         prop_assert!(r.apply(bad.clone(), T0).is_err(), "{:?} applied", kind);
         check(&r);
-        let push = Push { sender_vv: r.vv().clone(), entries: vec![bad] };
+        let push = Push { sender_vv: r.vv().clone(), entries: vec![bad], range: None };
         prop_assert!(r.receive_push(push, T0).is_err(), "{:?} pushed", kind);
         check(&r);
     }
@@ -1362,4 +1366,50 @@ fn interrupted_full_resync_does_not_let_stale_entries_through() {
     for x in [a, b, c] {
         assert_eq!(sim.nodes[x].get(&key(2), sim.now), None);
     }
+}
+
+/// A push claims the range of seqs it covers, so a receiver advances its version vector past
+/// writes that were overwritten before they could be pushed; a push that does not start where
+/// the receiver stands (an earlier one was lost) claims nothing.
+#[test]
+fn push_range_covers_superseded_writes_only_from_where_the_receiver_stands() {
+    let limits = Limits::default();
+    let mut a = Replica::new(NodeId::new(1).unwrap(), limits);
+    let mut b = Replica::new(NodeId::new(2).unwrap(), limits);
+    let a_id = a.id();
+    a.write("k".into(), Some("1".into()), None, 1_000).unwrap();
+    a.write("k".into(), Some("2".into()), None, 1_000).unwrap();
+    a.write("j".into(), Some("3".into()), None, 1_000).unwrap();
+    let (SyncMessage::Push(push), through) = a.push_after(0, 100).unwrap() else {
+        panic!("not a push")
+    };
+    assert_eq!(through, 3);
+    assert_eq!(push.entries.len(), 2, "the overwritten write is not sent");
+    assert!(b.receive_push(push, 1_000).unwrap().is_none());
+    assert_eq!(
+        b.vv().get(a_id),
+        3,
+        "superseded seq 1 is covered by the range"
+    );
+    assert_eq!(b.get(b"k", 1_000).unwrap().as_ref(), b"2");
+
+    // A push after a lost one: b stands at 3, the push claims (4, 5].
+    a.write("k".into(), Some("4".into()), None, 1_000).unwrap();
+    let lost = a.push_after(3, 100).unwrap().1;
+    a.write("k".into(), Some("5".into()), None, 1_000).unwrap();
+    a.write("m".into(), Some("6".into()), None, 1_000).unwrap();
+    let (SyncMessage::Push(push), _) = a.push_after(lost + 1, 100).unwrap() else {
+        panic!("not a push")
+    };
+    b.receive_push(push, 1_000).unwrap();
+    assert_eq!(
+        b.vv().get(a_id),
+        3,
+        "no claim across the gap of the lost push"
+    );
+    assert_eq!(
+        b.get(b"m", 1_000).unwrap().as_ref(),
+        b"6",
+        "entries still apply"
+    );
 }
