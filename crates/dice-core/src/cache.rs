@@ -367,6 +367,49 @@ impl Cache {
         Ok((entry, generation))
     }
 
+    /// A local read-modify-write of one key that returns once it is in memory, atomic with
+    /// respect to every other write on this node (conditional writes such as Redis's `SET NX`
+    /// or `EXPIRE` are built on it). `decide` gets the key's live value and expiry and
+    /// returns the write to make, `(value, expires_at_ms)` with a `None` value deleting, or
+    /// `None` to leave the key alone. It runs under the cache's write lock: keep it short.
+    /// Returns the entry written and the generation of its group commit (see
+    /// [`Cache::wait_committed`]), if `decide` chose to write.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dice_core::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = dice_core::Cache::open(dir.path()).await?;
+    /// let set_if_absent = |cur: Option<_>| cur.is_none().then(|| (Some("v".into()), None));
+    /// let first = cache.update_unacked("k".into(), set_if_absent).await?;
+    /// let second = cache.update_unacked("k".into(), set_if_absent).await?;
+    /// assert!(first.is_some() && second.is_none());
+    /// cache.wait_committed(first.unwrap().1).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn update_unacked(
+        &self,
+        key: Bytes,
+        decide: impl FnOnce(Option<(Bytes, Option<u64>)>) -> Option<(Option<Bytes>, Option<u64>)>,
+    ) -> Result<Option<(Entry, u64)>> {
+        self.wait_for_room().await?;
+        let shared = self.shared();
+        let written = {
+            let mut st = shared.state.write();
+            let now = now_ms();
+            let current = st.replica.get_with_expiry(&key, now);
+            let Some((value, expires_at_ms)) = decide(current) else {
+                return Ok(None);
+            };
+            let entry = st.replica.write(key, value, expires_at_ms, now)?;
+            let generation = st.generation;
+            record(shared, &mut st);
+            (entry, generation)
+        };
+        shared.wake_writer.notify_one();
+        Ok(Some(written))
+    }
+
     /// Waits until group commit `generation` is done.
     pub async fn wait_committed(&self, generation: u64) -> Result<()> {
         let mut rx = self.shared().progress.subscribe();

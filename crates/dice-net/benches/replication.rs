@@ -106,7 +106,15 @@ async fn main() {
     while !{
         let mut ok = true;
         for n in &all {
-            ok &= n.status().await.unwrap().peers.iter().filter(|p| p.connected).count() == 2;
+            ok &= n
+                .status()
+                .await
+                .unwrap()
+                .peers
+                .iter()
+                .filter(|p| p.connected)
+                .count()
+                == 2;
         }
         ok
     } {
@@ -126,7 +134,9 @@ async fn main() {
         load.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                c.put(format!("load-{w}-{}", i % 1000), vec![b'l'; 100]).await.unwrap();
+                c.put(format!("load-{w}-{}", i % 1000), vec![b'l'; 100])
+                    .await
+                    .unwrap();
                 written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 i += 1;
             }
@@ -138,7 +148,8 @@ async fn main() {
     for l in load {
         l.await.unwrap();
     }
-    let rate = written.load(std::sync::atomic::Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    let rate =
+        written.load(std::sync::atomic::Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
     report(
         &format!("replication latency A->B, under load ({rate:.0} acked puts/s on C)"),
         &loaded,
@@ -149,13 +160,19 @@ async fn main() {
     let t0 = Instant::now();
     for k in 0..keys {
         a.cache()
-            .write_unacked(format!("key{k:08}").into(), Some(value.clone().into()), None)
+            .write_unacked(
+                format!("key{k:08}").into(),
+                Some(value.clone().into()),
+                None,
+            )
             .await
             .unwrap();
     }
     a.cache().flush().await.unwrap();
     let written_in = t0.elapsed();
-    let conv = wait_converged(&all, Duration::from_secs(300)).await.unwrap();
+    let conv = wait_converged(&all, Duration::from_secs(300))
+        .await
+        .unwrap();
     println!(
         "burst of {keys} writes on A: written+committed in {:.3} s, all 3 converged {:.3} s after the first write",
         written_in.as_secs_f64(),
@@ -164,18 +181,31 @@ async fn main() {
 
     // 4. Restart catch-up: C stops, 1% of the keys change, C restarts.
     let total_keys = c.cache().len();
-    let full_bytes: u64 = c.cache().with_replica(|r| r.entries().map(|e| e.wire_size() as u64).sum());
+    let full_bytes: u64 = c
+        .cache()
+        .with_replica(|r| r.entries().map(|e| e.wire_size() as u64).sum());
     c.clone().shutdown().await.unwrap();
     let missed = keys / 100;
     for k in 0..missed {
-        b.put(format!("key{:08}", k * 100), vec![b'u'; 100]).await.unwrap();
+        b.put(format!("key{:08}", k * 100), vec![b'u'; 100])
+            .await
+            .unwrap();
     }
     let t0 = Instant::now();
     let c = start(dirs[2].path(), &[]).await;
     let all = [a.clone(), b.clone(), c.clone()];
-    wait_converged(&all, Duration::from_secs(120)).await.unwrap();
+    wait_converged(&all, Duration::from_secs(120))
+        .await
+        .unwrap();
     let since_restart = t0.elapsed();
-    let received: u64 = c.status().await.unwrap().peers.iter().map(|p| p.bytes_received).sum();
+    let received: u64 = c
+        .status()
+        .await
+        .unwrap()
+        .peers
+        .iter()
+        .map(|p| p.bytes_received)
+        .sum();
     let missed_bytes = missed as u64 * (100 + 12 + 40);
     println!(
         "restart catch-up: {missed} of {total_keys} keys missed; converged {:.3} s after restart (incl. open); received {received} bytes = {:.2}x the missed entries (~{missed_bytes} B), {:.4}x a full copy (~{full_bytes} B)",

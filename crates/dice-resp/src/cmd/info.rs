@@ -1,0 +1,147 @@
+//! `INFO [section ...]`: sections server, clients, memory, keyspace and cluster.
+
+use super::Ctx;
+use super::connection::REDIS_VERSION;
+use crate::frame::{Request, write_bulk};
+use std::fmt::Write as _;
+
+const SERVER: usize = 0;
+const CLIENTS: usize = 1;
+const MEMORY: usize = 2;
+const KEYSPACE: usize = 3;
+const CLUSTER: usize = 4;
+const SECTIONS: [&str; 5] = ["server", "clients", "memory", "keyspace", "cluster"];
+
+pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
+    let mut wanted = [req.len() == 1; SECTIONS.len()];
+    for arg in req.args().skip(1) {
+        if ["default", "all", "everything"]
+            .iter()
+            .any(|w| arg.eq_ignore_ascii_case(w.as_bytes()))
+        {
+            wanted = [true; SECTIONS.len()];
+        } else if let Some(i) = SECTIONS
+            .iter()
+            .position(|s| arg.eq_ignore_ascii_case(s.as_bytes()))
+        {
+            wanted[i] = true;
+        }
+        // Unknown sections are ignored, as in Redis.
+    }
+    let mut text = String::new();
+    let mut section = |name: &str, body: &dyn Fn(&mut String)| {
+        if !text.is_empty() {
+            text.push_str("\r\n");
+        }
+        let _ = write!(text, "# {name}\r\n");
+        body(&mut text);
+    };
+    let server = ctx.server;
+    if wanted[SERVER] {
+        section("Server", &|t| {
+            let uptime = server.started.elapsed().as_secs();
+            let _ = write!(
+                t,
+                "redis_version:{REDIS_VERSION}\r\n\
+                 dice_version:{}\r\n\
+                 redis_mode:standalone\r\n\
+                 os:{} {}\r\n\
+                 arch_bits:{}\r\n\
+                 process_id:{}\r\n\
+                 dice_node_id:{}\r\n\
+                 tcp_port:{}\r\n\
+                 uptime_in_seconds:{uptime}\r\n\
+                 uptime_in_days:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+                usize::BITS,
+                std::process::id(),
+                server.cache.node_id(),
+                server.port,
+                uptime / 86_400,
+            );
+        });
+    }
+    if wanted[CLIENTS] {
+        section("Clients", &|t| {
+            let _ = write!(
+                t,
+                "connected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n",
+                server.connected_clients(),
+                server.config.max_clients,
+            );
+        });
+    }
+    if wanted[MEMORY] {
+        section("Memory", &|t| {
+            let used = server.cache.with_replica(|r| r.approx_heap_bytes());
+            let _ = write!(
+                t,
+                "used_memory:{used}\r\nused_memory_human:{}\r\nmaxmemory:0\r\n\
+                 maxmemory_policy:noeviction\r\n",
+                human_bytes(used),
+            );
+        });
+    }
+    if wanted[KEYSPACE] {
+        section("Keyspace", &|t| {
+            let now = dice_core::now_ms();
+            let (keys, expires) = server.cache.with_replica(|r| {
+                r.entries()
+                    .filter(|e| !e.is_dead(now))
+                    .fold((0u64, 0u64), |(k, x), e| {
+                        (k + 1, x + u64::from(e.expires_at_ms.is_some()))
+                    })
+            });
+            if keys > 0 {
+                let _ = write!(t, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
+            }
+        });
+    }
+    if wanted[CLUSTER] {
+        section("Cluster", &|t| {
+            t.push_str("cluster_enabled:0\r\n");
+            match &server.cluster {
+                Some(provider) => {
+                    for line in provider.cluster_lines() {
+                        t.extend(line.chars().map(|c| match c {
+                            '\r' | '\n' => ' ',
+                            c => c,
+                        }));
+                        t.push_str("\r\n");
+                    }
+                }
+                None => {
+                    let _ = write!(t, "dice_digest:{:016x}\r\n", server.cache.digest());
+                }
+            }
+        });
+    }
+    write_bulk(ctx.out, text.as_bytes());
+}
+
+/// Bytes the way Redis's `INFO` shows them: `512B`, `1.50K`, `2.00M`, `3.25G`.
+fn human_bytes(n: usize) -> String {
+    let n = n as f64;
+    const K: f64 = 1024.0;
+    if n < K {
+        format!("{n}B")
+    } else if n < K * K {
+        format!("{:.2}K", n / K)
+    } else if n < K * K * K {
+        format!("{:.2}M", n / (K * K))
+    } else {
+        format!("{:.2}G", n / (K * K * K))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_bytes() {
+        assert_eq!(super::human_bytes(512), "512B");
+        assert_eq!(super::human_bytes(1536), "1.50K");
+        assert_eq!(super::human_bytes(3 * 1024 * 1024), "3.00M");
+    }
+}

@@ -1,0 +1,94 @@
+//! dice-resp: a dice [`Cache`](dice_core::Cache) served over the Redis protocol (RESP2), so
+//! `redis-cli`, `redis-benchmark` and every language's Redis client work against dice.
+//!
+//! # A tour of the modules
+//!
+//! * [`frame`]: RESP2 on the wire, sans-IO: the request parser (arrays of bulk strings and
+//!   inline commands, every size bounded, an `Incomplete` answer when more bytes are needed)
+//!   and the reply encoders.
+//! * `cmd` (private): the command table and one module per family (connection, strings,
+//!   keyspace, info): arguments checked and errors worded as Redis words them.
+//! * [`glob`]: Redis's glob patterns, for `KEYS` and `SCAN ... MATCH`.
+//! * [`server`]: [`RespServer`] and [`serve`]: the accept loop with its connection limit and
+//!   graceful shutdown, and the connection that answers a whole pipeline per flush.
+//! * [`cluster`]: [`ClusterInfo`], how a dice-net node fills the `INFO cluster` section.
+//!
+//! # Commands
+//!
+//! `PING`, `ECHO`, `QUIT`, `AUTH`, `HELLO` (protocol 2 only), `SELECT 0`, `CLIENT
+//! ID|GETNAME|SETNAME|SETINFO`, `COMMAND [COUNT|INFO|LIST|DOCS]`, `INFO [server|clients|
+//! memory|keyspace|cluster]`, `GET`, `SET` (`EX`, `PX`, `EXAT`, `PXAT`, `NX`, `XX`,
+//! `KEEPTTL`, `GET`), `SETEX`, `PSETEX`, `GETDEL`, `MGET`, `MSET`, `DEL`, `UNLINK`, `EXISTS`,
+//! `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` (with `NX`, `XX`, `GT`, `LT`), `TTL`, `PTTL`,
+//! `PERSIST`, `KEYS`, `SCAN` (`MATCH`, `COUNT`, `TYPE`), `DBSIZE`, `FLUSHALL`, `FLUSHDB`.
+//! Anything else gets Redis's unknown-command error. Values are binary-safe bytes.
+//!
+//! # What a replicated cache changes
+//!
+//! dice is eventually consistent: every node takes writes and the last writer wins. So:
+//!
+//! * **Conditions are decided on this node's view.** `SET NX`/`XX`, `SET ... GET`,
+//!   `GETDEL`, `EXISTS`, `EXPIRE NX|XX|GT|LT`, `PERSIST` and the counts of `DEL` look at
+//!   what this node holds when the command runs. On one node they are atomic (a
+//!   read-modify-write under the cache's lock); across nodes two clients may both see `SET
+//!   NX` succeed, and the later write wins everywhere. Do not build locks on them.
+//! * **A change of expiry is a new write** of the same value with the new expiry (`EXPIRE`,
+//!   `PERSIST`, `SET KEEPTTL`): it replicates like any write, and competes with other writes
+//!   of the key by version. An expiry that is not in the future deletes the key.
+//! * **Deletes are tombstones.** `DEL`, `UNLINK` and `GETDEL` write one even when the key is
+//!   absent here, so a delete also beats older writes still on their way; `FLUSHALL`
+//!   writes one per live key, so the flush reaches every node.
+//! * **Writes are acknowledged after their group commit**, but a pipeline waits once for
+//!   all of its writes, not once per write. Reads see every write in memory, this batch's
+//!   included, committed or not.
+//! * **`MSET` is not atomic**: another client may see some of its keys before the others.
+//!
+//! # Differences from Redis
+//!
+//! One database (`SELECT 0` only), strings only (no lists, hashes...), RESP2 only (`HELLO
+//! 3` answers `-NOPROTO`), one user (`default`), no pub/sub, transactions or scripts. Keys
+//! cannot be empty and are bounded like values (the cache's limits; past them the reply is
+//! the cache's error, such as `-ERR value of 2000000 bytes exceeds the limit of 1048576
+//! bytes`). `*-1` and other negative array counts are protocol errors (Redis ignores them).
+//! `SCAN`'s cursor is a position in the order of a 64-bit hash of the keys; each call walks
+//! the whole map, so on a large map a page holds at least 1/64 of it (`COUNT` is a hint in
+//! Redis too). For clients that pick features by version, `HELLO` answers `server: redis`,
+//! `version: 7.2.0` (the Redis whose replies dice follows) and `INFO` says
+//! `redis_version:7.2.0`, with `dice_version` and `dice_node_id` beside it. `CLIENT
+//! SETINFO` is accepted and ignored (client libraries send it on connect); `FLUSHDB` is
+//! `FLUSHALL`. A client that breaks the protocol gets Redis's `-ERR Protocol error: ...`
+//! and is disconnected; before it authenticates, a client may send at most 10 arguments
+//! and 16 KiB per argument, as in Redis.
+//!
+//! # Serving a cache
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let cache = dice_core::Cache::open(dir.path()).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let config = dice_resp::RespConfig {
+//!     requirepass: Some("s3cret".into()),
+//!     ..Default::default()
+//! };
+//! let server = dice_resp::RespServer::new(listener, cache, config).spawn()?;
+//!
+//! let url = format!("redis://:s3cret@{}/", server.local_addr());
+//! let mut con = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+//! let () = redis::cmd("SET").arg("elixir").arg("awesome sauce").query_async(&mut con).await?;
+//! let v: String = redis::cmd("GET").arg("elixir").query_async(&mut con).await?;
+//! assert_eq!(v, "awesome sauce");
+//! server.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod cluster;
+mod cmd;
+pub mod frame;
+pub mod glob;
+pub mod server;
+
+pub use cluster::ClusterInfo;
+pub use frame::{FrameError, FrameLimits};
+pub use server::{RespConfig, RespHandle, RespServer, serve};
