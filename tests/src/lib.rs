@@ -69,7 +69,14 @@ impl NodeProcess {
         let mut child = Command::new(dice_bin())
             .arg("--data")
             .arg(dir)
-            .args(["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+            .args([
+                "node",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--api",
+                "127.0.0.1:0",
+                "--no-mdns",
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -114,6 +121,12 @@ impl NodeProcess {
         self.child.id()
     }
 
+    /// Kills the node with SIGKILL (no shutdown at all) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
@@ -150,4 +163,26 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The libp2p address (with `/p2p/<peer id>`) a node logged in its start line.
+///
+/// # Panics
+/// If the log has no start line with a peer id and a listen address.
+pub fn dial_addr(log: &str) -> String {
+    let line = log
+        .lines()
+        .find(|l| l.contains("node running"))
+        .expect("start line");
+    let peer = line
+        .split("peer_id=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("peer_id in the start line");
+    let addr = line
+        .split("listen=[")
+        .nth(1)
+        .and_then(|s| s.split([',', ']']).next())
+        .expect("listen addresses in the start line");
+    format!("{}/p2p/{peer}", addr.trim())
 }

@@ -1,40 +1,41 @@
-//! A `dice node` process owns its data directory, shuts down cleanly on SIGTERM, and what was
-//! written before is there after a restart.
+//! A `dice node` process serves its data directory's cache on its API, shuts down cleanly on
+//! SIGTERM, and what it acknowledged is there afterwards.
 #![allow(clippy::unwrap_used)]
 
-use dice_tests::{NodeProcess, dice, wait_for};
+use dice_tests::{NodeProcess, dice};
 use std::time::Duration;
 
 #[test]
-fn node_holds_the_lock_and_stops_cleanly_on_sigterm() {
+fn a_running_node_serves_its_data_dir_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(
-        dice(dir.path(), &["put", "elixir", "awesome sauce"])
-            .status
-            .success()
-    );
+    let put = dice(dir.path(), &["put", "elixir", "awesome sauce"]);
+    assert!(put.status.success());
 
     let node = NodeProcess::start(dir.path(), &[]);
     node.wait_log("node running", Duration::from_secs(10));
-    // While the node runs, the directory is locked: a second process gets a clear error.
-    let err = wait_for(Duration::from_secs(10), || {
-        let out = dice(dir.path(), &["get", "elixir"]);
-        (out.status.code() == Some(3)).then(|| String::from_utf8(out.stderr).unwrap())
-    })
-    .expect("the running node never locked its data directory");
-    assert!(err.contains("in use by another dice process"), "{err}");
+    // While the node runs, `--data DIR` reaches it through the API address it wrote there.
+    assert!(dir.path().join("api.addr").exists());
+    let out = dice(dir.path(), &["get", "elixir"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "awesome sauce\n");
+    let put = dice(dir.path(), &["put", "while-running", "yes"]);
+    assert!(put.status.success());
 
     let status = node
         .terminate(Duration::from_secs(10))
         .expect("node did not stop on SIGTERM");
     assert!(status.success(), "node exited with {status}");
+    assert!(
+        !dir.path().join("api.addr").exists(),
+        "api.addr left behind"
+    );
 
-    let out = dice(dir.path(), &["get", "elixir"]);
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "awesome sauce\n");
+    // After a clean stop the directory opens directly and holds what the node acknowledged.
+    let out = dice(dir.path(), &["get", "while-running"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "yes\n");
 }
 
 #[test]
-fn status_json_reports_the_same_digest_after_restart() {
+fn status_json_reports_the_same_digest_through_the_node_and_offline() {
     let dir = tempfile::tempdir().unwrap();
     for i in 0..20 {
         let (k, v) = (format!("k{i}"), format!("v{i}"));
@@ -43,12 +44,14 @@ fn status_json_reports_the_same_digest_after_restart() {
     let status = |d: &std::path::Path| -> serde_json::Value {
         serde_json::from_slice(&dice(d, &["status", "--json"]).stdout).unwrap()
     };
-    let before = status(dir.path());
-    assert_eq!(before["keys"], 20);
+    let offline = status(dir.path());
+    assert_eq!(offline["keys"], 20);
     let node = NodeProcess::start(dir.path(), &[]);
     node.wait_log("node running", Duration::from_secs(10));
+    let online = status(dir.path());
+    assert_eq!(online["keys"], 20);
+    assert_eq!(offline["digest"], online["digest"]);
+    assert_eq!(offline["node_id"], online["node_id"]);
+    assert!(online["api"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(node.terminate(Duration::from_secs(10)).unwrap().success());
-    let after = status(dir.path());
-    assert_eq!(before["digest"], after["digest"]);
-    assert_eq!(before["node_id"], after["node_id"]);
 }

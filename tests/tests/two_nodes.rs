@@ -1,27 +1,8 @@
 //! Two `dice node` processes on 127.0.0.1: one syncs the other's data by itself.
 #![allow(clippy::unwrap_used)]
 
-use dice_tests::{NodeProcess, dice};
+use dice_tests::{NodeProcess, dial_addr, dice};
 use std::time::Duration;
-
-/// The first `/ip4/...` address and the peer id a node logged at start.
-fn dial_addr(log: &str) -> String {
-    let line = log
-        .lines()
-        .find(|l| l.contains("node running"))
-        .expect("start line");
-    let peer = line
-        .split("peer_id=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("peer_id in the start line");
-    let addr = line
-        .split("listen=[")
-        .nth(1)
-        .and_then(|s| s.split([',', ']']).next())
-        .expect("listen addresses in the start line");
-    format!("{}/p2p/{peer}", addr.trim())
-}
 
 #[test]
 fn a_new_node_receives_everything_from_its_peer() {

@@ -1,24 +1,46 @@
-//! `dice`: run a dice node and use its cache from the shell.
+//! `dice`: run a dice node, and use a node's cache from the shell.
 //!
-//! `dice node` runs a networked node (dice-net). The other commands work on a data directory
-//! directly (`--data`, default the platform's data directory) while no node holds it; talking
-//! to a running node comes with the Redis-protocol port.
+//! `dice node` runs a networked node (dice-net) with a Redis-protocol port (dice-resp).
+//! `put/get/del/keys/status` talk to a node over that port: `--node HOST:PORT`, or
+//! `--data DIR` (the node running on that data directory, found through the API address it
+//! writes there), or `127.0.0.1:7379`. With `--data DIR` and no node running on it, they
+//! open the directory directly.
+
+mod client;
+mod node;
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use dice_core::{Cache, CacheOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// A replicated cache: an LWW-map CRDT persisted in SQLite.
+/// A replicated cache: an LWW-map CRDT persisted in SQLite, synced over libp2p, spoken to
+/// over the Redis protocol.
 #[derive(Parser, Debug)]
 #[command(name = "dice", version, about, propagate_version = true)]
 struct Cli {
     /// Data directory (default: $XDG_DATA_HOME/dice or ~/.local/share/dice).
     #[arg(long, global = true, env = "DICE_DATA", value_name = "DIR")]
     data: Option<PathBuf>,
+    /// A running node's API address, for put/get/del/keys/status [default: 127.0.0.1:7379].
+    #[arg(
+        long,
+        global = true,
+        env = "DICE_NODE",
+        value_name = "HOST:PORT",
+        conflicts_with = "data"
+    )]
+    node: Option<String>,
+    /// Password of the node's API (its --requirepass).
+    #[arg(
+        long,
+        global = true,
+        env = "DICE_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    password: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,9 +48,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node in the foreground until SIGINT or SIGTERM.
-    Node(NodeArgs),
-    /// Print a new cluster key (save it to a file for --cluster-key).
-    Keygen,
+    Node(node::NodeArgs),
     /// Store VALUE under KEY.
     Put {
         /// The key.
@@ -36,7 +56,7 @@ enum Command {
         /// The value.
         value: String,
         /// Expire after this long: 250ms, 30s, 5m, 1h.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = parse_ttl)]
         ttl: Option<Duration>,
     },
     /// Print the value of KEY (exit 1 if absent).
@@ -44,59 +64,34 @@ enum Command {
         /// The key.
         key: String,
     },
-    /// Delete keys.
+    /// Delete keys; prints how many were present.
     Del {
         /// The keys.
         #[arg(required = true)]
         keys: Vec<String>,
     },
-    /// List keys starting with PREFIX.
+    /// List keys matching PATTERN (Redis glob: *, ?, [abc]).
     Keys {
-        /// Only keys starting with this.
-        #[arg(default_value = "")]
-        prefix: String,
+        /// The pattern.
+        #[arg(default_value = "*")]
+        pattern: String,
     },
-    /// Show the node id, key count, digest and version vector.
+    /// Show the node id, key count, digest and peers.
     Status {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
     },
+    /// Print a new cluster key (save it to a file for --cluster-key).
+    Keygen,
 }
 
-/// Flags of `dice node`.
-#[derive(clap::Args, Debug)]
-struct NodeArgs {
-    /// libp2p listen address (repeatable) [default: /ip4/0.0.0.0/tcp/7380].
-    #[arg(
-        long,
-        value_name = "MULTIADDR",
-        env = "DICE_LISTEN",
-        value_delimiter = ','
-    )]
-    listen: Vec<dice_net::Multiaddr>,
-    /// Bootstrap peer, with or without /p2p/<peer id> (repeatable).
-    #[arg(
-        long,
-        value_name = "MULTIADDR",
-        env = "DICE_PEER",
-        value_delimiter = ','
-    )]
-    peer: Vec<dice_net::Multiaddr>,
-    /// Cluster name: nodes of other clusters never exchange data.
-    #[arg(
-        long,
-        value_name = "NAME",
-        env = "DICE_CLUSTER",
-        default_value = "default"
-    )]
-    cluster: String,
-    /// File holding the pre-shared cluster key (see `dice keygen`).
-    #[arg(long, value_name = "FILE", env = "DICE_CLUSTER_KEY")]
-    cluster_key: Option<PathBuf>,
-    /// Do not discover peers with mDNS.
-    #[arg(long, env = "DICE_NO_MDNS")]
-    no_mdns: bool,
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("a TTL must be positive".into());
+    }
+    Ok(d)
 }
 
 fn default_data_dir() -> Result<PathBuf> {
@@ -131,128 +126,24 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let dir = match cli.data {
-        Some(d) => d,
-        None => default_data_dir()?,
-    };
-    let command = match cli.command {
+    match cli.command {
         Command::Node(args) => {
-            run_node(&dir, args).await?;
-            return Ok(ExitCode::SUCCESS);
+            let dir = match cli.data {
+                Some(d) => d,
+                None => default_data_dir()?,
+            };
+            node::run(&dir, args).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Keygen => {
             println!("{}", dice_net::keys::generate_cluster_key());
-            return Ok(ExitCode::SUCCESS);
+            Ok(ExitCode::SUCCESS)
         }
-        other => other,
-    };
-    let cache = Cache::open_with(&dir, CacheOptions::default())
-        .await
-        .with_context(|| format!("opening {}", dir.display()))?;
-    let code = match command {
-        Command::Node(_) | Command::Keygen => ExitCode::SUCCESS,
-        Command::Put { key, value, ttl } => {
-            match ttl {
-                Some(ttl) => cache.put_with_ttl(key, value, ttl).await?,
-                None => cache.put(key, value).await?,
-            };
-            println!("OK");
-            ExitCode::SUCCESS
+        command => {
+            let target = client::Target::resolve(cli.node, cli.data, cli.password)?;
+            client::run(target, command).await
         }
-        Command::Get { key } => match cache.get(key.as_bytes()) {
-            Some(v) => {
-                println!("{}", String::from_utf8_lossy(&v));
-                ExitCode::SUCCESS
-            }
-            None => {
-                eprintln!("dice: {key:?}: no such key");
-                ExitCode::from(1)
-            }
-        },
-        Command::Del { keys } => {
-            let mut deleted = 0;
-            for k in keys {
-                deleted += usize::from(cache.delete(Bytes::from(k)).await?);
-            }
-            println!("{deleted}");
-            ExitCode::SUCCESS
-        }
-        Command::Keys { prefix } => {
-            for (k, _) in cache.scan_prefix(prefix.as_bytes()) {
-                println!("{}", String::from_utf8_lossy(&k));
-            }
-            ExitCode::SUCCESS
-        }
-        Command::Status { json } => {
-            let s = cache.stats();
-            let vv: serde_json::Map<String, serde_json::Value> =
-                s.vv.iter()
-                    .map(|(o, seq)| (o.to_string(), seq.into()))
-                    .collect();
-            if json {
-                let obj = serde_json::json!({
-                    "node_id": s.node_id.to_string(),
-                    "keys": s.keys,
-                    "entries": s.entries,
-                    "digest": format!("{:016x}", s.digest),
-                    "vv": vv,
-                    "peers": [],
-                });
-                println!("{obj}");
-            } else {
-                println!("node id:  {}", s.node_id);
-                println!("data dir: {}", dir.display());
-                println!(
-                    "keys:     {} ({} entries with tombstones)",
-                    s.keys, s.entries
-                );
-                println!("digest:   {:016x}", s.digest);
-                for (o, seq) in s.vv.iter() {
-                    println!("vv:       {o} = {seq}");
-                }
-            }
-            ExitCode::SUCCESS
-        }
-    };
-    cache.close().await?;
-    Ok(code)
-}
-
-async fn run_node(dir: &std::path::Path, args: NodeArgs) -> Result<()> {
-    let mut builder = dice_net::NodeBuilder::new(dir)
-        .cluster(args.cluster)
-        .mdns(!args.no_mdns);
-    for addr in args.listen {
-        builder = builder.listen(addr);
     }
-    for addr in args.peer {
-        builder = builder.peer(addr);
-    }
-    if let Some(path) = &args.cluster_key {
-        builder = builder.cluster_key(dice_net::keys::read_cluster_key(path)?);
-    }
-    let node = builder
-        .start()
-        .await
-        .with_context(|| format!("starting a node on {}", dir.display()))?;
-    let status = node.status().await?;
-    tracing::info!(
-        peer_id = %node.peer_id(),
-        node_id = %status.cache.node_id,
-        keys = status.cache.keys,
-        dir = %dir.display(),
-        listen = ?status.listen_addrs,
-        "node running; Ctrl-C to stop"
-    );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down: committing pending writes, closing connections");
-    node.shutdown().await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -281,5 +172,11 @@ mod tests {
             assert_eq!(ttl, Some(Duration::from_millis(ms)));
         }
         assert!(Cli::try_parse_from(["dice", "put", "k", "v", "--ttl", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["dice", "put", "k", "v", "--ttl", "0s"]).is_err());
+    }
+
+    #[test]
+    fn node_and_data_conflict() {
+        assert!(Cli::try_parse_from(["dice", "--node", "h:1", "--data", "d", "get", "k"]).is_err());
     }
 }

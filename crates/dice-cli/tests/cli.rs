@@ -25,7 +25,7 @@ fn put_get_del_keys_status() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "awesome sauce\n");
 
-    let out = dice(dir.path(), &["keys", "eli"]);
+    let out = dice(dir.path(), &["keys", "eli*"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "elixir\n");
 
     let out = dice(dir.path(), &["status", "--json"]);

@@ -1182,6 +1182,8 @@ impl EventLoop {
                         .add_address(&peer_id, a.clone());
                 }
                 self.known.insert(peer_id, addrs);
+                // Save now: a node killed right after meeting a peer must still find it again.
+                self.known.save();
                 let state = self.peer(peer_id);
                 state.member = true;
                 state.node_id = node_id.or(state.node_id);

@@ -1,0 +1,198 @@
+//! `dice node`: a dice-net node with its Redis-protocol API port.
+
+use anyhow::{Context, Result};
+use dice_net::{Node, NodeBuilder};
+use dice_resp::{RespConfig, RespServer};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The file, inside a data directory, where a running node writes its API address.
+pub const API_ADDR_FILE: &str = "api.addr";
+
+/// Flags of `dice node`.
+#[derive(clap::Args, Debug)]
+pub struct NodeArgs {
+    /// libp2p listen address (repeatable) [default: /ip4/0.0.0.0/tcp/7380].
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "DICE_LISTEN",
+        value_delimiter = ','
+    )]
+    listen: Vec<dice_net::Multiaddr>,
+    /// Address of the Redis-protocol API (port 0 picks a free one).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "DICE_API",
+        default_value = "127.0.0.1:7379"
+    )]
+    api: String,
+    /// Bootstrap peer, with or without /p2p/<peer id> (repeatable).
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "DICE_PEER",
+        value_delimiter = ','
+    )]
+    peer: Vec<dice_net::Multiaddr>,
+    /// Cluster name: nodes of other clusters never exchange data.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "DICE_CLUSTER",
+        default_value = "default"
+    )]
+    cluster: String,
+    /// File holding the pre-shared cluster key (see `dice keygen`).
+    #[arg(long, value_name = "FILE", env = "DICE_CLUSTER_KEY")]
+    cluster_key: Option<PathBuf>,
+    /// Do not discover peers with mDNS.
+    #[arg(long, env = "DICE_NO_MDNS")]
+    no_mdns: bool,
+    /// Require this password on the API (AUTH).
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "DICE_REQUIREPASS",
+        hide_env_values = true
+    )]
+    requirepass: Option<String>,
+}
+
+/// The `INFO cluster` lines of a node: a snapshot of its peers refreshed in the background,
+/// with the key count and digest read live from the cache.
+struct ClusterLines {
+    node: Node,
+    peers: Arc<Mutex<Vec<String>>>,
+}
+
+impl dice_resp::ClusterInfo for ClusterLines {
+    fn cluster_lines(&self) -> Vec<String> {
+        let cache = self.node.cache();
+        let mut lines = vec![
+            format!("dice_node_id:{}", cache.node_id()),
+            format!("dice_peer_id:{}", self.node.peer_id()),
+            format!("dice_keys:{}", cache.len()),
+            format!("dice_digest:{:016x}", cache.digest()),
+        ];
+        if let Ok(peers) = self.peers.lock() {
+            lines.extend(peers.iter().cloned());
+        }
+        lines
+    }
+}
+
+fn peer_lines(status: &dice_net::NodeStatus) -> Vec<String> {
+    let mut lines = vec![
+        format!("dice_cluster:{}", status.cluster),
+        format!("dice_full_resyncs:{}", status.full_resyncs),
+        format!("dice_refused_messages:{}", status.refused_messages),
+        format!("dice_peers:{}", status.peers.len()),
+    ];
+    for (i, p) in status.peers.iter().enumerate() {
+        lines.push(format!(
+            "dice_peer{i}:id={},node={},addr={},connected={},unacked={},missing={},bytes_sent={},bytes_received={}",
+            p.peer_id,
+            p.node_id.map_or_else(|| "-".to_string(), |n| n.to_string()),
+            p.address.as_ref().map_or_else(|| "-".to_string(), |a| a.to_string()),
+            u8::from(p.connected),
+            p.unacked,
+            p.missing,
+            p.bytes_sent,
+            p.bytes_received,
+        ));
+    }
+    lines
+}
+
+/// Writes `addr` to `DIR/api.addr` (atomically), so `dice --data DIR ...` finds the node.
+fn write_api_addr(dir: &Path, addr: std::net::SocketAddr) -> Result<()> {
+    let path = dir.join(API_ADDR_FILE);
+    let tmp = dir.join("api.addr.tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs a node until SIGINT or SIGTERM, then shuts it down cleanly.
+pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
+    let mut builder = NodeBuilder::new(dir)
+        .cluster(args.cluster)
+        .mdns(!args.no_mdns);
+    for addr in args.listen {
+        builder = builder.listen(addr);
+    }
+    for addr in args.peer {
+        builder = builder.peer(addr);
+    }
+    if let Some(path) = &args.cluster_key {
+        builder = builder.cluster_key(dice_net::keys::read_cluster_key(path)?);
+    }
+    // Bind the API first: a taken port fails before the node joins the cluster.
+    let listener = tokio::net::TcpListener::bind(&args.api)
+        .await
+        .with_context(|| format!("cannot listen for the API on {}", args.api))?;
+    let node = builder
+        .start()
+        .await
+        .with_context(|| format!("starting a node on {}", dir.display()))?;
+
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let refresher = {
+        let (node, peers) = (node.clone(), peers.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let Ok(status) = node.status().await else {
+                    return;
+                };
+                if let Ok(mut p) = peers.lock() {
+                    *p = peer_lines(&status);
+                }
+            }
+        })
+    };
+    let config = RespConfig {
+        requirepass: args.requirepass,
+        ..RespConfig::default()
+    };
+    let api = RespServer::new(listener, node.cache().clone(), config)
+        .with_cluster_info(Arc::new(ClusterLines {
+            node: node.clone(),
+            peers,
+        }))
+        .spawn()
+        .context("starting the API")?;
+    let api_addr = api.local_addr();
+    write_api_addr(dir, api_addr)?;
+
+    let status = node.status().await?;
+    tracing::info!(
+        peer_id = %node.peer_id(),
+        node_id = %status.cache.node_id,
+        keys = status.cache.keys,
+        dir = %dir.display(),
+        api = %api_addr,
+        listen = ?status.listen_addrs,
+        "node running; Ctrl-C to stop"
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    tracing::info!(
+        "shutting down: closing the API, committing pending writes, closing connections"
+    );
+    let _ = std::fs::remove_file(dir.join(API_ADDR_FILE));
+    refresher.abort();
+    if let Err(e) = api.shutdown().await {
+        tracing::warn!(error = %e, "closing the API");
+    }
+    node.shutdown().await?;
+    Ok(())
+}
