@@ -100,8 +100,8 @@ async fn main() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = start(dirs[0].path(), &[]).await;
     let a_addr = addr_of(&a).await;
-    let b = start(dirs[1].path(), &[a_addr.clone()]).await;
-    let c = start(dirs[2].path(), &[a_addr.clone()]).await;
+    let b = start(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
+    let c = start(dirs[2].path(), std::slice::from_ref(&a_addr)).await;
     let all = [a.clone(), b.clone(), c.clone()];
     while !{
         let mut ok = true;
