@@ -656,8 +656,9 @@ impl Replica {
         self.vv.merge(covered);
     }
 
-    /// Approximate heap bytes held per entry (keys, values, registers and indexes), for
-    /// memory figures.
+    /// Approximate heap bytes held in total by the map and its dot index (keys, values,
+    /// registers), for memory figures; it leaves out allocator overhead and the TTL and
+    /// tombstone indexes.
     pub fn approx_heap_bytes(&self) -> usize {
         let regs = self.map.capacity() * (std::mem::size_of::<(Bytes, Register)>() + 1);
         let data: usize = self

@@ -127,6 +127,9 @@ impl Store {
                 Durability::Fsync => SqliteSynchronous::Full,
             })
             .busy_timeout(Duration::from_secs(5))
+            // Multi-row upserts write a statement journal; in a temp file it cost a quarter
+            // of a large commit (see BENCHMARKS.md).
+            .pragma("temp_store", "memory")
             .statement_cache_capacity(64)
             .disable_statement_logging();
         let mut conn = opts.connect().await.map_err(|e| match e {

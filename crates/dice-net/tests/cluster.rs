@@ -49,14 +49,36 @@ async fn eventually<F: std::future::Future<Output = bool>>(
     false
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_converge() {
-    init_tracing();
+/// Three nodes on loopback, B and C bootstrapped from A.
+async fn three_nodes() -> (Vec<tempfile::TempDir>, Node, Node, Node) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = start(dirs[0].path(), &[]).await;
     let a_addr = addr_of(&a).await;
     let b = start(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
-    let c = start(dirs[2].path(), &[a_addr]).await;
+    let c = start(dirs[2].path(), std::slice::from_ref(&a_addr)).await;
+    (dirs, a, b, c)
+}
+
+fn same_digest(nodes: &[Node]) -> bool {
+    let d: Vec<u64> = nodes.iter().map(|n| n.cache().digest()).collect();
+    d.windows(2).all(|w| w[0] == w[1])
+}
+
+async fn connected_peers(node: &Node) -> usize {
+    let status = node.status().await.unwrap();
+    status.peers.iter().filter(|p| p.connected).count()
+}
+
+async fn shutdown_all(nodes: impl IntoIterator<Item = Node>) {
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_converge() {
+    init_tracing();
+    let (_dirs, a, b, c) = three_nodes().await;
     for (i, n) in [&a, &b, &c].iter().enumerate() {
         for k in 0..100 {
             n.put(format!("k{k}"), format!("from{i}-{k}"))
@@ -108,11 +130,7 @@ fn total_bytes_received(s: &dice_net::NodeStatus) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_node_catches_up_with_only_what_it_missed() {
     init_tracing();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = start(dirs[0].path(), &[]).await;
-    let a_addr = addr_of(&a).await;
-    let b = start(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
-    let c = start(dirs[2].path(), std::slice::from_ref(&a_addr)).await;
+    let (dirs, a, b, c) = three_nodes().await;
 
     a.put("elixir", "awesome sauce").await.unwrap();
     let value = [b'x'; 100];
@@ -129,8 +147,7 @@ async fn restarted_node_catches_up_with_only_what_it_missed() {
     a.cache().flush().await.unwrap();
     let all = [a.clone(), b.clone(), c.clone()];
     let converged = |nodes: Vec<Node>, keys: usize| async move {
-        let d: Vec<u64> = nodes.iter().map(|n| n.cache().digest()).collect();
-        d.windows(2).all(|w| w[0] == w[1]) && nodes[0].cache().len() == keys
+        same_digest(&nodes) && nodes[0].cache().len() == keys
     };
     assert!(
         eventually(Duration::from_secs(30), || converged(all.to_vec(), 10_001)).await,
@@ -180,20 +197,14 @@ async fn restarted_node_catches_up_with_only_what_it_missed() {
         received < full_state / 10,
         "A received {received} bytes, not far below the full state ({full_state})"
     );
-    for n in all {
-        n.shutdown().await.unwrap();
-    }
+    shutdown_all(all).await;
 }
 
 /// Conflicting writes on both sides of a partition converge to the greatest version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_heals_to_greatest_version() {
     init_tracing();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = start(dirs[0].path(), &[]).await;
-    let a_addr = addr_of(&a).await;
-    let b = start(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
-    let c = start(dirs[2].path(), std::slice::from_ref(&a_addr)).await;
+    let (_dirs, a, b, c) = three_nodes().await;
     let all = [a.clone(), b.clone(), c.clone()];
     assert!(
         eventually(Duration::from_secs(20), || {
@@ -201,15 +212,7 @@ async fn partition_heals_to_greatest_version() {
             async move {
                 let mut ok = true;
                 for n in &all {
-                    ok &= n
-                        .status()
-                        .await
-                        .unwrap()
-                        .peers
-                        .iter()
-                        .filter(|p| p.connected)
-                        .count()
-                        == 2;
+                    ok &= connected_peers(n).await == 2;
                 }
                 ok
             }
@@ -256,10 +259,7 @@ async fn partition_heals_to_greatest_version() {
     assert!(
         eventually(Duration::from_secs(30), || {
             let all = all.clone();
-            async move {
-                let d: Vec<u64> = all.iter().map(|n| n.cache().digest()).collect();
-                d.windows(2).all(|w| w[0] == w[1])
-            }
+            async move { same_digest(&all) }
         })
         .await,
         "never converged after healing"
@@ -274,9 +274,7 @@ async fn partition_heals_to_greatest_version() {
             );
         }
     }
-    for n in all {
-        n.shutdown().await.unwrap();
-    }
+    shutdown_all(all).await;
 }
 
 /// Nodes of another cluster (name or key) never exchange data with ours.
