@@ -3,6 +3,11 @@
 //!
 //! The binary is looked up next to the test executable, after a `cargo build` of it when the
 //! tests run under Cargo.
+//!
+//! [`netns`] makes test hosts out of Linux network namespaces on one bridge, for the LAN
+//! tests (mDNS, partitions); it needs root.
+
+pub mod netns;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -66,23 +71,34 @@ impl NodeProcess {
     /// Starts `dice --data DIR node` on loopback with mDNS off (tests send nothing beyond
     /// 127.0.0.1).
     pub fn start(dir: &Path, extra: &[&str]) -> NodeProcess {
-        let mut child = Command::new(dice_bin())
-            .arg("--data")
-            .arg(dir)
-            .args([
-                "node",
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--api",
-                "127.0.0.1:0",
-                "--no-mdns",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "info")
+        let mut cmd = Command::new(dice_bin());
+        cmd.arg("--data").arg(dir).args([
+            "node",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+            "--no-mdns",
+        ]);
+        cmd.args(extra);
+        NodeProcess::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a `dice node` command line, possibly behind a wrapper such as
+    /// `ip netns exec` that execs it in place), with `RUST_LOG=info` unless `cmd` sets it,
+    /// its stderr collected as the node's log.
+    ///
+    /// # Panics
+    /// If the process cannot be started.
+    pub fn spawn(mut cmd: Command) -> NodeProcess {
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("starting dice node");
+            .unwrap_or_else(|e| panic!("starting dice node ({cmd:?}): {e}"));
         let log = Arc::new(Mutex::new(String::new()));
         if let Some(stderr) = child.stderr.take() {
             let log = log.clone();
@@ -114,6 +130,16 @@ impl NodeProcess {
                 self.log.lock().map(|l| l.clone()).unwrap_or_default()
             ),
         }
+    }
+
+    /// The node's log (its stderr) so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The process id.

@@ -192,6 +192,7 @@ fn status_from_info(info: &str, addr: &str) -> serde_json::Value {
         "keys": keys,
         "digest": fields.get("dice_digest").copied().unwrap_or(""),
         "full_resyncs": fields.get("dice_full_resyncs").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+        "refused_connections": fields.get("dice_refused_connections").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
         "peers": peers,
     })
 }

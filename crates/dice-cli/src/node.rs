@@ -89,6 +89,7 @@ fn peer_lines(status: &dice_net::NodeStatus) -> Vec<String> {
         format!("dice_cluster:{}", status.cluster),
         format!("dice_full_resyncs:{}", status.full_resyncs),
         format!("dice_refused_messages:{}", status.refused_messages),
+        format!("dice_refused_connections:{}", status.refused_connections),
         format!("dice_peers:{}", status.peers.len()),
     ];
     for (i, p) in status.peers.iter().enumerate() {

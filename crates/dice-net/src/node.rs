@@ -544,6 +544,8 @@ struct PeerState {
     rate: RateLimit,
     redial_at: Option<Instant>,
     backoff: Duration,
+    /// Last time the peer answered a ping or sent us anything.
+    last_alive: Instant,
 }
 
 impl PeerState {
@@ -564,6 +566,7 @@ impl PeerState {
             rate: RateLimit::new(burst),
             redial_at: None,
             backoff: Duration::from_millis(250),
+            last_alive: Instant::now(),
         }
     }
 }
@@ -787,7 +790,27 @@ impl EventLoop {
         }
     }
 
+    /// Disconnects peers that answered nothing for longer than a ping period plus its timeout
+    /// (and a margin): a cut link never closes TCP by itself, and a ping stuck in stream
+    /// negotiation only fails after the much longer negotiation timeout.
+    fn drop_silent_peers(&mut self) {
+        let limit = self.config.ping_interval + self.config.ping_timeout + Duration::from_secs(1);
+        let now = Instant::now();
+        let silent: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.connections > 0 && now.duration_since(s.last_alive) > limit)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in silent {
+            tracing::info!(%peer, silent_for = ?limit, "peer stopped answering; disconnecting");
+            self.peer(peer).last_alive = now;
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
     fn redial(&mut self) {
+        self.drop_silent_peers();
         let now = Instant::now();
         let due: Vec<PeerId> = self
             .peers
@@ -1083,6 +1106,7 @@ impl EventLoop {
                 state.address = Some(bare_remote);
                 state.redial_at = None;
                 state.backoff = Duration::from_millis(250);
+                state.last_alive = Instant::now();
                 if num_established.get() == 1 {
                     // Writes before now reach the peer through its catch-up with us.
                     state.acked_seq = state.acked_seq.max(local_seq);
@@ -1133,6 +1157,7 @@ impl EventLoop {
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {
+                self.peer(peer).last_alive = Instant::now();
                 match message {
                     request_response::Message::Request {
                         request, channel, ..
@@ -1218,6 +1243,11 @@ impl EventLoop {
                     state.member = true;
                     state.redial_at = Some(Instant::now());
                 }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer, result: Ok(_), ..
+            }) => {
+                self.peer(peer).last_alive = Instant::now();
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
