@@ -1245,7 +1245,9 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Ping(ping::Event {
-                peer, result: Ok(_), ..
+                peer,
+                result: Ok(_),
+                ..
             }) => {
                 self.peer(peer).last_alive = Instant::now();
             }
