@@ -1126,8 +1126,16 @@ impl EventLoop {
                 ..
             } => {
                 let blocked = self.blocked.contains(&peer_id);
+                let known = self.known.addrs(&peer_id).is_some();
                 let state = self.peer(peer_id);
                 state.connections = num_established as usize;
+                if num_established == 0 && !state.member && !known {
+                    // A stranger (or a peer of another cluster): forget it, so that peers
+                    // that connect and leave cannot grow this map without bound.
+                    self.peers.remove(&peer_id);
+                    self.sessions.remove(&peer_id);
+                    return;
+                }
                 if num_established == 0 {
                     state.push_in_flight = false;
                     if state.member && !blocked {
