@@ -1227,15 +1227,18 @@ impl EventLoop {
                     by_peer.entry(peer).or_default().push(addr);
                 }
                 for (peer, addrs) in by_peer {
+                    if self.blocked.contains(&peer) || peer == *self.swarm.local_peer_id() {
+                        continue;
+                    }
+                    // Remember the addresses and dial through the redial schedule: a first
+                    // dial that fails (two nodes dialing each other at once, a slow start) is
+                    // retried with backoff, as mDNS does not announce the same peer again.
+                    self.known
+                        .insert(peer, addrs.iter().map(|a| split_peer_id(a).0));
                     let state = self.peer(peer);
-                    if state.connections > 0 {
-                        continue;
+                    if state.connections == 0 && state.redial_at.is_none() {
+                        state.redial_at = Some(Instant::now());
                     }
-                    if self.blocked.contains(&peer) {
-                        continue;
-                    }
-                    let opts = DialOpts::peer_id(peer).addresses(addrs).build();
-                    let _ = self.swarm.dial(opts);
                 }
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated {
