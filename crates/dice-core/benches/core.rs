@@ -8,6 +8,7 @@
 //! every benchmark runs once on small data sets, so that stays quick.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use dice_core::{
@@ -40,17 +41,7 @@ fn test_mode() -> bool {
     !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
 }
 
-/// A 16-byte key.
-fn key(i: u64) -> Bytes {
-    Bytes::from(format!("k{i:015}").into_bytes())
-}
-
-/// A distinct 100-byte value (its own allocation, as a value read from disk would be).
-fn value(i: u64) -> Bytes {
-    let mut v = vec![b'v'; 100];
-    v[..8].copy_from_slice(&i.to_le_bytes());
-    Bytes::from(v)
-}
+use common::{key, value};
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -15,7 +15,7 @@
 //! Under `cargo test --benches` it runs with N = 10 000.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use bytes::Bytes;
+mod common;
 use dice_core::{Cache, Limits, NodeId, Replica, now_ms};
 use std::path::Path;
 use std::process::Command;
@@ -23,15 +23,7 @@ use std::process::Command;
 const N_DEFAULT: u64 = 1_000_000;
 const MODES: [&str; 3] = ["replica", "cache_write", "cache_open"];
 
-fn key(i: u64) -> Bytes {
-    Bytes::from(format!("k{i:015}").into_bytes())
-}
-
-fn value(i: u64) -> Bytes {
-    let mut v = vec![b'v'; 100];
-    v[..8].copy_from_slice(&i.to_le_bytes());
-    Bytes::from(v)
-}
+use common::{key, value};
 
 /// A field of /proc/self/status, in bytes (the file gives kB).
 fn status_bytes(field: &str) -> u64 {

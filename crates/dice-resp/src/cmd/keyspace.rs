@@ -33,9 +33,7 @@ pub(crate) async fn del(ctx: &mut Ctx<'_>, req: Request<'_>) {
             .await;
         match result {
             Ok(written) => {
-                if let Some((_, generation)) = written {
-                    ctx.wrote(generation);
-                }
+                ctx.wrote_if_any(&written);
                 deleted += i64::from(existed);
             }
             Err(e) => {
@@ -129,9 +127,7 @@ pub(crate) async fn expire(
         .await;
     match result {
         Ok(written) => {
-            if let Some((_, generation)) = written {
-                ctx.wrote(generation);
-            }
+            ctx.wrote_if_any(&written);
             write_integer(ctx.out, i64::from(set));
         }
         Err(e) => ctx.cache_error(&e),
@@ -167,9 +163,7 @@ pub(crate) async fn persist(ctx: &mut Ctx<'_>, req: Request<'_>) {
         .await;
     match result {
         Ok(written) => {
-            if let Some((_, generation)) = written {
-                ctx.wrote(generation);
-            }
+            ctx.wrote_if_any(&written);
             write_integer(ctx.out, i64::from(removed));
         }
         Err(e) => ctx.cache_error(&e),

@@ -75,6 +75,13 @@ impl<'a> Ctx<'a> {
         self.batch.max_generation = self.batch.max_generation.max(generation);
     }
 
+    /// Records the commit generation of a conditional write, when the update made one.
+    pub fn wrote_if_any<T>(&mut self, written: &Option<(T, u64)>) {
+        if let Some((_, generation)) = written {
+            self.wrote(*generation);
+        }
+    }
+
     /// Appends an error reply.
     pub fn error(&mut self, text: &str) {
         write_error(self.out, text);

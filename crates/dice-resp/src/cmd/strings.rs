@@ -163,9 +163,7 @@ pub(crate) async fn set(ctx: &mut Ctx<'_>, req: Request<'_>) {
     match result {
         Err(e) => ctx.cache_error(&e),
         Ok(written) => {
-            if let Some((_, generation)) = written {
-                ctx.wrote(generation);
-            }
+            ctx.wrote_if_any(&written);
             match (get, old) {
                 (true, Some(v)) => write_bulk(ctx.out, &v),
                 (true, None) => write_null_bulk(ctx.out),
@@ -213,9 +211,7 @@ pub(crate) async fn getdel(ctx: &mut Ctx<'_>, req: Request<'_>) {
     match result {
         Err(e) => ctx.cache_error(&e),
         Ok(written) => {
-            if let Some((_, generation)) = written {
-                ctx.wrote(generation);
-            }
+            ctx.wrote_if_any(&written);
             match old {
                 Some(v) => write_bulk(ctx.out, &v),
                 None => write_null_bulk(ctx.out),
