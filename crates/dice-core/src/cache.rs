@@ -4,7 +4,7 @@
 use crate::entry::{Entry, Limits, NodeId};
 use crate::hlc::now_ms;
 use crate::replica::{ChangeSource, GcReport, Replica, ReplicaStats};
-use crate::store::{CommitBatch, Durability, Store};
+use crate::store::{CommitBatch, Durability, SnapshotRun, Store};
 use crate::sync::{Refusal, SessionStep, SyncLimits, SyncMessage, SyncSession};
 use crate::version_vector::VersionVector;
 use crate::{Error, Result};
@@ -38,6 +38,10 @@ pub struct CacheOptions {
     pub event_capacity: usize,
     /// Keys waiting for a commit before new writes wait for room (default 100 000).
     pub max_pending_keys: usize,
+    /// The commit log is folded into a new snapshot once it holds at least this many entries
+    /// and at least as many as the map (default 65 536). Lower: a smaller file and a faster
+    /// open; higher: fewer bytes written per write.
+    pub snapshot_min_log_entries: u64,
 }
 
 impl Default for CacheOptions {
@@ -51,6 +55,7 @@ impl Default for CacheOptions {
             max_clock_skew: Duration::from_secs(60),
             event_capacity: 4096,
             max_pending_keys: 100_000,
+            snapshot_min_log_entries: 65_536,
         }
     }
 }
@@ -89,6 +94,10 @@ pub struct CacheStats {
     pub commits: u64,
     /// Group commits that failed.
     pub commit_failures: u64,
+    /// Entries in the commit log since the last snapshot (what an open replays after it).
+    pub log_entries: u64,
+    /// Snapshots written since the cache was opened.
+    pub snapshots: u64,
     /// Remote timestamps ahead of local time by more than the allowed skew.
     pub clock_skew_events: u64,
     /// Merge, GC and resync counters.
@@ -122,6 +131,8 @@ struct Shared {
     closing: AtomicBool,
     commits: AtomicU64,
     commit_failures: AtomicU64,
+    log_entries: AtomicU64,
+    snapshots: AtomicU64,
 }
 
 struct Inner {
@@ -217,6 +228,8 @@ impl Cache {
             closing: AtomicBool::new(false),
             commits: AtomicU64::new(0),
             commit_failures: AtomicU64::new(0),
+            log_entries: AtomicU64::new(store.log_entries()),
+            snapshots: AtomicU64::new(0),
             options,
         });
         let writer = tokio::spawn(writer_loop(shared.clone(), store));
@@ -481,6 +494,8 @@ impl Cache {
             pending_keys: st.dirty.len(),
             commits: shared.commits.load(Ordering::Relaxed),
             commit_failures: shared.commit_failures.load(Ordering::Relaxed),
+            log_entries: shared.log_entries.load(Ordering::Relaxed),
+            snapshots: shared.snapshots.load(Ordering::Relaxed),
             clock_skew_events: st.replica.skew_events(),
             replica: st.replica.stats(),
         }
@@ -646,13 +661,10 @@ fn take_batch(st: &mut State) -> (CommitBatch, u64) {
         hlc: st.replica.last_hlc(),
         ..CommitBatch::default()
     };
-    for (key, dropped) in dirty {
-        let entry = st.replica.entry(&key);
-        if dropped {
-            batch.removals.push(key);
-        }
-        if let Some(e) = entry {
-            batch.upserts.push(e);
+    for (key, _dropped) in dirty {
+        match st.replica.entry(&key) {
+            Some(e) => batch.upserts.push(e),
+            None => batch.removals.push(key),
         }
     }
     let generation = st.generation;
@@ -660,52 +672,142 @@ fn take_batch(st: &mut State) -> (CommitBatch, u64) {
     (batch, generation)
 }
 
+/// Entries per snapshot chunk: one chunk is written between two group commits.
+const SNAPSHOT_CHUNK_ENTRIES: usize = 4096;
+
 async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
+    let mut snapshot: Option<SnapshotRun> = None;
+    let mut snapshot_retry_at: Option<tokio::time::Instant> = None;
     loop {
         let taken = {
             let mut st = shared.state.write();
             (!st.dirty.is_empty()).then(|| take_batch(&mut st))
         };
-        let Some((batch, generation)) = taken else {
-            if shared.closing.load(Ordering::SeqCst) {
-                break;
-            }
-            shared.wake_writer.notified().await;
-            continue;
-        };
-        match store.commit(&batch).await {
-            Ok(()) => {
-                shared.commits.fetch_add(1, Ordering::Relaxed);
-                shared.progress.send_modify(|p| p.done = generation);
-            }
-            Err(e) => {
-                shared.commit_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, generation, "group commit failed; will retry");
-                {
-                    // Put the keys back so a later group retries them.
-                    let mut st = shared.state.write();
-                    for k in batch.removals {
-                        st.dirty.insert(k, true);
-                    }
-                    for e in batch.upserts {
-                        st.dirty.entry(e.key).or_insert(false);
-                    }
-                }
-                let why: Arc<str> = e.to_string().into();
-                shared.progress.send_modify(|p| {
-                    p.done = generation;
-                    p.failed.push((generation, why));
-                    let excess = p.failed.len().saturating_sub(64);
-                    p.failed.drain(..excess);
-                });
+        let committed = taken.is_some();
+        if let Some((batch, generation)) = taken {
+            if !commit_group(&shared, &mut store, batch, generation).await {
                 if shared.closing.load(Ordering::SeqCst) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
+        }
+        if shared.closing.load(Ordering::SeqCst) {
+            if committed {
+                continue;
+            }
+            break;
+        }
+        // One snapshot step between two commits, so a snapshot makes progress under any load
+        // and never holds a commit back for more than a chunk.
+        if snapshot.is_none()
+            && snapshot_retry_at.is_none_or(|t| tokio::time::Instant::now() >= t)
+            && needs_snapshot(&shared, &store)
+        {
+            match store.begin_snapshot().await {
+                Ok(run) => snapshot = Some(run),
+                Err(e) => {
+                    tracing::warn!(error = %e, "starting a snapshot failed; will retry");
+                    snapshot_retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                }
+            }
+        }
+        if let Some(run) = snapshot.as_mut() {
+            match snapshot_step(&shared, &mut store, run).await {
+                Ok(false) => continue,
+                Ok(true) => {
+                    let Some(run) = snapshot.take() else { continue };
+                    let written = run.written;
+                    match store.finish_snapshot(run).await {
+                        Ok(()) => {
+                            shared.snapshots.fetch_add(1, Ordering::Relaxed);
+                            shared
+                                .log_entries
+                                .store(store.log_entries(), Ordering::Relaxed);
+                            tracing::debug!(entries = written, "snapshot written");
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "switching to a new snapshot failed; will retry");
+                            snapshot_retry_at =
+                                Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "writing a snapshot failed; will retry");
+                    snapshot = None;
+                    snapshot_retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                }
+            }
+        }
+        if !committed {
+            shared.wake_writer.notified().await;
         }
     }
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "closing the database");
+    }
+}
+
+fn needs_snapshot(shared: &Shared, store: &Store) -> bool {
+    let log = store.log_entries();
+    log >= shared.options.snapshot_min_log_entries
+        && log >= shared.state.read().replica.entry_count() as u64
+}
+
+/// Writes the next chunk of `run`; `true` once the walk over the map is done.
+async fn snapshot_step(shared: &Shared, store: &mut Store, run: &mut SnapshotRun) -> Result<bool> {
+    let (chunk, next) = shared
+        .state
+        .read()
+        .replica
+        .entries_after_dot(run.cursor, SNAPSHOT_CHUNK_ENTRIES);
+    if !chunk.is_empty() {
+        store.write_snapshot_chunk(run, &chunk).await?;
+    }
+    run.cursor = next;
+    Ok(next.is_none())
+}
+
+/// Commits one group; `false` if it failed (its keys are back in the dirty set).
+async fn commit_group(
+    shared: &Shared,
+    store: &mut Store,
+    batch: CommitBatch,
+    generation: u64,
+) -> bool {
+    match store.commit(&batch).await {
+        Ok(()) => {
+            shared.commits.fetch_add(1, Ordering::Relaxed);
+            shared
+                .log_entries
+                .store(store.log_entries(), Ordering::Relaxed);
+            shared.progress.send_modify(|p| p.done = generation);
+            true
+        }
+        Err(e) => {
+            shared.commit_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, generation, "group commit failed; will retry");
+            {
+                // Put the keys back so a later group retries them.
+                let mut st = shared.state.write();
+                for k in batch.removals {
+                    st.dirty.insert(k, true);
+                }
+                for e in batch.upserts {
+                    st.dirty.entry(e.key).or_insert(false);
+                }
+            }
+            let why: Arc<str> = e.to_string().into();
+            shared.progress.send_modify(|p| {
+                p.done = generation;
+                p.failed.push((generation, why));
+                let excess = p.failed.len().saturating_sub(64);
+                p.failed.drain(..excess);
+            });
+            false
+        }
     }
 }

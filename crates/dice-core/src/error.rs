@@ -55,6 +55,14 @@ pub enum Error {
         /// What gave it away.
         reason: String,
     },
+    /// The database is ours but something in it cannot be read back.
+    #[error("{path} is damaged: {reason}", path = .path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What could not be read.
+        reason: String,
+    },
     /// The database was written by a newer dice.
     #[error(
         "{path} has schema version {found}, newer than this dice supports ({supported}); upgrade dice",

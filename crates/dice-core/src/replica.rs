@@ -88,6 +88,9 @@ pub struct Replica {
     tombstones: BTreeSet<(u64, Bytes)>,
     /// Entries holding a value (expired or not).
     valued: usize,
+    /// Wrapping sum of the hashes of the entries holding a value: the digest, before the
+    /// expired ones are taken out.
+    valued_hash: u64,
     resync_needed: AtomicBool,
     changes: Option<Vec<Change>>,
     stats: ReplicaStats,
@@ -113,6 +116,7 @@ impl Replica {
             expiring: BTreeSet::new(),
             tombstones: BTreeSet::new(),
             valued: 0,
+            valued_hash: 0,
             resync_needed: AtomicBool::new(false),
             changes: None,
             stats: ReplicaStats::default(),
@@ -143,6 +147,11 @@ impl Replica {
         }
         for (o, s) in floors.iter() {
             r.floors.set(o, s);
+        }
+        // An entry of ours beyond the saved vector (a write stored but not yet counted, e.g. by
+        // a snapshot taken between commits): the next write must not reuse its seq.
+        if let Some(&own_max) = r.by_dot.get(&id).and_then(|seqs| seqs.keys().next_back()) {
+            r.vv.raise(id, own_max);
         }
         // Which of our writes lost to remote ones before the restart is not kept: claim no
         // push range that starts before it.
@@ -240,6 +249,35 @@ impl Replica {
             .map(|(k, reg)| Entry::from_register(k.clone(), reg))
     }
 
+    /// Up to `max` entries in dot order (origin, then seq) from `cursor` on (`None`: from the
+    /// start), and the cursor to go on from, `None` once the walk is done. Between calls the map may change: an entry
+    /// rewritten meanwhile may be seen twice or not at all (its new version is newer than the
+    /// walk's start, which is how the store's snapshots account for it).
+    pub fn entries_after_dot(
+        &self,
+        cursor: Option<(NodeId, u64)>,
+        max: usize,
+    ) -> (Vec<Entry>, Option<(NodeId, u64)>) {
+        let mut out = Vec::with_capacity(max.min(self.map.len()));
+        let origins = match cursor {
+            Some((o, _)) => self.by_dot.range(o..),
+            None => self.by_dot.range(..),
+        };
+        for (&origin, seqs) in origins {
+            let seqs = match cursor {
+                Some((o, s)) if o == origin => seqs.range(s..),
+                _ => seqs.range(..),
+            };
+            for (&seq, key) in seqs {
+                if out.len() == max {
+                    return (out, Some((origin, seq)));
+                }
+                out.extend(self.entry(key));
+            }
+        }
+        (out, None)
+    }
+
     /// Number of entries held, dead ones included.
     pub fn entry_count(&self) -> usize {
         self.map.len()
@@ -271,7 +309,19 @@ impl Replica {
 
     /// An order-independent hash of the live keys and their versions at `now_ms`: two replicas
     /// with the same digest hold the same data.
+    ///
+    /// Kept up to date as entries change, so this costs the expired entries still held, not
+    /// the whole map.
     pub fn digest(&self, now_ms: u64) -> u64 {
+        self.expiring
+            .range(..(now_ms + 1, Bytes::new()))
+            .filter_map(|(_, k)| self.map.get(k).map(|reg| entry_hash(k, reg.marker)))
+            .fold(self.valued_hash, u64::wrapping_sub)
+    }
+
+    /// The digest computed from every entry, for tests of the kept one.
+    #[doc(hidden)]
+    pub fn digest_by_scan(&self, now_ms: u64) -> u64 {
         self.map
             .iter()
             .filter(|(_, reg)| !is_dead(reg.val.value.is_none(), reg.val.expires_at_ms, now_ms))
@@ -410,6 +460,7 @@ impl Replica {
             }
             (Some(_), ttl) => {
                 self.valued += 1;
+                self.valued_hash = self.valued_hash.wrapping_add(entry_hash(key, reg.marker));
                 if let Some(t) = ttl {
                     self.expiring.insert((t, key.clone()));
                 }
@@ -432,6 +483,7 @@ impl Replica {
             }
             (Some(_), ttl) => {
                 self.valued -= 1;
+                self.valued_hash = self.valued_hash.wrapping_sub(entry_hash(key, reg.marker));
                 if let Some(t) = ttl {
                     self.expiring.remove(&(t, key.clone()));
                 }

@@ -8,9 +8,11 @@ use crate::version_vector::VersionVector;
 use crate::{Error, Result};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqlSafeStr, SqliteConnection};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
@@ -23,7 +25,7 @@ pub const LOCK_FILE: &str = "LOCK";
 /// SQLite `application_id` of a dice database ("DICE").
 pub const APPLICATION_ID: i64 = 0x4449_4345;
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How durable an acknowledged write is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,19 +37,24 @@ pub enum Durability {
     Fsync,
 }
 
-/// Largest group of rows in one multi-row statement; smaller groups are powers of two so the
-/// number of distinct prepared statements stays small.
-const MAX_ROWS_PER_STATEMENT: usize = 256;
-
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    let migration = |version, name: &str, sql: &'static str| {
+        Migration::new(
+            version,
+            name.to_owned().into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(1, "init", include_str!("../migrations/0001_init.sql")),
+        migration(2, "log", include_str!("../migrations/0002_log.sql")),
+    ])
 }
+
+/// Format byte in front of every log and snapshot blob.
+const BLOB_FORMAT: u8 = 1;
 
 /// What a data directory held when opened.
 pub(crate) struct Loaded {
@@ -58,7 +65,8 @@ pub(crate) struct Loaded {
     pub entries: Vec<Entry>,
 }
 
-/// One group commit: rows to delete, rows to upsert, and the replica's bookkeeping.
+/// One group commit: the keys set (with their whole entry), the keys dropped, and the
+/// replica's bookkeeping after it.
 #[derive(Default)]
 pub(crate) struct CommitBatch {
     pub removals: Vec<Bytes>,
@@ -68,9 +76,61 @@ pub(crate) struct CommitBatch {
     pub hlc: Hlc,
 }
 
+/// A log row, as written.
+#[derive(Serialize)]
+struct LogRecordOut<'a> {
+    hlc: u64,
+    vv: &'a VersionVector,
+    floors: &'a VersionVector,
+    removed: Vec<&'a serde_bytes::Bytes>,
+    set: &'a [Entry],
+}
+
+/// A log row, as read back.
+#[derive(Deserialize)]
+struct LogRecord {
+    hlc: u64,
+    vv: VersionVector,
+    floors: VersionVector,
+    removed: Vec<serde_bytes::ByteBuf>,
+    set: Vec<Entry>,
+}
+
+/// A snapshot being written (see [`Store::begin_snapshot`]).
+pub(crate) struct SnapshotRun {
+    gen_: i64,
+    /// Log rows up to this id are covered by the snapshot once it is complete.
+    log_upto: i64,
+    /// Entries those log rows carry.
+    log_entries_covered: u64,
+    /// Where the walk over the map goes on from.
+    pub cursor: Option<(NodeId, u64)>,
+    /// Entries written so far.
+    pub written: u64,
+}
+
 /// An open data directory: its lock and its single write connection.
+///
+/// The map is stored as a snapshot plus a log. A group commit appends one log row holding the
+/// final state of every key it touched; nothing is updated in place, so a commit writes about
+/// the bytes it carries instead of a B-tree page per key (which made SQLite page writes and
+/// checkpoints the largest cost of a write; see BENCHMARKS.md). When the log holds as many
+/// entries as the map, the writer writes a new snapshot a chunk at a time between commits, in
+/// the map's dot order. Chunks taken while the map changes may hold a key twice or miss one
+/// that moved; every such change is in a log row after the snapshot's start, and replay sets
+/// each key it names, so snapshot + log replay give back the committed state.
 pub(crate) struct Store {
     conn: SqliteConnection,
+    /// Id of the newest log row.
+    last_log_id: i64,
+    /// Entries (set or dropped) in the log rows that replay would read.
+    log_entries: u64,
+    /// The snapshot generation that counts.
+    snapshot_gen: i64,
+    /// Bookkeeping of the newest committed log row.
+    committed_vv: VersionVector,
+    committed_floors: VersionVector,
+    committed_hlc: Hlc,
     /// Held (locked) for as long as the store lives.
     _lock: File,
 }
@@ -155,69 +215,149 @@ impl Store {
         .ctx("setting application_id")?;
         migrator().run(&mut conn).await?;
 
-        let loaded = load(&mut conn).await?;
-        Ok((Store { conn, _lock: lock }, loaded))
+        let (loaded, tail) = load(&mut conn, &db_path).await?;
+        let store = Store {
+            conn,
+            last_log_id: tail.last_log_id,
+            log_entries: tail.log_entries,
+            snapshot_gen: tail.snapshot_gen,
+            committed_vv: loaded.vv.clone(),
+            committed_floors: loaded.floors.clone(),
+            committed_hlc: loaded.hlc,
+            _lock: lock,
+        };
+        Ok((store, loaded))
     }
 
-    /// Writes one group in one transaction.
+    /// Entries (set or dropped) in the log since the current snapshot.
+    pub fn log_entries(&self) -> u64 {
+        self.log_entries
+    }
+
+    /// Writes one group: one log row, in one transaction.
     pub async fn commit(&mut self, batch: &CommitBatch) -> Result<()> {
-        let mut tx = self.conn.begin().await.ctx("beginning a commit")?;
-        for chunk in chunks(&batch.removals) {
-            let sql = delete_sql(chunk.len());
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for k in chunk {
-                q = q.bind(k.as_ref());
-            }
-            q.execute(&mut *tx).await.ctx("deleting entries")?;
-        }
-        for chunk in chunks(&batch.upserts) {
-            let sql = upsert_sql(chunk.len());
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for e in chunk {
-                q = q
-                    .bind(e.key.as_ref())
-                    .bind(e.value.as_deref())
-                    .bind(to_i64(e.version.hlc.as_u64()))
-                    .bind(to_i64(e.version.origin.as_u64()))
-                    .bind(to_i64(e.seq))
-                    .bind(e.expires_at_ms.map(to_i64));
-            }
-            q.execute(&mut *tx).await.ctx("upserting entries")?;
-        }
-        let origins: Vec<(NodeId, u64, u64)> = batch
-            .vv
+        let record = LogRecordOut {
+            hlc: batch.hlc.as_u64(),
+            vv: &batch.vv,
+            floors: &batch.floors,
+            removed: batch
+                .removals
+                .iter()
+                .map(|k| serde_bytes::Bytes::new(k))
+                .collect(),
+            set: &batch.upserts,
+        };
+        let blob = postcard::to_extend(&record, vec![BLOB_FORMAT])
+            .map_err(|e| Error::CommitFailed(format!("encoding a log row: {e}")))?;
+        // Ids are given, not left to SQLite: after a snapshot switch emptied the table, SQLite
+        // would start again at 1, below `log_start`, and replay would skip the new rows.
+        let id = self.last_log_id + 1;
+        sqlx::query("INSERT INTO log (id, batch) VALUES (?1, ?2)")
+            .bind(id)
+            .bind(blob)
+            .execute(&mut self.conn)
+            .await
+            .ctx("appending to the log")?;
+        self.last_log_id = id;
+        self.log_entries += (batch.removals.len() + batch.upserts.len()) as u64;
+        self.committed_vv = batch.vv.clone();
+        self.committed_floors = batch.floors.clone();
+        self.committed_hlc = batch.hlc;
+        Ok(())
+    }
+
+    /// Starts a new snapshot: it will cover the log up to the newest row. Chunks left by an
+    /// unfinished one are dropped first.
+    pub async fn begin_snapshot(&mut self) -> Result<SnapshotRun> {
+        sqlx::query("DELETE FROM snapshot WHERE gen > ?1")
+            .bind(self.snapshot_gen)
+            .execute(&mut self.conn)
+            .await
+            .ctx("dropping an unfinished snapshot")?;
+        Ok(SnapshotRun {
+            gen_: self.snapshot_gen + 1,
+            log_upto: self.last_log_id,
+            log_entries_covered: self.log_entries,
+            cursor: None,
+            written: 0,
+        })
+    }
+
+    /// Appends one chunk of the snapshot being written.
+    pub async fn write_snapshot_chunk(
+        &mut self,
+        run: &mut SnapshotRun,
+        entries: &[Entry],
+    ) -> Result<()> {
+        let blob = postcard::to_extend(entries, vec![BLOB_FORMAT])
+            .map_err(|e| Error::CommitFailed(format!("encoding a snapshot chunk: {e}")))?;
+        sqlx::query("INSERT INTO snapshot (gen, chunk) VALUES (?1, ?2)")
+            .bind(run.gen_)
+            .bind(blob)
+            .execute(&mut self.conn)
+            .await
+            .ctx("writing a snapshot chunk")?;
+        run.written += entries.len() as u64;
+        Ok(())
+    }
+
+    /// Makes a complete snapshot the one that counts, and drops what it replaces: the older
+    /// snapshot, the log rows it covers and version 1's table.
+    pub async fn finish_snapshot(&mut self, run: SnapshotRun) -> Result<()> {
+        let mut tx = self.conn.begin().await.ctx("beginning a snapshot switch")?;
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES ('snapshot_gen', ?1), ('log_start', ?2), \
+             ('hlc', ?3) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(run.gen_)
+        .bind(run.log_upto)
+        .bind(to_i64(self.committed_hlc.as_u64()))
+        .execute(&mut *tx)
+        .await
+        .ctx("switching snapshots")?;
+        // The bookkeeping of the newest committed row: a log emptied by this switch must not
+        // take it along.
+        sqlx::query("DELETE FROM origins")
+            .execute(&mut *tx)
+            .await
+            .ctx("saving the version vector")?;
+        let origins: Vec<(NodeId, u64, u64)> = self
+            .committed_vv
             .iter()
-            .map(|(o, s)| (o, s, batch.floors.get(o)))
+            .map(|(o, s)| (o, s, self.committed_floors.get(o)))
             .chain(
-                batch
-                    .floors
+                self.committed_floors
                     .iter()
-                    .filter(|(o, _)| batch.vv.get(*o) == 0)
+                    .filter(|(o, _)| self.committed_vv.get(*o) == 0)
                     .map(|(o, f)| (o, 0, f)),
             )
             .collect();
-        for chunk in chunks(&origins) {
-            let mut sql = String::from("INSERT INTO origins (origin, seq, floor) VALUES ");
-            push_tuples(&mut sql, chunk.len(), 3);
-            sql.push_str(
-                " ON CONFLICT(origin) DO UPDATE SET seq = max(seq, excluded.seq), \
-                 floor = max(floor, excluded.floor)",
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (o, s, f) in chunk {
-                q = q.bind(to_i64(o.as_u64())).bind(to_i64(*s)).bind(to_i64(*f));
-            }
-            q.execute(&mut *tx).await.ctx("saving the version vector")?;
+        for (o, seq, floor) in origins {
+            sqlx::query("INSERT INTO origins (origin, seq, floor) VALUES (?1, ?2, ?3)")
+                .bind(to_i64(o.as_u64()))
+                .bind(to_i64(seq))
+                .bind(to_i64(floor))
+                .execute(&mut *tx)
+                .await
+                .ctx("saving the version vector")?;
         }
-        sqlx::query(
-            "INSERT INTO meta (name, value) VALUES ('hlc', ?1) \
-             ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)",
-        )
-        .bind(to_i64(batch.hlc.as_u64()))
-        .execute(&mut *tx)
-        .await
-        .ctx("saving the clock")?;
-        tx.commit().await.ctx("committing")?;
+        sqlx::query("DELETE FROM snapshot WHERE gen < ?1")
+            .bind(run.gen_)
+            .execute(&mut *tx)
+            .await
+            .ctx("dropping the old snapshot")?;
+        sqlx::query("DELETE FROM log WHERE id <= ?1")
+            .bind(run.log_upto)
+            .execute(&mut *tx)
+            .await
+            .ctx("dropping covered log rows")?;
+        sqlx::query("DELETE FROM entries")
+            .execute(&mut *tx)
+            .await
+            .ctx("dropping version 1 entries")?;
+        tx.commit().await.ctx("committing a snapshot switch")?;
+        self.snapshot_gen = run.gen_;
+        self.log_entries = self.log_entries.saturating_sub(run.log_entries_covered);
         Ok(())
     }
 
@@ -307,12 +447,64 @@ async fn check_identity(conn: &mut SqliteConnection, db_path: &Path) -> Result<(
     Ok(())
 }
 
-async fn load(conn: &mut SqliteConnection) -> Result<Loaded> {
-    let node_id: Option<i64> = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'node_id'")
+/// Where the log stands after loading.
+struct LogTail {
+    last_log_id: i64,
+    log_entries: u64,
+    snapshot_gen: i64,
+}
+
+async fn meta_value(conn: &mut SqliteConnection, name: &str) -> Result<Option<i64>> {
+    sqlx::query_scalar("SELECT value FROM meta WHERE name = ?1")
+        .bind(name)
         .fetch_optional(&mut *conn)
         .await
-        .ctx("reading the node id")?;
-    let node_id = match node_id.and_then(|v| NodeId::new(to_u64(v))) {
+        .ctx("reading the meta table")
+}
+
+fn decode_blob<'a, T: Deserialize<'a>>(blob: &'a [u8], what: &str, path: &Path) -> Result<T> {
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("{what}: {reason}"),
+    };
+    match blob.split_first() {
+        Some((&BLOB_FORMAT, body)) => {
+            let (value, rest) =
+                postcard::take_from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+            if !rest.is_empty() {
+                return Err(corrupt(format!("{} trailing bytes", rest.len())));
+            }
+            Ok(value)
+        }
+        Some((other, _)) => Err(corrupt(format!("unknown format {other}"))),
+        None => Err(corrupt("empty".into())),
+    }
+}
+
+fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Entry> {
+    let key: Vec<u8> = row.try_get(0).ctx("decoding a key")?;
+    let value: Option<Vec<u8>> = row.try_get(1).ctx("decoding a value")?;
+    let origin = NodeId::new(to_u64(row.try_get(3).ctx("decoding an origin")?)).unwrap_or_default();
+    Ok(Entry {
+        key: Bytes::from(key),
+        value: value.map(Bytes::from),
+        version: Version {
+            hlc: Hlc::from_u64(to_u64(row.try_get(2).ctx("decoding a timestamp")?)),
+            origin,
+        },
+        seq: to_u64(row.try_get(4).ctx("decoding a seq")?),
+        expires_at_ms: row
+            .try_get::<Option<i64>, _>(5)
+            .ctx("decoding an expiry")?
+            .map(to_u64),
+    })
+}
+
+async fn load(conn: &mut SqliteConnection, path: &Path) -> Result<(Loaded, LogTail)> {
+    let node_id = match meta_value(conn, "node_id")
+        .await?
+        .and_then(|v| NodeId::new(to_u64(v)))
+    {
         Some(id) => id,
         None => {
             let id = NodeId::random();
@@ -324,10 +516,9 @@ async fn load(conn: &mut SqliteConnection) -> Result<Loaded> {
             id
         }
     };
-    let hlc: Option<i64> = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'hlc'")
-        .fetch_optional(&mut *conn)
-        .await
-        .ctx("reading the clock")?;
+    let mut hlc = Hlc::from_u64(to_u64(meta_value(conn, "hlc").await?.unwrap_or(0)));
+    let snapshot_gen = meta_value(conn, "snapshot_gen").await?.unwrap_or(0);
+    let log_start = meta_value(conn, "log_start").await?.unwrap_or(0);
     let mut vv = VersionVector::default();
     let mut floors = VersionVector::default();
     let rows = sqlx::query("SELECT origin, seq, floor FROM origins")
@@ -338,102 +529,78 @@ async fn load(conn: &mut SqliteConnection) -> Result<Loaded> {
         let Some(origin) = NodeId::new(to_u64(row.get::<i64, _>(0))) else {
             continue;
         };
-        vv.set(origin, to_u64(row.get(1)));
-        let floor = to_u64(row.get(2));
-        if floor > 0 {
-            floors.set(origin, floor);
+        vv.raise(origin, to_u64(row.get(1)));
+        floors.raise(origin, to_u64(row.get(2)));
+    }
+
+    // Version 1's table (empty once a snapshot was written), then the snapshot, then the log;
+    // each later source sets the keys it names.
+    let mut map: HashMap<Bytes, Entry> = HashMap::new();
+    // Version 1 rows count as log: they go into the next snapshot.
+    let mut log_entries = 0u64;
+    {
+        let mut rows = sqlx::query("SELECT key, value, hlc, origin, seq, expires_at FROM entries")
+            .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await.ctx("loading version 1 entries")? {
+            let e = entry_from_row(&row)?;
+            map.insert(e.key.clone(), e);
+            log_entries += 1;
         }
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM entries")
+    {
+        let mut rows = sqlx::query("SELECT chunk FROM snapshot WHERE gen = ?1 ORDER BY id")
+            .bind(snapshot_gen)
+            .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await.ctx("loading the snapshot")? {
+            let blob: &[u8] = row.try_get(0).ctx("reading a snapshot chunk")?;
+            let chunk: Vec<Entry> = decode_blob(blob, "a snapshot chunk", path)?;
+            map.reserve(chunk.len());
+            for e in chunk {
+                map.insert(e.key.clone(), e);
+            }
+        }
+    }
+    let mut last_log_id = log_start;
+    {
+        let mut rows = sqlx::query("SELECT id, batch FROM log WHERE id > ?1 ORDER BY id")
+            .bind(log_start)
+            .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await.ctx("loading the log")? {
+            last_log_id = row.try_get(0).ctx("reading a log id")?;
+            let blob: &[u8] = row.try_get(1).ctx("reading a log row")?;
+            let record: LogRecord = decode_blob(blob, "a log row", path)?;
+            log_entries += (record.removed.len() + record.set.len()) as u64;
+            for k in record.removed {
+                map.remove(k.as_slice());
+            }
+            for e in record.set {
+                map.insert(e.key.clone(), e);
+            }
+            vv.merge(&record.vv);
+            floors.merge(&record.floors);
+            hlc = hlc.max(Hlc::from_u64(record.hlc));
+        }
+    }
+    // Rows past the newest id replay would read (a snapshot switch may have left them, or a
+    // log that was never compacted): the next append continues after every existing id.
+    let max_id: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM log")
         .fetch_one(&mut *conn)
         .await
-        .ctx("counting entries")?;
-    let mut entries = Vec::with_capacity(to_u64(count) as usize);
-    let mut rows =
-        sqlx::query("SELECT key, value, hlc, origin, seq, expires_at FROM entries").fetch(conn);
-    while let Some(row) = rows.try_next().await.ctx("loading entries")? {
-        let key: Vec<u8> = row.try_get(0).ctx("decoding a key")?;
-        let value: Option<Vec<u8>> = row.try_get(1).ctx("decoding a value")?;
-        let origin =
-            NodeId::new(to_u64(row.try_get(3).ctx("decoding an origin")?)).unwrap_or_default();
-        entries.push(Entry {
-            key: Bytes::from(key),
-            value: value.map(Bytes::from),
-            version: Version {
-                hlc: Hlc::from_u64(to_u64(row.try_get(2).ctx("decoding a timestamp")?)),
-                origin,
-            },
-            seq: to_u64(row.try_get(4).ctx("decoding a seq")?),
-            expires_at_ms: row
-                .try_get::<Option<i64>, _>(5)
-                .ctx("decoding an expiry")?
-                .map(to_u64),
-        });
-    }
-    Ok(Loaded {
+        .ctx("reading the log")?;
+    last_log_id = last_log_id.max(max_id.unwrap_or(0));
+    let loaded = Loaded {
         node_id,
-        hlc: Hlc::from_u64(to_u64(hlc.unwrap_or(0))),
+        hlc,
         vv,
         floors,
-        entries,
-    })
-}
-
-/// Splits rows into statement-sized groups: full groups of the maximum size, then powers of
-/// two, so at most a handful of distinct statements are ever prepared.
-fn chunks<T>(rows: &[T]) -> Vec<&[T]> {
-    let mut out = Vec::new();
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let n = if rest.len() >= MAX_ROWS_PER_STATEMENT {
-            MAX_ROWS_PER_STATEMENT
-        } else {
-            1 << (usize::BITS - 1 - rest.len().leading_zeros())
-        };
-        let (head, tail) = rest.split_at(n);
-        out.push(head);
-        rest = tail;
-    }
-    out
-}
-
-fn push_tuples(sql: &mut String, rows: usize, cols: usize) {
-    let tuple = format!("({})", vec!["?"; cols].join(", "));
-    sql.push_str(&vec![tuple; rows].join(", "));
-}
-
-fn upsert_sql(rows: usize) -> String {
-    let mut sql =
-        String::from("INSERT INTO entries (key, value, hlc, origin, seq, expires_at) VALUES ");
-    push_tuples(&mut sql, rows, 6);
-    // The version guard: a row only ever moves to a greater version.
-    sql.push_str(
-        " ON CONFLICT(key) DO UPDATE SET value = excluded.value, hlc = excluded.hlc, \
-         origin = excluded.origin, seq = excluded.seq, expires_at = excluded.expires_at \
-         WHERE (excluded.hlc, excluded.origin) > (entries.hlc, entries.origin)",
-    );
-    sql
-}
-
-fn delete_sql(rows: usize) -> String {
-    format!(
-        "DELETE FROM entries WHERE key IN ({})",
-        vec!["?"; rows].join(", ")
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::chunks;
-
-    #[test]
-    fn chunks_cover_everything_with_few_distinct_sizes() {
-        for n in [0usize, 1, 2, 3, 255, 256, 257, 1000, 4097] {
-            let rows: Vec<usize> = (0..n).collect();
-            let parts = chunks(&rows);
-            assert_eq!(parts.iter().map(|c| c.len()).sum::<usize>(), n);
-            assert!(parts.iter().all(|c| c.len().is_power_of_two()));
-            assert_eq!(parts.concat(), rows);
-        }
-    }
+        entries: map.into_values().collect(),
+    };
+    Ok((
+        loaded,
+        LogTail {
+            last_log_id,
+            log_entries,
+            snapshot_gen,
+        },
+    ))
 }

@@ -119,6 +119,9 @@ fn assert_same_state(a: &Replica, b: &Replica, what: &str) {
     );
     for now in PROBES {
         assert_eq!(a.digest(now), b.digest(now), "{what}: digest at {now}");
+        // The digest kept as entries change is the one a full scan computes.
+        assert_eq!(a.digest(now), a.digest_by_scan(now), "{what}: kept digest");
+        assert_eq!(b.digest(now), b.digest_by_scan(now), "{what}: kept digest");
     }
 }
 
@@ -665,6 +668,7 @@ impl Sim {
             };
             assert_eq!(live(r), live(first), "live entries of node {i} and node 0");
             assert_eq!(r.digest(now), first.digest(now), "digest of node {i}");
+            assert_eq!(r.digest(now), r.digest_by_scan(now), "kept digest of node {i}");
             assert_eq!(r.vv(), first.vv(), "version vector of node {i}");
             assert!(!r.resync_needed(), "node {i} still wants a resync");
             for (k, e) in &self.model {

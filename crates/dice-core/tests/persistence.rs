@@ -895,3 +895,159 @@ async fn fsync_durability_and_a_tiny_pending_bound_still_persist_every_write() {
     assert_eq!(cache.get(b"p499").as_deref(), Some(&b"499"[..]));
     cache.close().await.unwrap();
 }
+
+/// Counts rows of `table` in the database of `dir` (the cache must be closed).
+async fn count_rows(dir: &Path, table: &str) -> i64 {
+    let mut conn = sqlite(&dir.join(dice_core::store::DB_FILE)).await;
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_fold_the_log_and_reopen_gives_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        snapshot_min_log_entries: 64,
+        gc_grace: Duration::from_millis(50),
+        gc_interval: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let cache = Cache::open_with(dir.path(), options.clone()).await.unwrap();
+    let model = write_workload(&cache, 3000).await;
+    // Let GC drop the tombstones and expired entries: drops are logged too.
+    eventually("GC of dead entries", || cache.stats().replica.gc_dropped > 0).await;
+    cache.flush().await.unwrap();
+    let writes = cache.local_seq();
+    // Keep writing until the writer has switched snapshots a few times after the GC.
+    let snapshots_before = cache.stats().snapshots;
+    let mut i = 0;
+    while cache.stats().snapshots < snapshots_before + 2 {
+        cache.put(format!("more/{}", i % 100), format!("{i}")).await.unwrap();
+        i += 1;
+        assert!(i < 100_000, "no snapshot after {i} more writes");
+    }
+    let stats = cache.stats();
+    assert!(stats.snapshots >= 2, "{stats:?}");
+    assert!(
+        stats.log_entries < writes,
+        "the log holds {} entries after {writes} writes",
+        stats.log_entries
+    );
+    let before = snapshot(&cache);
+    let (digest, vv, floors) = (cache.digest(), stats.vv.clone(), stats.floors.clone());
+    let live = cache.len();
+    cache.close().await.unwrap();
+    // One snapshot generation is left, and the log holds only what came after it.
+    let gens = count_rows(dir.path(), "(SELECT DISTINCT gen FROM snapshot)").await;
+    assert_eq!(gens, 1);
+    let log_rows = count_rows(dir.path(), "log").await;
+    assert!(log_rows < stats.commits as i64, "{log_rows} log rows");
+
+    let cache = Cache::open_with(dir.path(), options).await.unwrap();
+    assert_eq!(cache.digest(), digest);
+    assert_eq!(cache.len(), live);
+    assert_eq!(cache.stats().vv, vv);
+    assert_eq!(nonzero(&cache.stats().floors), nonzero(&floors));
+    assert_eq!(snapshot(&cache), before);
+    for (k, v) in &model {
+        if v.is_none() {
+            assert_eq!(cache.get(k), None, "deleted key {k:?} is back");
+        }
+    }
+    let next = cache.put("after", "x").await.unwrap();
+    assert_eq!(next.seq, cache.stats().vv.get(cache.node_id()));
+    cache.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_version_1_data_dir_is_upgraded_and_keeps_its_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(dice_core::store::DB_FILE);
+    let node: i64 = 0x1234;
+    {
+        // A database as dice 0.1 (schema 1) left it.
+        let mut conn = sqlite(&db).await;
+        sqlx::query("PRAGMA application_id = 1145652037")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let v1 = sqlx::migrate::Migrator::with_migrations(vec![sqlx::migrate::Migration::new(
+            1,
+            "init".into(),
+            sqlx::migrate::MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("../migrations/0001_init.sql")),
+            false,
+        )]);
+        v1.run(&mut conn).await.unwrap();
+        sqlx::query("INSERT INTO meta (name, value) VALUES ('node_id', ?1), ('hlc', ?2)")
+            .bind(node)
+            .bind(5_000_000_i64 << 16)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO origins (origin, seq, floor) VALUES (?1, 2, 0)")
+            .bind(node)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO entries (key, value, hlc, origin, seq, expires_at) VALUES \
+             (x'6b31', x'7631', ?1, ?2, 1, NULL), (x'6b32', NULL, ?3, ?2, 2, NULL)",
+        )
+        .bind(4_000_000_i64 << 16)
+        .bind(node)
+        .bind(4_000_001_i64 << 16)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let options = CacheOptions {
+        snapshot_min_log_entries: 1,
+        ..Default::default()
+    };
+    let cache = Cache::open_with(dir.path(), options.clone()).await.unwrap();
+    assert_eq!(cache.node_id().as_u64(), node as u64);
+    assert_eq!(cache.get(b"k1").as_deref(), Some(&b"v1"[..]));
+    assert_eq!(cache.get(b"k2"), None);
+    assert_eq!(cache.entry(b"k2").unwrap().seq, 2);
+    assert_eq!(cache.local_seq(), 2);
+    // A write makes the log big enough for a snapshot, which empties the old table.
+    let e = cache.put("k3", "v3").await.unwrap();
+    assert_eq!(e.seq, 3);
+    eventually("a snapshot", || cache.stats().snapshots > 0).await;
+    cache.close().await.unwrap();
+    assert_eq!(count_rows(dir.path(), "entries").await, 0);
+
+    let cache = Cache::open_with(dir.path(), options).await.unwrap();
+    assert_eq!(cache.get(b"k1").as_deref(), Some(&b"v1"[..]));
+    assert_eq!(cache.get(b"k3").as_deref(), Some(&b"v3"[..]));
+    assert_eq!(cache.entry(b"k2").unwrap().seq, 2);
+    assert_eq!(cache.local_seq(), 3);
+    cache.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_log_row_is_a_clear_error_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).await.unwrap();
+    cache.put("k", "v").await.unwrap();
+    cache.close().await.unwrap();
+    let db = dir.path().join(dice_core::store::DB_FILE);
+    let mut conn = sqlite(&db).await;
+    sqlx::query("UPDATE log SET batch = x'01ffffffffffffff'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let err = Cache::open(dir.path()).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("log row"), "{err}");
+    // Refusing it changed nothing: the same error again.
+    let again = Cache::open(dir.path()).await.unwrap_err();
+    assert!(matches!(again, Error::Corrupt { .. }), "{again:?}");
+}
