@@ -684,14 +684,14 @@ async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
             (!st.dirty.is_empty()).then(|| take_batch(&mut st))
         };
         let committed = taken.is_some();
-        if let Some((batch, generation)) = taken {
-            if !commit_group(&shared, &mut store, batch, generation).await {
-                if shared.closing.load(Ordering::SeqCst) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+        if let Some((batch, generation)) = taken
+            && !commit_group(&shared, &mut store, batch, generation).await
+        {
+            if shared.closing.load(Ordering::SeqCst) {
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
         }
         if shared.closing.load(Ordering::SeqCst) {
             if committed {
