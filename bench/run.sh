@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# bench/run.sh: dice next to Redis on this machine, in one run (issue 6, parts 1 and 4).
+# bench/run.sh: dice next to Redis on this machine, and dice's replication, in one run
+# (issue 6, parts 1 to 4).
 #
 #   bench/run.sh            default sizes, a few minutes
-#   bench/run.sh --full     larger sizes (or DICE_BENCH_FULL=1): 10x N, 1M keys in part 4
+#   bench/run.sh --full     larger sizes (or DICE_BENCH_FULL=1): 10x N, 1M keys in parts 3 and 4,
+#                           10000 latency samples in part 2
 #
 # Env overrides: N_P1, N_P16 (requests per redis-benchmark run), FILL_KEYS (part 4 key space),
-# SKIP_OPEN=1 (skip part 4).
+# SKIP_OPEN=1 (skip part 4), REPL_SAMPLES (part 2 latency samples; default 2000, full 10000),
+# REPL_KEYS (part 3 key count N; default 100000, full 1000000), REPL_MISSED (part 3 missed
+# update counts, comma list, each capped at N; default 1000,10000,100000),
+# SKIP_REPLICATION=1 (skip parts 2 and 3).
 #
 # Part 1: redis-server (AOF on, appendfsync everysec, temp dir) and one `dice node`, then
 #   `redis-benchmark -t set,get -d 100 -r 100000 -c 50` with -P 1 and -P 16, alternating
 #   Redis and dice; then the same against node 1 of a 3-node dice cluster on loopback.
 # Part 4: a dice data dir of ~FILL_KEYS keys (100-byte values): restart the node, time until it
 #   answers PING (and the dice process start until then), resident memory per key next to Redis's used_memory per key.
+# Parts 2 and 3 (last): `cargo bench -p dice-net --bench replication` (bench profile), which
+#   runs 3 in-process nodes on 127.0.0.1 and prints its own command and figures. Part 2: put on
+#   one node until visible on another, p50/p99/p999, idle and under a background write load.
+#   Part 3: N keys (100-byte values), then per d in REPL_MISSED: one node stopped, d updates on
+#   the other two, the node restarted; time to the same digest on all 3, bytes it received next
+#   to the bytes of the missed entries and of a full copy. Its temp dirs live in this script's.
 #
 # Everything listens on 127.0.0.1. Only the processes this script starts are stopped (by pid),
 # and its temp dir is removed, on exit.
@@ -24,9 +35,13 @@ FULL=${DICE_BENCH_FULL:-0}
 [[ ${1:-} == --full ]] && FULL=1
 if [[ $FULL == 1 ]]; then
     N_P1=${N_P1:-1000000}; N_P16=${N_P16:-5000000}; FILL_KEYS=${FILL_KEYS:-1000000}
+    REPL_SAMPLES=${REPL_SAMPLES:-10000}; REPL_KEYS=${REPL_KEYS:-1000000}
 else
     N_P1=${N_P1:-100000};  N_P16=${N_P16:-500000};  FILL_KEYS=${FILL_KEYS:-250000}
+    REPL_SAMPLES=${REPL_SAMPLES:-2000};  REPL_KEYS=${REPL_KEYS:-100000}
 fi
+REPL_MISSED=${REPL_MISSED:-1000,10000,100000}
+SKIP_REPLICATION=${SKIP_REPLICATION:-0}
 CLIENTS=50
 VALUE_SIZE=100
 KEYSPACE=100000
@@ -66,6 +81,10 @@ ensure_tools() {
     fi
     log "building dice (release)"
     (cd "$ROOT" && cargo build --release -p dice-cli >&2)
+    if [[ $SKIP_REPLICATION != 1 ]]; then
+        log "building the replication bench (bench profile)"
+        (cd "$ROOT" && cargo bench -p dice-net --bench replication --no-run >&2)
+    fi
 }
 
 # A TCP port on 127.0.0.1 that nothing listens on (bash /dev/tcp probe).
@@ -257,4 +276,14 @@ if [[ ${SKIP_OPEN:-0} != 1 ]]; then
         printf "| ratio dice/Redis per key | %.2f | |\n", (rss*1024/dk)/(ru/rk)
     }'
     echo "| data dir on disk | $((sqlite_bytes / 1048576)) MiB | |"
+fi
+
+# Parts 2 and 3: replication latency and restart catch-up (the dice-net replication bench).
+if [[ $SKIP_REPLICATION != 1 ]]; then
+    log "parts 2 and 3: cargo bench -p dice-net --bench replication (N=$REPL_KEYS, samples=$REPL_SAMPLES, missed=$REPL_MISSED)"
+    mkdir -p "$TMP/replication"
+    echo
+    (cd "$ROOT" && TMPDIR="$TMP/replication" DICE_BENCH_SAMPLES="$REPL_SAMPLES" \
+        DICE_BENCH_KEYS="$REPL_KEYS" DICE_BENCH_MISSED="$REPL_MISSED" \
+        cargo bench -p dice-net --bench replication)
 fi

@@ -196,15 +196,8 @@ impl Cache {
     /// that is not a dice database, or one of a newer schema.
     pub async fn open_with(dir: impl AsRef<Path>, options: CacheOptions) -> Result<Cache> {
         let dir = dir.as_ref().to_path_buf();
-        let (store, loaded) = Store::open(&dir, options.durability).await?;
-        let mut replica = Replica::restore(
-            loaded.node_id,
-            options.limits,
-            loaded.hlc,
-            loaded.vv,
-            loaded.floors,
-            loaded.entries,
-        );
+        let (store, loaded) = Store::open(&dir, options.durability, options.limits).await?;
+        let mut replica = loaded.replica;
         replica.set_max_skew_ms(options.max_clock_skew.as_millis() as u64);
         replica.record_changes(true);
         tracing::info!(
@@ -264,12 +257,13 @@ impl Cache {
 
     /// The value of `key`, if present and not expired. Reads memory only.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.shared()
-            .state
-            .read()
-            .replica
-            .get(key, now_ms())
-            .cloned()
+        self.get_with(key, Bytes::copy_from_slice)
+    }
+
+    /// Calls `f` with the value of `key`, if present and not expired, without copying it out
+    /// (the cache's read lock is held while `f` runs: keep it short).
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.shared().state.read().replica.get(key, now_ms()).map(f)
     }
 
     /// The value of `key` and its expiry (milliseconds since the Unix epoch).

@@ -34,6 +34,7 @@ pub mod cache;
 pub mod entry;
 mod error;
 pub mod hlc;
+mod record;
 pub mod replica;
 pub mod store;
 pub mod sync;

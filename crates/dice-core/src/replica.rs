@@ -4,6 +4,7 @@
 
 use crate::entry::{Cell, Entry, Limits, NodeId, Register, Version, is_dead};
 use crate::hlc::{Hlc, HlcClock};
+use crate::record::Record;
 use crate::sync::{
     CatchUpPage, CatchUpRequest, Cursor, Push, PushRange, Refusal, SyncLimits, SyncMessage,
 };
@@ -11,7 +12,9 @@ use crate::version_vector::VersionVector;
 use crate::{Error, Result};
 use bytes::Bytes;
 use crdts::LWWReg;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use hashbrown::HashTable;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where a change to the map came from.
@@ -77,15 +80,18 @@ pub struct Replica {
     id: NodeId,
     clock: HlcClock,
     limits: Limits,
-    map: HashMap<Bytes, Register>,
+    /// The map: one packed record per key, found by the hash of its key.
+    map: HashTable<Record>,
+    hasher: foldhash::fast::RandomState,
     vv: VersionVector,
     floors: VersionVector,
-    /// origin → seq → key, for the entries currently held.
-    by_dot: BTreeMap<NodeId, BTreeMap<u64, Bytes>>,
-    /// Live entries with a TTL, by expiry.
-    expiring: BTreeSet<(u64, Bytes)>,
-    /// Tombstones, by the physical time of their version.
-    tombstones: BTreeSet<(u64, Bytes)>,
+    /// origin → seq → hash of the key, for the entries currently held (the record is the one
+    /// with that hash and that dot).
+    by_dot: BTreeMap<NodeId, BTreeMap<u64, u64>>,
+    /// Live entries with a TTL: (expiry, dot).
+    expiring: BTreeSet<(u64, NodeId, u64)>,
+    /// Tombstones: (physical time of their version, dot).
+    tombstones: BTreeSet<(u64, NodeId, u64)>,
     /// Entries holding a value (expired or not).
     valued: usize,
     /// Wrapping sum of the hashes of the entries holding a value: the digest, before the
@@ -109,7 +115,8 @@ impl Replica {
             id,
             clock: HlcClock::new(Hlc::ZERO, DEFAULT_MAX_SKEW_MS),
             limits,
-            map: HashMap::new(),
+            map: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             vv: VersionVector::default(),
             floors: VersionVector::default(),
             by_dot: BTreeMap::new(),
@@ -136,27 +143,61 @@ impl Replica {
     ) -> Self {
         let mut r = Replica::new(id, limits);
         let mut last = last_hlc;
+        let entries = entries.into_iter();
+        r.reserve(entries.size_hint().0);
         for e in entries {
             last = last.max(e.version.hlc);
-            let (key, reg) = e.into_register();
-            r.install(key, reg, ChangeSource::Remote);
+            r.load_set(e);
         }
-        r.clock = HlcClock::new(last, DEFAULT_MAX_SKEW_MS);
+        r.finish_load(last, &vv, &floors);
+        r
+    }
+
+    /// Makes room for `additional` more entries.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let hasher = &self.hasher;
+        self.map
+            .reserve(additional, |rec| hasher.hash_one(rec.key()));
+    }
+
+    /// Loading persisted state: sets `key` to `e`, whatever it held.
+    pub(crate) fn load_set(&mut self, e: Entry) {
+        self.install(e, ChangeSource::Remote);
+    }
+
+    /// Loading persisted state: drops `key`.
+    pub(crate) fn load_remove(&mut self, key: &[u8]) {
+        self.remove(key, ChangeSource::Dropped);
+    }
+
+    /// Ends loading persisted state: the clock (at least `last_hlc`), the version vector and
+    /// the floors.
+    pub(crate) fn finish_load(
+        &mut self,
+        last_hlc: Hlc,
+        vv: &VersionVector,
+        floors: &VersionVector,
+    ) {
+        self.clock = HlcClock::new(last_hlc, DEFAULT_MAX_SKEW_MS);
         for (o, s) in vv.iter() {
-            r.vv.set(o, s);
+            self.vv.set(o, s);
         }
         for (o, s) in floors.iter() {
-            r.floors.set(o, s);
+            self.floors.set(o, s);
         }
         // An entry of ours beyond the saved vector (a write stored but not yet counted, e.g. by
         // a snapshot taken between commits): the next write must not reuse its seq.
-        if let Some(&own_max) = r.by_dot.get(&id).and_then(|seqs| seqs.keys().next_back()) {
-            r.vv.raise(id, own_max);
+        if let Some(&own_max) = self
+            .by_dot
+            .get(&self.id)
+            .and_then(|seqs| seqs.keys().next_back())
+        {
+            self.vv.raise(self.id, own_max);
         }
         // Which of our writes lost to remote ones before the restart is not kept: claim no
         // push range that starts before it.
-        r.local_lost_to_remote = r.vv.get(id);
-        r
+        self.local_lost_to_remote = self.vv.get(self.id);
+        self.stats = ReplicaStats::default();
     }
 
     /// Sets how far ahead a remote timestamp may be before it is counted as skew.
@@ -217,36 +258,58 @@ impl Replica {
         self.vv.get(self.id)
     }
 
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn record(&self, key: &[u8]) -> Option<&Record> {
+        self.map.find(self.hash(key), |r| r.key() == key)
+    }
+
+    /// The record holding dot `(origin, seq)`, whose key hashes to `hash`.
+    fn record_at(&self, hash: u64, origin: NodeId, seq: u64) -> Option<&Record> {
+        self.map
+            .find(hash, |r| r.seq() == seq && r.origin() == origin)
+    }
+
+    /// The record holding dot `(origin, seq)`.
+    fn record_of_dot(&self, origin: NodeId, seq: u64) -> Option<&Record> {
+        let hash = *self.by_dot.get(&origin)?.get(&seq)?;
+        self.record_at(hash, origin, seq)
+    }
+
     /// The live value of `key` at `now_ms`.
-    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&Bytes> {
-        let reg = self.map.get(key)?;
-        if is_dead(reg.val.value.is_none(), reg.val.expires_at_ms, now_ms) {
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&[u8]> {
+        let r = self.record(key)?;
+        if is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms) {
             return None;
         }
-        reg.val.value.as_ref()
+        r.value()
     }
 
     /// The live value of `key` and its expiry.
     pub fn get_with_expiry(&self, key: &[u8], now_ms: u64) -> Option<(Bytes, Option<u64>)> {
-        let reg = self.map.get(key)?;
-        if is_dead(reg.val.value.is_none(), reg.val.expires_at_ms, now_ms) {
+        let r = self.record(key)?;
+        if is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms) {
             return None;
         }
-        reg.val.value.clone().map(|v| (v, reg.val.expires_at_ms))
+        r.value()
+            .map(|v| (Bytes::copy_from_slice(v), r.expires_at_ms()))
+    }
+
+    /// The version held for `key`, dead or alive.
+    pub fn version_of(&self, key: &[u8]) -> Option<Version> {
+        self.record(key).map(Record::version)
     }
 
     /// The entry held for `key`, dead or alive.
     pub fn entry(&self, key: &[u8]) -> Option<Entry> {
-        self.map
-            .get_key_value(key)
-            .map(|(k, reg)| Entry::from_register(k.clone(), reg))
+        self.record(key).map(Record::to_entry)
     }
 
     /// Every entry held, dead or alive, in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
-        self.map
-            .iter()
-            .map(|(k, reg)| Entry::from_register(k.clone(), reg))
+        self.map.iter().map(Record::to_entry)
     }
 
     /// Up to `max` entries in dot order (origin, then seq) from `cursor` on (`None`: from the
@@ -268,11 +331,11 @@ impl Replica {
                 Some((o, s)) if o == origin => seqs.range(s..),
                 _ => seqs.range(..),
             };
-            for (&seq, key) in seqs {
+            for (&seq, &hash) in seqs {
                 if out.len() == max {
                     return (out, Some((origin, seq)));
                 }
-                out.extend(self.entry(key));
+                out.extend(self.record_at(hash, origin, seq).map(Record::to_entry));
             }
         }
         (out, None)
@@ -285,7 +348,7 @@ impl Replica {
 
     /// Number of keys that read as present at `now_ms`.
     pub fn live_len(&self, now_ms: u64) -> usize {
-        let expired = self.expiring.range(..(now_ms + 1, Bytes::new())).count();
+        let expired = self.expiring.range(..expiry_bound(now_ms)).count();
         self.valued - expired
     }
 
@@ -294,13 +357,11 @@ impl Replica {
         let mut out: Vec<(Bytes, Bytes)> = self
             .map
             .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .filter_map(|(k, reg)| {
-                if is_dead(reg.val.value.is_none(), reg.val.expires_at_ms, now_ms) {
-                    None
-                } else {
-                    reg.val.value.clone().map(|v| (k.clone(), v))
-                }
+            .filter(|r| r.key().starts_with(prefix))
+            .filter(|r| !is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms))
+            .filter_map(|r| {
+                r.value()
+                    .map(|v| (Bytes::copy_from_slice(r.key()), Bytes::copy_from_slice(v)))
             })
             .collect();
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -314,8 +375,9 @@ impl Replica {
     /// the whole map.
     pub fn digest(&self, now_ms: u64) -> u64 {
         self.expiring
-            .range(..(now_ms + 1, Bytes::new()))
-            .filter_map(|(_, k)| self.map.get(k).map(|reg| entry_hash(k, reg.marker)))
+            .range(..expiry_bound(now_ms))
+            .filter_map(|&(_, origin, seq)| self.record_of_dot(origin, seq))
+            .map(|r| entry_hash(r.key(), r.version()))
             .fold(self.valued_hash, u64::wrapping_sub)
     }
 
@@ -324,8 +386,8 @@ impl Replica {
     pub fn digest_by_scan(&self, now_ms: u64) -> u64 {
         self.map
             .iter()
-            .filter(|(_, reg)| !is_dead(reg.val.value.is_none(), reg.val.expires_at_ms, now_ms))
-            .map(|(k, reg)| entry_hash(k, reg.marker))
+            .filter(|r| !is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms))
+            .map(|r| entry_hash(r.key(), r.version()))
             .fold(0u64, u64::wrapping_add)
     }
 
@@ -351,8 +413,7 @@ impl Replica {
             seq,
             expires_at_ms: expires_at_ms.map(|t| t.min(i64::MAX as u64)),
         };
-        let (key, reg) = entry.clone().into_register();
-        self.install(key, reg, ChangeSource::Local);
+        self.install(entry.clone(), ChangeSource::Local);
         Ok(entry)
     }
 
@@ -400,12 +461,10 @@ impl Replica {
             self.vv.set(self.id, entry.seq);
         }
         let wins = self
-            .map
-            .get(&entry.key)
-            .is_none_or(|cur| cur.marker < entry.version);
+            .record(&entry.key)
+            .is_none_or(|cur| cur.version() < entry.version);
         if wins {
-            let (key, reg) = entry.into_register();
-            self.install(key, reg, ChangeSource::Remote);
+            self.install(entry, ChangeSource::Remote);
             self.stats.remote_applied += 1;
         } else {
             self.stats.remote_ignored += 1;
@@ -413,80 +472,84 @@ impl Replica {
         Ok(wins)
     }
 
-    /// Replaces what `key` holds by `reg`, keeping the indexes in step.
-    fn install(&mut self, key: Bytes, reg: Register, source: ChangeSource) {
-        if let Some(old) = self.map.remove(&key) {
-            if source == ChangeSource::Remote && old.marker.origin == self.id {
-                self.local_lost_to_remote = self.local_lost_to_remote.max(old.val.seq);
+    /// Replaces what `entry.key` holds by `entry`, keeping the indexes in step.
+    fn install(&mut self, entry: Entry, source: ChangeSource) {
+        let hash = self.hash(&entry.key);
+        let record = Record::new(&entry);
+        if let Ok(old) = self.map.find_entry(hash, |r| r.key() == entry.key.as_ref()) {
+            let (old, _) = old.remove();
+            if source == ChangeSource::Remote && old.origin() == self.id {
+                self.local_lost_to_remote = self.local_lost_to_remote.max(old.seq());
             }
-            self.unindex(&key, &old);
+            self.unindex(hash, &old);
         }
-        self.index(&key, &reg);
+        self.index(hash, &record);
+        let hasher = &self.hasher;
+        self.map
+            .insert_unique(hash, record, |r| hasher.hash_one(r.key()));
         if let Some(changes) = self.changes.as_mut() {
             changes.push(Change {
-                key: key.clone(),
-                entry: Some(Entry::from_register(key.clone(), &reg)),
+                key: entry.key.clone(),
+                entry: Some(entry),
                 source,
             });
         }
-        self.map.insert(key, reg);
     }
 
-    /// Drops what `key` holds (no tombstone is left).
-    fn remove(&mut self, key: &[u8], source: ChangeSource) -> Option<Register> {
-        let (key, old) = self.map.remove_entry(key)?;
-        self.unindex(&key, &old);
+    /// Drops what `key` holds (no tombstone is left). Returns whether it held anything.
+    fn remove(&mut self, key: &[u8], source: ChangeSource) -> bool {
+        let hash = self.hash(key);
+        let Ok(found) = self.map.find_entry(hash, |r| r.key() == key) else {
+            return false;
+        };
+        let (old, _) = found.remove();
+        self.unindex(hash, &old);
         if let Some(changes) = self.changes.as_mut() {
             changes.push(Change {
-                key,
+                key: Bytes::copy_from_slice(old.key()),
                 entry: None,
                 source,
             });
         }
-        Some(old)
+        true
     }
 
-    fn index(&mut self, key: &Bytes, reg: &Register) {
-        let origin = reg.marker.origin;
+    fn index(&mut self, hash: u64, r: &Record) {
+        let (origin, seq) = (r.origin(), r.seq());
         self.vv.touch(origin);
-        self.by_dot
-            .entry(origin)
-            .or_default()
-            .insert(reg.val.seq, key.clone());
-        match (&reg.val.value, reg.val.expires_at_ms) {
-            (None, _) => {
-                self.tombstones
-                    .insert((reg.marker.hlc.physical_ms(), key.clone()));
-            }
-            (Some(_), ttl) => {
-                self.valued += 1;
-                self.valued_hash = self.valued_hash.wrapping_add(entry_hash(key, reg.marker));
-                if let Some(t) = ttl {
-                    self.expiring.insert((t, key.clone()));
-                }
+        self.by_dot.entry(origin).or_default().insert(seq, hash);
+        if r.is_tombstone() {
+            self.tombstones
+                .insert((r.version().hlc.physical_ms(), origin, seq));
+        } else {
+            self.valued += 1;
+            self.valued_hash = self
+                .valued_hash
+                .wrapping_add(entry_hash(r.key(), r.version()));
+            if let Some(t) = r.expires_at_ms() {
+                self.expiring.insert((t, origin, seq));
             }
         }
     }
 
-    fn unindex(&mut self, key: &Bytes, reg: &Register) {
-        let origin = reg.marker.origin;
+    fn unindex(&mut self, _hash: u64, r: &Record) {
+        let (origin, seq) = (r.origin(), r.seq());
         if let Some(seqs) = self.by_dot.get_mut(&origin) {
-            seqs.remove(&reg.val.seq);
+            seqs.remove(&seq);
             if seqs.is_empty() {
                 self.by_dot.remove(&origin);
             }
         }
-        match (&reg.val.value, reg.val.expires_at_ms) {
-            (None, _) => {
-                self.tombstones
-                    .remove(&(reg.marker.hlc.physical_ms(), key.clone()));
-            }
-            (Some(_), ttl) => {
-                self.valued -= 1;
-                self.valued_hash = self.valued_hash.wrapping_sub(entry_hash(key, reg.marker));
-                if let Some(t) = ttl {
-                    self.expiring.remove(&(t, key.clone()));
-                }
+        if r.is_tombstone() {
+            self.tombstones
+                .remove(&(r.version().hlc.physical_ms(), origin, seq));
+        } else {
+            self.valued -= 1;
+            self.valued_hash = self
+                .valued_hash
+                .wrapping_sub(entry_hash(r.key(), r.version()));
+            if let Some(t) = r.expires_at_ms() {
+                self.expiring.remove(&(t, origin, seq));
             }
         }
     }
@@ -496,22 +559,24 @@ impl Replica {
     /// until the gap is filled, so a floor never passes what this replica holds contiguously.
     pub fn gc(&mut self, now_ms: u64, grace_ms: u64) -> GcReport {
         let horizon = now_ms.saturating_sub(grace_ms);
-        let bound = (horizon, Bytes::new());
-        let doomed: Vec<Bytes> = self
+        let bound = (horizon, NodeId::default(), 0);
+        let doomed: Vec<(NodeId, u64)> = self
             .tombstones
-            .range(..bound.clone())
+            .range(..bound)
             .chain(self.expiring.range(..bound))
-            .map(|(_, key)| key.clone())
+            .map(|&(_, origin, seq)| (origin, seq))
             .collect();
         let mut report = GcReport::default();
-        for key in doomed {
-            let Some(reg) = self.map.get(&key) else {
-                continue;
-            };
-            let (origin, seq) = (reg.marker.origin, reg.val.seq);
+        for (origin, seq) in doomed {
             if seq > self.vv.get(origin) {
                 continue;
             }
+            let Some(key) = self
+                .record_of_dot(origin, seq)
+                .map(|r| Bytes::copy_from_slice(r.key()))
+            else {
+                continue;
+            };
             self.remove(&key, ChangeSource::Dropped);
             self.floors.raise(origin, seq);
             report.dropped += 1;
@@ -543,7 +608,8 @@ impl Replica {
         };
         seqs.range(after_seq.saturating_add(1)..)
             .take(max_entries)
-            .filter_map(|(_, k)| self.entry(k))
+            .filter_map(|(&seq, &hash)| self.record_at(hash, self.id, seq))
+            .map(Record::to_entry)
             .collect()
     }
 
@@ -649,7 +715,7 @@ impl Replica {
                 from = from.max(c.seq);
             }
             if let Some(seqs) = self.by_dot.get(&origin) {
-                for (&seq, key) in seqs.range(from.saturating_add(1)..) {
+                for (&seq, &hash) in seqs.range(from.saturating_add(1)..) {
                     if entries.len() >= max_entries
                         || (bytes >= limits.page_max_bytes && !entries.is_empty())
                     {
@@ -660,7 +726,8 @@ impl Replica {
                         next = Some(Cursor { origin, seq: last });
                         break 'origins;
                     }
-                    if let Some(e) = self.entry(key) {
+                    if let Some(r) = self.record_at(hash, origin, seq) {
+                        let e = r.to_entry();
                         bytes += e.wire_size();
                         entries.push(e);
                     }
@@ -687,10 +754,8 @@ impl Replica {
         let doomed: Vec<Bytes> = self
             .map
             .iter()
-            .filter(|(k, reg)| {
-                !received.contains(*k) && reg.val.seq <= covered.get(reg.marker.origin)
-            })
-            .map(|(k, _)| k.clone())
+            .filter(|r| !received.contains(r.key()) && r.seq() <= covered.get(r.origin()))
+            .map(|r| Bytes::copy_from_slice(r.key()))
             .collect();
         for k in &doomed {
             self.remove(k, ChangeSource::Dropped);
@@ -708,19 +773,28 @@ impl Replica {
         self.vv.merge(covered);
     }
 
-    /// Approximate heap bytes held in total by the map and its dot index (keys, values,
-    /// registers), for memory figures; it leaves out allocator overhead and the TTL and
-    /// tombstone indexes.
+    /// Approximate heap bytes held by the map and its dot index (records, table slots, index
+    /// nodes), for memory figures; it leaves out allocator overhead and the TTL and tombstone
+    /// indexes.
     pub fn approx_heap_bytes(&self) -> usize {
-        let regs = self.map.capacity() * (std::mem::size_of::<(Bytes, Register)>() + 1);
-        let data: usize = self
-            .map
-            .iter()
-            .map(|(k, r)| k.len() + r.val.value.as_ref().map_or(0, Bytes::len))
-            .sum();
-        let dots = self.map.len() * (std::mem::size_of::<(u64, Bytes)>() + 8);
-        regs + data + dots
+        let slots = self.map.capacity() * (std::mem::size_of::<Record>() + 1);
+        let records: usize = self.map.iter().map(Record::heap_len).sum();
+        let dots = self.map.len() * (std::mem::size_of::<(u64, u64)>() + 8);
+        slots + records + dots
     }
+
+    /// The register held for `key` (the `crdts` view of one key), dead or alive.
+    pub fn register(&self, key: &[u8]) -> Option<Register> {
+        self.record(key).map(|r| {
+            let e = r.to_entry();
+            e.into_register().1
+        })
+    }
+}
+
+/// The exclusive upper bound of the TTL index for "expired at `now_ms`".
+fn expiry_bound(now_ms: u64) -> (u64, NodeId, u64) {
+    (now_ms.saturating_add(1), NodeId::default(), 0)
 }
 
 fn entry_hash(key: &[u8], v: Version) -> u64 {

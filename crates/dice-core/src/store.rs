@@ -1,9 +1,10 @@
 //! SQLite persistence through sqlx: the data directory, its lock, the schema, loading and
 //! group commits. Only the cache's writer task touches a [`Store`].
 
-use crate::entry::{Entry, NodeId, Version};
+use crate::entry::{Entry, Limits, NodeId, Version};
 use crate::error::SqlContext;
 use crate::hlc::Hlc;
+use crate::replica::Replica;
 use crate::version_vector::VersionVector;
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -12,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqlSafeStr, SqliteConnection};
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
@@ -59,10 +59,7 @@ const BLOB_FORMAT: u8 = 1;
 /// What a data directory held when opened.
 pub(crate) struct Loaded {
     pub node_id: NodeId,
-    pub hlc: Hlc,
-    pub vv: VersionVector,
-    pub floors: VersionVector,
-    pub entries: Vec<Entry>,
+    pub replica: Replica,
 }
 
 /// One group commit: the keys set (with their whole entry), the keys dropped, and the
@@ -155,7 +152,11 @@ fn to_u64(v: i64) -> u64 {
 impl Store {
     /// Opens (creating if needed) the data directory `dir`, locks it, checks and migrates the
     /// database, and loads everything it holds.
-    pub async fn open(dir: &Path, durability: Durability) -> Result<(Store, Loaded)> {
+    pub async fn open(
+        dir: &Path,
+        durability: Durability,
+        limits: Limits,
+    ) -> Result<(Store, Loaded)> {
         std::fs::create_dir_all(dir).map_err(io_err("creating data directory", dir))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
@@ -215,15 +216,15 @@ impl Store {
         .ctx("setting application_id")?;
         migrator().run(&mut conn).await?;
 
-        let (loaded, tail) = load(&mut conn, &db_path).await?;
+        let (loaded, tail) = load(&mut conn, &db_path, limits).await?;
         let store = Store {
             conn,
             last_log_id: tail.last_log_id,
             log_entries: tail.log_entries,
             snapshot_gen: tail.snapshot_gen,
-            committed_vv: loaded.vv.clone(),
-            committed_floors: loaded.floors.clone(),
-            committed_hlc: loaded.hlc,
+            committed_vv: loaded.replica.vv().clone(),
+            committed_floors: loaded.replica.floors().clone(),
+            committed_hlc: loaded.replica.last_hlc(),
             _lock: lock,
         };
         Ok((store, loaded))
@@ -500,7 +501,11 @@ fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Entry> {
     })
 }
 
-async fn load(conn: &mut SqliteConnection, path: &Path) -> Result<(Loaded, LogTail)> {
+async fn load(
+    conn: &mut SqliteConnection,
+    path: &Path,
+    limits: Limits,
+) -> Result<(Loaded, LogTail)> {
     let node_id = match meta_value(conn, "node_id")
         .await?
         .and_then(|v| NodeId::new(to_u64(v)))
@@ -534,8 +539,9 @@ async fn load(conn: &mut SqliteConnection, path: &Path) -> Result<(Loaded, LogTa
     }
 
     // Version 1's table (empty once a snapshot was written), then the snapshot, then the log;
-    // each later source sets the keys it names.
-    let mut map: HashMap<Bytes, Entry> = HashMap::new();
+    // each later source sets the keys it names. Straight into the replica: no second copy of
+    // the map is ever built.
+    let mut replica = Replica::new(node_id, limits);
     // Version 1 rows count as log: they go into the next snapshot.
     let mut log_entries = 0u64;
     {
@@ -543,7 +549,8 @@ async fn load(conn: &mut SqliteConnection, path: &Path) -> Result<(Loaded, LogTa
             .fetch(&mut *conn);
         while let Some(row) = rows.try_next().await.ctx("loading version 1 entries")? {
             let e = entry_from_row(&row)?;
-            map.insert(e.key.clone(), e);
+            hlc = hlc.max(e.version.hlc);
+            replica.load_set(e);
             log_entries += 1;
         }
     }
@@ -554,9 +561,10 @@ async fn load(conn: &mut SqliteConnection, path: &Path) -> Result<(Loaded, LogTa
         while let Some(row) = rows.try_next().await.ctx("loading the snapshot")? {
             let blob: &[u8] = row.try_get(0).ctx("reading a snapshot chunk")?;
             let chunk: Vec<Entry> = decode_blob(blob, "a snapshot chunk", path)?;
-            map.reserve(chunk.len());
+            replica.reserve(chunk.len());
             for e in chunk {
-                map.insert(e.key.clone(), e);
+                hlc = hlc.max(e.version.hlc);
+                replica.load_set(e);
             }
         }
     }
@@ -571,10 +579,11 @@ async fn load(conn: &mut SqliteConnection, path: &Path) -> Result<(Loaded, LogTa
             let record: LogRecord = decode_blob(blob, "a log row", path)?;
             log_entries += (record.removed.len() + record.set.len()) as u64;
             for k in record.removed {
-                map.remove(k.as_slice());
+                replica.load_remove(&k);
             }
             for e in record.set {
-                map.insert(e.key.clone(), e);
+                hlc = hlc.max(e.version.hlc);
+                replica.load_set(e);
             }
             vv.merge(&record.vv);
             floors.merge(&record.floors);
@@ -588,13 +597,8 @@ async fn load(conn: &mut SqliteConnection, path: &Path) -> Result<(Loaded, LogTa
         .await
         .ctx("reading the log")?;
     last_log_id = last_log_id.max(max_id.unwrap_or(0));
-    let loaded = Loaded {
-        node_id,
-        hlc,
-        vv,
-        floors,
-        entries: map.into_values().collect(),
-    };
+    replica.finish_load(hlc, &vv, &floors);
+    let loaded = Loaded { node_id, replica };
     Ok((
         loaded,
         LogTail {

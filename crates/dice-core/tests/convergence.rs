@@ -169,7 +169,7 @@ proptest! {
         prop_assert_eq!(sorted_entries(&shuffled), greatest.values().cloned().collect::<Vec<_>>());
         for now in PROBES {
             for (k, e) in &greatest {
-                prop_assert_eq!(shuffled.get(k, now).cloned(), expected_read(e, now));
+                prop_assert_eq!(shuffled.get(k, now).map(Bytes::copy_from_slice), expected_read(e, now));
             }
         }
 
@@ -668,12 +668,16 @@ impl Sim {
             };
             assert_eq!(live(r), live(first), "live entries of node {i} and node 0");
             assert_eq!(r.digest(now), first.digest(now), "digest of node {i}");
-            assert_eq!(r.digest(now), r.digest_by_scan(now), "kept digest of node {i}");
+            assert_eq!(
+                r.digest(now),
+                r.digest_by_scan(now),
+                "kept digest of node {i}"
+            );
             assert_eq!(r.vv(), first.vv(), "version vector of node {i}");
             assert!(!r.resync_needed(), "node {i} still wants a resync");
             for (k, e) in &self.model {
                 assert_eq!(
-                    r.get(k, now).cloned(),
+                    r.get(k, now).map(Bytes::copy_from_slice),
                     expected_read(e, now),
                     "node {i} reads key {k:?}; greatest write {e:?}; held {:?}",
                     r.entry(k)
@@ -882,7 +886,7 @@ fn deleted_keys_stay_deleted_when_a_partitioned_replica_returns() {
     }
     sim.write(b, 6, Some(Bytes::from_static(b"b6")), None);
     sim.heal_and_sync();
-    assert_eq!(sim.nodes[c].get(&key(0), sim.now).unwrap().as_ref(), b"v0");
+    assert_eq!(sim.nodes[c].get(&key(0), sim.now).unwrap(), b"v0");
 
     // C goes away. The others delete what C holds, let a TTL run out, overwrite a key; C
     // writes keys nobody else touches.
@@ -947,10 +951,10 @@ fn deleted_keys_stay_deleted_when_a_partitioned_replica_returns() {
         for k in 0..4 {
             assert_eq!(r.get(&key(k), sim.now), None, "node {x} resurrected k{k}");
         }
-        assert_eq!(r.get(&key(4), sim.now).unwrap().as_ref(), b"new4");
+        assert_eq!(r.get(&key(4), sim.now).unwrap(), b"new4");
         assert_eq!(r.get(&key(5), sim.now), None);
-        assert_eq!(r.get(&key(6), sim.now).unwrap().as_ref(), b"b6");
-        assert_eq!(r.get(&key(7), sim.now).unwrap().as_ref(), b"c7");
+        assert_eq!(r.get(&key(6), sim.now).unwrap(), b"b6");
+        assert_eq!(r.get(&key(7), sim.now).unwrap(), b"c7");
     }
 }
 
@@ -1395,7 +1399,7 @@ fn push_range_covers_superseded_writes_only_from_where_the_receiver_stands() {
         3,
         "superseded seq 1 is covered by the range"
     );
-    assert_eq!(b.get(b"k", 1_000).unwrap().as_ref(), b"2");
+    assert_eq!(b.get(b"k", 1_000).unwrap(), b"2");
 
     // A push after a lost one: b stands at 3, the push claims (4, 5].
     a.write("k".into(), Some("4".into()), None, 1_000).unwrap();
@@ -1411,9 +1415,5 @@ fn push_range_covers_superseded_writes_only_from_where_the_receiver_stands() {
         3,
         "no claim across the gap of the lost push"
     );
-    assert_eq!(
-        b.get(b"m", 1_000).unwrap().as_ref(),
-        b"6",
-        "entries still apply"
-    );
+    assert_eq!(b.get(b"m", 1_000).unwrap(), b"6", "entries still apply");
 }

@@ -919,14 +919,20 @@ async fn snapshots_fold_the_log_and_reopen_gives_the_same_state() {
     let cache = Cache::open_with(dir.path(), options.clone()).await.unwrap();
     let model = write_workload(&cache, 3000).await;
     // Let GC drop the tombstones and expired entries: drops are logged too.
-    eventually("GC of dead entries", || cache.stats().replica.gc_dropped > 0).await;
+    eventually("GC of dead entries", || {
+        cache.stats().replica.gc_dropped > 0
+    })
+    .await;
     cache.flush().await.unwrap();
     let writes = cache.local_seq();
     // Keep writing until the writer has switched snapshots a few times after the GC.
     let snapshots_before = cache.stats().snapshots;
     let mut i = 0;
     while cache.stats().snapshots < snapshots_before + 2 {
-        cache.put(format!("more/{}", i % 100), format!("{i}")).await.unwrap();
+        cache
+            .put(format!("more/{}", i % 100), format!("{i}"))
+            .await
+            .unwrap();
         i += 1;
         assert!(i < 100_000, "no snapshot after {i} more writes");
     }

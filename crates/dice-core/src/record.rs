@@ -1,0 +1,164 @@
+//! How the replica holds an entry in memory: one allocation per entry, a fixed header followed
+//! by the key and the value. Compared with a map of `Bytes` keys to registers, this drops the
+//! per-entry register padding, the `Bytes` handles and their shared headers, and a separate
+//! allocation for the key and for the value (see BENCHMARKS.md, memory per key).
+
+use crate::entry::{Entry, NodeId, Version};
+use crate::hlc::Hlc;
+use bytes::Bytes;
+
+// Header layout, little-endian: hlc, origin, seq, expires_at (NO_EXPIRY: none), key length,
+// flags.
+const HLC: usize = 0;
+const ORIGIN: usize = 8;
+const SEQ: usize = 16;
+const EXPIRES: usize = 24;
+const KEY_LEN: usize = 32;
+const FLAGS: usize = 36;
+const HEADER: usize = 40;
+
+/// Flag: the entry holds a value (it is not a tombstone).
+const HAS_VALUE: u32 = 1;
+/// Stored expiry meaning "none" (valid expiries fit an `i64`).
+const NO_EXPIRY: u64 = u64::MAX;
+
+/// One entry, packed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record(Box<[u8]>);
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+impl Record {
+    /// Packs `e`. Keys are at most a few KiB (the limits), so their length fits a `u32`.
+    pub fn new(e: &Entry) -> Record {
+        let value = e.value.as_deref().unwrap_or_default();
+        let mut b = Vec::with_capacity(HEADER + e.key.len() + value.len());
+        b.extend_from_slice(&e.version.hlc.as_u64().to_le_bytes());
+        b.extend_from_slice(&e.version.origin.as_u64().to_le_bytes());
+        b.extend_from_slice(&e.seq.to_le_bytes());
+        b.extend_from_slice(&e.expires_at_ms.unwrap_or(NO_EXPIRY).to_le_bytes());
+        b.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
+        let flags = if e.value.is_some() { HAS_VALUE } else { 0 };
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&e.key);
+        b.extend_from_slice(value);
+        Record(b.into_boxed_slice())
+    }
+
+    pub fn key(&self) -> &[u8] {
+        let len = read_u32(&self.0, KEY_LEN) as usize;
+        &self.0[HEADER..HEADER + len]
+    }
+
+    /// The value; `None` for a tombstone.
+    pub fn value(&self) -> Option<&[u8]> {
+        if read_u32(&self.0, FLAGS) & HAS_VALUE == 0 {
+            return None;
+        }
+        let len = read_u32(&self.0, KEY_LEN) as usize;
+        Some(&self.0[HEADER + len..])
+    }
+
+    pub fn is_tombstone(&self) -> bool {
+        read_u32(&self.0, FLAGS) & HAS_VALUE == 0
+    }
+
+    pub fn version(&self) -> Version {
+        Version {
+            hlc: Hlc::from_u64(read_u64(&self.0, HLC)),
+            origin: self.origin(),
+        }
+    }
+
+    pub fn origin(&self) -> NodeId {
+        NodeId::new(read_u64(&self.0, ORIGIN)).unwrap_or_default()
+    }
+
+    pub fn seq(&self) -> u64 {
+        read_u64(&self.0, SEQ)
+    }
+
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        let t = read_u64(&self.0, EXPIRES);
+        (t != NO_EXPIRY).then_some(t)
+    }
+
+    /// Bytes allocated for this record (not counting the allocator's own overhead).
+    pub fn heap_len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The entry, with its key and value copied out.
+    pub fn to_entry(&self) -> Entry {
+        Entry {
+            key: Bytes::copy_from_slice(self.key()),
+            value: self.value().map(Bytes::copy_from_slice),
+            version: self.version(),
+            seq: self.seq(),
+            expires_at_ms: self.expires_at_ms(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_and_unpacks_every_field() {
+        let origin = NodeId::new(0x7fff_ffff_ffff_fff0).unwrap_or_default();
+        let cases = [
+            Entry {
+                key: Bytes::from_static(b"k"),
+                value: Some(Bytes::from_static(b"value")),
+                version: Version {
+                    hlc: Hlc::from_u64(123_456),
+                    origin,
+                },
+                seq: 42,
+                expires_at_ms: Some(i64::MAX as u64),
+            },
+            Entry {
+                key: Bytes::from(vec![7u8; 4096]),
+                value: Some(Bytes::new()),
+                version: Version {
+                    hlc: Hlc::from_u64(1),
+                    origin,
+                },
+                seq: u64::MAX >> 1,
+                expires_at_ms: Some(0),
+            },
+            Entry {
+                key: Bytes::from_static(b"tomb"),
+                value: None,
+                version: Version {
+                    hlc: Hlc::from_u64(9),
+                    origin,
+                },
+                seq: 1,
+                expires_at_ms: None,
+            },
+        ];
+        for e in cases {
+            let r = Record::new(&e);
+            assert_eq!(r.to_entry(), e);
+            assert_eq!(r.key(), e.key.as_ref());
+            assert_eq!(r.value(), e.value.as_deref());
+            assert_eq!(r.is_tombstone(), e.value.is_none());
+            assert_eq!(
+                r.heap_len(),
+                HEADER + e.key.len() + e.value.map_or(0, |v| v.len())
+            );
+        }
+    }
+}
