@@ -15,6 +15,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+// jemalloc: with glibc's per-thread arenas, memory freed on one thread (SQLite rows, decoded
+// snapshot chunks) stayed resident next to the map; jemalloc holds about 15-20 % less per key
+// (BENCHMARKS.md, memory per key).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A replicated cache: an LWW-map CRDT persisted in SQLite, synced over libp2p, spoken to
 /// over the Redis protocol.
 #[derive(Parser, Debug)]

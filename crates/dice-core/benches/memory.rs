@@ -16,6 +16,10 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
+
+// The allocator of the `dice` binary, so the figures are the ones a node shows.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use dice_core::{Cache, Limits, NodeId, Replica, now_ms};
 use std::path::Path;
 use std::process::Command;
