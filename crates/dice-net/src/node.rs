@@ -60,7 +60,8 @@ pub struct NodeConfig {
     pub ping_interval: Duration,
     /// How long a ping may take (default 2 s).
     pub ping_timeout: Duration,
-    /// Inbound sync requests allowed per peer per second (burst: twice that). Default 1000.
+    /// Inbound sync requests allowed per peer per second (burst: twice that). Default 5000; a
+    /// dice sender paces its pushes to at most one per peer per 250 µs, under it.
     pub max_requests_per_sec: u32,
 }
 
@@ -100,7 +101,7 @@ impl NodeBuilder {
                 catchup_interval: Duration::from_secs(5),
                 ping_interval: Duration::from_secs(1),
                 ping_timeout: Duration::from_secs(2),
-                max_requests_per_sec: 1000,
+                max_requests_per_sec: 5000,
             },
             explicit_listen: false,
         }
@@ -316,6 +317,7 @@ impl Node {
             blocked: HashSet::new(),
             listen_addrs,
             push_wanted: false,
+            next_push_at: None,
             counters: Counters::default(),
         };
         event_loop.dial_initial();
@@ -494,6 +496,11 @@ fn build_swarm(
     Ok(swarm)
 }
 
+/// Least time between two pushes to the same peer.
+const MIN_PUSH_INTERVAL: Duration = Duration::from_micros(250);
+/// Pause before pushing again to a peer that did not take a push.
+const PUSH_RETRY_DELAY: Duration = Duration::from_millis(100);
+
 /// A token bucket bounding one peer's inbound request rate.
 #[derive(Debug)]
 struct RateLimit {
@@ -534,6 +541,8 @@ struct PeerState {
     /// Our local seq the peer is known to hold.
     acked_seq: u64,
     push_in_flight: bool,
+    /// No push to this peer before then (pacing, or a retry after a failed push).
+    push_not_before: Instant,
     /// The peer's own latest seq, as far as we know.
     their_seq: u64,
     bytes_sent: u64,
@@ -557,6 +566,7 @@ impl PeerState {
             member: false,
             acked_seq: 0,
             push_in_flight: false,
+            push_not_before: Instant::now(),
             their_seq: 0,
             bytes_sent: 0,
             bytes_received: 0,
@@ -609,6 +619,8 @@ struct EventLoop {
     blocked: HashSet<PeerId>,
     listen_addrs: Vec<Multiaddr>,
     push_wanted: bool,
+    /// When a peer held back by push pacing or a retry delay may be pushed to.
+    next_push_at: Option<Instant>,
     counters: Counters,
 }
 
@@ -675,6 +687,7 @@ impl EventLoop {
         catchup.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut save = tokio::time::interval(Duration::from_secs(2));
         loop {
+            let next_push = self.next_push_at;
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 change = self.events.recv() => match change {
@@ -695,6 +708,8 @@ impl EventLoop {
                 _ = tick.tick() => self.redial(),
                 _ = catchup.tick() => self.catch_up_random(),
                 _ = save.tick() => self.known.save(),
+                _ = tokio::time::sleep_until(next_push.unwrap_or_else(Instant::now).into()),
+                    if next_push.is_some() => self.push_wanted = true,
             }
             if self.push_wanted {
                 self.push_wanted = false;
@@ -883,20 +898,38 @@ impl EventLoop {
         self.pending.insert(id, pending);
     }
 
+    /// Pushes our new writes to every member peer with no push in flight. Pushes to one peer
+    /// are at least [`MIN_PUSH_INTERVAL`] apart, so that fast local writes go out in batches
+    /// and a sender stays well under its peers' request-rate limits; a peer held back is
+    /// pushed to when its time comes (`next_push_at`).
     fn push_all(&mut self) {
-        let targets: Vec<(PeerId, u64)> = self
-            .peers
-            .iter()
-            .filter(|(p, s)| {
-                s.connections > 0 && s.member && !s.push_in_flight && !self.blocked.contains(p)
-            })
-            .map(|(p, s)| (*p, s.acked_seq))
-            .collect();
+        let now = Instant::now();
+        let local = self.cache.local_seq();
+        let mut next: Option<Instant> = None;
+        let mut targets = Vec::new();
+        for (p, s) in &self.peers {
+            if s.connections == 0
+                || !s.member
+                || s.push_in_flight
+                || s.acked_seq >= local
+                || self.blocked.contains(p)
+            {
+                continue;
+            }
+            if s.push_not_before > now {
+                next = Some(next.map_or(s.push_not_before, |n| n.min(s.push_not_before)));
+                continue;
+            }
+            targets.push((*p, s.acked_seq));
+        }
+        self.next_push_at = next;
         for (peer, acked) in targets {
             let Some((msg, last_seq)) = self.cache.push_after(acked) else {
                 continue;
             };
-            self.peer(peer).push_in_flight = true;
+            let state = self.peer(peer);
+            state.push_in_flight = true;
+            state.push_not_before = now + MIN_PUSH_INTERVAL;
             self.send(peer, &msg, Pending::Push { last_seq });
         }
     }
@@ -1053,7 +1086,14 @@ impl EventLoop {
             return;
         };
         match pending {
-            Pending::Push { .. } => self.peer(peer).push_in_flight = false,
+            Pending::Push { .. } => {
+                // Not delivered (refused over the peer's rate, timed out, connection lost):
+                // the same writes go again after a pause, from the last acknowledged seq.
+                let state = self.peer(peer);
+                state.push_in_flight = false;
+                state.push_not_before = Instant::now() + PUSH_RETRY_DELAY;
+                self.push_wanted = true;
+            }
             Pending::CatchUp => {
                 self.sessions.remove(&peer);
             }

@@ -521,3 +521,51 @@ async fn node_behind_gc_floor_resyncs_fully() {
         n.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_refused_over_the_rate_limit_is_sent_again() {
+    init_tracing();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    // No periodic catch-up: only pushes (and the one catch-up on connect) can deliver.
+    let a = NodeBuilder::new(dirs[0].path())
+        .listen(loopback())
+        .mdns(false)
+        .catchup_interval(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let a_addr = addr_of(&a).await;
+    let mut b = NodeBuilder::new(dirs[1].path())
+        .listen(loopback())
+        .mdns(false)
+        .catchup_interval(Duration::from_secs(3600))
+        .peer(a_addr);
+    // B takes at most 4 requests per second from A (burst 8).
+    b.config_mut().max_requests_per_sec = 4;
+    let b = b.start().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async { connected_peers(&a).await == 1 }).await,
+        "A and B never connected"
+    );
+    // Sequential writes: each goes out as its own push, far over B's rate.
+    for i in 0..40 {
+        a.put(format!("k{i}"), format!("v{i}")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let refused = eventually(Duration::from_secs(5), || async {
+        b.status().await.unwrap().refused_messages > 0
+    })
+    .await;
+    assert!(refused, "B never refused a push: the test proved nothing");
+    // Refused pushes are retried; everything arrives long before any periodic catch-up.
+    let t0 = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            b.cache().get(b"k39").is_some() && same_digest(&[a.clone(), b.clone()])
+        })
+        .await,
+        "B never got A's writes after refusing pushes"
+    );
+    eprintln!("converged {:?} after the refusals were seen", t0.elapsed());
+    shutdown_all([a, b]).await;
+}
