@@ -352,6 +352,11 @@ impl Replica {
         self.valued - expired
     }
 
+    /// Number of keys that read as present at `now_ms` and carry a TTL.
+    pub fn live_with_ttl(&self, now_ms: u64) -> usize {
+        self.expiring.len() - self.expiring.range(..expiry_bound(now_ms)).count()
+    }
+
     /// Live keys starting with `prefix`, with their values, sorted by key.
     pub fn scan_prefix(&self, prefix: &[u8], now_ms: u64) -> Vec<(Bytes, Bytes)> {
         let mut out: Vec<(Bytes, Bytes)> = self

@@ -715,6 +715,9 @@ async fn dbsize_info_flushall() {
         "maxclients:10000\r\n",
         "# Memory\r\n",
         "used_memory:",
+        "# Persistence\r\n",
+        "dice_commits:",
+        "dice_log_entries:",
         "# Keyspace\r\n",
         "db0:keys=3,expires=1,avg_ttl=0\r\n",
         "# Cluster\r\n",
@@ -735,6 +738,14 @@ async fn dbsize_info_flushall() {
     assert!(connected >= 1);
     let two: String = q(&mut c, &[b"INFO", b"keyspace", b"SERVER"]).await;
     assert!(two.contains("# Keyspace") && two.contains("# Server") && !two.contains("# Memory"));
+    let persistence: String = q(&mut c, &[b"INFO", b"persistence"]).await;
+    let commits: u64 = persistence
+        .lines()
+        .find_map(|l| l.strip_prefix("dice_commits:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(commits >= 1, "{persistence}");
     let none: String = q(&mut c, &[b"INFO", b"nosuchsection"]).await;
     assert_eq!(none, "");
 

@@ -1,4 +1,4 @@
-//! `INFO [section ...]`: sections server, clients, memory, keyspace and cluster.
+//! `INFO [section ...]`: sections server, clients, memory, persistence, keyspace and cluster.
 
 use super::Ctx;
 use super::connection::REDIS_VERSION;
@@ -10,7 +10,15 @@ const CLIENTS: usize = 1;
 const MEMORY: usize = 2;
 const KEYSPACE: usize = 3;
 const CLUSTER: usize = 4;
-const SECTIONS: [&str; 5] = ["server", "clients", "memory", "keyspace", "cluster"];
+const PERSISTENCE: usize = 5;
+const SECTIONS: [&str; 6] = [
+    "server",
+    "clients",
+    "memory",
+    "keyspace",
+    "cluster",
+    "persistence",
+];
 
 pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let mut wanted = [req.len() == 1; SECTIONS.len()];
@@ -84,16 +92,27 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
             );
         });
     }
+    if wanted[PERSISTENCE] {
+        section("Persistence", &|t| {
+            let s = server.cache.stats();
+            let _ = write!(
+                t,
+                "loading:0\r\n\
+                 dice_commits:{}\r\n\
+                 dice_commit_failures:{}\r\n\
+                 dice_pending_keys:{}\r\n\
+                 dice_log_entries:{}\r\n\
+                 dice_snapshots:{}\r\n",
+                s.commits, s.commit_failures, s.pending_keys, s.log_entries, s.snapshots,
+            );
+        });
+    }
     if wanted[KEYSPACE] {
         section("Keyspace", &|t| {
             let now = dice_core::now_ms();
-            let (keys, expires) = server.cache.with_replica(|r| {
-                r.entries()
-                    .filter(|e| !e.is_dead(now))
-                    .fold((0u64, 0u64), |(k, x), e| {
-                        (k + 1, x + u64::from(e.expires_at_ms.is_some()))
-                    })
-            });
+            let (keys, expires) = server
+                .cache
+                .with_replica(|r| (r.live_len(now), r.live_with_ttl(now)));
             if keys > 0 {
                 let _ = write!(t, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
             }
