@@ -59,6 +59,10 @@ pub struct NodeArgs {
         hide_env_values = true
     )]
     requirepass: Option<String>,
+    /// Worker threads serving clients and peers (default: one per CPU). On a machine shared
+    /// with busy clients, fewer can be faster (BENCHMARKS.md).
+    #[arg(long, value_name = "N", env = "DICE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// The `INFO cluster` lines of a node: a snapshot of its peers refreshed in the background,

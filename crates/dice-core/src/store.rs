@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqlSafeStr, SqliteConnection};
 use std::fs::File;
 use std::io::Read;
@@ -182,6 +182,9 @@ impl Store {
         let opts = SqliteConnectOptions::new()
             .filename(&db_path)
             .create_if_missing(true)
+            // Only this process ever opens the file (the data dir is locked): no file locks
+            // per transaction, and the WAL index in memory instead of a shared-memory file.
+            .locking_mode(SqliteLockingMode::Exclusive)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(match durability {
                 Durability::Normal => SqliteSynchronous::Normal,
