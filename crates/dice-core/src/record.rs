@@ -41,17 +41,34 @@ fn read_u32(b: &[u8], at: usize) -> u32 {
 impl Record {
     /// Packs `e`. Keys are at most a few KiB (the limits), so their length fits a `u32`.
     pub fn new(e: &Entry) -> Record {
-        let value = e.value.as_deref().unwrap_or_default();
-        let mut b = Vec::with_capacity(HEADER + e.key.len() + value.len());
-        b.extend_from_slice(&e.version.hlc.as_u64().to_le_bytes());
-        b.extend_from_slice(&e.version.origin.as_u64().to_le_bytes());
-        b.extend_from_slice(&e.seq.to_le_bytes());
-        b.extend_from_slice(&e.expires_at_ms.unwrap_or(NO_EXPIRY).to_le_bytes());
-        b.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
-        let flags = if e.value.is_some() { HAS_VALUE } else { 0 };
+        Record::from_parts(
+            &e.key,
+            e.value.as_deref(),
+            e.version,
+            e.seq,
+            e.expires_at_ms,
+        )
+    }
+
+    /// Packs an entry given by its parts.
+    pub fn from_parts(
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        seq: u64,
+        expires_at_ms: Option<u64>,
+    ) -> Record {
+        let bytes = value.unwrap_or_default();
+        let mut b = Vec::with_capacity(HEADER + key.len() + bytes.len());
+        b.extend_from_slice(&version.hlc.as_u64().to_le_bytes());
+        b.extend_from_slice(&version.origin.as_u64().to_le_bytes());
+        b.extend_from_slice(&seq.to_le_bytes());
+        b.extend_from_slice(&expires_at_ms.unwrap_or(NO_EXPIRY).to_le_bytes());
+        b.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        let flags = if value.is_some() { HAS_VALUE } else { 0 };
         b.extend_from_slice(&flags.to_le_bytes());
-        b.extend_from_slice(&e.key);
-        b.extend_from_slice(value);
+        b.extend_from_slice(key);
+        b.extend_from_slice(bytes);
         Record(b.into_boxed_slice())
     }
 

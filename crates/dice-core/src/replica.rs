@@ -165,6 +165,19 @@ impl Replica {
         self.install(e, ChangeSource::Remote);
     }
 
+    /// Loading persisted state: sets the key of an entry given by its parts, whatever it held.
+    pub(crate) fn load_parts(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        seq: u64,
+        expires_at_ms: Option<u64>,
+    ) {
+        let record = Record::from_parts(key, value, version, seq, expires_at_ms);
+        self.install_record(record, ChangeSource::Remote);
+    }
+
     /// Loading persisted state: drops `key`.
     pub(crate) fn load_remove(&mut self, key: &[u8]) {
         self.remove(key, ChangeSource::Dropped);
@@ -479,9 +492,21 @@ impl Replica {
 
     /// Replaces what `entry.key` holds by `entry`, keeping the indexes in step.
     fn install(&mut self, entry: Entry, source: ChangeSource) {
-        let hash = self.hash(&entry.key);
-        let record = Record::new(&entry);
-        if let Ok(old) = self.map.find_entry(hash, |r| r.key() == entry.key.as_ref()) {
+        self.install_record(Record::new(&entry), source);
+        if let Some(changes) = self.changes.as_mut() {
+            changes.push(Change {
+                key: entry.key.clone(),
+                entry: Some(entry),
+                source,
+            });
+        }
+    }
+
+    /// Replaces what the record's key holds by it, keeping the indexes in step (no change is
+    /// recorded).
+    fn install_record(&mut self, record: Record, source: ChangeSource) {
+        let hash = self.hash(record.key());
+        if let Ok(old) = self.map.find_entry(hash, |r| r.key() == record.key()) {
             let (old, _) = old.remove();
             if source == ChangeSource::Remote && old.origin() == self.id {
                 self.local_lost_to_remote = self.local_lost_to_remote.max(old.seq());
@@ -492,13 +517,6 @@ impl Replica {
         let hasher = &self.hasher;
         self.map
             .insert_unique(hash, record, |r| hasher.hash_one(r.key()));
-        if let Some(changes) = self.changes.as_mut() {
-            changes.push(Change {
-                key: entry.key.clone(),
-                entry: Some(entry),
-                source,
-            });
-        }
     }
 
     /// Drops what `key` holds (no tombstone is left). Returns whether it held anything.

@@ -83,14 +83,41 @@ struct LogRecordOut<'a> {
     set: &'a [Entry],
 }
 
-/// A log row, as read back.
+/// A log row, as read back, borrowing from the row's bytes.
 #[derive(Deserialize)]
-struct LogRecord {
+struct LogRecord<'a> {
     hlc: u64,
     vv: VersionVector,
     floors: VersionVector,
-    removed: Vec<serde_bytes::ByteBuf>,
-    set: Vec<Entry>,
+    #[serde(borrow)]
+    removed: Vec<&'a serde_bytes::Bytes>,
+    #[serde(borrow)]
+    set: Vec<EntryRef<'a>>,
+}
+
+/// An [`Entry`] as read back, borrowing its key and value from the blob (same encoding): a
+/// load copies each entry once, into the replica.
+#[derive(Deserialize)]
+struct EntryRef<'a> {
+    #[serde(borrow, with = "serde_bytes")]
+    key: &'a [u8],
+    #[serde(borrow, with = "serde_bytes")]
+    value: Option<&'a [u8]>,
+    version: Version,
+    seq: u64,
+    expires_at_ms: Option<u64>,
+}
+
+impl EntryRef<'_> {
+    fn load_into(&self, replica: &mut Replica) {
+        replica.load_parts(
+            self.key,
+            self.value,
+            self.version,
+            self.seq,
+            self.expires_at_ms,
+        );
+    }
 }
 
 /// A snapshot being written (see [`Store::begin_snapshot`]).
@@ -563,11 +590,11 @@ async fn load(
             .fetch(&mut *conn);
         while let Some(row) = rows.try_next().await.ctx("loading the snapshot")? {
             let blob: &[u8] = row.try_get(0).ctx("reading a snapshot chunk")?;
-            let chunk: Vec<Entry> = decode_blob(blob, "a snapshot chunk", path)?;
+            let chunk: Vec<EntryRef<'_>> = decode_blob(blob, "a snapshot chunk", path)?;
             replica.reserve(chunk.len());
-            for e in chunk {
+            for e in &chunk {
                 hlc = hlc.max(e.version.hlc);
-                replica.load_set(e);
+                e.load_into(&mut replica);
             }
         }
     }
@@ -581,12 +608,12 @@ async fn load(
             let blob: &[u8] = row.try_get(1).ctx("reading a log row")?;
             let record: LogRecord = decode_blob(blob, "a log row", path)?;
             log_entries += (record.removed.len() + record.set.len()) as u64;
-            for k in record.removed {
-                replica.load_remove(&k);
+            for k in &record.removed {
+                replica.load_remove(k);
             }
-            for e in record.set {
+            for e in &record.set {
                 hlc = hlc.max(e.version.hlc);
-                replica.load_set(e);
+                e.load_into(&mut replica);
             }
             vv.merge(&record.vv);
             floors.merge(&record.floors);
