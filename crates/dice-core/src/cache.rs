@@ -653,6 +653,7 @@ fn take_batch(st: &mut State) -> (CommitBatch, u64) {
         vv: st.replica.vv().clone(),
         floors: st.replica.floors().clone(),
         hlc: st.replica.last_hlc(),
+        entry_count: st.replica.entry_count() as u64,
         ..CommitBatch::default()
     };
     for (key, _dropped) in dirty {

@@ -71,12 +71,15 @@ pub(crate) struct CommitBatch {
     pub vv: VersionVector,
     pub floors: VersionVector,
     pub hlc: Hlc,
+    /// Entries the map holds with this group applied.
+    pub entry_count: u64,
 }
 
 /// A log row, as written.
 #[derive(Serialize)]
 struct LogRecordOut<'a> {
     hlc: u64,
+    entries: u64,
     vv: &'a VersionVector,
     floors: &'a VersionVector,
     removed: Vec<&'a serde_bytes::Bytes>,
@@ -87,6 +90,10 @@ struct LogRecordOut<'a> {
 #[derive(Deserialize)]
 struct LogRecord<'a> {
     hlc: u64,
+    /// Entries the map held after this commit: a load sizes the map from the newest row
+    /// (read through [`LogHead`]).
+    #[allow(dead_code)]
+    entries: u64,
     vv: VersionVector,
     floors: VersionVector,
     #[serde(borrow)]
@@ -155,6 +162,7 @@ pub(crate) struct Store {
     committed_vv: VersionVector,
     committed_floors: VersionVector,
     committed_hlc: Hlc,
+    committed_entries: u64,
     /// Held (locked) for as long as the store lives.
     _lock: File,
 }
@@ -255,6 +263,7 @@ impl Store {
             committed_vv: loaded.replica.vv().clone(),
             committed_floors: loaded.replica.floors().clone(),
             committed_hlc: loaded.replica.last_hlc(),
+            committed_entries: loaded.replica.entry_count() as u64,
             _lock: lock,
         };
         Ok((store, loaded))
@@ -269,6 +278,7 @@ impl Store {
     pub async fn commit(&mut self, batch: &CommitBatch) -> Result<()> {
         let record = LogRecordOut {
             hlc: batch.hlc.as_u64(),
+            entries: batch.entry_count,
             vv: &batch.vv,
             floors: &batch.floors,
             removed: batch
@@ -294,6 +304,7 @@ impl Store {
         self.committed_vv = batch.vv.clone();
         self.committed_floors = batch.floors.clone();
         self.committed_hlc = batch.hlc;
+        self.committed_entries = batch.entry_count;
         Ok(())
     }
 
@@ -338,11 +349,12 @@ impl Store {
         let mut tx = self.conn.begin().await.ctx("beginning a snapshot switch")?;
         sqlx::query(
             "INSERT INTO meta (name, value) VALUES ('snapshot_gen', ?1), ('log_start', ?2), \
-             ('hlc', ?3) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+             ('hlc', ?3), ('entries', ?4) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
         )
         .bind(run.gen_)
         .bind(run.log_upto)
         .bind(to_i64(self.committed_hlc.as_u64()))
+        .bind(to_i64(self.committed_entries))
         .execute(&mut *tx)
         .await
         .ctx("switching snapshots")?;
@@ -493,7 +505,20 @@ async fn meta_value(conn: &mut SqliteConnection, name: &str) -> Result<Option<i6
         .ctx("reading the meta table")
 }
 
-fn decode_blob<'a, T: Deserialize<'a>>(blob: &'a [u8], what: &str, path: &Path) -> Result<T> {
+/// The first fields of a log row.
+#[derive(Deserialize)]
+struct LogHead {
+    #[allow(dead_code)]
+    hlc: u64,
+    entries: u64,
+}
+
+fn decode_blob<'a, T: Deserialize<'a>>(
+    blob: &'a [u8],
+    what: &str,
+    path: &Path,
+    prefix_only: bool,
+) -> Result<T> {
     let corrupt = |reason: String| Error::Corrupt {
         path: path.to_path_buf(),
         reason: format!("{what}: {reason}"),
@@ -502,7 +527,7 @@ fn decode_blob<'a, T: Deserialize<'a>>(blob: &'a [u8], what: &str, path: &Path) 
         Some((&BLOB_FORMAT, body)) => {
             let (value, rest) =
                 postcard::take_from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
-            if !rest.is_empty() {
+            if !rest.is_empty() && !prefix_only {
                 return Err(corrupt(format!("{} trailing bytes", rest.len())));
             }
             Ok(value)
@@ -572,6 +597,19 @@ async fn load(
     // each later source sets the keys it names. Straight into the replica: no second copy of
     // the map is ever built.
     let mut replica = Replica::new(node_id, limits);
+    // Size the map once, from the newest log row (or the snapshot switch), instead of growing
+    // it (and rehashing every entry) a dozen times on the way to a million.
+    let newest: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT batch FROM log WHERE id > ?1 ORDER BY id DESC LIMIT 1")
+            .bind(log_start)
+            .fetch_optional(&mut *conn)
+            .await
+            .ctx("reading the log")?;
+    let expected = match newest {
+        Some(blob) => decode_blob::<LogHead>(&blob, "a log row", path, true)?.entries,
+        None => to_u64(meta_value(conn, "entries").await?.unwrap_or(0)),
+    };
+    replica.reserve(expected.min(1 << 26) as usize);
     // Version 1 rows count as log: they go into the next snapshot.
     let mut log_entries = 0u64;
     {
@@ -590,7 +628,7 @@ async fn load(
             .fetch(&mut *conn);
         while let Some(row) = rows.try_next().await.ctx("loading the snapshot")? {
             let blob: &[u8] = row.try_get(0).ctx("reading a snapshot chunk")?;
-            let chunk: Vec<EntryRef<'_>> = decode_blob(blob, "a snapshot chunk", path)?;
+            let chunk: Vec<EntryRef<'_>> = decode_blob(blob, "a snapshot chunk", path, false)?;
             replica.reserve(chunk.len());
             for e in &chunk {
                 hlc = hlc.max(e.version.hlc);
@@ -606,7 +644,7 @@ async fn load(
         while let Some(row) = rows.try_next().await.ctx("loading the log")? {
             last_log_id = row.try_get(0).ctx("reading a log id")?;
             let blob: &[u8] = row.try_get(1).ctx("reading a log row")?;
-            let record: LogRecord = decode_blob(blob, "a log row", path)?;
+            let record: LogRecord = decode_blob(blob, "a log row", path, false)?;
             log_entries += (record.removed.len() + record.set.len()) as u64;
             for k in &record.removed {
                 replica.load_remove(k);
