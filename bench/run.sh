@@ -10,7 +10,9 @@
 # SKIP_OPEN=1 (skip part 4), REPL_SAMPLES (part 2 latency samples; default 2000, full 10000),
 # REPL_KEYS (part 3 key count N; default 100000, full 1000000), REPL_MISSED (part 3 missed
 # update counts, comma list, each capped at N; default 1000,10000,100000),
-# SKIP_REPLICATION=1 (skip parts 2 and 3).
+# SKIP_REPLICATION=1 (skip parts 2 and 3), DICE_THREADS (each dice node's --threads; default 1:
+# redis-benchmark takes one of this 2-core machine's cores, as Redis runs one event loop, and
+# one dice worker thread measured faster here than two; see BENCHMARKS.md).
 #
 # Part 1: redis-server (AOF on, appendfsync everysec, temp dir) and one `dice node`, then
 #   `redis-benchmark -t set,get -d 100 -r 100000 -c 50` with -P 1 and -P 16, alternating
@@ -42,6 +44,7 @@ else
 fi
 REPL_MISSED=${REPL_MISSED:-1000,10000,100000}
 SKIP_REPLICATION=${SKIP_REPLICATION:-0}
+DICE_THREADS=${DICE_THREADS:-1}
 CLIENTS=50
 VALUE_SIZE=100
 KEYSPACE=100000
@@ -131,7 +134,8 @@ start_dice() {
     mkdir -p "$dir"
     rm -f "$dir/api.addr"
     local t0; t0=$(date +%s.%N)
-    "$DICE" node --data "$dir" --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 --no-mdns "$@" \
+    "$DICE" node --data "$dir" --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 --no-mdns \
+        --threads "$DICE_THREADS" "$@" \
         >>"$dir.out" 2>>"$dir.err" &
     local pid=$!
     PIDS+=("$pid")
@@ -224,7 +228,7 @@ echo "- sizes: N=$N_P1 (-P 1), N=$N_P16 (-P 16), $( [[ $FULL == 1 ]] && echo ful
 start_redis "$TMP/redis"
 start_dice 1 "$TMP/single"
 echo "- $REDIS_CMD"
-echo "- $DICE node --data DIR --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 --no-mdns"
+echo "- $DICE node --data DIR --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 --no-mdns --threads $DICE_THREADS"
 echo "- $(bench_cmd 1 "$N_P1")"
 echo "- $(bench_cmd 16 "$N_P16")"
 
