@@ -106,8 +106,8 @@ pub struct CacheStats {
 
 struct State {
     replica: Replica,
-    /// Keys changed since the last commit; `true` if the key was dropped at some point.
-    dirty: HashMap<Bytes, bool>,
+    /// Keys changed since the last commit, with what they hold now (`None`: dropped).
+    dirty: HashMap<Bytes, Option<Entry>>,
     /// The generation of the group being collected.
     generation: u64,
 }
@@ -592,9 +592,8 @@ impl Cache {
 /// Moves the replica's recorded changes into the dirty set and to subscribers.
 fn record(shared: &Shared, st: &mut State) {
     for change in st.replica.take_changes() {
-        let dropped = change.entry.is_none();
-        let flag = st.dirty.entry(change.key.clone()).or_insert(false);
-        *flag |= dropped;
+        // The newest change of a key is what it holds: the commit writes it as is.
+        st.dirty.insert(change.key.clone(), change.entry.clone());
         if change.source == ChangeSource::Dropped || shared.events.receiver_count() == 0 {
             continue;
         }
@@ -656,8 +655,8 @@ fn take_batch(st: &mut State) -> (CommitBatch, u64) {
         entry_count: st.replica.entry_count() as u64,
         ..CommitBatch::default()
     };
-    for (key, _dropped) in dirty {
-        match st.replica.entry(&key) {
+    for (key, entry) in dirty {
+        match entry {
             Some(e) => batch.upserts.push(e),
             None => batch.removals.push(key),
         }
@@ -792,10 +791,10 @@ async fn commit_group(
                 // Put the keys back so a later group retries them.
                 let mut st = shared.state.write();
                 for k in batch.removals {
-                    st.dirty.insert(k, true);
+                    st.dirty.entry(k).or_insert(None);
                 }
                 for e in batch.upserts {
-                    st.dirty.entry(e.key).or_insert(false);
+                    st.dirty.entry(e.key.clone()).or_insert(Some(e));
                 }
             }
             let why: Arc<str> = e.to_string().into();
