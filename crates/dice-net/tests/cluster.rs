@@ -544,7 +544,10 @@ async fn a_push_refused_over_the_rate_limit_is_sent_again() {
     b.config_mut().max_requests_per_sec = 4;
     let b = b.start().await.unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || async { connected_peers(&a).await == 1 }).await,
+        eventually(Duration::from_secs(10), || async {
+            connected_peers(&a).await == 1
+        })
+        .await,
         "A and B never connected"
     );
     // Sequential writes: each goes out as its own push, far over B's rate.
