@@ -98,6 +98,8 @@ pub struct CacheStats {
     pub log_entries: u64,
     /// Snapshots written since the cache was opened.
     pub snapshots: u64,
+    /// Rows a snapshot replaced are still being deleted from the file.
+    pub cleanup_pending: bool,
     /// Remote timestamps ahead of local time by more than the allowed skew.
     pub clock_skew_events: u64,
     /// Merge, GC and resync counters.
@@ -133,6 +135,7 @@ struct Shared {
     commit_failures: AtomicU64,
     log_entries: AtomicU64,
     snapshots: AtomicU64,
+    cleanup_pending: AtomicBool,
 }
 
 struct Inner {
@@ -223,6 +226,7 @@ impl Cache {
             commit_failures: AtomicU64::new(0),
             log_entries: AtomicU64::new(store.log_entries()),
             snapshots: AtomicU64::new(0),
+            cleanup_pending: AtomicBool::new(store.cleanup_pending()),
             options,
         });
         let writer = tokio::spawn(writer_loop(shared.clone(), store));
@@ -490,6 +494,7 @@ impl Cache {
             commit_failures: shared.commit_failures.load(Ordering::Relaxed),
             log_entries: shared.log_entries.load(Ordering::Relaxed),
             snapshots: shared.snapshots.load(Ordering::Relaxed),
+            cleanup_pending: shared.cleanup_pending.load(Ordering::Relaxed),
             clock_skew_events: st.replica.skew_events(),
             replica: st.replica.stats(),
         }
@@ -696,8 +701,21 @@ async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
             }
             break;
         }
-        // One snapshot step between two commits, so a snapshot makes progress under any load
-        // and never holds a commit back for more than a chunk.
+        // One snapshot (or cleanup) step between two commits, so a snapshot makes progress
+        // under any load and never holds a commit back for more than a chunk.
+        if snapshot.is_none()
+            && store.cleanup_pending()
+            && snapshot_retry_at.is_none_or(|t| tokio::time::Instant::now() >= t)
+        {
+            if let Err(e) = store.cleanup_step().await {
+                tracing::warn!(error = %e, "dropping replaced rows failed; will retry");
+                snapshot_retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+            }
+            shared
+                .cleanup_pending
+                .store(store.cleanup_pending(), Ordering::Relaxed);
+            continue;
+        }
         if snapshot.is_none()
             && snapshot_retry_at.is_none_or(|t| tokio::time::Instant::now() >= t)
             && needs_snapshot(&shared, &store)
@@ -719,6 +737,7 @@ async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
                     match store.finish_snapshot(run).await {
                         Ok(()) => {
                             shared.snapshots.fetch_add(1, Ordering::Relaxed);
+                            shared.cleanup_pending.store(true, Ordering::Relaxed);
                             shared
                                 .log_entries
                                 .store(store.log_entries(), Ordering::Relaxed);

@@ -163,6 +163,8 @@ pub(crate) struct Store {
     committed_floors: VersionVector,
     committed_hlc: Hlc,
     committed_entries: u64,
+    /// Rows replaced by the current snapshot may still be in the file.
+    cleanup_pending: bool,
     /// Held (locked) for as long as the store lives.
     _lock: File,
 }
@@ -264,6 +266,7 @@ impl Store {
             committed_floors: loaded.replica.floors().clone(),
             committed_hlc: loaded.replica.last_hlc(),
             committed_entries: loaded.replica.entry_count() as u64,
+            cleanup_pending: tail.snapshot_gen > 0,
             _lock: lock,
         };
         Ok((store, loaded))
@@ -343,8 +346,8 @@ impl Store {
         Ok(())
     }
 
-    /// Makes a complete snapshot the one that counts, and drops what it replaces: the older
-    /// snapshot, the log rows it covers and version 1's table.
+    /// Makes a complete snapshot the one that counts. What it replaces (the older snapshot,
+    /// the log rows it covers, version 1's table) is left to [`Store::cleanup_step`].
     pub async fn finish_snapshot(&mut self, run: SnapshotRun) -> Result<()> {
         let mut tx = self.conn.begin().await.ctx("beginning a snapshot switch")?;
         sqlx::query(
@@ -384,23 +387,49 @@ impl Store {
                 .await
                 .ctx("saving the version vector")?;
         }
-        sqlx::query("DELETE FROM snapshot WHERE gen < ?1")
-            .bind(run.gen_)
-            .execute(&mut *tx)
-            .await
-            .ctx("dropping the old snapshot")?;
-        sqlx::query("DELETE FROM log WHERE id <= ?1")
-            .bind(run.log_upto)
-            .execute(&mut *tx)
-            .await
-            .ctx("dropping covered log rows")?;
-        sqlx::query("DELETE FROM entries")
-            .execute(&mut *tx)
-            .await
-            .ctx("dropping version 1 entries")?;
         tx.commit().await.ctx("committing a snapshot switch")?;
         self.snapshot_gen = run.gen_;
+        // What the new snapshot replaces is no longer read; it is deleted a little at a time
+        // (`cleanup_step`): deleting a large snapshot at once held commits back.
+        self.cleanup_pending = true;
         self.log_entries = self.log_entries.saturating_sub(run.log_entries_covered);
+        Ok(())
+    }
+
+    /// Whether rows replaced by a snapshot are still waiting to be deleted.
+    pub fn cleanup_pending(&self) -> bool {
+        self.cleanup_pending
+    }
+
+    /// Deletes a bounded number of the rows the current snapshot replaced; clears
+    /// `cleanup_pending` once none is left.
+    pub async fn cleanup_step(&mut self) -> Result<()> {
+        let chunks = sqlx::query(
+            "DELETE FROM snapshot WHERE id IN (SELECT id FROM snapshot WHERE gen < ?1 LIMIT 8)",
+        )
+        .bind(self.snapshot_gen)
+        .execute(&mut self.conn)
+        .await
+        .ctx("dropping the old snapshot")?
+        .rows_affected();
+        let log_start = meta_value(&mut self.conn, "log_start").await?.unwrap_or(0);
+        let rows = sqlx::query(
+            "DELETE FROM log WHERE id IN (SELECT id FROM log WHERE id <= ?1 LIMIT 512)",
+        )
+        .bind(log_start)
+        .execute(&mut self.conn)
+        .await
+        .ctx("dropping covered log rows")?
+        .rows_affected();
+        let v1 =
+            sqlx::query("DELETE FROM entries WHERE key IN (SELECT key FROM entries LIMIT 4096)")
+                .execute(&mut self.conn)
+                .await
+                .ctx("dropping version 1 entries")?
+                .rows_affected();
+        if chunks + rows + v1 == 0 {
+            self.cleanup_pending = false;
+        }
         Ok(())
     }
 
@@ -612,7 +641,7 @@ async fn load(
     replica.reserve(expected.min(1 << 26) as usize);
     // Version 1 rows count as log: they go into the next snapshot.
     let mut log_entries = 0u64;
-    {
+    if snapshot_gen == 0 {
         let mut rows = sqlx::query("SELECT key, value, hlc, origin, seq, expires_at FROM entries")
             .fetch(&mut *conn);
         while let Some(row) = rows.try_next().await.ctx("loading version 1 entries")? {

@@ -946,6 +946,7 @@ async fn snapshots_fold_the_log_and_reopen_gives_the_same_state() {
     let before = snapshot(&cache);
     let (digest, vv, floors) = (cache.digest(), stats.vv.clone(), stats.floors.clone());
     let live = cache.len();
+    eventually("the cleanup", || !cache.stats().cleanup_pending).await;
     cache.close().await.unwrap();
     // One snapshot generation is left, and the log holds only what came after it.
     let gens = count_rows(dir.path(), "(SELECT DISTINCT gen FROM snapshot)").await;
@@ -1026,6 +1027,8 @@ async fn a_version_1_data_dir_is_upgraded_and_keeps_its_entries() {
     let e = cache.put("k3", "v3").await.unwrap();
     assert_eq!(e.seq, 3);
     eventually("a snapshot", || cache.stats().snapshots > 0).await;
+    // The old table is ignored from then on, and emptied a little at a time.
+    eventually("the cleanup", || !cache.stats().cleanup_pending).await;
     cache.close().await.unwrap();
     assert_eq!(count_rows(dir.path(), "entries").await, 0);
 

@@ -102,8 +102,14 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                  dice_commit_failures:{}\r\n\
                  dice_pending_keys:{}\r\n\
                  dice_log_entries:{}\r\n\
-                 dice_snapshots:{}\r\n",
-                s.commits, s.commit_failures, s.pending_keys, s.log_entries, s.snapshots,
+                 dice_snapshots:{}\r\n\
+                 dice_snapshot_cleanup_pending:{}\r\n",
+                s.commits,
+                s.commit_failures,
+                s.pending_keys,
+                s.log_entries,
+                s.snapshots,
+                u8::from(s.cleanup_pending),
             );
         });
     }
