@@ -4,7 +4,7 @@
 use crate::entry::{Entry, Limits, NodeId};
 use crate::hlc::now_ms;
 use crate::replica::{ChangeSource, GcReport, Replica, ReplicaStats};
-use crate::store::{CommitBatch, Durability, SnapshotRun, Store};
+use crate::store::{CommitBatch, Durability, MAX_BLOB_BYTES, SnapshotRun, Store};
 use crate::sync::{Refusal, SessionStep, SyncLimits, SyncMessage, SyncSession};
 use crate::version_vector::VersionVector;
 use crate::{Error, Result};
@@ -775,11 +775,11 @@ fn needs_snapshot(shared: &Shared, store: &Store) -> bool {
 
 /// Writes the next chunk of `run`; `true` once the walk over the map is done.
 async fn snapshot_step(shared: &Shared, store: &mut Store, run: &mut SnapshotRun) -> Result<bool> {
-    let (chunk, next) = shared
-        .state
-        .read()
-        .replica
-        .entries_after_dot(run.cursor, SNAPSHOT_CHUNK_ENTRIES);
+    let (chunk, next) = shared.state.read().replica.entries_after_dot(
+        run.cursor,
+        SNAPSHOT_CHUNK_ENTRIES,
+        MAX_BLOB_BYTES,
+    );
     if !chunk.is_empty() {
         store.write_snapshot_chunk(run, &chunk).await?;
     }

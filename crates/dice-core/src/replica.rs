@@ -325,15 +325,18 @@ impl Replica {
         self.map.iter().map(Record::to_entry)
     }
 
-    /// Up to `max` entries in dot order (origin, then seq) from `cursor` on (`None`: from the
-    /// start), and the cursor to go on from, `None` once the walk is done. Between calls the map may change: an entry
+    /// Up to `max` entries (and about `max_bytes`) in dot order (origin, then seq) from
+    /// `cursor` on (`None`: from the start), and the cursor to go on from, `None` once the
+    /// walk is done. Between calls the map may change: an entry
     /// rewritten meanwhile may be seen twice or not at all (its new version is newer than the
     /// walk's start, which is how the store's snapshots account for it).
     pub fn entries_after_dot(
         &self,
         cursor: Option<(NodeId, u64)>,
         max: usize,
+        max_bytes: usize,
     ) -> (Vec<Entry>, Option<(NodeId, u64)>) {
+        let mut bytes = 0usize;
         let mut out = Vec::with_capacity(max.min(self.map.len()));
         let origins = match cursor {
             Some((o, _)) => self.by_dot.range(o..),
@@ -345,10 +348,13 @@ impl Replica {
                 _ => seqs.range(..),
             };
             for (&seq, &hash) in seqs {
-                if out.len() == max {
+                if out.len() == max || (bytes >= max_bytes && !out.is_empty()) {
                     return (out, Some((origin, seq)));
                 }
-                out.extend(self.record_at(hash, origin, seq).map(Record::to_entry));
+                if let Some(e) = self.record_at(hash, origin, seq).map(Record::to_entry) {
+                    bytes += e.wire_size();
+                    out.push(e);
+                }
             }
         }
         (out, None)

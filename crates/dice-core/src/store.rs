@@ -82,8 +82,30 @@ struct LogRecordOut<'a> {
     entries: u64,
     vv: &'a VersionVector,
     floors: &'a VersionVector,
-    removed: Vec<&'a serde_bytes::Bytes>,
+    removed: &'a [&'a serde_bytes::Bytes],
     set: &'a [Entry],
+}
+
+/// Largest log row or snapshot chunk, roughly: SQLite refuses blobs over 1 GB, and a row is
+/// built in memory whole.
+pub(crate) const MAX_BLOB_BYTES: usize = 8 << 20;
+
+/// Splits `entries` into runs of at most about `max_bytes` each (a run holds at least one entry).
+fn split_by_bytes(entries: &[Entry], max_bytes: usize) -> Vec<&[Entry]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, e) in entries.iter().enumerate() {
+        let size = e.wire_size();
+        if i > start && bytes + size > max_bytes {
+            out.push(&entries[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < entries.len() {
+        out.push(&entries[start..]);
+    }
+    out
 }
 
 /// A log row, as read back, borrowing from the row's bytes.
@@ -279,30 +301,57 @@ impl Store {
 
     /// Writes one group: one log row, in one transaction.
     pub async fn commit(&mut self, batch: &CommitBatch) -> Result<()> {
-        let record = LogRecordOut {
-            hlc: batch.hlc.as_u64(),
-            entries: batch.entry_count,
-            vv: &batch.vv,
-            floors: &batch.floors,
-            removed: batch
-                .removals
-                .iter()
-                .map(|k| serde_bytes::Bytes::new(k))
-                .collect(),
-            set: &batch.upserts,
-        };
-        let blob = postcard::to_extend(&record, vec![BLOB_FORMAT])
-            .map_err(|e| Error::CommitFailed(format!("encoding a log row: {e}")))?;
+        let removed: Vec<&serde_bytes::Bytes> = batch
+            .removals
+            .iter()
+            .map(|k| serde_bytes::Bytes::new(k))
+            .collect();
+        // One row per at most `MAX_BLOB_BYTES` of entries (a group of large values would
+        // otherwise pass SQLite's blob limit), all in one transaction.
+        let mut blobs = Vec::new();
+        let mut parts = split_by_bytes(&batch.upserts, MAX_BLOB_BYTES).into_iter();
+        let mut first = Some(removed.as_slice());
+        loop {
+            let set = parts.next().unwrap_or_default();
+            if set.is_empty() && first.is_none() {
+                break;
+            }
+            let record = LogRecordOut {
+                hlc: batch.hlc.as_u64(),
+                entries: batch.entry_count,
+                vv: &batch.vv,
+                floors: &batch.floors,
+                removed: first.take().unwrap_or_default(),
+                set,
+            };
+            blobs.push(
+                postcard::to_extend(&record, vec![BLOB_FORMAT])
+                    .map_err(|e| Error::CommitFailed(format!("encoding a log row: {e}")))?,
+            );
+        }
         // Ids are given, not left to SQLite: after a snapshot switch emptied the table, SQLite
         // would start again at 1, below `log_start`, and replay would skip the new rows.
-        let id = self.last_log_id + 1;
-        sqlx::query("INSERT INTO log (id, batch) VALUES (?1, ?2)")
-            .bind(id)
-            .bind(blob)
-            .execute(&mut self.conn)
-            .await
-            .ctx("appending to the log")?;
-        self.last_log_id = id;
+        let first_id = self.last_log_id + 1;
+        if let [blob] = blobs.as_slice() {
+            sqlx::query("INSERT INTO log (id, batch) VALUES (?1, ?2)")
+                .bind(first_id)
+                .bind(blob.as_slice())
+                .execute(&mut self.conn)
+                .await
+                .ctx("appending to the log")?;
+        } else {
+            let mut tx = self.conn.begin().await.ctx("beginning a commit")?;
+            for (i, blob) in blobs.iter().enumerate() {
+                sqlx::query("INSERT INTO log (id, batch) VALUES (?1, ?2)")
+                    .bind(first_id + i as i64)
+                    .bind(blob.as_slice())
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("appending to the log")?;
+            }
+            tx.commit().await.ctx("committing")?;
+        }
+        self.last_log_id = first_id + blobs.len() as i64 - 1;
         self.log_entries += (batch.removals.len() + batch.upserts.len()) as u64;
         self.committed_vv = batch.vv.clone();
         self.committed_floors = batch.floors.clone();

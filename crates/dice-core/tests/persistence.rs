@@ -1060,3 +1060,50 @@ async fn a_damaged_log_row_is_a_clear_error_and_is_left_alone() {
     let again = Cache::open(dir.path()).await.unwrap_err();
     assert!(matches!(again, Error::Corrupt { .. }), "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_and_snapshots_of_large_values_are_split_into_bounded_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        snapshot_min_log_entries: 16,
+        ..Default::default()
+    };
+    let cache = Cache::open_with(dir.path(), options.clone()).await.unwrap();
+    let big = |i: usize| Bytes::from(vec![(i % 251) as u8; 1024 * 1024 - i]);
+    // 40 values of ~1 MiB written at once: one group of ~40 MiB.
+    let mut pending = Vec::new();
+    for i in 0..40 {
+        let (_, generation) = cache
+            .write_unacked(Bytes::from(format!("big/{i}")), Some(big(i)), None)
+            .await
+            .unwrap();
+        pending.push(generation);
+    }
+    cache.flush().await.unwrap();
+    assert!(
+        cache.stats().commits < 40,
+        "the writes should share group commits"
+    );
+    eventually("a snapshot", || cache.stats().snapshots > 0).await;
+    eventually("the cleanup", || !cache.stats().cleanup_pending).await;
+    cache.close().await.unwrap();
+    // No row holds much more than 8 MiB.
+    let mut conn = sqlite(&dir.path().join(dice_core::store::DB_FILE)).await;
+    let largest: i64 = sqlx::query_scalar(
+        "SELECT max(n) FROM (SELECT length(batch) AS n FROM log \
+         UNION ALL SELECT length(chunk) AS n FROM snapshot)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    assert!(largest < 10 << 20, "a row of {largest} bytes");
+    assert!(largest > 1 << 20, "no large row at all: {largest} bytes");
+
+    let cache = Cache::open_with(dir.path(), options).await.unwrap();
+    for i in 0..40 {
+        let v = cache.get(format!("big/{i}").as_bytes()).unwrap();
+        assert_eq!(v, big(i), "big/{i}");
+    }
+    cache.close().await.unwrap();
+}
