@@ -572,26 +572,18 @@ impl Lan {
 
     /// Cuts host `i` off the LAN: its bridge port goes down (the host sees no carrier).
     pub fn cut(&self, i: usize) {
-        ip_ok(&[
-            "-n",
-            &self.bridge_ns,
-            "link",
-            "set",
-            &self.hosts[i].port,
-            "down",
-        ]);
+        self.set_port(i, "down");
     }
 
     /// Puts host `i` back on the LAN.
     pub fn heal(&self, i: usize) {
-        ip_ok(&[
-            "-n",
-            &self.bridge_ns,
-            "link",
-            "set",
-            &self.hosts[i].port,
-            "up",
-        ]);
+        self.set_port(i, "up");
+    }
+
+    /// Sets host `i`'s bridge port `up` or `down`.
+    fn set_port(&self, i: usize, state: &str) {
+        let port = &self.hosts[i].port;
+        ip_ok(&["-n", &self.bridge_ns, "link", "set", port, state]);
     }
 }
 

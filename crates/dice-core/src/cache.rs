@@ -676,7 +676,7 @@ const SNAPSHOT_CHUNK_ENTRIES: usize = 4096;
 
 async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
     let mut snapshot: Option<SnapshotRun> = None;
-    let mut snapshot_retry_at: Option<tokio::time::Instant> = None;
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
         // Let the tasks that are ready to run (connections holding more writes) run first, so
         // that this group takes them all: larger groups for the same commit cost.
@@ -701,60 +701,15 @@ async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
             }
             break;
         }
-        // One snapshot (or cleanup) step between two commits, so a snapshot makes progress
+        // One step of background work between two commits, so a snapshot makes progress
         // under any load and never holds a commit back for more than a chunk.
-        if snapshot.is_none()
-            && store.cleanup_pending()
-            && snapshot_retry_at.is_none_or(|t| tokio::time::Instant::now() >= t)
-        {
-            if let Err(e) = store.cleanup_step().await {
-                tracing::warn!(error = %e, "dropping replaced rows failed; will retry");
-                snapshot_retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
-            }
-            shared
-                .cleanup_pending
-                .store(store.cleanup_pending(), Ordering::Relaxed);
-            continue;
-        }
-        if snapshot.is_none()
-            && snapshot_retry_at.is_none_or(|t| tokio::time::Instant::now() >= t)
-            && needs_snapshot(&shared, &store)
-        {
-            match store.begin_snapshot().await {
-                Ok(run) => snapshot = Some(run),
+        if retry_at.is_none_or(|t| tokio::time::Instant::now() >= t) {
+            match background_step(&shared, &mut store, &mut snapshot).await {
+                Ok(true) => continue,
+                Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "starting a snapshot failed; will retry");
-                    snapshot_retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
-                }
-            }
-        }
-        if let Some(run) = snapshot.as_mut() {
-            match snapshot_step(&shared, &mut store, run).await {
-                Ok(false) => continue,
-                Ok(true) => {
-                    let Some(run) = snapshot.take() else { continue };
-                    let written = run.written;
-                    match store.finish_snapshot(run).await {
-                        Ok(()) => {
-                            shared.snapshots.fetch_add(1, Ordering::Relaxed);
-                            shared.cleanup_pending.store(true, Ordering::Relaxed);
-                            shared
-                                .log_entries
-                                .store(store.log_entries(), Ordering::Relaxed);
-                            tracing::debug!(entries = written, "snapshot written");
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "switching to a new snapshot failed; will retry");
-                            snapshot_retry_at =
-                                Some(tokio::time::Instant::now() + Duration::from_secs(5));
-                        }
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "writing a snapshot failed; will retry");
-                    snapshot = None;
-                    snapshot_retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                    tracing::warn!(error = %e, "snapshot work failed; will retry in 5 s");
+                    retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
                 }
             }
         }
@@ -765,6 +720,52 @@ async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
     if let Err(e) = store.close().await {
         tracing::warn!(error = %e, "closing the database");
     }
+}
+
+/// One step of the store's work between commits: deleting a batch of the rows a snapshot
+/// replaced, or writing the next chunk of a snapshot (starting or finishing it). `false` when
+/// there is nothing to do. A snapshot that fails is dropped and started again later.
+async fn background_step(
+    shared: &Shared,
+    store: &mut Store,
+    snapshot: &mut Option<SnapshotRun>,
+) -> Result<bool> {
+    if snapshot.is_none() {
+        if store.cleanup_pending() {
+            let done = store.cleanup_step().await;
+            shared
+                .cleanup_pending
+                .store(store.cleanup_pending(), Ordering::Relaxed);
+            return done.map(|()| true);
+        }
+        if !needs_snapshot(shared, store) {
+            return Ok(false);
+        }
+        *snapshot = Some(store.begin_snapshot().await?);
+    }
+    let Some(run) = snapshot.as_mut() else {
+        return Ok(false);
+    };
+    match snapshot_step(shared, store, run).await {
+        Ok(false) => return Ok(true),
+        Ok(true) => {}
+        Err(e) => {
+            *snapshot = None;
+            return Err(e);
+        }
+    }
+    let Some(run) = snapshot.take() else {
+        return Ok(false);
+    };
+    let written = run.written;
+    store.finish_snapshot(run).await?;
+    shared.snapshots.fetch_add(1, Ordering::Relaxed);
+    shared.cleanup_pending.store(true, Ordering::Relaxed);
+    shared
+        .log_entries
+        .store(store.log_entries(), Ordering::Relaxed);
+    tracing::debug!(entries = written, "snapshot written");
+    Ok(true)
 }
 
 fn needs_snapshot(shared: &Shared, store: &Store) -> bool {

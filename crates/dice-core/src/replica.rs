@@ -142,14 +142,12 @@ impl Replica {
         entries: impl IntoIterator<Item = Entry>,
     ) -> Self {
         let mut r = Replica::new(id, limits);
-        let mut last = last_hlc;
         let entries = entries.into_iter();
         r.reserve(entries.size_hint().0);
         for e in entries {
-            last = last.max(e.version.hlc);
             r.load_set(e);
         }
-        r.finish_load(last, &vv, &floors);
+        r.finish_load(last_hlc, &vv, &floors);
         r
     }
 
@@ -162,7 +160,15 @@ impl Replica {
 
     /// Loading persisted state: sets `key` to `e`, whatever it held.
     pub(crate) fn load_set(&mut self, e: Entry) {
+        self.note_loaded(e.version.hlc);
         self.install(e, ChangeSource::Remote);
+    }
+
+    /// Loading persisted state: the clock never restarts below a loaded timestamp.
+    fn note_loaded(&mut self, hlc: Hlc) {
+        if hlc > self.clock.last() {
+            self.clock = HlcClock::new(hlc, DEFAULT_MAX_SKEW_MS);
+        }
     }
 
     /// Loading persisted state: sets the key of an entry given by its parts, whatever it held.
@@ -174,6 +180,7 @@ impl Replica {
         seq: u64,
         expires_at_ms: Option<u64>,
     ) {
+        self.note_loaded(version.hlc);
         let record = Record::from_parts(key, value, version, seq, expires_at_ms);
         self.install_record(record, ChangeSource::Remote);
     }
@@ -183,15 +190,15 @@ impl Replica {
         self.remove(key, ChangeSource::Dropped);
     }
 
-    /// Ends loading persisted state: the clock (at least `last_hlc`), the version vector and
-    /// the floors.
+    /// Ends loading persisted state: the clock (at least `last_hlc` and every loaded
+    /// timestamp), the version vector and the floors.
     pub(crate) fn finish_load(
         &mut self,
         last_hlc: Hlc,
         vv: &VersionVector,
         floors: &VersionVector,
     ) {
-        self.clock = HlcClock::new(last_hlc, DEFAULT_MAX_SKEW_MS);
+        self.clock = HlcClock::new(self.clock.last().max(last_hlc), DEFAULT_MAX_SKEW_MS);
         for (o, s) in vv.iter() {
             self.vv.set(o, s);
         }
@@ -308,11 +315,6 @@ impl Replica {
         }
         r.value()
             .map(|v| (Bytes::copy_from_slice(v), r.expires_at_ms()))
-    }
-
-    /// The version held for `key`, dead or alive.
-    pub fn version_of(&self, key: &[u8]) -> Option<Version> {
-        self.record(key).map(Record::version)
     }
 
     /// The entry held for `key`, dead or alive.
@@ -517,7 +519,7 @@ impl Replica {
             if source == ChangeSource::Remote && old.origin() == self.id {
                 self.local_lost_to_remote = self.local_lost_to_remote.max(old.seq());
             }
-            self.unindex(hash, &old);
+            self.unindex(&old);
         }
         self.index(hash, &record);
         let hasher = &self.hasher;
@@ -532,7 +534,7 @@ impl Replica {
             return false;
         };
         let (old, _) = found.remove();
-        self.unindex(hash, &old);
+        self.unindex(&old);
         if let Some(changes) = self.changes.as_mut() {
             changes.push(Change {
                 key: Bytes::copy_from_slice(old.key()),
@@ -561,7 +563,7 @@ impl Replica {
         }
     }
 
-    fn unindex(&mut self, _hash: u64, r: &Record) {
+    fn unindex(&mut self, r: &Record) {
         let (origin, seq) = (r.origin(), r.seq());
         if let Some(seqs) = self.by_dot.get_mut(&origin) {
             seqs.remove(&seq);
@@ -810,14 +812,6 @@ impl Replica {
         let records: usize = self.map.iter().map(Record::heap_len).sum();
         let dots = self.map.len() * (std::mem::size_of::<(u64, u64)>() + 8);
         slots + records + dots
-    }
-
-    /// The register held for `key` (the `crdts` view of one key), dead or alive.
-    pub fn register(&self, key: &[u8]) -> Option<Register> {
-        self.record(key).map(|r| {
-            let e = r.to_entry();
-            e.into_register().1
-        })
     }
 }
 

@@ -86,6 +86,8 @@ struct LogRecordOut<'a> {
     set: &'a [Entry],
 }
 
+const INSERT_LOG_ROW: &str = "INSERT INTO log (id, batch) VALUES (?1, ?2)";
+
 /// Largest log row or snapshot chunk, roughly: SQLite refuses blobs over 1 GB, and a row is
 /// built in memory whole.
 pub(crate) const MAX_BLOB_BYTES: usize = 8 << 20;
@@ -180,6 +182,8 @@ pub(crate) struct Store {
     log_entries: u64,
     /// The snapshot generation that counts.
     snapshot_gen: i64,
+    /// Log rows up to this id are covered by that snapshot.
+    log_start: i64,
     /// Bookkeeping of the newest committed log row.
     committed_vv: VersionVector,
     committed_floors: VersionVector,
@@ -284,6 +288,7 @@ impl Store {
             last_log_id: tail.last_log_id,
             log_entries: tail.log_entries,
             snapshot_gen: tail.snapshot_gen,
+            log_start: tail.log_start,
             committed_vv: loaded.replica.vv().clone(),
             committed_floors: loaded.replica.floors().clone(),
             committed_hlc: loaded.replica.last_hlc(),
@@ -333,7 +338,7 @@ impl Store {
         // would start again at 1, below `log_start`, and replay would skip the new rows.
         let first_id = self.last_log_id + 1;
         if let [blob] = blobs.as_slice() {
-            sqlx::query("INSERT INTO log (id, batch) VALUES (?1, ?2)")
+            sqlx::query(INSERT_LOG_ROW)
                 .bind(first_id)
                 .bind(blob.as_slice())
                 .execute(&mut self.conn)
@@ -342,7 +347,7 @@ impl Store {
         } else {
             let mut tx = self.conn.begin().await.ctx("beginning a commit")?;
             for (i, blob) in blobs.iter().enumerate() {
-                sqlx::query("INSERT INTO log (id, batch) VALUES (?1, ?2)")
+                sqlx::query(INSERT_LOG_ROW)
                     .bind(first_id + i as i64)
                     .bind(blob.as_slice())
                     .execute(&mut *tx)
@@ -438,6 +443,7 @@ impl Store {
         }
         tx.commit().await.ctx("committing a snapshot switch")?;
         self.snapshot_gen = run.gen_;
+        self.log_start = run.log_upto;
         // What the new snapshot replaces is no longer read; it is deleted a little at a time
         // (`cleanup_step`): deleting a large snapshot at once held commits back.
         self.cleanup_pending = true;
@@ -461,11 +467,10 @@ impl Store {
         .await
         .ctx("dropping the old snapshot")?
         .rows_affected();
-        let log_start = meta_value(&mut self.conn, "log_start").await?.unwrap_or(0);
         let rows = sqlx::query(
             "DELETE FROM log WHERE id IN (SELECT id FROM log WHERE id <= ?1 LIMIT 512)",
         )
-        .bind(log_start)
+        .bind(self.log_start)
         .execute(&mut self.conn)
         .await
         .ctx("dropping covered log rows")?
@@ -573,6 +578,7 @@ struct LogTail {
     last_log_id: i64,
     log_entries: u64,
     snapshot_gen: i64,
+    log_start: i64,
 }
 
 async fn meta_value(conn: &mut SqliteConnection, name: &str) -> Result<Option<i64>> {
@@ -695,7 +701,6 @@ async fn load(
             .fetch(&mut *conn);
         while let Some(row) = rows.try_next().await.ctx("loading version 1 entries")? {
             let e = entry_from_row(&row)?;
-            hlc = hlc.max(e.version.hlc);
             replica.load_set(e);
             log_entries += 1;
         }
@@ -709,7 +714,6 @@ async fn load(
             let chunk: Vec<EntryRef<'_>> = decode_blob(blob, "a snapshot chunk", path, false)?;
             replica.reserve(chunk.len());
             for e in &chunk {
-                hlc = hlc.max(e.version.hlc);
                 e.load_into(&mut replica);
             }
         }
@@ -728,7 +732,6 @@ async fn load(
                 replica.load_remove(k);
             }
             for e in &record.set {
-                hlc = hlc.max(e.version.hlc);
                 e.load_into(&mut replica);
             }
             vv.merge(&record.vv);
@@ -751,6 +754,7 @@ async fn load(
             last_log_id,
             log_entries,
             snapshot_gen,
+            log_start,
         },
     ))
 }
