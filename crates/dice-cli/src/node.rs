@@ -121,11 +121,27 @@ fn write_api_addr(dir: &Path, addr: std::net::SocketAddr) -> Result<()> {
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Test-only fault point: `DICE_FAULT_COMMIT_DELAY_MS` delays every group commit, so that a
+/// test can kill a node while writes sit in memory, not yet durable.
+fn fault_commit_delay_ms() -> Option<u64> {
+    std::env::var("DICE_FAULT_COMMIT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&ms| ms > 0)
+}
+
 /// Runs a node until SIGINT or SIGTERM, then shuts it down cleanly.
 pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
     let mut builder = NodeBuilder::new(dir)
         .cluster(args.cluster)
         .mdns(!args.no_mdns);
+    if let Some(ms) = fault_commit_delay_ms() {
+        tracing::warn!(
+            ms,
+            "fault injection: every group commit is delayed (DICE_FAULT_COMMIT_DELAY_MS)"
+        );
+        builder.config_mut().cache.commit_delay = Duration::from_millis(ms);
+    }
     for addr in args.listen {
         builder = builder.listen(addr);
     }

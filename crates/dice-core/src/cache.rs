@@ -42,6 +42,10 @@ pub struct CacheOptions {
     /// and at least as many as the map (default 65 536). Lower: a smaller file and a faster
     /// open; higher: fewer bytes written per write.
     pub snapshot_min_log_entries: u64,
+    /// Fault injection for tests: the writer waits this long before each group commit, which
+    /// widens the window in which writes are in memory but not yet durable (default zero).
+    #[doc(hidden)]
+    pub commit_delay: Duration,
 }
 
 impl Default for CacheOptions {
@@ -56,6 +60,7 @@ impl Default for CacheOptions {
             event_capacity: 4096,
             max_pending_keys: 100_000,
             snapshot_min_log_entries: 65_536,
+            commit_delay: Duration::ZERO,
         }
     }
 }
@@ -686,6 +691,9 @@ async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
             (!st.dirty.is_empty()).then(|| take_batch(&mut st))
         };
         let committed = taken.is_some();
+        if committed && !shared.options.commit_delay.is_zero() {
+            tokio::time::sleep(shared.options.commit_delay).await;
+        }
         if let Some((batch, generation)) = taken
             && !commit_group(&shared, &mut store, batch, generation).await
         {

@@ -97,9 +97,13 @@ pub enum Error {
     /// The schema migrations failed.
     #[error("migrating the database schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// A group commit failed; the write may not be durable.
-    #[error("commit failed: {0}")]
+    /// A group commit failed: the write was rolled back and happened nowhere.
+    #[error("commit failed, the write was not applied: {0}")]
     CommitFailed(String),
+    /// The store cannot commit (disk full, database deleted or replaced, I/O errors): writes
+    /// are refused until it recovers; reads go on. Redis answers `MISCONF` in this situation.
+    #[error("writes are refused: {0}")]
+    WritesRefused(String),
     /// The cache was closed.
     #[error("the cache is closed")]
     Closed,

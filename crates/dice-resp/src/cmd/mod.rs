@@ -89,7 +89,13 @@ impl<'a> Ctx<'a> {
 
     /// Appends the reply to a failed cache operation.
     pub fn cache_error(&mut self, e: &dice_core::Error) {
-        let text = format!("ERR {e}");
+        let text = match e {
+            // Redis's code for "writes are refused because the server cannot persist".
+            dice_core::Error::WritesRefused(why) => format!(
+                "MISCONF dice cannot persist to disk, so writes are refused (reads go on): {why}"
+            ),
+            e => format!("ERR {e}"),
+        };
         write_error(self.out, &text);
     }
 
