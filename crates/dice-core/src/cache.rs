@@ -46,6 +46,9 @@ pub struct CacheOptions {
     /// widens the window in which writes are in memory but not yet durable (default zero).
     #[doc(hidden)]
     pub commit_delay: Duration,
+    /// Fault injection for tests: while set, every group commit fails as a full disk would.
+    #[doc(hidden)]
+    pub fail_commits: Arc<AtomicBool>,
 }
 
 impl Default for CacheOptions {
@@ -61,6 +64,7 @@ impl Default for CacheOptions {
             max_pending_keys: 100_000,
             snapshot_min_log_entries: 65_536,
             commit_delay: Duration::ZERO,
+            fail_commits: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -107,6 +111,10 @@ pub struct CacheStats {
     pub cleanup_pending: bool,
     /// Remote timestamps ahead of local time by more than the allowed skew.
     pub clock_skew_events: u64,
+    /// Why writes are refused now (the store cannot commit), if they are.
+    pub writes_refused: Option<String>,
+    /// The highest seq of this node's own writes that may leave it (all durable).
+    pub shareable_seq: u64,
     /// Merge, GC and resync counters.
     pub replica: ReplicaStats,
 }
@@ -117,6 +125,16 @@ struct State {
     dirty: HashMap<Bytes, Option<Entry>>,
     /// The generation of the group being collected.
     generation: u64,
+    /// While set, the store cannot commit: writes, and remote changes, are refused.
+    refused: Option<Refusing>,
+}
+
+/// Why writes are refused.
+#[derive(Clone, Debug)]
+struct Refusing {
+    why: Arc<str>,
+    /// The database file was deleted or replaced: only a restart recovers.
+    fatal: bool,
 }
 
 #[derive(Clone, Default)]
@@ -131,6 +149,9 @@ struct Shared {
     state: RwLock<State>,
     wake_writer: Notify,
     progress: watch::Sender<CommitProgress>,
+    /// The highest seq of our own writes that may leave this node (see
+    /// [`Replica::shareable_seq`]), updated after every commit.
+    shareable: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
     options: CacheOptions,
     dir: PathBuf,
@@ -208,6 +229,10 @@ impl Cache {
         let mut replica = loaded.replica;
         replica.set_max_skew_ms(options.max_clock_skew.as_millis() as u64);
         replica.record_changes(true);
+        // Everything loaded is durable; what changes from now on can be undone until it is.
+        replica.set_durable(replica.local_seq());
+        replica.keep_undo();
+        let shareable = watch::Sender::new(replica.shareable_seq());
         tracing::info!(
             dir = %dir.display(),
             node_id = %loaded.node_id,
@@ -220,8 +245,10 @@ impl Cache {
                 replica,
                 dirty: HashMap::new(),
                 generation: 1,
+                refused: None,
             }),
             wake_writer: Notify::new(),
+            shareable,
             progress: watch::Sender::new(CommitProgress::default()),
             events,
             dir,
@@ -374,6 +401,7 @@ impl Cache {
         let shared = self.shared();
         let (entry, generation) = {
             let mut st = shared.state.write();
+            refuse_if_failing(&st)?;
             let entry = st.replica.write(key, value, expires_at_ms, now_ms())?;
             let generation = st.generation;
             record(shared, &mut st);
@@ -412,6 +440,7 @@ impl Cache {
         let shared = self.shared();
         let written = {
             let mut st = shared.state.write();
+            refuse_if_failing(&st)?;
             let now = now_ms();
             let current = st.replica.get_with_expiry(&key, now);
             let Some((value, expires_at_ms)) = decide(current) else {
@@ -501,6 +530,8 @@ impl Cache {
             snapshots: shared.snapshots.load(Ordering::Relaxed),
             cleanup_pending: shared.cleanup_pending.load(Ordering::Relaxed),
             clock_skew_events: st.replica.skew_events(),
+            writes_refused: st.refused.as_ref().map(|r| r.why.to_string()),
+            shareable_seq: st.replica.shareable_seq(),
             replica: st.replica.stats(),
         }
     }
@@ -513,6 +544,25 @@ impl Cache {
     /// The sequence number of this node's latest local write.
     pub fn local_seq(&self) -> u64 {
         self.shared().state.read().replica.local_seq()
+    }
+
+    /// The highest seq of this node's own writes that may leave it: every write up to it is
+    /// durable here. Pushes and catch-up answers never carry a later one.
+    pub fn shareable_seq(&self) -> u64 {
+        self.shared().state.read().replica.shareable_seq()
+    }
+
+    /// Watches [`Cache::shareable_seq`]: it changes after group commits (the network layer
+    /// pushes to peers when it does).
+    pub fn watch_shareable(&self) -> watch::Receiver<u64> {
+        self.shared().shareable.subscribe()
+    }
+
+    /// Why writes are refused now, if they are: the store cannot commit (a full disk, I/O
+    /// errors, the database deleted or replaced under the node). Reads go on.
+    pub fn writes_refused(&self) -> Option<String> {
+        let st = self.shared().state.read();
+        st.refused.as_ref().map(|r| r.why.to_string())
     }
 
     /// Starts a catch-up session with a peer; send the returned message to it.
@@ -530,6 +580,7 @@ impl Cache {
         let shared = self.shared();
         let step = {
             let mut st = shared.state.write();
+            refuse_if_failing(&st)?;
             let step = session.handle(&mut st.replica, reply, now_ms());
             record(shared, &mut st);
             step
@@ -550,6 +601,7 @@ impl Cache {
             SyncMessage::Push(push) => {
                 let reply = {
                     let mut st = shared.state.write();
+                    refuse_if_failing(&st)?;
                     let reply = st.replica.receive_push(push, now_ms());
                     record(shared, &mut st);
                     reply
@@ -607,14 +659,23 @@ fn record(shared: &Shared, st: &mut State) {
         if change.source == ChangeSource::Dropped || shared.events.receiver_count() == 0 {
             continue;
         }
-        if let Some(e) = change.entry {
-            let _ = shared.events.send(Event {
-                key: change.key,
-                value: e.value,
-                expires_at_ms: e.expires_at_ms,
-                source: change.source,
-            });
-        }
+        let (value, expires_at_ms) = match change.entry {
+            Some(e) => (e.value, e.expires_at_ms),
+            None => (None, None),
+        };
+        let _ = shared.events.send(Event {
+            key: change.key,
+            value,
+            expires_at_ms,
+            source: change.source,
+        });
+    }
+}
+
+fn refuse_if_failing(st: &State) -> Result<()> {
+    match &st.refused {
+        Some(r) => Err(Error::WritesRefused(r.why.to_string())),
+        None => Ok(()),
     }
 }
 
@@ -622,6 +683,9 @@ fn gc_once(shared: &Shared) -> GcReport {
     let grace = shared.options.gc_grace.as_millis() as u64;
     let report = {
         let mut st = shared.state.write();
+        if st.refused.is_some() {
+            return GcReport::default();
+        }
         let report = st.replica.gc(now_ms(), grace);
         record(shared, &mut st);
         report
@@ -679,13 +743,30 @@ fn take_batch(st: &mut State) -> (CommitBatch, u64) {
 /// Entries per snapshot chunk: one chunk is written between two group commits.
 const SNAPSHOT_CHUNK_ENTRIES: usize = 4096;
 
+/// How often the writer checks, when idle, that the database file is still the one it opened
+/// (it also checks before every commit), and retries a store that failed.
+const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
     let mut snapshot: Option<SnapshotRun> = None;
     let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut next_check = tokio::time::Instant::now() + STORE_CHECK_INTERVAL;
     loop {
         // Let the tasks that are ready to run (connections holding more writes) run first, so
         // that this group takes them all: larger groups for the same commit cost.
         tokio::task::yield_now().await;
+        if shared.state.read().refused.is_some() {
+            if shared.closing.load(Ordering::SeqCst) {
+                break;
+            }
+            try_recover(&shared, &mut store).await;
+            snapshot = None;
+            tokio::select! {
+                _ = tokio::time::sleep(STORE_CHECK_INTERVAL) => {}
+                _ = shared.wake_writer.notified() => {}
+            }
+            continue;
+        }
         let taken = {
             let mut st = shared.state.write();
             (!st.dirty.is_empty()).then(|| take_batch(&mut st))
@@ -697,10 +778,6 @@ async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
         if let Some((batch, generation)) = taken
             && !commit_group(&shared, &mut store, batch, generation).await
         {
-            if shared.closing.load(Ordering::SeqCst) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
         if shared.closing.load(Ordering::SeqCst) {
@@ -708,6 +785,13 @@ async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
                 continue;
             }
             break;
+        }
+        if tokio::time::Instant::now() >= next_check {
+            next_check = tokio::time::Instant::now() + STORE_CHECK_INTERVAL;
+            if let Some(why) = store.file_replaced() {
+                fail(&shared, &store, None, why, true);
+                continue;
+            }
         }
         // One step of background work between two commits, so a snapshot makes progress
         // under any load and never holds a commit back for more than a chunk.
@@ -722,7 +806,10 @@ async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
             }
         }
         if !committed {
-            shared.wake_writer.notified().await;
+            tokio::select! {
+                _ = shared.wake_writer.notified() => {}
+                _ = tokio::time::sleep_until(next_check) => {}
+            }
         }
     }
     if let Err(e) = store.close().await {
@@ -796,43 +883,138 @@ async fn snapshot_step(shared: &Shared, store: &mut Store, run: &mut SnapshotRun
     Ok(next.is_none())
 }
 
-/// Commits one group; `false` if it failed (its keys are back in the dirty set).
+/// Commits one group; `false` if it failed (then everything not durable was rolled back and
+/// writes are refused until the store commits again).
 async fn commit_group(
     shared: &Shared,
     store: &mut Store,
     batch: CommitBatch,
     generation: u64,
 ) -> bool {
-    match store.commit(&batch).await {
+    // Checked before every commit, not only when idle: no write is acknowledged into a
+    // database file that is gone.
+    if let Some(why) = store.file_replaced() {
+        fail(shared, store, Some(generation), why, true);
+        return false;
+    }
+    let result = if shared.options.fail_commits.load(Ordering::Relaxed) {
+        Err(Error::CommitFailed(
+            "database or disk is full (injected fault)".into(),
+        ))
+    } else {
+        store.commit(&batch).await
+    };
+    if let Err(e) = result {
+        let why = format!("the last group commit failed ({e}); retrying every second");
+        fail(shared, store, Some(generation), why, false);
+        return false;
+    }
+    shared.commits.fetch_add(1, Ordering::Relaxed);
+    shared
+        .log_entries
+        .store(store.log_entries(), Ordering::Relaxed);
+    {
+        let mut guard = shared.state.write();
+        let st = &mut *guard;
+        // What this group wrote is now the state a failure would go back to.
+        for e in &batch.upserts {
+            let again = st.dirty.contains_key(&e.key);
+            st.replica.settle_undo(&e.key, Some(e), again);
+        }
+        for k in &batch.removals {
+            let again = st.dirty.contains_key(k);
+            st.replica.settle_undo(k, None, again);
+        }
+        st.replica.set_durable(batch.vv.get(shared.node_id));
+        publish_shareable(shared, &st.replica);
+    }
+    shared.progress.send_modify(|p| p.done = generation);
+    true
+}
+
+fn publish_shareable(shared: &Shared, replica: &Replica) {
+    let seq = replica.shareable_seq();
+    shared.shareable.send_if_modified(|s| {
+        let changed = *s != seq;
+        *s = seq;
+        changed
+    });
+}
+
+/// The store cannot commit: undoes everything not durable (so that an error reply means the
+/// write happened nowhere, and nothing undurable ever leaves this node), fails the group
+/// `failed` (if a commit failed) and the one being collected, and refuses writes from now on.
+fn fail(shared: &Shared, store: &Store, failed: Option<u64>, why: String, fatal: bool) {
+    let why: Arc<str> = why.into();
+    if failed.is_some() {
+        shared.commit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    let (undone, collecting) = {
+        let mut st = shared.state.write();
+        let collecting = (!st.dirty.is_empty()).then_some(st.generation);
+        let undone = st
+            .replica
+            .rollback(store.committed_vv(), store.committed_floors());
+        record(shared, &mut st);
+        st.dirty.clear();
+        st.generation += 1;
+        st.refused = Some(Refusing {
+            why: why.clone(),
+            fatal,
+        });
+        publish_shareable(shared, &st.replica);
+        (undone, collecting)
+    };
+    tracing::error!(
+        why = %why,
+        rolled_back_keys = undone,
+        "the store cannot commit: writes not yet durable were undone and writes are refused{}",
+        if fatal { " until the node is restarted" } else { " until a commit succeeds again" }
+    );
+    shared.progress.send_modify(|p| {
+        for g in failed.into_iter().chain(collecting) {
+            p.done = p.done.max(g);
+            p.failed.push((g, why.clone()));
+        }
+        let excess = p.failed.len().saturating_sub(256);
+        p.failed.drain(..excess);
+    });
+}
+
+/// While writes are refused: checks whether the store commits again (an empty group), and
+/// lifts the refusal if it does. A deleted or replaced database never recovers this way.
+async fn try_recover(shared: &Shared, store: &mut Store) {
+    let fatal = shared
+        .state
+        .read()
+        .refused
+        .as_ref()
+        .is_some_and(|r| r.fatal);
+    if fatal {
+        return;
+    }
+    if let Some(why) = store.file_replaced() {
+        fail(shared, store, None, why, true);
+        return;
+    }
+    if shared.options.fail_commits.load(Ordering::Relaxed) {
+        return;
+    }
+    let probe = {
+        let st = shared.state.read();
+        CommitBatch {
+            vv: store.committed_vv().clone(),
+            floors: store.committed_floors().clone(),
+            hlc: st.replica.last_hlc(),
+            entry_count: st.replica.entry_count() as u64,
+            ..CommitBatch::default()
+        }
+    };
+    match store.commit(&probe).await {
         Ok(()) => {
-            shared.commits.fetch_add(1, Ordering::Relaxed);
-            shared
-                .log_entries
-                .store(store.log_entries(), Ordering::Relaxed);
-            shared.progress.send_modify(|p| p.done = generation);
-            true
+            shared.state.write().refused = None;
+            tracing::info!("the store commits again: writes resume");
         }
-        Err(e) => {
-            shared.commit_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, generation, "group commit failed; will retry");
-            {
-                // Put the keys back so a later group retries them.
-                let mut st = shared.state.write();
-                for k in batch.removals {
-                    st.dirty.entry(k).or_insert(None);
-                }
-                for e in batch.upserts {
-                    st.dirty.entry(e.key.clone()).or_insert(Some(e));
-                }
-            }
-            let why: Arc<str> = e.to_string().into();
-            shared.progress.send_modify(|p| {
-                p.done = generation;
-                p.failed.push((generation, why));
-                let excess = p.failed.len().saturating_sub(64);
-                p.failed.drain(..excess);
-            });
-            false
-        }
+        Err(e) => tracing::debug!(error = %e, "the store still cannot commit"),
     }
 }

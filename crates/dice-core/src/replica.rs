@@ -13,7 +13,7 @@ use crate::{Error, Result};
 use bytes::Bytes;
 use crdts::LWWReg;
 use hashbrown::HashTable;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -26,6 +26,9 @@ pub enum ChangeSource {
     Remote,
     /// A dead entry dropped by garbage collection or by a full resync.
     Dropped,
+    /// A change undone because the group commit that carried it failed: the key is back to
+    /// what it held durably.
+    RolledBack,
 }
 
 /// A change to one key of the map, as recorded for persistence and subscribers.
@@ -103,6 +106,17 @@ pub struct Replica {
     /// The highest seq of our own writes that a remote write replaced: a push range may only
     /// claim seqs above it (below, a missing seq may have lost to a write the receiver lacks).
     local_lost_to_remote: u64,
+    /// Our own writes up to this seq are durable (`None`: every write is, as for a replica
+    /// with no store). A write leaves this replica, by push or catch-up, only once durable:
+    /// after a crash, the seqs of writes that were not are given to new writes.
+    durable_local: Option<u64>,
+    /// Our own durable writes whose entries a local write not durable yet replaced: seq of
+    /// the replaced write → seq of the replacing one. Nothing at or past the lowest of them
+    /// leaves the replica, since the durable state of that key would be missing from it.
+    shadowed: BTreeMap<u64, u64>,
+    /// When kept (see [`Replica::keep_undo`]): for every key changed since the durable state,
+    /// what it held durably (`None`: nothing), so that a failed commit can be undone.
+    undo: Option<HashMap<Bytes, Option<Record>>>,
 }
 
 /// Remote timestamps further ahead than this are counted as clock skew (and accepted).
@@ -128,6 +142,9 @@ impl Replica {
             changes: None,
             stats: ReplicaStats::default(),
             local_lost_to_remote: 0,
+            durable_local: None,
+            shadowed: BTreeMap::new(),
+            undo: None,
         }
     }
 
@@ -500,7 +517,17 @@ impl Replica {
 
     /// Replaces what `entry.key` holds by `entry`, keeping the indexes in step.
     fn install(&mut self, entry: Entry, source: ChangeSource) {
-        self.install_record(Record::new(&entry), source);
+        let old = self.install_record(Record::new(&entry), source);
+        if source == ChangeSource::Local
+            && let (Some(old), Some(durable)) = (&old, self.durable_local)
+            && old.origin() == self.id
+            && old.seq() <= durable
+        {
+            self.shadowed.insert(old.seq(), entry.seq);
+        }
+        if let Some(undo) = self.undo.as_mut() {
+            undo.entry(entry.key.clone()).or_insert(old);
+        }
         if let Some(changes) = self.changes.as_mut() {
             changes.push(Change {
                 key: entry.key.clone(),
@@ -511,38 +538,131 @@ impl Replica {
     }
 
     /// Replaces what the record's key holds by it, keeping the indexes in step (no change is
-    /// recorded).
-    fn install_record(&mut self, record: Record, source: ChangeSource) {
-        let hash = self.hash(record.key());
-        if let Ok(old) = self.map.find_entry(hash, |r| r.key() == record.key()) {
-            let (old, _) = old.remove();
-            if source == ChangeSource::Remote && old.origin() == self.id {
-                self.local_lost_to_remote = self.local_lost_to_remote.max(old.seq());
-            }
-            self.unindex(&old);
+    /// recorded). Returns what the key held.
+    fn install_record(&mut self, record: Record, source: ChangeSource) -> Option<Record> {
+        let old = self.put_record(record);
+        if source == ChangeSource::Remote
+            && let Some(old) = &old
+            && old.origin() == self.id
+        {
+            self.local_lost_to_remote = self.local_lost_to_remote.max(old.seq());
         }
+        old
+    }
+
+    /// Sets the record's key to it, indexes in step; returns what the key held. No bookkeeping
+    /// beyond the indexes.
+    fn put_record(&mut self, record: Record) -> Option<Record> {
+        let hash = self.hash(record.key());
+        let old = self.take_record(hash, record.key());
         self.index(hash, &record);
         let hasher = &self.hasher;
         self.map
             .insert_unique(hash, record, |r| hasher.hash_one(r.key()));
+        old
+    }
+
+    /// Takes the record of `key` (whose hash is `hash`) out of the map and the indexes.
+    fn take_record(&mut self, hash: u64, key: &[u8]) -> Option<Record> {
+        let found = self.map.find_entry(hash, |r| r.key() == key).ok()?;
+        let (old, _) = found.remove();
+        self.unindex(&old);
+        Some(old)
     }
 
     /// Drops what `key` holds (no tombstone is left). Returns whether it held anything.
     fn remove(&mut self, key: &[u8], source: ChangeSource) -> bool {
-        let hash = self.hash(key);
-        let Ok(found) = self.map.find_entry(hash, |r| r.key() == key) else {
+        let Some(old) = self.take_record(self.hash(key), key) else {
             return false;
         };
-        let (old, _) = found.remove();
-        self.unindex(&old);
+        let key = Bytes::copy_from_slice(old.key());
         if let Some(changes) = self.changes.as_mut() {
             changes.push(Change {
-                key: Bytes::copy_from_slice(old.key()),
+                key: key.clone(),
                 entry: None,
                 source,
             });
         }
+        if let Some(undo) = self.undo.as_mut() {
+            undo.entry(key).or_insert(Some(old));
+        }
         true
+    }
+
+    /// Starts keeping what each changed key held durably, for [`Replica::rollback`]. A store
+    /// reports durable states with [`Replica::set_durable`] and [`Replica::settle_undo`].
+    pub(crate) fn keep_undo(&mut self) {
+        self.undo = Some(HashMap::new());
+    }
+
+    /// Our own writes up to `seq` are durable: they may leave this replica.
+    pub(crate) fn set_durable(&mut self, seq: u64) {
+        self.durable_local = Some(seq);
+        self.shadowed.retain(|_, by| *by > seq);
+    }
+
+    /// `key` is durably in the state `now` (`None`: absent): forget its undo record, or, when
+    /// it changed again since (`changed_since`), make `now` the state to go back to.
+    pub(crate) fn settle_undo(&mut self, key: &Bytes, now: Option<&Entry>, changed_since: bool) {
+        let Some(undo) = self.undo.as_mut() else {
+            return;
+        };
+        if changed_since {
+            undo.insert(key.clone(), now.map(Record::new));
+        } else {
+            undo.remove(key);
+        }
+    }
+
+    /// Undoes every change since the durable state: each changed key gets back what it held
+    /// durably, and the version vector and floors are those of that state. Our own seqs past
+    /// the durable ones are given again to new writes, which is safe because none of those
+    /// writes left this replica. Records a [`ChangeSource::RolledBack`] change per key.
+    pub(crate) fn rollback(&mut self, vv: &VersionVector, floors: &VersionVector) -> usize {
+        let Some(undo) = self.undo.as_mut() else {
+            return 0;
+        };
+        let undo = std::mem::take(undo);
+        self.vv = vv.clone();
+        self.floors = floors.clone();
+        self.shadowed.clear();
+        let n = undo.len();
+        for (key, before) in undo {
+            let hash = self.hash(&key);
+            self.take_record(hash, &key);
+            let entry = before.map(|r| {
+                let e = r.to_entry();
+                self.put_record(r);
+                e
+            });
+            if let Some(changes) = self.changes.as_mut() {
+                changes.push(Change {
+                    key,
+                    entry,
+                    source: ChangeSource::RolledBack,
+                });
+            }
+        }
+        // `index` lists every origin held in the vector; keep it so for the restored entries.
+        let origins: Vec<NodeId> = self.by_dot.keys().copied().collect();
+        for o in origins {
+            self.vv.touch(o);
+        }
+        n
+    }
+
+    /// The highest seq of our own writes that may leave this replica: every write up to it is
+    /// durable, and so is the state of each key those writes touched.
+    pub fn shareable_seq(&self) -> u64 {
+        let local = self.vv.get(self.id);
+        let Some(durable) = self.durable_local else {
+            return local;
+        };
+        let mut seq = durable.min(local);
+        if let Some((&first, _)) = self.shadowed.first_key_value() {
+            seq = seq.min(first - 1);
+        }
+        seq
     }
 
     fn index(&mut self, hash: u64, r: &Record) {
@@ -598,8 +718,9 @@ impl Replica {
             .map(|&(_, origin, seq)| (origin, seq))
             .collect();
         let mut report = GcReport::default();
+        let shareable = self.shareable_seq();
         for (origin, seq) in doomed {
-            if seq > self.vv.get(origin) {
+            if seq > self.vv.get(origin) || (origin == self.id && seq > shareable) {
                 continue;
             }
             let Some(key) = self
@@ -637,7 +758,11 @@ impl Replica {
         let Some(seqs) = self.by_dot.get(&self.id) else {
             return Vec::new();
         };
-        seqs.range(after_seq.saturating_add(1)..)
+        let last = self.shareable_seq();
+        if last <= after_seq {
+            return Vec::new();
+        }
+        seqs.range(after_seq.saturating_add(1)..=last)
             .take(max_entries)
             .filter_map(|(&seq, &hash)| self.record_at(hash, self.id, seq))
             .map(Record::to_entry)
@@ -659,7 +784,7 @@ impl Replica {
     /// Writes superseded since are not sent, yet the range lets a receiver that holds our
     /// writes up to `after_seq` advance past them.
     pub fn push_after(&self, after_seq: u64, max_entries: usize) -> Option<(SyncMessage, u64)> {
-        let local = self.vv.get(self.id);
+        let local = self.shareable_seq();
         if local <= after_seq {
             return None;
         }
@@ -735,10 +860,18 @@ impl Replica {
         let mut covered = VersionVector::default();
         let mut next = None;
         let start_origin = req.resume.map(|c| c.origin).unwrap_or_default();
+        // Our own writes leave only once durable (see `shareable_seq`).
+        let shareable = self.shareable_seq();
         'origins: for (origin, held) in self.vv.iter() {
             if origin < start_origin {
                 continue;
             }
+            let last = if origin == self.id {
+                shareable
+            } else {
+                u64::MAX
+            };
+            let held = held.min(last);
             let mut from = if req.full { 0 } else { req.vv.get(origin) };
             if let Some(c) = req.resume
                 && c.origin == origin
@@ -747,6 +880,9 @@ impl Replica {
             }
             if let Some(seqs) = self.by_dot.get(&origin) {
                 for (&seq, &hash) in seqs.range(from.saturating_add(1)..) {
+                    if seq > last {
+                        break;
+                    }
                     if entries.len() >= max_entries
                         || (bytes >= limits.page_max_bytes && !entries.is_empty())
                     {

@@ -15,7 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, S
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqlSafeStr, SqliteConnection};
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The database file inside a data directory.
@@ -191,6 +192,10 @@ pub(crate) struct Store {
     committed_entries: u64,
     /// Rows replaced by the current snapshot may still be in the file.
     cleanup_pending: bool,
+    /// The database file, and its device and inode when opened: a file deleted or replaced
+    /// under the running node is noticed (SQLite would go on writing to the unlinked one).
+    db_path: PathBuf,
+    db_identity: (u64, u64),
     /// Held (locked) for as long as the store lives.
     _lock: File,
 }
@@ -220,12 +225,13 @@ impl Store {
         durability: Durability,
         limits: Limits,
     ) -> Result<(Store, Loaded)> {
-        std::fs::create_dir_all(dir).map_err(io_err("creating data directory", dir))?;
+        create_private_dir(dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(io_err("opening lock file", &lock_path))?;
         match lock.try_lock() {
@@ -241,6 +247,25 @@ impl Store {
         }
         let db_path = dir.join(DB_FILE);
         check_header(&db_path)?;
+        // Created here, owner-only, before SQLite sees it: SQLite gives its WAL the mode of the
+        // database file, and would create the file 0644.
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&db_path)
+            .map_err(io_err("creating the database file", &db_path))?;
+        // Files of an older dice may be readable by others.
+        for suffix in ["", "-wal", "-shm"] {
+            let path = PathBuf::from(format!("{}{suffix}", db_path.display()));
+            if let Ok(meta) = std::fs::metadata(&path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io_err("making the database owner-only (0600)", &path))?;
+            }
+        }
 
         let opts = SqliteConnectOptions::new()
             .filename(&db_path)
@@ -283,7 +308,11 @@ impl Store {
         migrator().run(&mut conn).await?;
 
         let (loaded, tail) = load(&mut conn, &db_path, limits).await?;
+        let db_identity =
+            file_identity(&db_path).map_err(io_err("reading the metadata of", &db_path))?;
         let store = Store {
+            db_path: db_path.clone(),
+            db_identity,
             conn,
             last_log_id: tail.last_log_id,
             log_entries: tail.log_entries,
@@ -297,6 +326,36 @@ impl Store {
             _lock: lock,
         };
         Ok((store, loaded))
+    }
+
+    /// Why the database file is no longer the one this store opened (deleted, or replaced
+    /// by another file), if it is not.
+    pub fn file_replaced(&self) -> Option<String> {
+        match file_identity(&self.db_path) {
+            Ok(id) if id == self.db_identity => None,
+            Ok(_) => Some(format!(
+                "the database {} was replaced by another file while the node ran",
+                self.db_path.display()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+                "the database {} was deleted while the node ran",
+                self.db_path.display()
+            )),
+            Err(e) => Some(format!(
+                "the database {} cannot be checked: {e}",
+                self.db_path.display()
+            )),
+        }
+    }
+
+    /// The version vector of the newest committed group.
+    pub fn committed_vv(&self) -> &VersionVector {
+        &self.committed_vv
+    }
+
+    /// The GC floors of the newest committed group.
+    pub fn committed_floors(&self) -> &VersionVector {
+        &self.committed_floors
     }
 
     /// Entries (set or dropped) in the log since the current snapshot.
@@ -491,6 +550,29 @@ impl Store {
     pub async fn close(self) -> Result<()> {
         self.conn.close().await.ctx("closing the database")
     }
+}
+
+/// The device and inode of a file.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Creates the data directory owner-only (0700), or makes an existing one so: it holds the
+/// database and the node's identity key.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err("creating data directory", dir))?;
+    let meta = std::fs::metadata(dir).map_err(io_err("reading the metadata of", dir))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err("making the data directory owner-only (0700)", dir))?;
+        tracing::info!(dir = %dir.display(), "data directory made owner-only (0700)");
+    }
+    Ok(())
 }
 
 /// A file that exists and is not empty must start with SQLite's header.
