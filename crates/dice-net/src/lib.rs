@@ -21,6 +21,7 @@ pub mod codec;
 pub mod frame;
 pub mod keys;
 pub mod known_peers;
+pub mod lan_only;
 pub mod node;
 pub mod protocol;
 

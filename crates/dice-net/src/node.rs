@@ -8,11 +8,11 @@ use crate::NetError;
 use crate::codec::FrameCodec;
 use crate::keys::load_or_create_identity;
 use crate::known_peers::KnownPeers;
+use crate::lan_only::LanOnly;
 use crate::protocol::sync_protocol;
 use bytes::Bytes;
 use dice_core::{
-    Cache, CacheOptions, CacheStats, ChangeSource, Entry, NodeId, SessionStep, SyncMessage,
-    SyncSession,
+    Cache, CacheOptions, CacheStats, Entry, NodeId, SessionStep, SyncMessage, SyncSession,
 };
 use futures::StreamExt;
 use libp2p::core::muxing::StreamMuxerBox;
@@ -29,9 +29,10 @@ use libp2p::{
 };
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Default libp2p listen address.
@@ -212,8 +213,12 @@ pub struct NodeStatus {
     pub refused_messages: u64,
     /// Connections dropped because the peer is of another cluster.
     pub foreign_peers: u64,
-    /// Incoming connections that failed their handshake (e.g. no or another cluster key).
+    /// Incoming connections that failed their handshake (e.g. no or another cluster key), or
+    /// were refused as not local.
     pub refused_connections: u64,
+    /// Incoming connections refused because they came from outside the local networks (no
+    /// cluster key is set).
+    pub refused_not_local: u64,
     /// Catch-up sessions completed.
     pub catchups: u64,
 }
@@ -246,6 +251,7 @@ impl std::fmt::Debug for Node {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    lan_only: LanOnly,
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     sync: request_response::Behaviour<FrameCodec>,
     kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -261,8 +267,24 @@ impl Node {
         let cache = Cache::open_with(&config.data_dir, config.cache.clone()).await?;
         let keypair = load_or_create_identity(&config.data_dir)?;
         let peer_id = keypair.public().to_peer_id();
-        let mut swarm = build_swarm(&config, keypair, protocol.clone(), cache.node_id())?;
+        let denied_not_local = Arc::new(AtomicU64::new(0));
+        let mut swarm = build_swarm(
+            &config,
+            &denied_not_local,
+            keypair,
+            protocol.clone(),
+            cache.node_id(),
+        )?;
+        if config.cluster_key.is_none() {
+            tracing::warn!(
+                "no cluster key: any host on the local networks that reaches the peer port \
+                 can join this cluster and read and write every key (hosts beyond them are \
+                 refused). To keep strangers out, run `dice keygen FILE` once and start every \
+                 node with --cluster-key FILE"
+            );
+        }
         for addr in &config.listen {
+            check_port_free(addr)?;
             swarm
                 .listen_on(addr.clone())
                 .map_err(|e| NetError::Listen {
@@ -303,7 +325,7 @@ impl Node {
         let (tx, rx) = mpsc::channel(64);
         let known = KnownPeers::load(&config.data_dir);
         let mut event_loop = EventLoop {
-            events: cache.subscribe(),
+            shareable: cache.watch_shareable(),
             cache: cache.clone(),
             swarm,
             commands: rx,
@@ -318,6 +340,7 @@ impl Node {
             listen_addrs,
             push_wanted: false,
             next_push_at: None,
+            denied_not_local,
             counters: Counters::default(),
         };
         event_loop.dial_initial();
@@ -403,6 +426,42 @@ impl Node {
     }
 }
 
+/// Fails with a clear error if a TCP listen address's port is taken. libp2p listens with
+/// SO_REUSEPORT (to dial from its listening port), so a second node on a taken port would
+/// otherwise start and share it silently. A plain bind, without that option, finds out.
+fn check_port_free(addr: &Multiaddr) -> Result<(), NetError> {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(v4) => ip = Some(std::net::IpAddr::V4(v4)),
+            Protocol::Ip6(v6) => ip = Some(std::net::IpAddr::V6(v6)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    let (Some(ip), Some(port)) = (ip, port) else {
+        return Ok(());
+    };
+    if port == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind((ip, port)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(NetError::Listen {
+            addr: addr.clone(),
+            reason: if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!(
+                    "port {port} is already in use (another dice node on this host?); pick \
+                     another with --listen"
+                )
+            } else {
+                e.to_string()
+            },
+        }),
+    }
+}
+
 fn cluster_version(cluster: &str) -> String {
     format!("/dice/{cluster}/1")
 }
@@ -420,11 +479,13 @@ fn node_id_from_agent(agent: &str) -> Option<NodeId> {
 
 fn build_swarm(
     config: &NodeConfig,
+    denied_not_local: &Arc<AtomicU64>,
     keypair: libp2p::identity::Keypair,
     protocol: StreamProtocol,
     node_id: NodeId,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let psk = config.cluster_key;
+    let denied_not_local = denied_not_local.clone();
     let max_frame = config.cache.sync_limits.max_message_bytes;
     let cluster = config.cluster.clone();
     let mdns_on = config.mdns;
@@ -472,6 +533,7 @@ fn build_swarm(
                 None
             };
             Ok(Behaviour {
+                lan_only: LanOnly::new(psk.is_none(), denied_not_local),
                 blocked: allow_block_list::Behaviour::default(),
                 sync: request_response::Behaviour::with_codec(
                     FrameCodec::new(max_frame),
@@ -608,7 +670,8 @@ struct EventLoop {
     cache: Cache,
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
-    events: broadcast::Receiver<dice_core::Event>,
+    /// Changes when local writes become durable, and so may be pushed.
+    shareable: watch::Receiver<u64>,
     cluster_version: String,
     config: NodeConfig,
     peers: HashMap<PeerId, PeerState>,
@@ -621,6 +684,8 @@ struct EventLoop {
     push_wanted: bool,
     /// When a peer held back by push pacing or a retry delay may be pushed to.
     next_push_at: Option<Instant>,
+    /// Inbound connections refused as not local (counted by [`LanOnly`]).
+    denied_not_local: Arc<AtomicU64>,
     counters: Counters,
 }
 
@@ -690,11 +755,9 @@ impl EventLoop {
             let next_push = self.next_push_at;
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                change = self.events.recv() => match change {
-                    Ok(ev) if ev.source == ChangeSource::Local => self.push_wanted = true,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.push_wanted = true,
-                    Err(broadcast::error::RecvError::Closed) => break,
+                changed = self.shareable.changed() => match changed {
+                    Ok(()) => self.push_wanted = true,
+                    Err(_) => break,
                 },
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown(done)) => {
@@ -790,6 +853,7 @@ impl EventLoop {
             refused_messages: self.counters.refused_messages,
             foreign_peers: self.counters.foreign_peers,
             refused_connections: self.counters.refused_connections,
+            refused_not_local: self.denied_not_local.load(Ordering::Relaxed),
             catchups: self.counters.catchups,
         }
     }
@@ -904,7 +968,7 @@ impl EventLoop {
     /// pushed to when its time comes (`next_push_at`).
     fn push_all(&mut self) {
         let now = Instant::now();
-        let local = self.cache.local_seq();
+        let local = self.cache.shareable_seq();
         let mut next: Option<Instant> = None;
         let mut targets = Vec::new();
         for (p, s) in &self.peers {
@@ -979,6 +1043,11 @@ impl EventLoop {
         }
         let reply = match self.cache.handle_sync(msg) {
             Ok(reply) => reply,
+            Err(dice_core::Error::WritesRefused(why)) => {
+                // Our store cannot commit: the peer sends it again later (no reply is a no).
+                tracing::debug!(%peer, %why, "not taking a peer's writes while ours are refused");
+                return;
+            }
             Err(e) => {
                 self.refuse(peer, &e.to_string());
                 return;
@@ -1070,6 +1139,9 @@ impl EventLoop {
                             tracing::debug!(%peer, applied = stats.entries_applied, "catch-up done");
                         }
                     }
+                    Err(dice_core::Error::WritesRefused(why)) => {
+                        tracing::debug!(%peer, %why, "catch-up stopped while writes are refused");
+                    }
                     Err(e) => self.refuse(peer, &e.to_string()),
                 }
             }
@@ -1140,7 +1212,7 @@ impl EventLoop {
                         b.done = true;
                     }
                 }
-                let local_seq = self.cache.local_seq();
+                let shareable = self.cache.shareable_seq();
                 let state = self.peer(peer_id);
                 state.connections = num_established.get() as usize;
                 state.address = Some(bare_remote);
@@ -1148,8 +1220,9 @@ impl EventLoop {
                 state.backoff = Duration::from_millis(250);
                 state.last_alive = Instant::now();
                 if num_established.get() == 1 {
-                    // Writes before now reach the peer through its catch-up with us.
-                    state.acked_seq = state.acked_seq.max(local_seq);
+                    // Writes durable before now reach the peer through its catch-up with us;
+                    // later ones by push, once durable.
+                    state.acked_seq = state.acked_seq.max(shareable);
                     tracing::info!(peer = %peer_id, address = %remote, "connected");
                     // One catch-up at a time is enough to get what we missed; several peers
                     // answering at once would send it several times. Others follow on the
@@ -1193,9 +1266,14 @@ impl EventLoop {
                 send_back_addr,
                 ..
             } => {
-                // With a cluster key, a stranger fails here (pnet or noise handshake).
+                // With a cluster key, a stranger fails here (pnet or noise handshake); without
+                // one, a host beyond the local networks (logged, rate-limited, by `LanOnly`).
                 self.counters.refused_connections += 1;
-                tracing::info!(from = %send_back_addr, %error, "incoming connection refused");
+                if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
+                    tracing::debug!(from = %send_back_addr, %error, "incoming connection refused");
+                } else {
+                    tracing::info!(from = %send_back_addr, %error, "incoming connection refused");
+                }
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
