@@ -608,10 +608,14 @@ pub fn connected_peers(status: &serde_json::Value) -> Vec<String> {
 pub fn keygen(path: &Path) {
     let out = Command::new(dice_bin())
         .arg("keygen")
+        .arg(path)
         .output()
         .expect("running dice keygen");
-    assert!(out.status.success(), "dice keygen failed");
-    std::fs::write(path, &out.stdout).expect("writing the cluster key");
+    assert!(
+        out.status.success(),
+        "dice keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Lan {

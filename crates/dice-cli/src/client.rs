@@ -149,7 +149,7 @@ fn remote(conn: &mut redis::Connection, command: Command, addr: &str) -> Result<
             print_status(&status_from_info(&info, addr), json);
             ExitCode::SUCCESS
         }
-        Command::Node(_) | Command::Keygen => bail!("not a client command"),
+        Command::Node(_) | Command::Keygen { .. } => bail!("not a client command"),
     })
 }
 
@@ -193,6 +193,7 @@ fn status_from_info(info: &str, addr: &str) -> serde_json::Value {
         "digest": fields.get("dice_digest").copied().unwrap_or(""),
         "full_resyncs": fields.get("dice_full_resyncs").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
         "refused_connections": fields.get("dice_refused_connections").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+        "writes_refused": fields.get("dice_writes_refused_reason").copied(),
         "peers": peers,
     })
 }
@@ -219,6 +220,9 @@ fn print_status(s: &serde_json::Value, json: bool) {
     }
     println!("keys:     {}", field("keys"));
     println!("digest:   {}", field("digest"));
+    if let Some(why) = s["writes_refused"].as_str() {
+        println!("writes:   REFUSED: {why}");
+    }
     let peers = s["peers"].as_array().cloned().unwrap_or_default();
     println!("peers:    {}", peers.len());
     for p in peers {
@@ -281,7 +285,7 @@ async fn local(dir: &std::path::Path, command: Command) -> Result<ExitCode> {
             print_status(&status, json);
             ExitCode::SUCCESS
         }
-        Command::Node(_) | Command::Keygen => bail!("not a client command"),
+        Command::Node(_) | Command::Keygen { .. } => bail!("not a client command"),
     };
     cache.close().await?;
     Ok(code)

@@ -88,8 +88,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a new cluster key (save it to a file for --cluster-key).
-    Keygen,
+    /// Make a new cluster key for --cluster-key: written to FILE (created 0600, never
+    /// overwritten), or printed (a file that stdout is redirected to is made 0600).
+    Keygen {
+        /// Where to write the key.
+        file: Option<PathBuf>,
+    },
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
@@ -98,6 +102,22 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
         return Err("a TTL must be positive".into());
     }
     Ok(d)
+}
+
+/// `dice keygen > FILE`: the shell created FILE with its umask (often 0644); a key must be
+/// readable by its owner only. Makes a regular file on stdout 0600 before the key is written.
+fn restrict_stdout_file() {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let file = std::fs::File::from(fd);
+    if file.metadata().is_ok_and(|m| m.is_file())
+        && let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(0o600))
+    {
+        eprintln!("dice: could not make the key file owner-only: {e}; run chmod 600 on it");
+    }
 }
 
 fn default_data_dir() -> Result<PathBuf> {
@@ -148,7 +168,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             node::run(&dir, args).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keygen => {
+        Command::Keygen { file: Some(path) } => {
+            dice_net::keys::write_new_cluster_key(&path)?;
+            eprintln!(
+                "dice: cluster key written to {} (mode 0600); start every node with --cluster-key {}",
+                path.display(),
+                path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { file: None } => {
+            restrict_stdout_file();
             println!("{}", dice_net::keys::generate_cluster_key());
             Ok(ExitCode::SUCCESS)
         }

@@ -66,9 +66,42 @@ pub fn parse_cluster_key(text: &str) -> Result<PreSharedKey, NetError> {
         .map_err(|e| NetError::ClusterKey(e.to_string()))
 }
 
-/// Reads a cluster key file.
+/// Reads a cluster key file. A file that others may read is refused: anyone who can read
+/// the key can join the cluster.
 pub fn read_cluster_key(path: &Path) -> Result<PreSharedKey, NetError> {
+    check_private_file(path).map_err(NetError::ClusterKey)?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| NetError::ClusterKey(format!("reading {}: {e}", path.display())))?;
     parse_cluster_key(&text)
+}
+
+/// Fails, with the command that fixes it, if `path` is readable or writable by group or
+/// others.
+pub fn check_private_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is accessible by other users (mode {mode:o}); a secret must be readable by its \
+             owner only: run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes a new cluster key to `path` (mode 0600), refusing to overwrite a file.
+pub fn write_new_cluster_key(path: &Path) -> Result<(), NetError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| NetError::ClusterKey(format!("creating {}: {e}", path.display())))?;
+    writeln!(f, "{}", generate_cluster_key())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| NetError::ClusterKey(format!("writing {}: {e}", path.display())))
 }

@@ -103,14 +103,24 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                  dice_pending_keys:{}\r\n\
                  dice_log_entries:{}\r\n\
                  dice_snapshots:{}\r\n\
-                 dice_snapshot_cleanup_pending:{}\r\n",
+                 dice_snapshot_cleanup_pending:{}\r\n\
+                 dice_writes_refused:{}\r\n",
                 s.commits,
                 s.commit_failures,
                 s.pending_keys,
                 s.log_entries,
                 s.snapshots,
                 u8::from(s.cleanup_pending),
+                u8::from(s.writes_refused.is_some()),
             );
+            if let Some(why) = &s.writes_refused {
+                // One line: INFO is line-oriented.
+                let why: String = why
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                let _ = write!(t, "dice_writes_refused_reason:{why}\r\n");
+            }
         });
     }
     if wanted[KEYSPACE] {
