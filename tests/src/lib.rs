@@ -61,6 +61,23 @@ pub fn dice(dir: &Path, args: &[&str]) -> Output {
         .expect("running dice")
 }
 
+/// The command line of [`NodeProcess::start`], listening for peers on `listen` (a loopback
+/// multiaddr; port 0 picks a free one), for a test to add environment variables before
+/// [`NodeProcess::spawn`].
+pub fn node_command(dir: &Path, listen: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(dice_bin());
+    cmd.arg("--data").arg(dir).args([
+        "node",
+        "--listen",
+        listen,
+        "--api",
+        "127.0.0.1:0",
+        "--no-mdns",
+    ]);
+    cmd.args(extra);
+    cmd
+}
+
 /// A `dice node` process started by a test; killed (by its own pid) when dropped.
 pub struct NodeProcess {
     child: Child,
@@ -71,17 +88,7 @@ impl NodeProcess {
     /// Starts `dice --data DIR node` on loopback with mDNS off (tests send nothing beyond
     /// 127.0.0.1).
     pub fn start(dir: &Path, extra: &[&str]) -> NodeProcess {
-        let mut cmd = Command::new(dice_bin());
-        cmd.arg("--data").arg(dir).args([
-            "node",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--api",
-            "127.0.0.1:0",
-            "--no-mdns",
-        ]);
-        cmd.args(extra);
-        NodeProcess::spawn(cmd)
+        NodeProcess::spawn(node_command(dir, "/ip4/127.0.0.1/tcp/0", extra))
     }
 
     /// Starts `cmd` (a `dice node` command line, possibly behind a wrapper such as
@@ -211,4 +218,19 @@ pub fn dial_addr(log: &str) -> String {
         .and_then(|s| s.split([',', ']']).next())
         .expect("listen addresses in the start line");
     format!("{}/p2p/{peer}", addr.trim())
+}
+
+/// The API (Redis-protocol) address a node logged in its start line: with `--api
+/// 127.0.0.1:0`, each start of a node on one data dir gets a new one (and the `api.addr`
+/// file a SIGKILLed node leaves behind names the dead one).
+///
+/// # Panics
+/// If the log has no start line with an API address.
+pub fn api_addr(log: &str) -> std::net::SocketAddr {
+    log.lines()
+        .find(|l| l.contains("node running"))
+        .and_then(|l| l.split(" api=").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .expect("api=<address> in the start line")
 }
