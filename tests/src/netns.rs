@@ -244,6 +244,37 @@ pub struct Lan {
     _serial: MutexGuard<'static, ()>,
 }
 
+/// Whether the LAN tests run. They need root and iproute2. `DICE_LAN_TESTS=require` runs them
+/// whatever the user (and they fail without root: CI sets it, so they never skip there);
+/// `DICE_LAN_TESTS=0` skips them; unset, they run as root and are skipped, saying so, for
+/// other users (so `cargo test --workspace` passes for a user who is not root).
+pub fn lan_tests_enabled(test: &str) -> bool {
+    match std::env::var("DICE_LAN_TESTS").as_deref() {
+        Ok("require" | "1") => true,
+        Ok("0" | "skip") => {
+            eprintln!("{test}: SKIPPED (DICE_LAN_TESTS=0)");
+            false
+        }
+        _ if running_as_root() => true,
+        _ => {
+            eprintln!(
+                "{test}: SKIPPED: the LAN tests need root (network namespaces); run them as \
+                 root, or set DICE_LAN_TESTS=require to fail instead of skipping"
+            );
+            false
+        }
+    }
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
 impl Lan {
     /// A bridge and `hosts` hosts on it (no nodes started yet).
     ///
@@ -347,6 +378,13 @@ impl Lan {
             old_logs: String::new(),
         });
         i
+    }
+
+    /// Gives host `i` one more address on its bridge port, e.g. one outside the private
+    /// ranges (`198.51.100.1/24`, a documentation range) to play a host beyond the LAN.
+    /// It exists only inside this LAN's namespaces.
+    pub fn add_address(&self, i: usize, cidr: &str) {
+        ip_ok(&["-n", &self.hosts[i].ns, "addr", "add", cidr, "dev", "eth0"]);
     }
 
     /// Host `i`.
