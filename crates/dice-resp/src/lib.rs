@@ -60,6 +60,37 @@
 //! and is disconnected; before it authenticates, a client may send at most 10 arguments
 //! and 16 KiB per argument, as in Redis.
 //!
+//! # Limits: what one client can take
+//!
+//! Every input is bounded, and so is every reply's footprint (see [`RespConfig`] for the
+//! fields and defaults):
+//!
+//! * **A request**: `max_bulk_len` per argument (the cache's value limit plus 4 KiB),
+//!   `max_args` arguments, `max_inline_len` for an inline line, `max_request_len` (128 MiB)
+//!   buffered for one request; before `AUTH`, 10 arguments and 16 KiB per argument.
+//! * **Input buffers of all clients together**: `max_input_buffer_total` (1 GiB). Each
+//!   client's first [`server::INPUT_ALLOWANCE`] (64 KiB) is not counted, so small requests
+//!   are always served; a client whose partial request would take the total past the budget
+//!   gets `-ERR client input buffers would pass the server's budget ...` and is
+//!   disconnected (logged, counted as `dice_input_budget_refusals` in `INFO stats`).
+//! * **Output**: replies are streamed. A connection sends what it has buffered once it
+//!   passes [`server::OUTPUT_FLUSH_AT`] (64 KiB) and waits for the socket before it answers
+//!   more, and multi-element replies (`MGET`, `KEYS`, `SCAN`) are written element by
+//!   element: `MGET` reads at most 64 keys per hold of the cache's read lock, and the lock
+//!   is never held while waiting for a client. So a connection holds at most 64 KiB plus one
+//!   value of replies, whatever it asks (`MGET big big big ...` included), and a slow reader
+//!   slows only itself. A client whose pending replies make no way onto the socket for
+//!   `output_stall_timeout` (60 s) is disconnected (logged, `dice_output_stall_disconnects`):
+//!   this plays the part of Redis's `client-output-buffer-limit` hard limit, which a
+//!   connection here cannot reach since it stops producing instead. `KEYS` and `SCAN` still
+//!   walk the whole map under the read lock once per call (keys only, no values copied) and
+//!   keep the matching keys until they are sent.
+//! * **Idle clients**: `timeout` (zero by default: never, as in Redis) closes a client that
+//!   sent nothing for that long (`dice_idle_timeouts`).
+//! * **Failed `AUTH`s**: counted (`dice_auth_failures`), logged at most once a second with
+//!   the count since the last warning and a peer address, and the third failure on a
+//!   connection closes it after its `WRONGPASS` reply (`dice_auth_disconnects`).
+//!
 //! # Serving a cache
 //!
 //! ```

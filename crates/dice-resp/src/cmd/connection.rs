@@ -59,6 +59,32 @@ fn credentials_ok(ctx: &Ctx<'_>, user: &[u8], password: &[u8]) -> bool {
 
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
+/// Failed `AUTH`s (or `HELLO ... AUTH`) after which a connection is closed: its last reply
+/// is Redis's `WRONGPASS` error, then the server closes. A client guessing passwords must
+/// reconnect every few guesses, and every failure is counted and logged.
+pub(crate) const MAX_AUTH_FAILURES: u32 = 3;
+
+/// Replies `WRONGPASS`, counts and logs the failure, and closes the connection after
+/// [`MAX_AUTH_FAILURES`].
+fn wrong_password(ctx: &mut Ctx<'_>) {
+    ctx.error(WRONGPASS);
+    ctx.server.auth_failed(ctx.session.peer);
+    ctx.session.auth_failures += 1;
+    if ctx.session.auth_failures >= MAX_AUTH_FAILURES {
+        ctx.server
+            .stats
+            .auth_disconnects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            peer = %ctx.session.peer,
+            failures = ctx.session.auth_failures,
+            "closing a connection after repeated failed AUTHs"
+        );
+        ctx.session.quit = true;
+        ctx.session.linger = true;
+    }
+}
+
 pub(crate) fn auth(ctx: &mut Ctx<'_>, req: Request<'_>) {
     if req.len() > 3 {
         ctx.error(SYNTAX_ERROR);
@@ -80,7 +106,7 @@ pub(crate) fn auth(ctx: &mut Ctx<'_>, req: Request<'_>) {
         ctx.session.authenticated = true;
         write_simple(ctx.out, "OK");
     } else {
-        ctx.error(WRONGPASS);
+        wrong_password(ctx);
     }
 }
 
@@ -121,7 +147,7 @@ pub(crate) fn hello(ctx: &mut Ctx<'_>, req: Request<'_>) {
     }
     if let Some((user, password)) = credentials {
         if !credentials_ok(ctx, user, password) {
-            ctx.error(WRONGPASS);
+            wrong_password(ctx);
             return;
         }
         ctx.session.authenticated = true;

@@ -4,6 +4,7 @@ use super::{Ctx, NOT_AN_INTEGER, SYNTAX_ERROR, expiry_ms, is, now_ms};
 use crate::frame::{
     Request, parse_i64, write_array_len, write_bulk, write_null_bulk, write_simple,
 };
+use crate::server::OUTPUT_FLUSH_AT;
 use bytes::Bytes;
 
 /// `GET key`: the value bytes go straight from the map into the reply.
@@ -17,19 +18,33 @@ pub(crate) fn get(ctx: &mut Ctx<'_>, req: Request<'_>) {
     });
 }
 
-/// `MGET key [key ...]`, under one read lock.
-pub(crate) fn mget(ctx: &mut Ctx<'_>, req: Request<'_>) {
+/// Most keys looked up under one hold of the cache's read lock by a multi-key read.
+pub(crate) const KEYS_PER_LOCK: usize = 64;
+
+/// `MGET key [key ...]`: streamed. The values are copied into the reply a few keys per
+/// hold of the read lock, and the reply goes out whenever it passes the flush size, so
+/// `MGET big big big ...` costs the connection about one value of memory, not all of them.
+pub(crate) async fn mget(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let now = dice_core::now_ms();
-    let out = &mut *ctx.out;
-    write_array_len(out, req.len() - 1);
-    ctx.server.cache.with_replica(|r| {
-        for key in req.args().skip(1) {
-            match r.get(key, now) {
-                Some(v) => write_bulk(out, v),
-                None => write_null_bulk(out),
+    write_array_len(ctx.out, req.len() - 1);
+    let mut keys = req.args().skip(1).peekable();
+    while keys.peek().is_some() {
+        let out = &mut *ctx.out;
+        ctx.server.cache.with_replica(|r| {
+            for (i, key) in keys.by_ref().enumerate() {
+                match r.get(key, now) {
+                    Some(v) => write_bulk(out, v),
+                    None => write_null_bulk(out),
+                }
+                if out.len() >= OUTPUT_FLUSH_AT || i + 1 == KEYS_PER_LOCK {
+                    break;
+                }
             }
+        });
+        if !ctx.flush_if_full().await {
+            return;
         }
-    });
+    }
 }
 
 /// Which of `EX`, `PX`, `EXAT`, `PXAT` a `SET` carries.
