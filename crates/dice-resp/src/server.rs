@@ -3,7 +3,7 @@
 
 use crate::cluster::ClusterInfo;
 use crate::cmd::{self, Batch, Ctx, Session};
-use crate::frame::{FrameLimits, Parse, RequestParser, write_error};
+use crate::frame::{FrameLimits, Parse, Protocol, RequestParser, write_error};
 use bytes::{Buf, BytesMut};
 use dice_core::Cache;
 use std::fmt;
@@ -517,6 +517,7 @@ async fn run_connection(
         linger: false,
         auth_failures: 0,
         peer,
+        proto: Protocol::Resp2,
     };
     tracing::debug!(%peer, id = session.id, "RESP client connected");
     let mut parser = RequestParser::new(state.frame_limits);

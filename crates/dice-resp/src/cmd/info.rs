@@ -3,7 +3,7 @@
 
 use super::Ctx;
 use super::connection::REDIS_VERSION;
-use crate::frame::{Request, write_bulk};
+use crate::frame::{Request, write_verbatim};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
@@ -172,7 +172,8 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
             }
         });
     }
-    write_bulk(ctx.out, text.as_bytes());
+    // A verbatim text string in RESP3, a bulk string in RESP2 (as Redis answers).
+    write_verbatim(ctx.out, "txt", text.as_bytes(), ctx.session.proto);
 }
 
 /// Bytes the way Redis's `INFO` shows them: `512B`, `1.50K`, `2.00M`, `3.25G`.

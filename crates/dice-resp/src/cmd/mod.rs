@@ -12,7 +12,7 @@ pub(crate) mod info;
 pub(crate) mod keyspace;
 pub(crate) mod strings;
 
-use crate::frame::{Request, write_error};
+use crate::frame::{Protocol, Request, write_error, write_null};
 use crate::server::{OUTPUT_FLUSH_AT, ServerState, Wire, send};
 use std::ops::Range;
 
@@ -38,6 +38,8 @@ pub(crate) struct Session {
     pub auth_failures: u32,
     /// The client's address.
     pub peer: std::net::SocketAddr,
+    /// The reply protocol, chosen by `HELLO`.
+    pub proto: Protocol,
 }
 
 /// The writes made while answering one batch of requests.
@@ -113,6 +115,16 @@ impl<'a> Ctx<'a> {
         if let Some((_, generation)) = written {
             self.wrote(*generation);
         }
+    }
+
+    /// The reply protocol of this connection.
+    pub fn proto(&self) -> Protocol {
+        self.session.proto
+    }
+
+    /// Appends a missing value: `$-1` in RESP2, `_` in RESP3.
+    pub fn null(&mut self) {
+        write_null(self.out, self.session.proto);
     }
 
     /// Appends an error reply.
