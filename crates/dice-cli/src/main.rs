@@ -219,6 +219,24 @@ mod tests {
     }
 
     #[test]
+    fn requirepass_and_its_file_conflict() {
+        assert!(
+            Cli::try_parse_from([
+                "dice",
+                "node",
+                "--requirepass",
+                "x",
+                "--requirepass-file",
+                "f"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["dice", "node", "--requirepass-file", "f"]).is_ok());
+        assert!(Cli::try_parse_from(["dice", "node", "--timeout", "30"]).is_ok());
+        assert!(Cli::try_parse_from(["dice", "node", "--timeout", "-1"]).is_err());
+    }
+
+    #[test]
     fn node_and_data_conflict() {
         assert!(Cli::try_parse_from(["dice", "--node", "h:1", "--data", "d", "get", "k"]).is_err());
     }

@@ -59,6 +59,19 @@ pub struct NodeArgs {
         hide_env_values = true
     )]
     requirepass: Option<String>,
+    /// Read the API password from FILE (one line; a trailing newline is dropped). The file
+    /// must not be readable by group or others (chmod 600). Keeps the password out of the
+    /// command line and the environment, which other local users may see.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DICE_REQUIREPASS_FILE",
+        conflicts_with = "requirepass"
+    )]
+    requirepass_file: Option<PathBuf>,
+    /// Close API clients idle for this many seconds (0: never, as in Redis).
+    #[arg(long, value_name = "SECS", env = "DICE_TIMEOUT", default_value_t = 0)]
+    timeout: u64,
     /// Worker threads serving clients and peers (default: one per CPU). On a machine shared
     /// with busy clients, fewer can be faster (BENCHMARKS.md).
     #[arg(long, value_name = "N", env = "DICE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -121,6 +134,34 @@ fn write_api_addr(dir: &Path, addr: std::net::SocketAddr) -> Result<()> {
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// The password in `path`: its content without one trailing newline. Refused if the file
+/// is empty or readable by group or others.
+pub fn read_password_file(path: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("reading the password file {}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "the password file {} is readable or writable by group or others (mode {:o}); \
+             run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the password file {}", path.display()))?;
+    let password = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        anyhow::bail!("the password file {} is empty", path.display());
+    }
+    Ok(password.to_string())
+}
+
 /// Test-only fault point: `DICE_FAULT_COMMIT_DELAY_MS` delays every group commit, so that a
 /// test can kill a node while writes sit in memory, not yet durable.
 fn fault_commit_delay_ms() -> Option<u64> {
@@ -176,8 +217,13 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
             }
         })
     };
+    let requirepass = match &args.requirepass_file {
+        Some(path) => Some(read_password_file(path)?),
+        None => args.requirepass,
+    };
     let config = RespConfig {
-        requirepass: args.requirepass,
+        requirepass,
+        timeout: Duration::from_secs(args.timeout),
         ..RespConfig::default()
     };
     let api = RespServer::new(listener, node.cache().clone(), config)
@@ -216,4 +262,41 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
     }
     node.shutdown().await?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::read_password_file;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn file(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn password_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = file(dir.path(), "ok", "s3cret\n", 0o600);
+        assert_eq!(read_password_file(&ok).unwrap(), "s3cret");
+        let crlf = file(dir.path(), "crlf", "s3cret\r\n", 0o400);
+        assert_eq!(read_password_file(&crlf).unwrap(), "s3cret");
+        let bare = file(dir.path(), "bare", "with space", 0o600);
+        assert_eq!(read_password_file(&bare).unwrap(), "with space");
+        let open = file(dir.path(), "open", "s3cret\n", 0o644);
+        let e = read_password_file(&open).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        let group = file(dir.path(), "group", "s3cret\n", 0o640);
+        assert!(read_password_file(&group).is_err());
+        let empty = file(dir.path(), "empty", "\n", 0o600);
+        let e = read_password_file(&empty).unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
+        let e = read_password_file(&dir.path().join("absent"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("absent"), "{e}");
+    }
 }

@@ -344,6 +344,15 @@ impl Replica {
         self.map.iter().map(Record::to_entry)
     }
 
+    /// The keys that read as present at `now_ms`, in no particular order, borrowed from the
+    /// map (no key or value is copied).
+    pub fn live_keys(&self, now_ms: u64) -> impl Iterator<Item = &[u8]> + '_ {
+        self.map
+            .iter()
+            .filter(move |r| !is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms))
+            .map(Record::key)
+    }
+
     /// Up to `max` entries (and about `max_bytes`) in dot order (origin, then seq) from
     /// `cursor` on (`None`: from the start), and the cursor to go on from, `None` once the
     /// walk is done. Between calls the map may change: an entry

@@ -1,5 +1,5 @@
-//! RESP2 on the wire, sans-IO: requests in ([`RequestParser`]), replies out (the `write_*`
-//! encoders).
+//! RESP on the wire, sans-IO: requests in ([`RequestParser`]), replies out (the `write_*`
+//! encoders, RESP2 and RESP3: see [`Protocol`]).
 //!
 //! A request is what Redis accepts from a client: an array of bulk strings
 //! (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`, what every client library sends), or an inline command
@@ -632,6 +632,180 @@ pub fn write_null_array(out: &mut Vec<u8>) {
     out.extend_from_slice(b"*-1\r\n");
 }
 
+/// Which reply protocol a connection speaks: RESP2 (the default) or RESP3 (after
+/// `HELLO 3`). Requests are the same in both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// RESP2: nulls are `$-1`/`*-1`, maps are flat arrays, `INFO` a bulk string.
+    #[default]
+    Resp2,
+    /// RESP3: nulls are `_`, maps `%`, sets `~`, doubles `,`, booleans `#`, verbatim
+    /// strings `=`, big numbers `(`, pushes `>`.
+    Resp3,
+}
+
+impl Protocol {
+    /// The version number `HELLO` takes and reports.
+    pub fn version(self) -> i64 {
+        match self {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        }
+    }
+}
+
+fn write_header(out: &mut Vec<u8>, kind: u8, len: usize) {
+    out.push(kind);
+    write_decimal(out, len as i64);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the RESP3 null, `_\r\n`.
+pub fn write_null3(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"_\r\n");
+}
+
+/// Appends a missing value in `proto`: `$-1` in RESP2, `_` in RESP3.
+///
+/// ```
+/// use dice_resp::frame::{Protocol, write_null};
+/// let mut out = Vec::new();
+/// write_null(&mut out, Protocol::Resp2);
+/// write_null(&mut out, Protocol::Resp3);
+/// assert_eq!(out, b"$-1\r\n_\r\n");
+/// ```
+pub fn write_null(out: &mut Vec<u8>, proto: Protocol) {
+    match proto {
+        Protocol::Resp2 => write_null_bulk(out),
+        Protocol::Resp3 => write_null3(out),
+    }
+}
+
+/// Appends a missing array in `proto`: `*-1` in RESP2, `_` in RESP3.
+pub fn write_null_aggregate(out: &mut Vec<u8>, proto: Protocol) {
+    match proto {
+        Protocol::Resp2 => write_null_array(out),
+        Protocol::Resp3 => write_null3(out),
+    }
+}
+
+/// Appends a map header for `len` key-value pairs (the `2 * len` elements follow, key
+/// then value): `%len` in RESP3, a flat array `*2len` in RESP2.
+///
+/// ```
+/// use dice_resp::frame::{Protocol, write_map_len};
+/// let mut out = Vec::new();
+/// write_map_len(&mut out, 3, Protocol::Resp3);
+/// write_map_len(&mut out, 3, Protocol::Resp2);
+/// assert_eq!(out, b"%3\r\n*6\r\n");
+/// ```
+pub fn write_map_len(out: &mut Vec<u8>, len: usize, proto: Protocol) {
+    match proto {
+        Protocol::Resp2 => write_header(out, b'*', len * 2),
+        Protocol::Resp3 => write_header(out, b'%', len),
+    }
+}
+
+/// Appends a set header (`~len` in RESP3, an array in RESP2); the elements follow.
+pub fn write_set_len(out: &mut Vec<u8>, len: usize, proto: Protocol) {
+    match proto {
+        Protocol::Resp2 => write_header(out, b'*', len),
+        Protocol::Resp3 => write_header(out, b'~', len),
+    }
+}
+
+/// Appends a push header (`>len`, RESP3 only: out-of-band data such as pub/sub messages);
+/// the elements follow. In RESP2, pushes are plain arrays.
+pub fn write_push_len(out: &mut Vec<u8>, len: usize, proto: Protocol) {
+    match proto {
+        Protocol::Resp2 => write_header(out, b'*', len),
+        Protocol::Resp3 => write_header(out, b'>', len),
+    }
+}
+
+/// Appends a double: `,1.5` in RESP3 (`inf`, `-inf`, `nan` as RESP3 spells them), a bulk
+/// string of the same text in RESP2 (as Redis does).
+///
+/// ```
+/// use dice_resp::frame::{Protocol, write_double};
+/// let mut out = Vec::new();
+/// write_double(&mut out, 1.5, Protocol::Resp3);
+/// write_double(&mut out, f64::NEG_INFINITY, Protocol::Resp3);
+/// write_double(&mut out, 2.0, Protocol::Resp2);
+/// assert_eq!(out, b",1.5\r\n,-inf\r\n$3\r\n2.0\r\n");
+/// ```
+pub fn write_double(out: &mut Vec<u8>, value: f64, proto: Protocol) {
+    let text = if value.is_nan() {
+        "nan".to_string()
+    } else if value.is_infinite() {
+        if value > 0.0 { "inf" } else { "-inf" }.to_string()
+    } else {
+        // The shortest form that reads back the same: "1.5", "2.0", "1e300".
+        format!("{value:?}")
+    };
+    match proto {
+        Protocol::Resp2 => write_bulk(out, text.as_bytes()),
+        Protocol::Resp3 => {
+            out.push(b',');
+            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Appends a boolean: `#t`/`#f` in RESP3, the integer 1/0 in RESP2.
+pub fn write_boolean(out: &mut Vec<u8>, value: bool, proto: Protocol) {
+    match proto {
+        Protocol::Resp2 => write_integer(out, i64::from(value)),
+        Protocol::Resp3 => out.extend_from_slice(if value { b"#t\r\n" } else { b"#f\r\n" }),
+    }
+}
+
+/// Appends a big number given as decimal digits (an optional `-` then digits): `(digits`
+/// in RESP3, a bulk string in RESP2. Panics (debug) on anything but digits.
+pub fn write_big_number(out: &mut Vec<u8>, digits: &str, proto: Protocol) {
+    debug_assert!(
+        !digits.is_empty()
+            && digits
+                .strip_prefix('-')
+                .unwrap_or(digits)
+                .bytes()
+                .all(|b| b.is_ascii_digit()),
+        "not a big number: {digits:?}"
+    );
+    match proto {
+        Protocol::Resp2 => write_bulk(out, digits.as_bytes()),
+        Protocol::Resp3 => {
+            out.push(b'(');
+            out.extend_from_slice(digits.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Appends a verbatim string with its three-letter format (`txt`, `mkd`): `=len\r\ntxt:...`
+/// in RESP3, a plain bulk string in RESP2.
+///
+/// ```
+/// use dice_resp::frame::{Protocol, write_verbatim};
+/// let mut out = Vec::new();
+/// write_verbatim(&mut out, "txt", b"a\r\nb", Protocol::Resp3);
+/// assert_eq!(out, b"=8\r\ntxt:a\r\nb\r\n");
+/// ```
+pub fn write_verbatim(out: &mut Vec<u8>, format: &str, text: &[u8], proto: Protocol) {
+    debug_assert_eq!(format.len(), 3, "a verbatim format is three bytes");
+    match proto {
+        Protocol::Resp2 => write_bulk(out, text),
+        Protocol::Resp3 => {
+            write_header(out, b'=', text.len() + 4);
+            out.extend_from_slice(format.as_bytes());
+            out.push(b':');
+            out.extend_from_slice(text);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -813,6 +987,78 @@ mod tests {
         let buf = b"*1\r\n$10\r\nabc";
         assert!(matches!(p.parse(buf), Ok(Parse::Incomplete)));
         assert_eq!(p.needed(), 4 + 5 + 12);
+    }
+
+    #[test]
+    fn resp3_encoders_and_their_resp2_forms() {
+        use Protocol::{Resp2, Resp3};
+        let enc = |f: &dyn Fn(&mut Vec<u8>, Protocol)| {
+            let (mut two, mut three) = (Vec::new(), Vec::new());
+            f(&mut two, Resp2);
+            f(&mut three, Resp3);
+            (
+                String::from_utf8(two).unwrap(),
+                String::from_utf8(three).unwrap(),
+            )
+        };
+        type Case<'a> = ((String, String), (&'a str, &'a str));
+        let cases: Vec<Case> = vec![
+            (enc(&|o, p| write_null(o, p)), ("$-1\r\n", "_\r\n")),
+            (
+                enc(&|o, p| write_null_aggregate(o, p)),
+                ("*-1\r\n", "_\r\n"),
+            ),
+            (enc(&|o, p| write_map_len(o, 2, p)), ("*4\r\n", "%2\r\n")),
+            (enc(&|o, p| write_map_len(o, 0, p)), ("*0\r\n", "%0\r\n")),
+            (enc(&|o, p| write_set_len(o, 3, p)), ("*3\r\n", "~3\r\n")),
+            (enc(&|o, p| write_push_len(o, 3, p)), ("*3\r\n", ">3\r\n")),
+            (enc(&|o, p| write_boolean(o, true, p)), (":1\r\n", "#t\r\n")),
+            (
+                enc(&|o, p| write_boolean(o, false, p)),
+                (":0\r\n", "#f\r\n"),
+            ),
+            (
+                enc(&|o, p| write_double(o, 3.25, p)),
+                ("$4\r\n3.25\r\n", ",3.25\r\n"),
+            ),
+            (
+                enc(&|o, p| write_double(o, -0.5, p)),
+                ("$4\r\n-0.5\r\n", ",-0.5\r\n"),
+            ),
+            (
+                enc(&|o, p| write_double(o, 1e300, p)),
+                ("$5\r\n1e300\r\n", ",1e300\r\n"),
+            ),
+            (
+                enc(&|o, p| write_double(o, f64::INFINITY, p)),
+                ("$3\r\ninf\r\n", ",inf\r\n"),
+            ),
+            (
+                enc(&|o, p| write_double(o, f64::NAN, p)),
+                ("$3\r\nnan\r\n", ",nan\r\n"),
+            ),
+            (
+                enc(&|o, p| write_big_number(o, "-3492890328409238509324850943850943825024385", p)),
+                (
+                    "$44\r\n-3492890328409238509324850943850943825024385\r\n",
+                    "(-3492890328409238509324850943850943825024385\r\n",
+                ),
+            ),
+            (
+                enc(&|o, p| write_verbatim(o, "txt", b"Some string", p)),
+                ("$11\r\nSome string\r\n", "=15\r\ntxt:Some string\r\n"),
+            ),
+            (
+                enc(&|o, p| write_verbatim(o, "mkd", b"", p)),
+                ("$0\r\n\r\n", "=4\r\nmkd:\r\n"),
+            ),
+        ];
+        for ((two, three), (want2, want3)) in cases {
+            assert_eq!(two, want2);
+            assert_eq!(three, want3);
+        }
+        assert_eq!(Resp2.version(), 2);
+        assert_eq!(Resp3.version(), 3);
     }
 
     #[test]

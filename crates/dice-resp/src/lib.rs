@@ -1,27 +1,42 @@
-//! dice-resp: a dice [`Cache`](dice_core::Cache) served over the Redis protocol (RESP2), so
-//! `redis-cli`, `redis-benchmark` and every language's Redis client work against dice.
+//! dice-resp: a dice [`Cache`](dice_core::Cache) served over the Redis protocol (RESP2, and
+//! RESP3 after `HELLO 3`), so `redis-cli`, `redis-benchmark` and every language's Redis
+//! client work against dice, with their default settings.
 //!
 //! # A tour of the modules
 //!
-//! * [`frame`]: RESP2 on the wire, sans-IO: the request parser (arrays of bulk strings and
+//! * [`frame`]: RESP on the wire, sans-IO: the request parser (arrays of bulk strings and
 //!   inline commands, every size bounded, an `Incomplete` answer when more bytes are needed)
-//!   and the reply encoders.
+//!   and the reply encoders, each RESP3 kind with its RESP2 form ([`frame::Protocol`]).
 //! * `cmd` (private): the command table and one module per family (connection, strings,
 //!   keyspace, info): arguments checked and errors worded as Redis words them.
 //! * [`glob`]: Redis's glob patterns, for `KEYS` and `SCAN ... MATCH`.
 //! * [`server`]: [`RespServer`] and [`serve`]: the accept loop with its connection limit and
-//!   graceful shutdown, and the connection that answers a whole pipeline per flush.
+//!   graceful shutdown, and the connection that answers a pipeline and streams its replies
+//!   (sent whenever the buffer passes 64 KiB, waiting for the socket).
 //! * [`cluster`]: [`ClusterInfo`], how a dice-net node fills the `INFO cluster` section.
 //!
 //! # Commands
 //!
-//! `PING`, `ECHO`, `QUIT`, `AUTH`, `HELLO` (protocol 2 only), `SELECT 0`, `CLIENT
-//! ID|GETNAME|SETNAME|SETINFO`, `COMMAND [COUNT|INFO|LIST|DOCS]`, `INFO [server|clients|
-//! memory|keyspace|cluster]`, `GET`, `SET` (`EX`, `PX`, `EXAT`, `PXAT`, `NX`, `XX`,
+//! `PING`, `ECHO`, `QUIT`, `AUTH`, `HELLO [2|3] [AUTH user pass] [SETNAME name]`, `SELECT 0`,
+//! `CLIENT ID|GETNAME|SETNAME|SETINFO`, `COMMAND [COUNT|INFO|LIST|DOCS]`, `INFO [server|
+//! clients|memory|persistence|stats|keyspace|cluster]`, `GET`, `SET` (`EX`, `PX`, `EXAT`, `PXAT`, `NX`, `XX`,
 //! `KEEPTTL`, `GET`), `SETEX`, `PSETEX`, `GETDEL`, `MGET`, `MSET`, `DEL`, `UNLINK`, `EXISTS`,
 //! `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` (with `NX`, `XX`, `GT`, `LT`), `TTL`, `PTTL`,
 //! `PERSIST`, `KEYS`, `SCAN` (`MATCH`, `COUNT`, `TYPE`), `DBSIZE`, `FLUSHALL`, `FLUSHDB`.
 //! Anything else gets Redis's unknown-command error. Values are binary-safe bytes.
+//!
+//! # RESP2 and RESP3
+//!
+//! A connection speaks RESP2 until `HELLO 3` (what redis-py 8, Jedis, Lettuce, go-redis and
+//! StackExchange.Redis send first), and RESP2 again after `HELLO 2`; a `HELLO` that fails
+//! (wrong password, bad option) changes nothing. Every reply follows the connection's
+//! protocol, with the types Redis 7.2 uses: in RESP3 a missing value (`GET`, `MGET`
+//! elements, `SET ... NX|GET`, `GETDEL`, `CLIENT GETNAME`, `COMMAND INFO` of an unknown
+//! command) is `_` instead of `$-1`/`*-1`; `HELLO` answers a map (`%7`) instead of a flat
+//! array; `INFO` a verbatim string (`=...txt:`) instead of a bulk string; `COMMAND DOCS` a
+//! map; `COMMAND`'s flags, ACL categories and tips are sets (`~`). Integers, simple strings,
+//! bulk strings, arrays and errors are the same in both. [`frame`] also has the RESP3 kinds
+//! no command needs yet (doubles, booleans, big numbers, and pushes, ready for pub/sub).
 //!
 //! # What a replicated cache changes
 //!
@@ -45,8 +60,8 @@
 //!
 //! # Differences from Redis
 //!
-//! One database (`SELECT 0` only), strings only (no lists, hashes...), RESP2 only (`HELLO
-//! 3` answers `-NOPROTO`), one user (`default`), no pub/sub, transactions or scripts. Keys
+//! One database (`SELECT 0` only), strings only (no lists, hashes...), one user
+//! (`default`), no pub/sub, transactions (`MULTI`/`EXEC`), scripts or `CLIENT TRACKING`. Keys
 //! cannot be empty and are bounded like values (the cache's limits; past them the reply is
 //! the cache's error, such as `-ERR value of 2000000 bytes exceeds the limit of 1048576
 //! bytes`). `*-1` and other negative array counts are protocol errors (Redis ignores them).
@@ -54,11 +69,44 @@
 //! the whole map, so on a large map a page holds at least 1/64 of it (`COUNT` is a hint in
 //! Redis too). For clients that pick features by version, `HELLO` answers `server: redis`,
 //! `version: 7.2.0` (the Redis whose replies dice follows) and `INFO` says
-//! `redis_version:7.2.0`, with `dice_version` and `dice_node_id` beside it. `CLIENT
+//! `redis_version:7.2.0`, with `dice_version` and `dice_node_id` beside it. Claiming more
+//! would be a lie clients act on: redis-py 8 turns on its client-side cache for 7.4 and
+//! later, which needs `CLIENT TRACKING`. `CLIENT
 //! SETINFO` is accepted and ignored (client libraries send it on connect); `FLUSHDB` is
 //! `FLUSHALL`. A client that breaks the protocol gets Redis's `-ERR Protocol error: ...`
 //! and is disconnected; before it authenticates, a client may send at most 10 arguments
 //! and 16 KiB per argument, as in Redis.
+//!
+//! # Limits: what one client can take
+//!
+//! Every input is bounded, and so is every reply's footprint (see [`RespConfig`] for the
+//! fields and defaults):
+//!
+//! * **A request**: `max_bulk_len` per argument (the cache's value limit plus 4 KiB),
+//!   `max_args` arguments, `max_inline_len` for an inline line, `max_request_len` (128 MiB)
+//!   buffered for one request; before `AUTH`, 10 arguments and 16 KiB per argument.
+//! * **Input buffers of all clients together**: `max_input_buffer_total` (1 GiB). Each
+//!   client's first [`server::INPUT_ALLOWANCE`] (64 KiB) is not counted, so small requests
+//!   are always served; a client whose partial request would take the total past the budget
+//!   gets `-ERR client input buffers would pass the server's budget ...` and is
+//!   disconnected (logged, counted as `dice_input_budget_refusals` in `INFO stats`).
+//! * **Output**: replies are streamed. A connection sends what it has buffered once it
+//!   passes [`server::OUTPUT_FLUSH_AT`] (64 KiB) and waits for the socket before it answers
+//!   more, and multi-element replies (`MGET`, `KEYS`, `SCAN`) are written element by
+//!   element: `MGET` reads at most 64 keys per hold of the cache's read lock, and the lock
+//!   is never held while waiting for a client. So a connection holds at most 64 KiB plus one
+//!   value of replies, whatever it asks (`MGET big big big ...` included), and a slow reader
+//!   slows only itself. A client whose pending replies make no way onto the socket for
+//!   `output_stall_timeout` (60 s) is disconnected (logged, `dice_output_stall_disconnects`):
+//!   this plays the part of Redis's `client-output-buffer-limit` hard limit, which a
+//!   connection here cannot reach since it stops producing instead. `KEYS` and `SCAN` still
+//!   walk the whole map under the read lock once per call (keys only, no values copied) and
+//!   keep the matching keys until they are sent.
+//! * **Idle clients**: `timeout` (zero by default: never, as in Redis) closes a client that
+//!   sent nothing for that long (`dice_idle_timeouts`).
+//! * **Failed `AUTH`s**: counted (`dice_auth_failures`), logged at most once a second with
+//!   the count since the last warning and a peer address, and the third failure on a
+//!   connection closes it after its `WRONGPASS` reply (`dice_auth_disconnects`).
 //!
 //! # Serving a cache
 //!

@@ -3,7 +3,7 @@
 
 use crate::cluster::ClusterInfo;
 use crate::cmd::{self, Batch, Ctx, Session};
-use crate::frame::{FrameLimits, Parse, RequestParser, write_error};
+use crate::frame::{FrameLimits, Parse, Protocol, RequestParser, write_error};
 use bytes::{Buf, BytesMut};
 use dice_core::Cache;
 use std::fmt;
@@ -12,7 +12,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -38,6 +39,19 @@ pub struct RespConfig {
     pub max_inline_len: usize,
     /// Most bytes buffered for one request before it completes (default 128 MiB).
     pub max_request_len: usize,
+    /// Most bytes that the partial requests of all clients together may hold (default
+    /// 1 GiB). Each client's first [`INPUT_ALLOWANCE`] bytes are not counted, so small
+    /// requests are always served; a client whose buffer would take the total past the budget
+    /// gets `-ERR Protocol error: ... budget ...` and is disconnected (logged).
+    pub max_input_buffer_total: usize,
+    /// Close a client that sent nothing for this long (Redis's `timeout`; default zero:
+    /// never).
+    pub timeout: Duration,
+    /// Disconnect a client whose pending replies (at most [`OUTPUT_FLUSH_AT`] plus one
+    /// element, since a connection stops answering until the socket takes them) make no
+    /// way onto the socket for this long: a client that does not read (default 60 s; zero:
+    /// never). Logged.
+    pub output_stall_timeout: Duration,
     /// How long a shutdown waits for connections to finish the batch they are answering
     /// (a client that does not read its replies can hold one up) before it drops them
     /// (default 10 s).
@@ -54,6 +68,9 @@ impl Default for RespConfig {
             max_args: limits.max_args,
             max_inline_len: limits.max_inline_len,
             max_request_len: limits.max_request_len,
+            max_input_buffer_total: 1024 * 1024 * 1024,
+            timeout: Duration::ZERO,
+            output_stall_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -71,6 +88,9 @@ impl fmt::Debug for RespConfig {
             .field("max_args", &self.max_args)
             .field("max_inline_len", &self.max_inline_len)
             .field("max_request_len", &self.max_request_len)
+            .field("max_input_buffer_total", &self.max_input_buffer_total)
+            .field("timeout", &self.timeout)
+            .field("output_stall_timeout", &self.output_stall_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish()
     }
@@ -101,12 +121,76 @@ pub(crate) struct ServerState {
     clients: Arc<Semaphore>,
     max_permits: usize,
     next_client_id: AtomicU64,
+    /// Bytes of partial requests charged against [`RespConfig::max_input_buffer_total`].
+    input_buffered: AtomicUsize,
+    pub stats: Stats,
+    auth_log: Mutex<AuthLog>,
+}
+
+/// Counters shown by `INFO stats`.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub connections_received: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub auth_disconnects: AtomicU64,
+    pub idle_timeouts: AtomicU64,
+    pub input_budget_refusals: AtomicU64,
+    pub output_stalls: AtomicU64,
+}
+
+/// Rate limit of the failed-`AUTH` warning: at most one per [`AUTH_LOG_EVERY`].
+#[derive(Default)]
+struct AuthLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+/// At most one failed-`AUTH` warning per this period, with the count since the last one.
+const AUTH_LOG_EVERY: Duration = Duration::from_secs(1);
+
+impl AuthLog {
+    /// Records a failure at `now`; `Some(failures since the last warning, this one
+    /// included)` when a warning is due.
+    fn record(&mut self, now: Instant) -> Option<u64> {
+        self.unlogged += 1;
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < AUTH_LOG_EVERY)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
 }
 
 impl ServerState {
     /// Clients connected now.
     pub fn connected_clients(&self) -> usize {
         self.max_permits - self.clients.available_permits()
+    }
+
+    /// Bytes of partial requests held now, past each client's allowance.
+    pub fn input_buffered(&self) -> usize {
+        self.input_buffered.load(Ordering::Relaxed)
+    }
+
+    /// Counts a failed `AUTH` (or `HELLO ... AUTH`) from `peer`, and logs it unless a warning
+    /// went out less than [`AUTH_LOG_EVERY`] ago (the next one carries the count).
+    pub fn auth_failed(&self, peer: SocketAddr) {
+        let total = self.stats.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let Ok(mut log) = self.auth_log.lock() else {
+            return;
+        };
+        if let Some(count) = log.record(Instant::now()) {
+            tracing::warn!(
+                %peer,
+                failures_since_last_warning = count,
+                total,
+                "failed AUTH: wrong password or user"
+            );
+        }
     }
 }
 
@@ -186,6 +270,9 @@ impl RespServer {
             clients: Arc::new(Semaphore::new(max_permits)),
             max_permits,
             next_client_id: AtomicU64::new(1),
+            input_buffered: AtomicUsize::new(0),
+            stats: Stats::default(),
+            auth_log: Mutex::new(AuthLog::default()),
         });
         let listener = self.listener;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -205,7 +292,9 @@ impl RespServer {
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        state.stats.connections_received.fetch_add(1, Ordering::Relaxed);
                         let Ok(permit) = state.clients.clone().try_acquire_owned() else {
+                            state.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(%peer, "refusing a client: max number of clients reached");
                             // Never blocks the accept loop; lingers (to make sure the client
                             // reads why) only for a bounded number of refused clients at once.
@@ -293,15 +382,128 @@ pub async fn serve(listener: TcpListener, cache: Cache, config: RespConfig) -> i
         .await
 }
 
-/// Output past this size is sent before more requests are answered, so a long pipeline of
-/// large replies does not pile up in memory.
-const FLUSH_AT: usize = 256 * 1024;
+/// Output past this size is sent (and the socket awaited) before anything more is
+/// answered: a long pipeline, or one reply of many elements (`MGET`, `KEYS`, `SCAN`), never
+/// piles up in memory. A connection holds at most this plus one element (a value, at most
+/// the cache's value limit) of replies.
+pub const OUTPUT_FLUSH_AT: usize = 64 * 1024;
 /// Bytes read at a time (at least).
 const READ_CHUNK: usize = 16 * 1024;
+/// Bytes of input buffer each client holds without charging the global budget
+/// ([`RespConfig::max_input_buffer_total`]).
+pub const INPUT_ALLOWANCE: usize = 64 * 1024;
+
+/// The write side of a connection: the socket and what is pending for it.
+pub(crate) struct Wire {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Set once a write failed or stalled: the connection is closing, stop answering.
+    pub broken: bool,
+}
+
+/// Sends `out`: first waits until the batch's writes are committed (their replies turn
+/// into the commit's error if it failed), then writes to the socket, giving up after
+/// [`RespConfig::output_stall_timeout`]. Sets `wire.broken` and returns false if the
+/// client is gone or stalled.
+pub(crate) async fn send(
+    state: &ServerState,
+    out: &mut Vec<u8>,
+    batch: &mut Batch,
+    wire: &mut Wire,
+) -> bool {
+    // Acknowledge the batch's writes only once they are committed: one wait for all.
+    if batch.max_generation > 0 {
+        if let Err(e) = state.cache.wait_committed(batch.max_generation).await {
+            tracing::warn!(error = %e, "a group commit failed; failing the batch's writes");
+            *out = replace_ranges(out, &batch.write_replies, &format!("ERR {e}"));
+        }
+        batch.max_generation = 0;
+        batch.write_replies.clear();
+    }
+    if out.is_empty() || wire.broken {
+        out.clear();
+        return !wire.broken;
+    }
+    let stall = state.config.output_stall_timeout;
+    let written = if stall.is_zero() {
+        wire.stream.write_all(out).await.map_err(|_| false)
+    } else {
+        match tokio::time::timeout(stall, wire.stream.write_all(out)).await {
+            Ok(r) => r.map_err(|_| false),
+            Err(_) => Err(true),
+        }
+    };
+    out.clear();
+    if out.capacity() > 4 * OUTPUT_FLUSH_AT {
+        *out = Vec::with_capacity(READ_CHUNK);
+    }
+    match written {
+        Ok(()) => true,
+        Err(stalled) => {
+            if stalled {
+                state.stats.output_stalls.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    peer = %wire.peer,
+                    timeout = ?stall,
+                    "disconnecting a client that does not read its replies"
+                );
+            }
+            wire.broken = true;
+            false
+        }
+    }
+}
+
+/// The bytes a connection charges against the global input budget, given back when it
+/// closes.
+struct InputCharge<'a> {
+    state: &'a ServerState,
+    charged: usize,
+}
+
+impl InputCharge<'_> {
+    /// Charges a buffer of `capacity` bytes. False if that takes the total past the budget
+    /// (the charge is then left as it was).
+    fn set(&mut self, capacity: usize) -> bool {
+        let want = capacity.saturating_sub(INPUT_ALLOWANCE);
+        let total = &self.state.input_buffered;
+        if want > self.charged {
+            let more = want - self.charged;
+            let before = total.fetch_add(more, Ordering::Relaxed);
+            if before + more > self.state.config.max_input_buffer_total {
+                total.fetch_sub(more, Ordering::Relaxed);
+                return false;
+            }
+        } else {
+            total.fetch_sub(self.charged - want, Ordering::Relaxed);
+        }
+        self.charged = want;
+        true
+    }
+}
+
+impl Drop for InputCharge<'_> {
+    fn drop(&mut self) {
+        self.state
+            .input_buffered
+            .fetch_sub(self.charged, Ordering::Relaxed);
+    }
+}
+
+/// How a connection ends.
+enum Close {
+    /// Keep serving.
+    No,
+    /// Close after the replies (QUIT).
+    Clean,
+    /// Close after the replies, reading what the client still sends so that it gets the
+    /// last reply (a protocol error, a refusal).
+    Linger,
+}
 
 async fn run_connection(
     state: Arc<ServerState>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
@@ -312,18 +514,31 @@ async fn run_connection(
         name: None,
         authenticated: state.config.requirepass.is_none(),
         quit: false,
+        linger: false,
+        auth_failures: 0,
+        peer,
+        proto: Protocol::Resp2,
     };
     tracing::debug!(%peer, id = session.id, "RESP client connected");
     let mut parser = RequestParser::new(state.frame_limits);
     parser.set_unauthenticated(!session.authenticated);
     let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut charge = InputCharge {
+        state: &state,
+        charged: 0,
+    };
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut batch = Batch::default();
+    let mut wire = Wire {
+        stream,
+        peer,
+        broken: false,
+    };
+    let idle_timeout = state.config.timeout;
     loop {
         // Answer every complete request in the buffer.
         let mut pos = 0;
-        let mut close = false;
-        let mut protocol_error = false;
+        let mut close = Close::No;
         let mut more_buffered = false;
         loop {
             match parser.parse(&input[pos..]) {
@@ -331,15 +546,23 @@ async fn run_connection(
                 Ok(Parse::Request { request, consumed }) => {
                     pos += consumed;
                     if !request.is_empty() {
-                        let mut ctx = Ctx::new(&state, &mut session, &mut out, &mut batch);
+                        let mut ctx =
+                            Ctx::new(&state, &mut session, &mut out, &mut batch, &mut wire);
                         cmd::execute(&mut ctx, request).await;
                     }
                     parser.set_unauthenticated(!session.authenticated);
-                    if session.quit {
-                        close = true;
+                    if wire.broken {
                         break;
                     }
-                    if out.len() >= FLUSH_AT {
+                    if session.quit {
+                        close = if session.linger {
+                            Close::Linger
+                        } else {
+                            Close::Clean
+                        };
+                        break;
+                    }
+                    if out.len() >= OUTPUT_FLUSH_AT {
                         more_buffered = true;
                         break;
                     }
@@ -347,54 +570,79 @@ async fn run_connection(
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "RESP protocol error; closing");
                     write_error(&mut out, &format!("ERR {e}"));
-                    close = true;
-                    protocol_error = true;
+                    close = Close::Linger;
                     break;
                 }
             }
         }
         input.advance(pos);
-
-        // Acknowledge the batch's writes only once they are committed: one wait for all.
-        if batch.max_generation > 0 {
-            if let Err(e) = state.cache.wait_committed(batch.max_generation).await {
-                tracing::warn!(error = %e, "a group commit failed; failing the batch's writes");
-                out = replace_ranges(&out, &batch.write_replies, &format!("ERR {e}"));
-            }
-            batch.max_generation = 0;
-            batch.write_replies.clear();
+        if !send(&state, &mut out, &mut batch, &mut wire).await {
+            break;
         }
-        if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+        match close {
+            Close::No => {}
+            Close::Clean => {
+                let _ = wire.stream.shutdown().await;
                 break;
             }
-            out.clear();
-            if out.capacity() > 4 * FLUSH_AT {
-                out = Vec::with_capacity(READ_CHUNK);
+            Close::Linger => {
+                linger_close(&mut wire.stream).await;
+                break;
             }
-        }
-        if close {
-            if protocol_error {
-                linger_close(&mut stream).await;
-            } else {
-                let _ = stream.shutdown().await;
-            }
-            break;
         }
         if more_buffered {
             continue;
         }
 
-        if input.is_empty() && input.capacity() > 64 * READ_CHUNK {
+        if input.is_empty() && input.capacity() > INPUT_ALLOWANCE {
             input = BytesMut::with_capacity(READ_CHUNK);
         }
         input.reserve(parser.needed().saturating_sub(input.len()).max(READ_CHUNK));
-        tokio::select! {
-            read = stream.read_buf(&mut input) => match read {
+        if !charge.set(input.capacity()) {
+            state
+                .stats
+                .input_budget_refusals
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                %peer,
+                buffered = input.len(),
+                budget = state.config.max_input_buffer_total,
+                "disconnecting a client: the input buffers of all clients would pass their budget"
+            );
+            write_error(
+                &mut out,
+                &format!(
+                    "ERR client input buffers would pass the server's budget of {} bytes \
+                     (max_input_buffer_total) with this client's {} bytes of partial \
+                     request; closing the connection",
+                    state.config.max_input_buffer_total,
+                    input.len()
+                ),
+            );
+            if send(&state, &mut out, &mut batch, &mut wire).await {
+                linger_close(&mut wire.stream).await;
+            }
+            break;
+        }
+        let idle = async {
+            if idle_timeout.is_zero() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(idle_timeout).await;
+        };
+        let timed_out = tokio::select! {
+            read = wire.stream.read_buf(&mut input) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
+                Ok(_) => false,
             },
+            () = idle => true,
             _ = stop.wait_for(|stopping| *stopping) => break,
+        };
+        if timed_out {
+            state.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, id = session.id, "closing an idle client (timeout)");
+            let _ = wire.stream.shutdown().await;
+            break;
         }
     }
     tracing::debug!(%peer, id = session.id, "RESP client gone");
@@ -441,6 +689,25 @@ fn replace_ranges(out: &[u8], ranges: &[Range<usize>], text: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::{AuthLog, Duration, Instant};
+
+    #[test]
+    fn auth_warnings_are_rate_limited() {
+        let mut log = AuthLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.record(t0), Some(1), "the first failure is logged");
+        for i in 1..=5 {
+            assert_eq!(log.record(t0 + Duration::from_millis(i * 100)), None);
+        }
+        assert_eq!(
+            log.record(t0 + Duration::from_millis(1000)),
+            Some(6),
+            "the next warning carries the failures it stood for"
+        );
+        assert_eq!(log.record(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(log.record(t0 + Duration::from_millis(2100)), Some(2));
+    }
+
     #[test]
     fn replace_ranges() {
         let out = b"+OK\r\n:1\r\n+OK\r\n";

@@ -41,6 +41,8 @@ async fn commands_wait_for_auth() {
         err(&mut c, &[b"AUTH", b"other", b"s3cret"]).await,
         "WRONGPASS invalid username-password pair or user is disabled."
     );
+    // Two failures so far; a third would close the connection (see auth_failures_close).
+    let mut c = s.client().await;
     assert_eq!(
         err(&mut c, &[b"AUTH", b"a", b"b", b"c"]).await,
         "ERR syntax error"

@@ -81,7 +81,7 @@ async fn connection_commands() {
     let hello: Vec<Value> = q(&mut c, &[b"HELLO"]).await;
     assert_eq!(hello.len(), 14);
     assert_eq!(
-        err(&mut c, &[b"HELLO", b"3"]).await,
+        err(&mut c, &[b"HELLO", b"4"]).await,
         "NOPROTO unsupported protocol version"
     );
     assert_eq!(

@@ -3,12 +3,15 @@
 
 use super::{Ctx, NOT_AN_INTEGER, SYNTAX_ERROR, Spec, TABLE, is, lookup, truncated};
 use crate::frame::{
-    Request, parse_i64, write_array_len, write_bulk, write_integer, write_null_array,
-    write_null_bulk, write_simple,
+    Protocol, Request, parse_i64, write_array_len, write_bulk, write_integer, write_map_len,
+    write_null_aggregate, write_set_len, write_simple,
 };
 
 /// The Redis version dice's protocol subset follows, reported by `HELLO` and `INFO`
-/// (clients pick features by it).
+/// (clients pick features by it). Honest, not flattering: 7.2 is the Redis whose replies
+/// dice follows, and clients switch on features of later versions by it (redis-py 8 turns
+/// on its client-side cache for 7.4 and later, which needs `CLIENT TRACKING`, which dice
+/// lacks). dice's own version is `dice_version`, beside it.
 pub(crate) const REDIS_VERSION: &str = "7.2.0";
 
 pub(crate) fn ping(ctx: &mut Ctx<'_>, req: Request<'_>) {
@@ -59,6 +62,32 @@ fn credentials_ok(ctx: &Ctx<'_>, user: &[u8], password: &[u8]) -> bool {
 
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
+/// Failed `AUTH`s (or `HELLO ... AUTH`) after which a connection is closed: its last reply
+/// is Redis's `WRONGPASS` error, then the server closes. A client guessing passwords must
+/// reconnect every few guesses, and every failure is counted and logged.
+pub(crate) const MAX_AUTH_FAILURES: u32 = 3;
+
+/// Replies `WRONGPASS`, counts and logs the failure, and closes the connection after
+/// [`MAX_AUTH_FAILURES`].
+fn wrong_password(ctx: &mut Ctx<'_>) {
+    ctx.error(WRONGPASS);
+    ctx.server.auth_failed(ctx.session.peer);
+    ctx.session.auth_failures += 1;
+    if ctx.session.auth_failures >= MAX_AUTH_FAILURES {
+        ctx.server
+            .stats
+            .auth_disconnects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            peer = %ctx.session.peer,
+            failures = ctx.session.auth_failures,
+            "closing a connection after repeated failed AUTHs"
+        );
+        ctx.session.quit = true;
+        ctx.session.linger = true;
+    }
+}
+
 pub(crate) fn auth(ctx: &mut Ctx<'_>, req: Request<'_>) {
     if req.len() > 3 {
         ctx.error(SYNTAX_ERROR);
@@ -80,13 +109,16 @@ pub(crate) fn auth(ctx: &mut Ctx<'_>, req: Request<'_>) {
         ctx.session.authenticated = true;
         write_simple(ctx.out, "OK");
     } else {
-        ctx.error(WRONGPASS);
+        wrong_password(ctx);
     }
 }
 
-/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`; only protocol 2.
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`: switches the reply
+/// protocol to RESP2 or RESP3 (only once everything else succeeded, as in Redis) and
+/// describes the server, as a map.
 pub(crate) fn hello(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let mut next = 1;
+    let mut proto = None;
     if let Some(v) = req.get(1) {
         next = 2;
         match parse_i64(v) {
@@ -94,7 +126,8 @@ pub(crate) fn hello(ctx: &mut Ctx<'_>, req: Request<'_>) {
                 ctx.error("ERR Protocol version is not an integer or out of range");
                 return;
             }
-            Some(2) => {}
+            Some(2) => proto = Some(Protocol::Resp2),
+            Some(3) => proto = Some(Protocol::Resp3),
             Some(_) => {
                 ctx.error("NOPROTO unsupported protocol version");
                 return;
@@ -121,7 +154,7 @@ pub(crate) fn hello(ctx: &mut Ctx<'_>, req: Request<'_>) {
     }
     if let Some((user, password)) = credentials {
         if !credentials_ok(ctx, user, password) {
-            ctx.error(WRONGPASS);
+            wrong_password(ctx);
             return;
         }
         ctx.session.authenticated = true;
@@ -139,14 +172,18 @@ pub(crate) fn hello(ctx: &mut Ctx<'_>, req: Request<'_>) {
     {
         return;
     }
+    if let Some(proto) = proto {
+        ctx.session.proto = proto;
+    }
+    let proto = ctx.proto();
     let out = &mut *ctx.out;
-    write_array_len(out, 14);
+    write_map_len(out, 7, proto);
     write_bulk(out, b"server");
     write_bulk(out, b"redis");
     write_bulk(out, b"version");
     write_bulk(out, REDIS_VERSION.as_bytes());
     write_bulk(out, b"proto");
-    write_integer(out, 2);
+    write_integer(out, proto.version());
     write_bulk(out, b"id");
     write_integer(out, ctx.session.id as i64);
     write_bulk(out, b"mode");
@@ -191,7 +228,7 @@ pub(crate) fn client(ctx: &mut Ctx<'_>, req: Request<'_>) {
         "client|id" => write_integer(ctx.out, ctx.session.id as i64),
         "client|getname" => match &ctx.session.name {
             Some(n) => write_bulk(ctx.out, n),
-            None => write_null_bulk(ctx.out),
+            None => ctx.null(),
         },
         "client|setname" => {
             if set_name(ctx, req.arg(2)) {
@@ -225,31 +262,35 @@ fn unknown_subcommand(ctx: &mut Ctx<'_>, sub: &[u8], command: &str) {
     ctx.error(&text);
 }
 
-/// Redis 7's ten-field command description.
-fn write_spec(out: &mut Vec<u8>, s: &Spec) {
+/// Redis 7's ten-field command description (flags, ACL categories and tips are sets in
+/// RESP3).
+fn write_spec(out: &mut Vec<u8>, s: &Spec, proto: Protocol) {
     write_array_len(out, 10);
     write_bulk(out, s.name.as_bytes());
     write_integer(out, i64::from(s.arity));
-    write_array_len(out, s.flags.len());
+    write_set_len(out, s.flags.len(), proto);
     for f in s.flags {
         write_simple(out, f);
     }
     write_integer(out, i64::from(s.first_key));
     write_integer(out, i64::from(s.last_key));
     write_integer(out, i64::from(s.step));
-    for _ in 0..4 {
-        // ACL categories, tips, key specs, subcommands: none described.
-        write_array_len(out, 0);
-    }
+    // ACL categories and tips: none described.
+    write_set_len(out, 0, proto);
+    write_set_len(out, 0, proto);
+    // Key specs and subcommands: none described.
+    write_array_len(out, 0);
+    write_array_len(out, 0);
 }
 
 /// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO name...`, `COMMAND LIST`, `COMMAND DOCS` (an
 /// empty answer: enough for `redis-cli`, which falls back to no hints).
 pub(crate) fn command(ctx: &mut Ctx<'_>, req: Request<'_>) {
+    let proto = ctx.proto();
     let Some(sub) = req.get(1) else {
         write_array_len(ctx.out, TABLE.len());
         for s in TABLE {
-            write_spec(ctx.out, s);
+            write_spec(ctx.out, s, proto);
         }
         return;
     };
@@ -260,13 +301,14 @@ pub(crate) fn command(ctx: &mut Ctx<'_>, req: Request<'_>) {
         }
         write_integer(ctx.out, TABLE.len() as i64);
     } else if is(sub, "docs") {
-        write_array_len(ctx.out, 0);
+        // A map of command name to docs: none described.
+        write_map_len(ctx.out, 0, proto);
     } else if is(sub, "info") {
         write_array_len(ctx.out, req.len() - 2);
         for name in req.args().skip(2) {
             match lookup(name) {
-                Some(s) => write_spec(ctx.out, s),
-                None => write_null_array(ctx.out),
+                Some(s) => write_spec(ctx.out, s, proto),
+                None => write_null_aggregate(ctx.out, proto),
             }
         }
     } else if is(sub, "list") {

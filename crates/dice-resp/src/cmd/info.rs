@@ -1,9 +1,11 @@
-//! `INFO [section ...]`: sections server, clients, memory, persistence, keyspace and cluster.
+//! `INFO [section ...]`: sections server, clients, memory, persistence, stats, keyspace and
+//! cluster.
 
 use super::Ctx;
 use super::connection::REDIS_VERSION;
-use crate::frame::{Request, write_bulk};
+use crate::frame::{Request, write_verbatim};
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 const SERVER: usize = 0;
 const CLIENTS: usize = 1;
@@ -11,13 +13,15 @@ const MEMORY: usize = 2;
 const KEYSPACE: usize = 3;
 const CLUSTER: usize = 4;
 const PERSISTENCE: usize = 5;
-const SECTIONS: [&str; 6] = [
+const STATS: usize = 6;
+const SECTIONS: [&str; 7] = [
     "server",
     "clients",
     "memory",
     "keyspace",
     "cluster",
     "persistence",
+    "stats",
 ];
 
 pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
@@ -123,6 +127,31 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
             }
         });
     }
+    if wanted[STATS] {
+        section("Stats", &|t| {
+            let st = &server.stats;
+            let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            let _ = write!(
+                t,
+                "total_connections_received:{}\r\n\
+                 rejected_connections:{}\r\n\
+                 dice_auth_failures:{}\r\n\
+                 dice_auth_disconnects:{}\r\n\
+                 dice_idle_timeouts:{}\r\n\
+                 dice_input_buffered_bytes:{}\r\n\
+                 dice_input_budget_refusals:{}\r\n\
+                 dice_output_stall_disconnects:{}\r\n",
+                n(&st.connections_received),
+                n(&st.rejected_connections),
+                n(&st.auth_failures),
+                n(&st.auth_disconnects),
+                n(&st.idle_timeouts),
+                server.input_buffered(),
+                n(&st.input_budget_refusals),
+                n(&st.output_stalls),
+            );
+        });
+    }
     if wanted[KEYSPACE] {
         section("Keyspace", &|t| {
             let now = dice_core::now_ms();
@@ -153,7 +182,8 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
             }
         });
     }
-    write_bulk(ctx.out, text.as_bytes());
+    // A verbatim text string in RESP3, a bulk string in RESP2 (as Redis answers).
+    write_verbatim(ctx.out, "txt", text.as_bytes(), ctx.session.proto);
 }
 
 /// Bytes the way Redis's `INFO` shows them: `512B`, `1.50K`, `2.00M`, `3.25G`.

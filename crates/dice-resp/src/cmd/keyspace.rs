@@ -170,20 +170,30 @@ pub(crate) async fn persist(ctx: &mut Ctx<'_>, req: Request<'_>) {
     }
 }
 
-/// `KEYS pattern`: every live key matching the glob.
-pub(crate) fn keys(ctx: &mut Ctx<'_>, req: Request<'_>) {
+/// `KEYS pattern`: every live key matching the glob. The matching keys are collected in
+/// one walk of the map under the read lock (keys only: no value is copied), then the reply
+/// is streamed, sent whenever it passes the flush size.
+pub(crate) async fn keys(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let pattern = req.arg(1);
     let all = pattern == b"*";
     let now = dice_core::now_ms();
     let keys: Vec<Bytes> = ctx.server.cache.with_replica(|r| {
-        r.entries()
-            .filter(|e| !e.is_dead(now) && (all || glob_match(pattern, &e.key)))
-            .map(|e| e.key)
+        r.live_keys(now)
+            .filter(|k| all || glob_match(pattern, k))
+            .map(Bytes::copy_from_slice)
             .collect()
     });
     write_array_len(ctx.out, keys.len());
-    for k in &keys {
+    write_keys(ctx, keys.iter()).await;
+}
+
+/// Appends `keys` as bulk strings, sending the reply whenever it passes the flush size.
+async fn write_keys<'k>(ctx: &mut Ctx<'_>, keys: impl Iterator<Item = &'k Bytes>) {
+    for k in keys {
         write_bulk(ctx.out, k);
+        if !ctx.flush_if_full().await {
+            return;
+        }
     }
 }
 
@@ -205,11 +215,8 @@ pub(crate) fn scan_page(
     let count = count.max(1);
     // First pass: the count-th smallest hash at or above the cursor (hashes only, cheap).
     let mut smallest: BinaryHeap<u64> = BinaryHeap::with_capacity(count.min(1 << 16) + 1);
-    for e in replica.entries() {
-        if e.is_dead(now) {
-            continue;
-        }
-        let h = scan_hash(&e.key);
+    for key in replica.live_keys(now) {
+        let h = scan_hash(key);
         if h < cursor {
             continue;
         }
@@ -226,11 +233,10 @@ pub(crate) fn scan_page(
     };
     // Second pass: every key in [cursor, last], ties on the last hash included.
     let mut page: Vec<(u64, Bytes)> = replica
-        .entries()
-        .filter(|e| !e.is_dead(now))
-        .filter_map(|e| {
-            let h = scan_hash(&e.key);
-            (cursor <= h && h <= last).then_some((h, e.key))
+        .live_keys(now)
+        .filter_map(|key| {
+            let h = scan_hash(key);
+            (cursor <= h && h <= last).then(|| (h, Bytes::copy_from_slice(key)))
         })
         .collect();
     page.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
@@ -250,7 +256,7 @@ fn parse_cursor(arg: &[u8]) -> Option<u64> {
 /// `COUNT` is a hint, as in Redis: each call walks the whole map (it has no order to resume
 /// from), so on a large map a page holds at least 1/64 of the keys, which bounds a full
 /// scan to about 64 walks.
-pub(crate) fn scan(ctx: &mut Ctx<'_>, req: Request<'_>) {
+pub(crate) async fn scan(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let Some(cursor) = parse_cursor(req.arg(1)) else {
         ctx.error("ERR invalid cursor");
         return;
@@ -301,15 +307,12 @@ pub(crate) fn scan(ctx: &mut Ctx<'_>, req: Request<'_>) {
         let widened = count.max(r.entry_count() / 64);
         scan_page(r, now, cursor, widened)
     });
-    let out = &mut *ctx.out;
-    write_array_len(out, 2);
+    write_array_len(ctx.out, 2);
     let mut digits = [0u8; 20];
-    write_bulk(out, format_u64(next, &mut digits));
+    write_bulk(ctx.out, format_u64(next, &mut digits));
     let matching = |k: &&Bytes| strings_only && pattern.is_none_or(|p| glob_match(p, k));
-    write_array_len(out, keys.iter().filter(matching).count());
-    for k in keys.iter().filter(matching) {
-        write_bulk(out, k);
-    }
+    write_array_len(ctx.out, keys.iter().filter(matching).count());
+    write_keys(ctx, keys.iter().filter(matching)).await;
 }
 
 /// `n` in decimal, in `buf`.
@@ -344,12 +347,10 @@ pub(crate) async fn flushall(ctx: &mut Ctx<'_>, req: Request<'_>) {
         }
     }
     let now = dice_core::now_ms();
-    let keys: Vec<Bytes> = ctx.server.cache.with_replica(|r| {
-        r.entries()
-            .filter(|e| !e.is_dead(now))
-            .map(|e| e.key)
-            .collect()
-    });
+    let keys: Vec<Bytes> = ctx
+        .server
+        .cache
+        .with_replica(|r| r.live_keys(now).map(Bytes::copy_from_slice).collect());
     for key in keys {
         match ctx.server.cache.write_unacked(key, None, None).await {
             Ok((_, generation)) => ctx.wrote(generation),

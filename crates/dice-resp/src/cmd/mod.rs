@@ -12,8 +12,8 @@ pub(crate) mod info;
 pub(crate) mod keyspace;
 pub(crate) mod strings;
 
-use crate::frame::{Request, write_error};
-use crate::server::ServerState;
+use crate::frame::{Protocol, Request, write_error, write_null};
+use crate::server::{OUTPUT_FLUSH_AT, ServerState, Wire, send};
 use std::ops::Range;
 
 /// Redis's error texts that several commands share.
@@ -29,8 +29,17 @@ pub(crate) struct Session {
     pub name: Option<Vec<u8>>,
     /// Whether the client may run commands (always, when no password is set).
     pub authenticated: bool,
-    /// Set by `QUIT`: close after the replies are sent.
+    /// Set by `QUIT` (and too many failed `AUTH`s): close after the replies are sent.
     pub quit: bool,
+    /// With `quit`: read what the client still sends while closing, so that it gets the
+    /// last reply (an error saying why) before the connection goes.
+    pub linger: bool,
+    /// Failed `AUTH`s on this connection (it closes at [`connection::MAX_AUTH_FAILURES`]).
+    pub auth_failures: u32,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// The reply protocol, chosen by `HELLO`.
+    pub proto: Protocol,
 }
 
 /// The writes made while answering one batch of requests.
@@ -49,8 +58,11 @@ pub(crate) struct Ctx<'a> {
     pub session: &'a mut Session,
     pub out: &'a mut Vec<u8>,
     pub batch: &'a mut Batch,
+    wire: &'a mut Wire,
     /// Whether the command being run wrote.
     wrote: bool,
+    /// Where the reply of the command being run starts in `out`.
+    reply_start: usize,
 }
 
 impl<'a> Ctx<'a> {
@@ -59,14 +71,37 @@ impl<'a> Ctx<'a> {
         session: &'a mut Session,
         out: &'a mut Vec<u8>,
         batch: &'a mut Batch,
+        wire: &'a mut Wire,
     ) -> Self {
         Ctx {
             server,
             session,
             out,
             batch,
+            wire,
             wrote: false,
+            reply_start: 0,
         }
+    }
+
+    /// Sends what is buffered once it passes [`OUTPUT_FLUSH_AT`] (waiting for the socket:
+    /// a client reading slowly slows its own replies, nobody else's). A command with a
+    /// reply of many elements calls it between elements, never holding the cache's lock.
+    /// False once the client is gone: stop answering.
+    ///
+    /// Only read commands may call it mid-reply: a write's reply must stay whole in the
+    /// buffer until its commit is known.
+    pub async fn flush_if_full(&mut self) -> bool {
+        if self.wire.broken {
+            return false;
+        }
+        if self.out.len() < OUTPUT_FLUSH_AT {
+            return true;
+        }
+        debug_assert!(!self.wrote, "a write's reply is never sent in pieces");
+        let sent = send(self.server, self.out, self.batch, self.wire).await;
+        self.reply_start = 0;
+        sent
     }
 
     /// Records a write of the current command, made durable by commit `generation`.
@@ -80,6 +115,16 @@ impl<'a> Ctx<'a> {
         if let Some((_, generation)) = written {
             self.wrote(*generation);
         }
+    }
+
+    /// The reply protocol of this connection.
+    pub fn proto(&self) -> Protocol {
+        self.session.proto
+    }
+
+    /// Appends a missing value: `$-1` in RESP2, `_` in RESP3.
+    pub fn null(&mut self) {
+        write_null(self.out, self.session.proto);
     }
 
     /// Appends an error reply.
@@ -281,7 +326,7 @@ pub(crate) fn lookup(name: &[u8]) -> Option<&'static Spec> {
 
 /// Runs one request (with at least one argument) and appends its reply.
 pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
-    let start = ctx.out.len();
+    ctx.reply_start = ctx.out.len();
     ctx.wrote = false;
     let Some(spec) = lookup(req.arg(0)) else {
         unknown_command(ctx, req);
@@ -310,7 +355,7 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
         Kind::Setex => strings::setex(ctx, req, 1000, "setex").await,
         Kind::Psetex => strings::setex(ctx, req, 1, "psetex").await,
         Kind::Getdel => strings::getdel(ctx, req).await,
-        Kind::Mget => strings::mget(ctx, req),
+        Kind::Mget => strings::mget(ctx, req).await,
         Kind::Mset => strings::mset(ctx, req).await,
         Kind::Del => keyspace::del(ctx, req).await,
         Kind::Exists => keyspace::exists(ctx, req),
@@ -321,13 +366,13 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
         Kind::Ttl => keyspace::ttl(ctx, req, false),
         Kind::Pttl => keyspace::ttl(ctx, req, true),
         Kind::Persist => keyspace::persist(ctx, req).await,
-        Kind::Keys => keyspace::keys(ctx, req),
-        Kind::Scan => keyspace::scan(ctx, req),
+        Kind::Keys => keyspace::keys(ctx, req).await,
+        Kind::Scan => keyspace::scan(ctx, req).await,
         Kind::Dbsize => keyspace::dbsize(ctx),
         Kind::Flushall => keyspace::flushall(ctx, req).await,
     }
     if ctx.wrote {
-        ctx.batch.write_replies.push(start..ctx.out.len());
+        ctx.batch.write_replies.push(ctx.reply_start..ctx.out.len());
     }
 }
 

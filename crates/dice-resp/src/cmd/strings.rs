@@ -1,35 +1,50 @@
 //! String commands: `GET`, `SET`, `SETEX`, `PSETEX`, `GETDEL`, `MGET`, `MSET`.
 
 use super::{Ctx, NOT_AN_INTEGER, SYNTAX_ERROR, expiry_ms, is, now_ms};
-use crate::frame::{
-    Request, parse_i64, write_array_len, write_bulk, write_null_bulk, write_simple,
-};
+use crate::frame::{Request, parse_i64, write_array_len, write_bulk, write_null, write_simple};
+use crate::server::OUTPUT_FLUSH_AT;
 use bytes::Bytes;
 
 /// `GET key`: the value bytes go straight from the map into the reply.
 pub(crate) fn get(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let key = req.arg(1);
     let now = dice_core::now_ms();
+    let proto = ctx.proto();
     let out = &mut *ctx.out;
     ctx.server.cache.with_replica(|r| match r.get(key, now) {
         Some(v) => write_bulk(out, v),
-        None => write_null_bulk(out),
+        None => write_null(out, proto),
     });
 }
 
-/// `MGET key [key ...]`, under one read lock.
-pub(crate) fn mget(ctx: &mut Ctx<'_>, req: Request<'_>) {
+/// Most keys looked up under one hold of the cache's read lock by a multi-key read.
+pub(crate) const KEYS_PER_LOCK: usize = 64;
+
+/// `MGET key [key ...]`: streamed. The values are copied into the reply a few keys per
+/// hold of the read lock, and the reply goes out whenever it passes the flush size, so
+/// `MGET big big big ...` costs the connection about one value of memory, not all of them.
+pub(crate) async fn mget(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let now = dice_core::now_ms();
-    let out = &mut *ctx.out;
-    write_array_len(out, req.len() - 1);
-    ctx.server.cache.with_replica(|r| {
-        for key in req.args().skip(1) {
-            match r.get(key, now) {
-                Some(v) => write_bulk(out, v),
-                None => write_null_bulk(out),
+    write_array_len(ctx.out, req.len() - 1);
+    let mut keys = req.args().skip(1).peekable();
+    let proto = ctx.proto();
+    while keys.peek().is_some() {
+        let out = &mut *ctx.out;
+        ctx.server.cache.with_replica(|r| {
+            for (i, key) in keys.by_ref().enumerate() {
+                match r.get(key, now) {
+                    Some(v) => write_bulk(out, v),
+                    None => write_null(out, proto),
+                }
+                if out.len() >= OUTPUT_FLUSH_AT || i + 1 == KEYS_PER_LOCK {
+                    break;
+                }
             }
+        });
+        if !ctx.flush_if_full().await {
+            return;
         }
-    });
+    }
 }
 
 /// Which of `EX`, `PX`, `EXAT`, `PXAT` a `SET` carries.
@@ -166,9 +181,9 @@ pub(crate) async fn set(ctx: &mut Ctx<'_>, req: Request<'_>) {
             ctx.wrote_if_any(&written);
             match (get, old) {
                 (true, Some(v)) => write_bulk(ctx.out, &v),
-                (true, None) => write_null_bulk(ctx.out),
+                (true, None) => ctx.null(),
                 (false, _) if applied => write_simple(ctx.out, "OK"),
-                (false, _) => write_null_bulk(ctx.out),
+                (false, _) => ctx.null(),
             }
         }
     }
@@ -214,7 +229,7 @@ pub(crate) async fn getdel(ctx: &mut Ctx<'_>, req: Request<'_>) {
             ctx.wrote_if_any(&written);
             match old {
                 Some(v) => write_bulk(ctx.out, &v),
-                None => write_null_bulk(ctx.out),
+                None => ctx.null(),
             }
         }
     }
