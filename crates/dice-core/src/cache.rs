@@ -27,9 +27,13 @@ pub struct CacheOptions {
     pub sync_limits: SyncLimits,
     /// Durability of acknowledged writes (default: survives a process crash).
     pub durability: Durability,
-    /// How long a dead entry (tombstone or expired) is kept before it is dropped (default 1
-    /// hour). A replica cut off for longer does a full resync when it comes back.
+    /// How long a dead entry (tombstone or expired) is kept at least (default 60 s). It is
+    /// dropped only once stable as well: every member heard from within `member_horizon`
+    /// has acknowledged it (see [`Replica::gc`]).
     pub gc_grace: Duration,
+    /// How long a member may stay silent before garbage collection stops waiting for it
+    /// (default 1 hour). It does a full resync when it comes back.
+    pub member_horizon: Duration,
     /// How often garbage collection runs (default 10 s).
     pub gc_interval: Duration,
     /// Remote timestamps further ahead than this are logged and counted (default 60 s).
@@ -57,7 +61,8 @@ impl Default for CacheOptions {
             limits: Limits::default(),
             sync_limits: SyncLimits::default(),
             durability: Durability::default(),
-            gc_grace: Duration::from_secs(3600),
+            gc_grace: Duration::from_secs(60),
+            member_horizon: Duration::from_secs(3600),
             gc_interval: Duration::from_secs(10),
             max_clock_skew: Duration::from_secs(60),
             event_capacity: 4096,
@@ -228,6 +233,7 @@ impl Cache {
         let (store, loaded) = Store::open(&dir, options.durability, options.limits).await?;
         let mut replica = loaded.replica;
         replica.set_max_skew_ms(options.max_clock_skew.as_millis() as u64);
+        replica.set_member_horizon_ms(options.member_horizon.as_millis() as u64);
         replica.record_changes(true);
         // Everything loaded is durable; what changes from now on can be undone until it is.
         replica.set_durable(replica.local_seq());
@@ -595,8 +601,23 @@ impl Cache {
         let shared = self.shared();
         match msg {
             SyncMessage::Request(req) => {
+                // What the asker holds is its acknowledgement (a short write), then the page
+                // is built under the read lock only.
+                shared
+                    .state
+                    .write()
+                    .replica
+                    .note_member(req.from, Some(&req.vv), now_ms());
                 let st = shared.state.read();
                 Ok(Some(st.replica.serve(&req, &shared.options.sync_limits)))
+            }
+            SyncMessage::Ack(ack) => {
+                shared
+                    .state
+                    .write()
+                    .replica
+                    .note_member(ack.from, Some(&ack.vv), now_ms());
+                Ok(None)
             }
             SyncMessage::Push(push) => {
                 let reply = {

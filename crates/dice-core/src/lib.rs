@@ -44,10 +44,10 @@ pub use cache::{Cache, CacheOptions, CacheStats, Event};
 pub use entry::{Entry, Limits, NodeId, ParseNodeIdError, Version};
 pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcClock, now_ms};
-pub use replica::{Change, ChangeSource, GcReport, Replica, ReplicaStats};
+pub use replica::{Change, ChangeSource, GcReport, Member, Replica, ReplicaStats};
 pub use store::Durability;
 pub use sync::{
-    CatchUpPage, CatchUpRequest, Cursor, Push, PushRange, Refusal, SYNC_PROTOCOL_VERSION,
+    Ack, CatchUpPage, CatchUpRequest, Cursor, Push, PushRange, Refusal, SYNC_PROTOCOL_VERSION,
     SessionStats, SessionStep, SyncLimits, SyncMessage, SyncSession, WireError,
 };
 pub use version_vector::VersionVector;

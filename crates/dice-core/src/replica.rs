@@ -6,7 +6,7 @@ use crate::entry::{Cell, Entry, Limits, NodeId, Register, Version, is_dead};
 use crate::hlc::{Hlc, HlcClock};
 use crate::record::Record;
 use crate::sync::{
-    CatchUpPage, CatchUpRequest, Cursor, Push, PushRange, Refusal, SyncLimits, SyncMessage,
+    Ack, CatchUpPage, CatchUpRequest, Cursor, Push, PushRange, Refusal, SyncLimits, SyncMessage,
 };
 use crate::version_vector::VersionVector;
 use crate::{Error, Result};
@@ -57,7 +57,32 @@ pub struct ReplicaStats {
     pub full_resyncs: u64,
     /// Messages refused because a peer was behind our floors.
     pub refused_behind: u64,
+    /// Remote entries ignored as stale: covered by our version vector, for a key we hold
+    /// nothing for (we held it or something newer, and collected it).
+    pub stale_ignored: u64,
+    /// Garbage collections that dropped nothing because a member's own writes, as of its
+    /// last acknowledgement, had not all reached us yet.
+    pub gc_waiting: u64,
 }
+
+/// What a replica knows of another member of its cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Member {
+    /// What it last acknowledged holding (see [`crate::sync::Ack`]).
+    pub acked: VersionVector,
+    /// When we last heard from it (milliseconds since the Unix epoch, local clock), or first
+    /// learned of it.
+    pub heard_ms: u64,
+    /// Silent for longer than the member horizon: left out of garbage collection, it will
+    /// resync fully when it returns.
+    pub left_out: bool,
+}
+
+/// Most members a replica keeps track of (ids come from peers: bounded).
+pub const MAX_MEMBERS: usize = 4096;
+
+/// Default of [`Replica::set_member_horizon_ms`]: one hour.
+pub const DEFAULT_MEMBER_HORIZON_MS: u64 = 3_600_000;
 
 /// What one garbage collection pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -117,6 +142,12 @@ pub struct Replica {
     /// When kept (see [`Replica::keep_undo`]): for every key changed since the durable state,
     /// what it held durably (`None`: nothing), so that a failed commit can be undone.
     undo: Option<HashMap<Bytes, Option<Record>>>,
+    /// The other members of the cluster: every origin we hold writes of and every node that
+    /// talked to us, with what each acknowledged holding.
+    members: BTreeMap<NodeId, Member>,
+    member_horizon_ms: u64,
+    /// When garbage collection first ran knowing no member at all.
+    alone_since_ms: Option<u64>,
 }
 
 /// Remote timestamps further ahead than this are counted as clock skew (and accepted).
@@ -145,6 +176,9 @@ impl Replica {
             durable_local: None,
             shadowed: BTreeMap::new(),
             undo: None,
+            members: BTreeMap::new(),
+            member_horizon_ms: DEFAULT_MEMBER_HORIZON_MS,
+            alone_since_ms: None,
         }
     }
 
@@ -512,9 +546,16 @@ impl Replica {
             );
             self.vv.set(self.id, entry.seq);
         }
-        let wins = self
-            .record(&entry.key)
-            .is_none_or(|cur| cur.version() < entry.version);
+        let current = self.record(&entry.key);
+        if current.is_none() && entry.seq <= self.vv.get(entry.version.origin) {
+            // We held this write or a newer one of its key, and collected it (a delete or an
+            // expiry, stable everywhere): this copy is stale, from a message that took long
+            // or from a replica that has not caught up. Installing it would resurrect it.
+            self.stats.stale_ignored += 1;
+            self.stats.remote_ignored += 1;
+            return Ok(false);
+        }
+        let wins = current.is_none_or(|cur| cur.version() < entry.version);
         if wins {
             self.install(entry, ChangeSource::Remote);
             self.stats.remote_applied += 1;
@@ -714,10 +755,107 @@ impl Replica {
         }
     }
 
-    /// Drops dead entries (tombstones and expired values) dead for longer than `grace_ms`,
-    /// raising the floor of their origins. Entries beyond a gap in the version vector are kept
-    /// until the gap is filled, so a floor never passes what this replica holds contiguously.
+    /// Sets how long a member may stay silent before it is left out of garbage collection
+    /// (it then resyncs fully when it returns).
+    pub fn set_member_horizon_ms(&mut self, ms: u64) {
+        self.member_horizon_ms = ms;
+    }
+
+    /// The other members known, with what each acknowledged.
+    pub fn members(&self) -> &BTreeMap<NodeId, Member> {
+        &self.members
+    }
+
+    /// Notes that `from` talked to us at `now_ms`, and, with `acked`, what it holds.
+    pub fn note_member(&mut self, from: NodeId, acked: Option<&VersionVector>, now_ms: u64) {
+        // Ids come from peers: bounded, and valid (nonzero, fitting an i64).
+        if from == self.id || from == NodeId::default() || NodeId::new(from.as_u64()).is_none() {
+            return;
+        }
+        if !self.members.contains_key(&from) && self.members.len() >= MAX_MEMBERS {
+            tracing::warn!(member = %from, max = MAX_MEMBERS, "too many members; ignoring a new one");
+            return;
+        }
+        let m = self.members.entry(from).or_default();
+        m.heard_ms = m.heard_ms.max(now_ms);
+        if m.left_out {
+            m.left_out = false;
+            tracing::info!(member = %from, "a member left out of garbage collection is back");
+        }
+        if let Some(vv) = acked {
+            // Acknowledgements only grow, whatever order messages arrive in.
+            m.acked.merge(vv);
+        }
+    }
+
+    /// Our version vector as we tell it to peers: for our own writes, those durable here (a
+    /// claim peers may rely on after we crash).
+    pub fn announced_vv(&self) -> VersionVector {
+        let mut vv = self.vv.clone();
+        if let Some(durable) = self.durable_local {
+            vv.set(self.id, durable.min(self.vv.get(self.id)));
+        }
+        vv
+    }
+
+    /// Drops dead entries (tombstones and expired values) dead for longer than `grace_ms`
+    /// once they are stable, raising the floor of their origins.
+    ///
+    /// A dead entry is stable when every member (heard from within the member horizon) has
+    /// acknowledged holding it or something newer for its key, and this replica holds every
+    /// member's own writes as of those acknowledgements. Then no write it superseded can
+    /// still arrive except as a stale copy our version vector covers, which
+    /// [`Replica::apply`] ignores; a write made after a member saw it is newer and rightly
+    /// wins. A member silent for longer than the horizon is left out; when it returns, it is
+    /// behind our floors and resyncs fully. Entries beyond a gap in the version vector are
+    /// kept until the gap is filled, so a floor never passes what this replica holds
+    /// contiguously.
     pub fn gc(&mut self, now_ms: u64, grace_ms: u64) -> GcReport {
+        let mut report = GcReport::default();
+        // Every origin we or any member hold writes of is a member, heard of now if not
+        // before: a node we never met may hold writes older than a delete.
+        let mut origins: BTreeSet<NodeId> = self.vv.iter().map(|(o, _)| o).collect();
+        for m in self.members.values() {
+            origins.extend(m.acked.iter().map(|(o, _)| o));
+        }
+        for o in origins {
+            if o != self.id && (self.members.contains_key(&o) || self.members.len() < MAX_MEMBERS) {
+                self.members.entry(o).or_insert_with(|| Member {
+                    heard_ms: now_ms,
+                    ..Member::default()
+                });
+            }
+        }
+        for (id, m) in self.members.iter_mut() {
+            let silent = now_ms.saturating_sub(m.heard_ms) > self.member_horizon_ms;
+            if silent && !m.left_out {
+                tracing::warn!(member = %id, horizon_ms = self.member_horizon_ms, "a member silent for longer than the horizon is left out of garbage collection; it will resync fully when it returns");
+            }
+            m.left_out = silent;
+        }
+        // Knowing no member at all is not knowing there is none: a node that has not met
+        // its cluster yet may hold writes older than our deletes. Alone, wait one horizon.
+        if self.members.is_empty() {
+            let since = *self.alone_since_ms.get_or_insert(now_ms);
+            if now_ms.saturating_sub(since) <= self.member_horizon_ms {
+                self.stats.gc_waiting += 1;
+                return report;
+            }
+        }
+        let live: Vec<(NodeId, &VersionVector)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.left_out)
+            .map(|(id, m)| (*id, &m.acked))
+            .collect();
+        if live
+            .iter()
+            .any(|(id, acked)| self.vv.get(*id) < acked.get(*id))
+        {
+            self.stats.gc_waiting += 1;
+            return report;
+        }
+        let stable = |origin: NodeId, seq: u64| live.iter().all(|(_, a)| a.get(origin) >= seq);
         let horizon = now_ms.saturating_sub(grace_ms);
         let bound = (horizon, NodeId::default(), 0);
         let doomed: Vec<(NodeId, u64)> = self
@@ -725,8 +863,9 @@ impl Replica {
             .range(..bound)
             .chain(self.expiring.range(..bound))
             .map(|&(_, origin, seq)| (origin, seq))
+            .filter(|&(origin, seq)| stable(origin, seq))
             .collect();
-        let mut report = GcReport::default();
+        drop(live);
         let shareable = self.shareable_seq();
         for (origin, seq) in doomed {
             if seq > self.vv.get(origin) || (origin == self.id && seq > shareable) {
@@ -781,7 +920,8 @@ impl Replica {
     /// Builds a live-push message carrying `entries`, with no range claim.
     pub fn make_push(&self, entries: Vec<Entry>) -> SyncMessage {
         SyncMessage::Push(Push {
-            sender_vv: self.vv.clone(),
+            from: self.id,
+            sender_vv: self.announced_vv(),
             entries,
             range: None,
         })
@@ -814,7 +954,8 @@ impl Replica {
             through,
         });
         let push = Push {
-            sender_vv: self.vv.clone(),
+            from: self.id,
+            sender_vv: self.announced_vv(),
             entries,
             range,
         };
@@ -824,6 +965,7 @@ impl Replica {
     /// Applies a live push. A sender behind our GC floors could resurrect deleted data, so its
     /// push is refused with a reply telling it to resync.
     pub fn receive_push(&mut self, push: Push, now_ms: u64) -> Result<Option<SyncMessage>> {
+        self.note_member(push.from, Some(&push.sender_vv), now_ms);
         if !push.sender_vv.dominates(&self.floors) {
             self.stats.refused_behind += 1;
             return Ok(Some(SyncMessage::Refused(Refusal::YouAreBehind {
@@ -846,7 +988,21 @@ impl Replica {
         {
             self.vv.raise(r.origin, r.through);
         }
-        Ok(None)
+        Ok(Some(SyncMessage::Ack(Ack {
+            from: self.id,
+            vv: self.announced_vv(),
+        })))
+    }
+
+    /// Answers a catch-up request (see [`Replica::serve`]), noting what the asker holds.
+    pub fn serve_noting(
+        &mut self,
+        req: &CatchUpRequest,
+        limits: &SyncLimits,
+        now_ms: u64,
+    ) -> SyncMessage {
+        self.note_member(req.from, Some(&req.vv), now_ms);
+        self.serve(req, limits)
     }
 
     /// Answers a catch-up request with one page (or a refusal). Pure apart from marking this
@@ -912,6 +1068,7 @@ impl Replica {
             covered.raise(origin, held);
         }
         SyncMessage::Page(CatchUpPage {
+            from: self.id,
             entries,
             covered,
             floors: self.floors.clone(),

@@ -23,7 +23,7 @@ use std::collections::HashSet;
 
 /// Version of the sync wire format. A message of another version is refused with
 /// [`WireError::UnsupportedVersion`].
-pub const SYNC_PROTOCOL_VERSION: u16 = 1;
+pub const SYNC_PROTOCOL_VERSION: u16 = 2;
 
 /// Bounds on sync messages and pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +59,10 @@ pub struct Cursor {
 /// "Send me what I miss": the asker's version vector and floors.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatchUpRequest {
-    /// What the asker holds.
+    /// The asker's node id.
+    pub from: NodeId,
+    /// What the asker holds (its own writes: those that may leave it, see
+    /// [`Replica::shareable_seq`]). Also an acknowledgement: see [`Ack`].
     pub vv: VersionVector,
     /// The asker's GC floors: a server behind them must not serve (it could resurrect).
     pub floors: VersionVector,
@@ -74,6 +77,8 @@ pub struct CatchUpRequest {
 /// One page of a catch-up answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatchUpPage {
+    /// The server's node id.
+    pub from: NodeId,
     /// Entries the asker may miss.
     pub entries: Vec<Entry>,
     /// Per origin, the seq up to which the asker now holds everything (or something newer).
@@ -87,7 +92,10 @@ pub struct CatchUpPage {
 /// A batch of a node's new local writes, pushed to a peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Push {
-    /// The sender's version vector: a receiver refuses a sender behind its floors.
+    /// The sender's node id.
+    pub from: NodeId,
+    /// The sender's version vector: a receiver refuses a sender behind its floors. Also an
+    /// acknowledgement: see [`Ack`].
     pub sender_vv: VersionVector,
     /// The writes.
     pub entries: Vec<Entry>,
@@ -106,6 +114,18 @@ pub struct PushRange {
     pub after: u64,
     /// The last seq covered.
     pub through: u64,
+}
+
+/// "I hold every write of each origin up to `vv`, or something newer for the same key": the
+/// answer to a push it took. Requests and pushes carry the same claim about their sender.
+/// Dead entries are collected only once every member has acknowledged them this way (see
+/// [`Replica::gc`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The acknowledging node.
+    pub from: NodeId,
+    /// What it holds.
+    pub vv: VersionVector,
 }
 
 /// Why a peer would not serve or accept.
@@ -129,6 +149,8 @@ pub enum SyncMessage {
     Page(CatchUpPage),
     /// Live push of local writes.
     Push(Push),
+    /// A push taken, and what the taker holds now.
+    Ack(Ack),
     /// A refusal to serve or accept.
     Refused(Refusal),
 }
@@ -307,7 +329,8 @@ impl SyncSession {
 
     fn request(&self, replica: &Replica, resume: Option<Cursor>) -> SyncMessage {
         SyncMessage::Request(CatchUpRequest {
-            vv: replica.vv().clone(),
+            from: replica.id(),
+            vv: replica.announced_vv(),
             floors: replica.floors().clone(),
             resume,
             full: self.full,
@@ -326,6 +349,7 @@ impl SyncSession {
         match msg {
             SyncMessage::Page(page) => {
                 self.stats.pages += 1;
+                replica.note_member(page.from, None, now_ms);
                 for e in page.entries {
                     self.stats.entries_received += 1;
                     if self.full {
@@ -371,6 +395,8 @@ impl SyncSession {
                                 "full resync done"
                             );
                         }
+                        // What the pages covered is what the server holds: its acknowledgement.
+                        replica.note_member(page.from, Some(&self.covered), now_ms);
                         Ok(SessionStep::Done(self.stats))
                     }
                 }
@@ -393,9 +419,9 @@ impl SyncSession {
                 self.stats.peer_behind = true;
                 Ok(SessionStep::Done(self.stats))
             }
-            SyncMessage::Request(_) | SyncMessage::Push(_) => Err(Error::Protocol(
-                "expected a catch-up page or a refusal".into(),
-            )),
+            SyncMessage::Request(_) | SyncMessage::Push(_) | SyncMessage::Ack(_) => Err(
+                Error::Protocol("expected a catch-up page or a refusal".into()),
+            ),
         }
     }
 }

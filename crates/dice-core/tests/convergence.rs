@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use dice_core::{
-    CatchUpPage, CatchUpRequest, Cursor, Entry, Hlc, Limits, NodeId, Push, Refusal, Replica,
+    Ack, CatchUpPage, CatchUpRequest, Cursor, Entry, Hlc, Limits, NodeId, Push, Refusal, Replica,
     SessionStep, SyncLimits, SyncMessage, SyncSession, Version, VersionVector,
 };
 use proptest::prelude::*;
@@ -301,8 +301,6 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 #[derive(Clone, Copy, Debug)]
 struct Split {
     c: usize,
-    /// Index in the write log where the partition started.
-    since: usize,
 }
 
 /// Counters showing what a schedule exercised.
@@ -446,6 +444,9 @@ impl Sim {
                     self.nodes[from].mark_resync_needed();
                 }
                 SyncMessage::Refused(Refusal::IAmBehind) => {}
+                SyncMessage::Ack(ack) => {
+                    self.nodes[from].note_member(ack.from, Some(&ack.vv), self.now);
+                }
                 other => panic!("unexpected reply to a push: {other:?}"),
             }
         }
@@ -477,7 +478,7 @@ impl Sim {
             let SyncMessage::Request(req) = self.wire(&msg) else {
                 panic!("a session sends requests");
             };
-            let reply = self.nodes[server].serve(&req, &self.page);
+            let reply = self.nodes[server].serve_noting(&req, &self.page, self.now);
             let reply = self.wire(&reply);
             match session
                 .handle(&mut self.nodes[asker], reply, self.now)
@@ -505,41 +506,21 @@ impl Sim {
         );
     }
 
-    /// Whether `node` holds (per its version vector) every write made before `horizon` that it
-    /// could be concerned by. See [`Sim::gc`].
-    fn caught_up(&self, node: usize, horizon: u64) -> bool {
-        let vv = self.nodes[node].vv();
-        self.log.iter().enumerate().all(|(i, e)| {
-            let other_side = self.split.is_some_and(|s| {
-                let writer = e.version.origin.as_u64() as usize - 1;
-                i >= s.since && ((writer == s.c) != (node == s.c))
-            });
-            other_side
-                || e.version.hlc.physical_ms() >= horizon
-                || vv.get(e.version.origin) >= e.seq
-        })
-    }
-
-    /// Garbage collection on `node`, if it is safe to.
-    ///
-    /// A dead entry may only be dropped once the replica dropping it holds every older write of
-    /// its key: otherwise such a write, still held by a replica that has not seen the delete,
-    /// comes back after the floor is gone (the full resync keeps what the server's version
-    /// vector does not cover) and the replicas may even diverge for good. This is the
-    /// documented limitation of GC, and it is wider than writes made concurrently with the
-    /// delete: see `known_limitation_gc_before_the_deleted_write_arrived` below. A real cluster
-    /// avoids it with a grace period much longer than partitions and catch-up intervals; the
-    /// schedule models that by skipping a GC when the replica is not yet caught up with every
-    /// write older than its GC horizon (all dead entries it drops are older than that).
-    /// During a split the keys written on each side are disjoint, so writes of the other side
-    /// cannot be older writes of a key dropped here and are not waited for.
+    /// Garbage collection on `node`. The replica decides what is safe to drop (dead entries
+    /// every member has acknowledged, see `Replica::gc`); the harness adds no guard of its own.
+    /// `gc_skipped` counts the passes that waited for a member's writes.
     fn gc(&mut self, node: usize) {
         let Some(grace) = self.grace else { return };
-        if !self.caught_up(node, self.now.saturating_sub(grace)) {
-            self.stats.gc_skipped += 1;
-            return;
-        }
+        let waiting = self.nodes[node].stats().gc_waiting;
         self.stats.gc_dropped += self.nodes[node].gc(self.now, grace).dropped as u64;
+        self.stats.gc_skipped += self.nodes[node].stats().gc_waiting - waiting;
+    }
+
+    /// Sets every replica's member horizon: a member silent for longer is left out of GC.
+    fn set_horizon(&mut self, ms: u64) {
+        for r in &mut self.nodes {
+            r.set_member_horizon_ms(ms);
+        }
     }
 
     fn run(&mut self, op: &Op) {
@@ -806,10 +787,7 @@ impl Sim {
     /// Partitions the last node away; the others write even keys, it writes odd ones.
     fn split_last(&mut self) -> usize {
         let c = self.n() - 1;
-        self.split = Some(Split {
-            c,
-            since: self.log.len(),
-        });
+        self.split = Some(Split { c });
         for x in 0..c {
             self.cut.insert((x, c));
         }
@@ -858,6 +836,10 @@ proptest! {
         sim.heal_all_but_split();
         sim.sync_rounds(&others);
         sim.now += grace + 1_000;
+        sim.sync_rounds(&others);
+        // The partitioned replica is now silent for longer than the horizon, the others
+        // just talked: it alone is left out of GC.
+        sim.set_horizon(grace + 500);
         let skipped = sim.stats.gc_skipped;
         for x in 0..n {
             sim.gc(x);
@@ -880,6 +862,7 @@ proptest! {
 fn deleted_keys_stay_deleted_when_a_partitioned_replica_returns() {
     let grace = 100;
     let mut sim = Sim::new(3, 10, 2, Some(grace));
+    sim.set_horizon(grace);
     let (a, b, c) = (0, 1, 2);
     for k in 0..6 {
         sim.write(a, k, Some(Bytes::from(format!("v{k}"))), None);
@@ -906,9 +889,10 @@ fn deleted_keys_stay_deleted_when_a_partitioned_replica_returns() {
     sim.push(a, c, 100, Fate::Deliver); // lost: cut
     sim.sync_rounds(&[a, b]);
 
-    // Past the grace: A and B drop the dead entries and raise their floors. (Called directly:
-    // the harness would wait for C's writes, which touch keys A and B do not.)
+    // Past the grace and the member horizon: C is left out, A and B (which hear from each
+    // other) drop the dead entries and raise their floors.
     sim.now += grace + 50;
+    sim.sync_rounds(&[a, b]);
     for x in [a, b] {
         assert_eq!(sim.nodes[x].gc(sim.now, grace).dropped, 4);
         for k in [0, 1, 2, 3] {
@@ -965,6 +949,7 @@ fn deleted_keys_stay_deleted_when_a_partitioned_replica_returns() {
 fn mutual_full_resync_does_not_resurrect_what_the_asker_collected() {
     let grace = 50;
     let mut sim = Sim::new(3, 4, 2, Some(grace));
+    sim.set_horizon(grace);
     let (a, c) = (0, 2);
     sim.write(a, 3, Some(Bytes::from_static(b"old")), None);
     sim.heal_and_sync();
@@ -976,6 +961,7 @@ fn mutual_full_resync_does_not_resurrect_what_the_asker_collected() {
     sim.write(c, 3, Some(Bytes::from_static(b"brief")), Some(sim.now + 1));
     sim.write(a, 0, Some(Bytes::from_static(b"brief")), Some(sim.now + 1));
     sim.now += grace + 10;
+    sim.sync_rounds(&[0, 1]);
     assert_eq!(sim.nodes[a].gc(sim.now, grace).dropped, 1);
     assert_eq!(sim.nodes[c].gc(sim.now, grace).dropped, 1);
     // Each side is now behind the other's floors.
@@ -998,23 +984,16 @@ fn mutual_full_resync_does_not_resurrect_what_the_asker_collected() {
     sim.assert_converged(false);
 }
 
-/// KNOWN LIMITATION, wider than "a write concurrent with the delete": here the delete
-/// happened *after* its deleter saw the write, yet the write comes back on two replicas and
-/// the third disagrees for good.
+/// Formerly a known limitation of GC by grace period alone, now prevented by collecting only
+/// stable dead entries.
 ///
 /// C writes k; only A receives it. A deletes k and pushes the tombstone to B. B never saw C's
-/// write, and collects the tombstone after the grace period. C then syncs with B: it is behind
-/// B's floors, so it does a full resync, which keeps C's write (B's version vector does not
-/// cover it); B then catches up from C and takes the write. A's version vector covers C's
-/// write, so A is never sent it again and keeps reading k as deleted. Digests stay different.
-///
-/// No minimal local fix exists: B cannot know about a write it never received. Avoiding it
-/// needs GC of a dead entry only once it is stable (every peer's version vector, as last
-/// reported, covers it and everything older), which is a design change. The schedules above
-/// avoid it by collecting only on replicas caught up with everything older than the horizon.
+/// write. Collected after a grace period alone, the tombstone would be gone from B when C
+/// (behind B's floors) resyncs from B and keeps its write, which B then takes from C, while A
+/// keeps k deleted: diverged for good. Now B learns from A's acknowledgement that C exists,
+/// and keeps the tombstone until C has acknowledged it too.
 #[test]
-#[ignore = "known limitation of GC floors, see the doc comment"]
-fn known_limitation_gc_before_the_deleted_write_arrived() {
+fn gc_before_the_deleted_write_arrived_waits_for_every_member() {
     let grace = 100;
     let mut sim = Sim::new(3, 4, 3, Some(grace));
     let (a, b, c) = (0, 1, 2);
@@ -1025,14 +1004,98 @@ fn known_limitation_gc_before_the_deleted_write_arrived() {
     sim.write(a, 0, None, None);
     sim.push(a, b, 10, Fate::Deliver);
     sim.cut.insert((a, c));
+    sim.sync_rounds(&[a, b]);
     sim.now += grace + 10;
-    // B collects the tombstone (bypassing the harness's safety check on purpose).
-    assert_eq!(sim.nodes[b].gc(sim.now, grace).dropped, 1);
+    // Past the grace, the tombstone is not stable: C has not acknowledged it.
+    assert_eq!(sim.nodes[b].gc(sim.now, grace).dropped, 0);
+    assert!(sim.nodes[b].members().contains_key(&node_id(c)));
+    assert_eq!(sim.nodes[a].gc(sim.now, grace).dropped, 0);
     sim.cut.clear();
     sim.complete_session(c, b);
     sim.complete_session(b, c);
     sim.heal_and_sync();
     sim.assert_converged(false);
+    assert_eq!(sim.nodes[b].get(&key(0), sim.now), None);
+    // Once every member has acknowledged it, it goes everywhere.
+    sim.now += grace + 10;
+    sim.heal_and_sync();
+    for x in [a, b, c] {
+        assert_eq!(sim.nodes[x].gc(sim.now, grace).dropped, 1, "node {x}");
+    }
+    sim.heal_and_sync();
+    sim.assert_converged(false);
+}
+
+/// A member silent for longer than the horizon is left out: the others collect without it,
+/// and it resyncs fully when it returns; nothing deleted comes back.
+#[test]
+fn a_member_silent_past_the_horizon_is_left_out_and_resyncs_fully() {
+    let grace = 10;
+    let mut sim = Sim::new(3, 4, 3, Some(grace));
+    sim.set_horizon(500);
+    let (a, b, c) = (0, 1, 2);
+    sim.write(a, 0, Some(Bytes::from_static(b"v")), None);
+    sim.heal_and_sync();
+    sim.cut.insert((a, c));
+    sim.cut.insert((b, c));
+    sim.write(a, 0, None, None);
+    sim.sync_rounds(&[a, b]);
+    sim.now += 100;
+    sim.sync_rounds(&[a, b]);
+    assert_eq!(
+        sim.nodes[a].gc(sim.now, grace).dropped,
+        0,
+        "C has not acked"
+    );
+    assert!(!sim.nodes[a].members()[&node_id(c)].left_out);
+    sim.now += 500;
+    sim.sync_rounds(&[a, b]);
+    assert_eq!(sim.nodes[a].gc(sim.now, grace).dropped, 1);
+    assert!(sim.nodes[a].members()[&node_id(c)].left_out);
+    assert_eq!(sim.nodes[b].gc(sim.now, grace).dropped, 1);
+    // C still holds the old value; it returns, is behind the floors and resyncs fully.
+    assert_eq!(sim.nodes[c].get(&key(0), sim.now).unwrap(), b"v");
+    sim.cut.clear();
+    sim.complete_session(c, a);
+    assert_eq!(sim.nodes[c].stats().full_resyncs, 1);
+    sim.heal_and_sync();
+    sim.assert_converged(false);
+    for x in [a, b, c] {
+        assert_eq!(sim.nodes[x].get(&key(0), sim.now), None, "node {x}");
+    }
+    assert!(!sim.nodes[a].members()[&node_id(c)].left_out, "C is back");
+}
+
+/// A stale copy of a write (a late message) whose key was deleted and collected here is
+/// ignored: the version vector covers it and nothing is held for the key.
+#[test]
+fn a_late_copy_of_a_collected_write_is_ignored() {
+    let grace = 10;
+    let mut sim = Sim::new(2, 4, 3, Some(grace));
+    let (a, b) = (0, 1);
+    sim.write(a, 0, Some(Bytes::from_static(b"old")), None);
+    sim.push(a, b, 10, Fate::Delay);
+    sim.heal_and_sync();
+    sim.late.clear();
+    let stale = sim.nodes[a].push_after(0, 10).unwrap().0;
+    let old = sim.nodes[a].entry(&key(0)).unwrap();
+    sim.write(b, 0, None, None);
+    sim.heal_and_sync();
+    sim.now += grace + 10;
+    sim.heal_and_sync();
+    for x in [a, b] {
+        assert_eq!(sim.nodes[x].gc(sim.now, grace).dropped, 1, "node {x}");
+    }
+    // A push from before the delete: refused, its sender is behind B's floors.
+    let SyncMessage::Push(push) = stale else {
+        panic!("a push")
+    };
+    let reply = sim.nodes[b].receive_push(push, sim.now).unwrap();
+    assert!(matches!(reply, Some(SyncMessage::Refused(_))), "{reply:?}");
+    // The write itself, however it comes (a late page, a replica not caught up): ignored.
+    assert!(!sim.nodes[b].apply(old, sim.now).unwrap());
+    assert_eq!(sim.nodes[b].get(&key(0), sim.now), None, "resurrected");
+    assert_eq!(sim.nodes[b].stats().stale_ignored, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1080,14 +1143,16 @@ fn arb_message() -> impl Strategy<Value = SyncMessage> {
     let entries = || prop::collection::vec(arb_entry(), 0..5);
     prop_oneof![
         (
+            arb_node(),
             arb_vv(),
             arb_vv(),
             prop::option::of(arb_cursor()),
             any::<bool>(),
             any::<u32>()
         )
-            .prop_map(|(vv, floors, resume, full, max_entries)| {
+            .prop_map(|(from, vv, floors, resume, full, max_entries)| {
                 SyncMessage::Request(CatchUpRequest {
+                    from,
                     vv,
                     floors,
                     resume,
@@ -1096,26 +1161,30 @@ fn arb_message() -> impl Strategy<Value = SyncMessage> {
                 })
             }),
         (
+            arb_node(),
             entries(),
             arb_vv(),
             arb_vv(),
             prop::option::of(arb_cursor())
         )
-            .prop_map(|(entries, covered, floors, next)| {
+            .prop_map(|(from, entries, covered, floors, next)| {
                 SyncMessage::Page(CatchUpPage {
+                    from,
                     entries,
                     covered,
                     floors,
                     next,
                 })
             }),
-        (arb_vv(), entries()).prop_map(|(sender_vv, entries)| {
+        (arb_node(), arb_vv(), entries()).prop_map(|(from, sender_vv, entries)| {
             SyncMessage::Push(Push {
+                from,
                 sender_vv,
                 entries,
                 range: None,
             })
         }),
+        (arb_node(), arb_vv()).prop_map(|(from, vv)| SyncMessage::Ack(Ack { from, vv })),
         arb_vv().prop_map(|floors| SyncMessage::Refused(Refusal::YouAreBehind { floors })),
         Just(SyncMessage::Refused(Refusal::IAmBehind)),
     ]
@@ -1142,6 +1211,7 @@ enum RawMessage {
 
 #[derive(serde::Serialize)]
 struct RawPush {
+    from: u64,
     sender_vv: BTreeMap<u64, u64>,
     entries: Vec<RawEntry>,
     range: Option<u8>,
@@ -1161,6 +1231,7 @@ fn forged_push(e: RawEntry) -> Push {
     let mut bytes = dice_core::SYNC_PROTOCOL_VERSION.to_be_bytes().to_vec();
     bytes.extend(
         postcard::to_allocvec(&RawMessage::Push(RawPush {
+            from: 99,
             sender_vv: BTreeMap::new(),
             entries: vec![e],
             range: None,
@@ -1318,7 +1389,7 @@ proptest! {
         prop_assert!(r.validate_remote(&bad).is_err(), "{:?} passed validation", kind);
         prop_assert!(r.apply(bad.clone(), T0).is_err(), "{:?} applied", kind);
         check(&r);
-        let push = Push { sender_vv: r.vv().clone(), entries: vec![bad], range: None };
+        let push = Push { from: node_id(5), sender_vv: r.vv().clone(), entries: vec![bad], range: None };
         prop_assert!(r.receive_push(push, T0).is_err(), "{:?} pushed", kind);
         check(&r);
     }
@@ -1331,6 +1402,7 @@ proptest! {
 fn interrupted_full_resync_does_not_let_stale_entries_through() {
     let grace = 20;
     let mut sim = Sim::new(3, 4, 1, Some(grace));
+    sim.set_horizon(grace);
     let (a, b, c) = (0, 1, 2);
     sim.write(c, 2, Some(Bytes::from_static(b"stale")), None);
     sim.write(a, 0, Some(Bytes::from_static(b"a0")), None);
@@ -1343,8 +1415,8 @@ fn interrupted_full_resync_does_not_let_stale_entries_through() {
     sim.write(a, 2, None, None); // deletes C's key
     sim.write(a, 1, Some(Bytes::from_static(b"a1")), None);
     sim.write(c, 3, Some(Bytes::from_static(b"brief")), Some(sim.now + 1));
-    sim.sync_rounds(&[a, b]);
     sim.now += grace + 10;
+    sim.sync_rounds(&[a, b]);
     for x in [a, b, c] {
         assert_eq!(sim.nodes[x].gc(sim.now, grace).dropped, 1, "gc on node {x}");
     }
@@ -1393,7 +1465,10 @@ fn push_range_covers_superseded_writes_only_from_where_the_receiver_stands() {
     };
     assert_eq!(through, 3);
     assert_eq!(push.entries.len(), 2, "the overwritten write is not sent");
-    assert!(b.receive_push(push, 1_000).unwrap().is_none());
+    assert!(matches!(
+        b.receive_push(push, 1_000).unwrap(),
+        Some(SyncMessage::Ack(_))
+    ));
     assert_eq!(
         b.vv().get(a_id),
         3,

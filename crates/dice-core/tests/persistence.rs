@@ -580,6 +580,8 @@ async fn ttl_expiry_and_gc_of_dead_entries_persist() {
     let dir = tempfile::tempdir().unwrap();
     let options = CacheOptions {
         gc_grace: Duration::from_millis(50),
+        // A lone cache waits one member horizon before it collects (see `Replica::gc`).
+        member_horizon: Duration::from_millis(1),
         gc_interval: Duration::from_millis(20),
         ..Default::default()
     };
@@ -718,7 +720,10 @@ async fn subscribers_see_local_and_remote_changes() {
     let (push, last) = b.push_after(0).unwrap();
     assert_eq!(last, 3);
     assert!(matches!(push, SyncMessage::Push(_)));
-    assert!(a.handle_sync(push.clone()).unwrap().is_none());
+    assert!(matches!(
+        a.handle_sync(push.clone()).unwrap(),
+        Some(SyncMessage::Ack(_))
+    ));
     let mut remote = vec![next_event(&mut rx).await, next_event(&mut rx).await];
     remote.sort_by(|x, y| x.key.cmp(&y.key));
     assert_eq!(
@@ -739,7 +744,10 @@ async fn subscribers_see_local_and_remote_changes() {
         ]
     );
     // A duplicate push changes nothing and tells nobody.
-    assert!(a.handle_sync(push).unwrap().is_none());
+    assert!(matches!(
+        a.handle_sync(push).unwrap(),
+        Some(SyncMessage::Ack(_))
+    ));
     assert!(b.push_after(last).is_none());
     a.put("done", "1").await.unwrap();
     assert_eq!(next_event(&mut rx).await.key.as_ref(), b"done");
@@ -913,6 +921,8 @@ async fn snapshots_fold_the_log_and_reopen_gives_the_same_state() {
     let options = CacheOptions {
         snapshot_min_log_entries: 64,
         gc_grace: Duration::from_millis(50),
+        // A lone cache waits one member horizon before it collects (see `Replica::gc`).
+        member_horizon: Duration::from_millis(1),
         gc_interval: Duration::from_millis(20),
         ..Default::default()
     };

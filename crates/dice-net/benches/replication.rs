@@ -199,6 +199,7 @@ fn encoded_bytes(entries: impl IntoIterator<Item = Entry>) -> (u64, usize) {
     let limits = SyncLimits::default();
     let push = |entries: Vec<Entry>| {
         SyncMessage::Push(Push {
+            from: dice_core::NodeId::default(),
             sender_vv: VersionVector::default(),
             entries,
             range: None,

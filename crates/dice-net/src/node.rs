@@ -1087,21 +1087,24 @@ impl EventLoop {
         let limits = self.config.cache.sync_limits;
         match pending {
             Pending::Push { last_seq, .. } => {
-                let state = self.peer(peer);
-                state.push_in_flight = false;
-                if response.is_empty() {
-                    state.acked_seq = state.acked_seq.max(last_seq);
-                    self.push_wanted = true;
-                    return;
-                }
+                self.peer(peer).push_in_flight = false;
                 match SyncMessage::decode(&response, &limits) {
-                    Ok(msg) => {
-                        // A refusal: we are behind the peer's floors. Resync from it.
+                    Ok(msg @ SyncMessage::Ack(_)) => {
+                        let state = self.peer(peer);
+                        state.acked_seq = state.acked_seq.max(last_seq);
+                        self.push_wanted = true;
+                        if let Err(e) = self.cache.handle_sync(msg) {
+                            self.refuse(peer, &e.to_string());
+                        }
+                    }
+                    Ok(msg @ SyncMessage::Refused(_)) => {
+                        // We are behind the peer's floors. Resync from it.
                         if let Err(e) = self.cache.handle_sync(msg) {
                             self.refuse(peer, &e.to_string());
                         }
                         self.start_catch_up(peer);
                     }
+                    Ok(_) => self.refuse(peer, "expected an ack or a refusal to a push"),
                     Err(e) => self.refuse(peer, &e.to_string()),
                 }
             }

@@ -458,8 +458,8 @@ async fn garbage_on_the_sync_protocol_is_refused_and_counted() {
     }
 }
 
-/// A node away longer than the GC grace period, while others deleted keys, does a full
-/// resync by itself and no deleted key comes back.
+/// A node away longer than the member horizon, while others deleted keys and collected the
+/// tombstones without it, does a full resync by itself and no deleted key comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_behind_gc_floor_resyncs_fully() {
     init_tracing();
@@ -467,6 +467,7 @@ async fn node_behind_gc_floor_resyncs_fully() {
     let opts = dice_core::CacheOptions {
         gc_grace: Duration::from_millis(200),
         gc_interval: Duration::from_millis(50),
+        member_horizon: Duration::from_millis(500),
         ..Default::default()
     };
     let builder = |dir: &std::path::Path| {
