@@ -1165,6 +1165,7 @@ struct RawEntry {
 
 fn forged_push(e: RawEntry) -> Push {
     let mut bytes = dice_core::SYNC_PROTOCOL_VERSION.to_be_bytes().to_vec();
+    bytes.extend(0u64.to_be_bytes()); // no send time
     bytes.extend(
         postcard::to_allocvec(&RawMessage::Push(RawPush {
             sender_vv: BTreeMap::new(),
