@@ -4,6 +4,7 @@
 use crate::Command;
 use crate::node::API_ADDR_FILE;
 use anyhow::{Context, Result, bail};
+use dice_core::skew::SKEW_WARN_MS;
 use dice_core::{Cache, CacheOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -174,8 +175,10 @@ fn status_from_info(info: &str, addr: &str) -> serde_json::Value {
                 .split(',')
                 .filter_map(|kv| kv.split_once('='))
                 .map(|(k, v)| {
-                    let v = match v.parse::<u64>() {
-                        Ok(n) if k != "id" && k != "node" => serde_json::Value::from(n),
+                    let number = k != "id" && k != "node";
+                    let v = match (v.parse::<u64>(), v.parse::<i64>()) {
+                        (Ok(n), _) if number => serde_json::Value::from(n),
+                        (_, Ok(n)) if number => serde_json::Value::from(n),
                         _ => serde_json::Value::from(v),
                     };
                     (k.to_string(), v)
@@ -226,8 +229,16 @@ fn print_status(s: &serde_json::Value, json: bool) {
     let peers = s["peers"].as_array().cloned().unwrap_or_default();
     println!("peers:    {}", peers.len());
     for p in peers {
+        // Older nodes do not report it; "-" when no estimate yet.
+        let offset = match &p["clock_offset_ms"] {
+            serde_json::Value::Number(n) => {
+                let skewed = n.as_i64().is_some_and(|o| o.unsigned_abs() > SKEW_WARN_MS);
+                format!("{n}{}", if skewed { " (SKEWED)" } else { "" })
+            }
+            _ => "-".to_string(),
+        };
         println!(
-            "  {} {} {} unacked={} missing={}",
+            "  {} {} {} unacked={} missing={} clock_offset_ms={offset}",
             p["id"].as_str().unwrap_or("?"),
             if p["connected"] == 1 {
                 "connected   "
@@ -300,7 +311,8 @@ mod tests {
     fn status_is_read_from_info() {
         let info = "# Server\r\nredis_version:7.2.0\r\n# Cluster\r\ncluster_enabled:0\r\n\
                     dice_node_id:00000000000000aa\r\ndice_keys:3\r\ndice_digest:00000000deadbeef\r\n\
-                    dice_peers:1\r\ndice_peer0:id=12D3,node=bb,addr=/ip4/127.0.0.1/tcp/1,connected=1,unacked=0,missing=2\r\n";
+                    dice_peers:1\r\ndice_peer0:id=12D3,node=bb,addr=/ip4/127.0.0.1/tcp/1,connected=1,unacked=0,missing=2,clock_offset_ms=-1500\r\n\
+                    dice_peer1:id=12D4,node=cc,addr=-,connected=0,unacked=0,missing=0,clock_offset_ms=-\r\n";
         let s = status_from_info(info, "127.0.0.1:7379");
         assert_eq!(s["node_id"], "00000000000000aa");
         assert_eq!(s["keys"], 3);
@@ -308,6 +320,8 @@ mod tests {
         assert_eq!(s["peers"][0]["id"], "12D3");
         assert_eq!(s["peers"][0]["missing"], 2);
         assert_eq!(s["peers"][0]["connected"], 1);
-        assert_eq!(s["peers"].as_array().unwrap().len(), 1);
+        assert_eq!(s["peers"][0]["clock_offset_ms"], -1500);
+        assert_eq!(s["peers"][1]["clock_offset_ms"], "-");
+        assert_eq!(s["peers"].as_array().unwrap().len(), 2);
     }
 }

@@ -111,7 +111,7 @@ fn peer_lines(status: &dice_net::NodeStatus) -> Vec<String> {
     ];
     for (i, p) in status.peers.iter().enumerate() {
         lines.push(format!(
-            "dice_peer{i}:id={},node={},addr={},connected={},unacked={},missing={},bytes_sent={},bytes_received={}",
+            "dice_peer{i}:id={},node={},addr={},connected={},unacked={},missing={},bytes_sent={},bytes_received={},clock_offset_ms={}",
             p.peer_id,
             p.node_id.map_or_else(|| "-".to_string(), |n| n.to_string()),
             p.address.as_ref().map_or_else(|| "-".to_string(), |a| a.to_string()),
@@ -120,6 +120,8 @@ fn peer_lines(status: &dice_net::NodeStatus) -> Vec<String> {
             p.missing,
             p.bytes_sent,
             p.bytes_received,
+            p.clock_offset_ms
+                .map_or_else(|| "-".to_string(), |o| o.to_string()),
         ));
     }
     lines

@@ -96,7 +96,7 @@ pub struct CacheStats {
     pub keys: usize,
     /// Entries held, tombstones and expired ones included.
     pub entries: usize,
-    /// Order-independent hash of live keys and versions.
+    /// The digest of the entries held (see [`Replica::digest`]).
     pub digest: u64,
     /// The version vector.
     pub vv: VersionVector,
@@ -341,9 +341,10 @@ impl Cache {
         self.len() == 0
     }
 
-    /// Order-independent hash of the live keys and their versions.
+    /// The digest of the entries held: see [`Replica::digest`] for what it covers. Equal on
+    /// nodes holding the same entries, whatever their clocks.
     pub fn digest(&self) -> u64 {
-        self.shared().state.read().replica.digest(now_ms())
+        self.shared().state.read().replica.digest()
     }
 
     /// Stores `value` under `key` with no expiry; returns once committed.
@@ -526,7 +527,7 @@ impl Cache {
             node_id: shared.node_id,
             keys: st.replica.live_len(now),
             entries: st.replica.entry_count(),
-            digest: st.replica.digest(now),
+            digest: st.replica.digest(),
             vv: st.replica.vv().clone(),
             floors: st.replica.floors().clone(),
             pending_keys: st.dirty.len(),

@@ -12,6 +12,7 @@
 //! * [`replica`]: [`Replica`], the in-memory map with its indexes, merge, TTL and GC. No I/O.
 //! * [`sync`]: the sync protocol as plain code: [`SyncMessage`] and its wire form, the
 //!   catch-up [`SyncSession`], live pushes, full resync when behind a GC floor.
+//! * [`skew`]: estimates of peers' clock offsets from the send times sync messages carry.
 //! * [`store`]: SQLite through sqlx: the data directory, its lock, migrations, group commits.
 //! * [`cache`]: [`Cache`], the persistent cache a program embeds: reads from memory, writes
 //!   acknowledged after their group commit, change subscriptions, sync entry points.
@@ -36,6 +37,7 @@ mod error;
 pub mod hlc;
 mod record;
 pub mod replica;
+pub mod skew;
 pub mod store;
 pub mod sync;
 pub mod version_vector;

@@ -101,7 +101,7 @@ pub struct GcReport {
 /// let mut b = Replica::new(NodeId::new(2).unwrap(), Limits::default());
 /// b.apply(e, 1_000).unwrap();
 /// assert_eq!(b.get(b"k", 1_000).unwrap().as_ref(), b"v2");
-/// assert_eq!(a.digest(1_000), b.digest(1_000));
+/// assert_eq!(a.digest(), b.digest());
 /// ```
 #[derive(Debug)]
 pub struct Replica {
@@ -122,8 +122,7 @@ pub struct Replica {
     tombstones: BTreeSet<(u64, NodeId, u64)>,
     /// Entries holding a value (expired or not).
     valued: usize,
-    /// Wrapping sum of the hashes of the entries holding a value: the digest, before the
-    /// expired ones are taken out.
+    /// Wrapping sum of the hashes of the entries holding a value, expired or not: the digest.
     valued_hash: u64,
     resync_needed: AtomicBool,
     changes: Option<Vec<Change>>,
@@ -454,26 +453,32 @@ impl Replica {
         out
     }
 
-    /// An order-independent hash of the live keys and their versions at `now_ms`: two replicas
-    /// with the same digest hold the same data.
+    /// The digest of the state held: a pure function of the entries this replica holds, so
+    /// that two replicas holding the same entries have equal digests whatever their clocks.
     ///
-    /// Kept up to date as entries change, so this costs the expired entries still held, not
-    /// the whole map.
-    pub fn digest(&self, now_ms: u64) -> u64 {
-        self.expiring
-            .range(..expiry_bound(now_ms))
-            .filter_map(|&(_, origin, seq)| self.record_of_dot(origin, seq))
-            .map(|r| entry_hash(r.key(), r.version()))
-            .fold(self.valued_hash, u64::wrapping_sub)
+    /// It is the wrapping sum, over every held entry that carries a value (expired or not),
+    /// of an xxh3-64 hash of that entry's key, value, version (`hlc` and `origin`) and expiry
+    /// (absent or `expires_at_ms`). Tombstones are not covered: a tombstone and no entry at
+    /// all read the same, and either may be held after a delete depending on GC timing. The
+    /// sequence number is not covered either (it names the write, the version orders it).
+    ///
+    /// An expired entry is covered until garbage collection drops it (long after it expired,
+    /// see the GC grace), not until it expires: where it expires depends on the local clock,
+    /// which would make converged nodes with skewed clocks disagree. So two converged nodes
+    /// can differ while one has collected an expired entry and the other not yet.
+    ///
+    /// Kept up to date as entries change (in `index`/`unindex`): reading it costs nothing.
+    pub fn digest(&self) -> u64 {
+        self.valued_hash
     }
 
     /// The digest computed from every entry, for tests of the kept one.
     #[doc(hidden)]
-    pub fn digest_by_scan(&self, now_ms: u64) -> u64 {
+    pub fn digest_by_scan(&self) -> u64 {
         self.map
             .iter()
-            .filter(|r| !is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms))
-            .map(|r| entry_hash(r.key(), r.version()))
+            .filter(|r| !r.is_tombstone())
+            .map(record_hash)
             .fold(0u64, u64::wrapping_add)
     }
 
@@ -724,9 +729,7 @@ impl Replica {
                 .insert((r.version().hlc.physical_ms(), origin, seq));
         } else {
             self.valued += 1;
-            self.valued_hash = self
-                .valued_hash
-                .wrapping_add(entry_hash(r.key(), r.version()));
+            self.valued_hash = self.valued_hash.wrapping_add(record_hash(r));
             if let Some(t) = r.expires_at_ms() {
                 self.expiring.insert((t, origin, seq));
             }
@@ -746,9 +749,7 @@ impl Replica {
                 .remove(&(r.version().hlc.physical_ms(), origin, seq));
         } else {
             self.valued -= 1;
-            self.valued_hash = self
-                .valued_hash
-                .wrapping_sub(entry_hash(r.key(), r.version()));
+            self.valued_hash = self.valued_hash.wrapping_sub(record_hash(r));
             if let Some(t) = r.expires_at_ms() {
                 self.expiring.remove(&(t, origin, seq));
             }
@@ -1122,12 +1123,34 @@ fn expiry_bound(now_ms: u64) -> (u64, NodeId, u64) {
     (now_ms.saturating_add(1), NodeId::default(), 0)
 }
 
-fn entry_hash(key: &[u8], v: Version) -> u64 {
+/// The hash of one entry for the digest: its key, value, version and expiry. Each field is
+/// length-prefixed or tagged, so that no two different entries feed xxh3 the same bytes.
+fn entry_hash(key: &[u8], value: Option<&[u8]>, v: Version, expires_at_ms: Option<u64>) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&(key.len() as u64).to_le_bytes());
     h.update(key);
+    match value {
+        Some(value) => {
+            h.update(&[1]);
+            h.update(&(value.len() as u64).to_le_bytes());
+            h.update(value);
+        }
+        None => h.update(&[0]),
+    }
     h.update(&v.hlc.as_u64().to_le_bytes());
     h.update(&v.origin.as_u64().to_le_bytes());
+    match expires_at_ms {
+        Some(t) => {
+            h.update(&[1]);
+            h.update(&t.to_le_bytes());
+        }
+        None => h.update(&[0]),
+    }
     h.digest()
+}
+
+fn record_hash(r: &Record) -> u64 {
+    entry_hash(r.key(), r.value(), r.version(), r.expires_at_ms())
 }
 
 impl Cell {

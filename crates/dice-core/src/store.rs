@@ -54,8 +54,28 @@ fn migrator() -> Migrator {
     ])
 }
 
-/// Format byte in front of every log and snapshot blob.
-const BLOB_FORMAT: u8 = 1;
+/// Format byte in front of every log and snapshot blob written: the postcard body follows an
+/// xxh3-64 checksum of it (8 bytes, little-endian), verified on open.
+const BLOB_FORMAT: u8 = 2;
+/// The format of blobs written before checksums: the postcard body right after the byte.
+/// Still read, unverified.
+const BLOB_FORMAT_UNCHECKED: u8 = 1;
+/// Length of the checksum after the format byte of a [`BLOB_FORMAT`] blob.
+const CHECKSUM_LEN: usize = 8;
+
+/// What to do about a damaged row, said in every error about one.
+const CORRUPT_REMEDY: &str = "the database was changed outside dice (disk or file-system \
+    damage, or an edit); dice leaves it as is. To recover, stop the node, move its data \
+    directory aside and start it again with an empty one: it resyncs the data from its peers \
+    (writes it made that no peer received are lost)";
+
+/// Encodes `value` as a blob: format byte, checksum, postcard body.
+fn encode_blob<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
+    let mut blob = postcard::to_extend(value, vec![BLOB_FORMAT; 1 + CHECKSUM_LEN])?;
+    let sum = xxhash_rust::xxh3::xxh3_64(&blob[1 + CHECKSUM_LEN..]);
+    blob[1..1 + CHECKSUM_LEN].copy_from_slice(&sum.to_le_bytes());
+    Ok(blob)
+}
 
 /// What a data directory held when opened.
 pub(crate) struct Loaded {
@@ -389,7 +409,7 @@ impl Store {
                 set,
             };
             blobs.push(
-                postcard::to_extend(&record, vec![BLOB_FORMAT])
+                encode_blob(&record)
                     .map_err(|e| Error::CommitFailed(format!("encoding a log row: {e}")))?,
             );
         }
@@ -447,7 +467,7 @@ impl Store {
         run: &mut SnapshotRun,
         entries: &[Entry],
     ) -> Result<()> {
-        let blob = postcard::to_extend(entries, vec![BLOB_FORMAT])
+        let blob = encode_blob(entries)
             .map_err(|e| Error::CommitFailed(format!("encoding a snapshot chunk: {e}")))?;
         sqlx::query("INSERT INTO snapshot (gen, chunk) VALUES (?1, ?2)")
             .bind(run.gen_)
@@ -679,6 +699,9 @@ struct LogHead {
     entries: u64,
 }
 
+/// Decodes a blob read from the row named by `what` (e.g. "table log, row id 17"),
+/// checking its checksum when its format has one. A damaged blob is [`Error::Corrupt`] naming
+/// the row, what is wrong with it and what to do.
 fn decode_blob<'a, T: Deserialize<'a>>(
     blob: &'a [u8],
     what: &str,
@@ -687,20 +710,36 @@ fn decode_blob<'a, T: Deserialize<'a>>(
 ) -> Result<T> {
     let corrupt = |reason: String| Error::Corrupt {
         path: path.to_path_buf(),
-        reason: format!("{what}: {reason}"),
+        reason: format!("{what}: {reason}; {CORRUPT_REMEDY}"),
     };
-    match blob.split_first() {
-        Some((&BLOB_FORMAT, body)) => {
-            let (value, rest) =
-                postcard::take_from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
-            if !rest.is_empty() && !prefix_only {
-                return Err(corrupt(format!("{} trailing bytes", rest.len())));
+    let body = match blob.split_first() {
+        Some((&BLOB_FORMAT, rest)) => {
+            let Some((sum, body)) = rest.split_first_chunk::<CHECKSUM_LEN>() else {
+                return Err(corrupt(format!(
+                    "{} bytes, too short to hold its checksum",
+                    blob.len()
+                )));
+            };
+            let stored = u64::from_le_bytes(*sum);
+            let computed = xxhash_rust::xxh3::xxh3_64(body);
+            if stored != computed {
+                return Err(corrupt(format!(
+                    "checksum does not match (stored {stored:016x}, computed {computed:016x} \
+                     over its {} bytes)",
+                    body.len()
+                )));
             }
-            Ok(value)
+            body
         }
-        Some((other, _)) => Err(corrupt(format!("unknown format {other}"))),
-        None => Err(corrupt("empty".into())),
+        Some((&BLOB_FORMAT_UNCHECKED, body)) => body,
+        Some((other, _)) => return Err(corrupt(format!("unknown blob format {other}"))),
+        None => return Err(corrupt("empty".into())),
+    };
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+    if !rest.is_empty() && !prefix_only {
+        return Err(corrupt(format!("{} trailing bytes", rest.len())));
     }
+    Ok(value)
 }
 
 fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Entry> {
@@ -765,14 +804,16 @@ async fn load(
     let mut replica = Replica::new(node_id, limits);
     // Size the map once, from the newest log row (or the snapshot switch), instead of growing
     // it (and rehashing every entry) a dozen times on the way to a million.
-    let newest: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT batch FROM log WHERE id > ?1 ORDER BY id DESC LIMIT 1")
+    let newest: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT id, batch FROM log WHERE id > ?1 ORDER BY id DESC LIMIT 1")
             .bind(log_start)
             .fetch_optional(&mut *conn)
             .await
             .ctx("reading the log")?;
     let expected = match newest {
-        Some(blob) => decode_blob::<LogHead>(&blob, "a log row", path, true)?.entries,
+        Some((id, blob)) => {
+            decode_blob::<LogHead>(&blob, &format!("table log, row id {id}"), path, true)?.entries
+        }
         None => to_u64(meta_value(conn, "entries").await?.unwrap_or(0)),
     };
     replica.reserve(expected.min(1 << 26) as usize);
@@ -788,12 +829,14 @@ async fn load(
         }
     }
     {
-        let mut rows = sqlx::query("SELECT chunk FROM snapshot WHERE gen = ?1 ORDER BY id")
+        let mut rows = sqlx::query("SELECT id, chunk FROM snapshot WHERE gen = ?1 ORDER BY id")
             .bind(snapshot_gen)
             .fetch(&mut *conn);
         while let Some(row) = rows.try_next().await.ctx("loading the snapshot")? {
-            let blob: &[u8] = row.try_get(0).ctx("reading a snapshot chunk")?;
-            let chunk: Vec<EntryRef<'_>> = decode_blob(blob, "a snapshot chunk", path, false)?;
+            let id: i64 = row.try_get(0).ctx("reading a snapshot chunk id")?;
+            let blob: &[u8] = row.try_get(1).ctx("reading a snapshot chunk")?;
+            let what = format!("table snapshot, generation {snapshot_gen}, chunk row id {id}");
+            let chunk: Vec<EntryRef<'_>> = decode_blob(blob, &what, path, false)?;
             replica.reserve(chunk.len());
             for e in &chunk {
                 e.load_into(&mut replica);
@@ -808,7 +851,8 @@ async fn load(
         while let Some(row) = rows.try_next().await.ctx("loading the log")? {
             last_log_id = row.try_get(0).ctx("reading a log id")?;
             let blob: &[u8] = row.try_get(1).ctx("reading a log row")?;
-            let record: LogRecord = decode_blob(blob, "a log row", path, false)?;
+            let what = format!("table log, row id {last_log_id}");
+            let record: LogRecord = decode_blob(blob, &what, path, false)?;
             log_entries += (record.removed.len() + record.set.len()) as u64;
             for k in &record.removed {
                 replica.load_remove(k);

@@ -23,7 +23,16 @@ use std::collections::HashSet;
 
 /// Version of the sync wire format. A message of another version is refused with
 /// [`WireError::UnsupportedVersion`].
+///
+/// Version 2 added the sender's wall-clock time to every message, from which peers estimate
+/// each other's clock offsets (see [`crate::skew`]), the sender's node id in requests, pages
+/// and pushes, and an explicit acknowledgement of pushes ([`Ack`]), on which garbage
+/// collection waits.
 pub const SYNC_PROTOCOL_VERSION: u16 = 2;
+
+/// Bytes before a message's postcard body: the protocol version (2, big-endian) and the
+/// sender's wall-clock milliseconds at send time (8, big-endian).
+const HEADER_LEN: usize = 10;
 
 /// Bounds on sync messages and pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,7 +200,8 @@ pub enum WireError {
 }
 
 impl SyncMessage {
-    /// Encodes the message: a 2-byte big-endian protocol version, then the postcard body.
+    /// Encodes the message with no send time (0, from which a receiver learns nothing): see
+    /// [`SyncMessage::encode_at`].
     ///
     /// ```
     /// use dice_core::{SyncLimits, SyncMessage, Refusal};
@@ -201,7 +211,29 @@ impl SyncMessage {
     /// assert!(SyncMessage::decode(&bytes[..1], &SyncLimits::default()).is_err());
     /// ```
     pub fn encode(&self, limits: &SyncLimits) -> std::result::Result<Vec<u8>, WireError> {
-        let out = postcard::to_extend(self, SYNC_PROTOCOL_VERSION.to_be_bytes().to_vec())?;
+        self.encode_at(limits, 0)
+    }
+
+    /// Encodes the message: a 2-byte big-endian protocol version, the sender's wall-clock
+    /// milliseconds `sent_at_ms` (8 bytes, big-endian; 0 when unknown), then the postcard
+    /// body.
+    ///
+    /// ```
+    /// use dice_core::{SyncLimits, SyncMessage, Refusal};
+    /// let msg = SyncMessage::Refused(Refusal::IAmBehind);
+    /// let bytes = msg.encode_at(&SyncLimits::default(), 1_700_000_000_000).unwrap();
+    /// let (back, sent) = SyncMessage::decode_timed(&bytes, &SyncLimits::default()).unwrap();
+    /// assert_eq!((back, sent), (msg, Some(1_700_000_000_000)));
+    /// ```
+    pub fn encode_at(
+        &self,
+        limits: &SyncLimits,
+        sent_at_ms: u64,
+    ) -> std::result::Result<Vec<u8>, WireError> {
+        let mut header = Vec::with_capacity(HEADER_LEN + 64);
+        header.extend_from_slice(&SYNC_PROTOCOL_VERSION.to_be_bytes());
+        header.extend_from_slice(&sent_at_ms.min(i64::MAX as u64).to_be_bytes());
+        let out = postcard::to_extend(self, header)?;
         if out.len() > limits.max_message_bytes {
             return Err(WireError::TooLarge {
                 len: out.len(),
@@ -211,14 +243,25 @@ impl SyncMessage {
         Ok(out)
     }
 
-    /// Decodes and bounds-checks a message. Never panics, whatever the bytes.
+    /// Decodes and bounds-checks a message, dropping its send time. Never panics, whatever
+    /// the bytes.
     pub fn decode(bytes: &[u8], limits: &SyncLimits) -> std::result::Result<Self, WireError> {
+        Self::decode_timed(bytes, limits).map(|(msg, _)| msg)
+    }
+
+    /// Decodes and bounds-checks a message, with the sender's wall-clock milliseconds at send
+    /// time (`None` when it sent none). Never panics, whatever the bytes.
+    pub fn decode_timed(
+        bytes: &[u8],
+        limits: &SyncLimits,
+    ) -> std::result::Result<(Self, Option<u64>), WireError> {
         if bytes.len() > limits.max_message_bytes {
             return Err(WireError::TooLarge {
                 len: bytes.len(),
                 max: limits.max_message_bytes,
             });
         }
+        // The version first: a peer of another version is told so, whatever follows.
         let (Some(&hi), Some(&lo)) = (bytes.first(), bytes.get(1)) else {
             return Err(WireError::Truncated { len: bytes.len() });
         };
@@ -229,7 +272,16 @@ impl SyncMessage {
                 supported: SYNC_PROTOCOL_VERSION,
             });
         }
-        let (msg, rest): (SyncMessage, &[u8]) = postcard::take_from_bytes(&bytes[2..])?;
+        let Some((sent, body)) = bytes[2..].split_first_chunk::<8>() else {
+            return Err(WireError::Truncated { len: bytes.len() });
+        };
+        let sent_at_ms = u64::from_be_bytes(*sent);
+        if sent_at_ms > i64::MAX as u64 {
+            return Err(WireError::Invalid(format!(
+                "send time {sent_at_ms} out of range"
+            )));
+        }
+        let (msg, rest): (SyncMessage, &[u8]) = postcard::take_from_bytes(body)?;
         if !rest.is_empty() {
             return Err(WireError::Invalid(format!(
                 "{} trailing bytes after the message",
@@ -247,7 +299,7 @@ impl SyncMessage {
                 limits.page_max_entries
             )));
         }
-        Ok(msg)
+        Ok((msg, (sent_at_ms > 0).then_some(sent_at_ms)))
     }
 }
 

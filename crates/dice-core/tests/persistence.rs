@@ -1065,7 +1065,7 @@ async fn a_damaged_log_row_is_a_clear_error_and_is_left_alone() {
     conn.close().await.unwrap();
     let err = Cache::open(dir.path()).await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
-    assert!(err.to_string().contains("log row"), "{err}");
+    assert!(err.to_string().contains("table log, row id"), "{err}");
     // Refusing it changed nothing: the same error again.
     let again = Cache::open(dir.path()).await.unwrap_err();
     assert!(matches!(again, Error::Corrupt { .. }), "{again:?}");

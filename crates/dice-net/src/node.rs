@@ -12,7 +12,8 @@ use crate::lan_only::LanOnly;
 use crate::protocol::sync_protocol;
 use bytes::Bytes;
 use dice_core::{
-    Cache, CacheOptions, CacheStats, Entry, NodeId, SessionStep, SyncMessage, SyncSession,
+    Cache, CacheOptions, CacheStats, Entry, NodeId, SessionStep, SyncMessage, SyncSession, now_ms,
+    skew::{ClockOffset, OffsetSample, SKEW_WARN_MS, SkewNotice},
 };
 use futures::StreamExt;
 use libp2p::core::muxing::StreamMuxerBox;
@@ -192,6 +193,10 @@ pub struct PeerStatus {
     pub entries_received: u64,
     /// Messages from the peer refused (malformed, oversized, over the rate).
     pub refused: u64,
+    /// The peer's wall clock minus ours, in milliseconds, estimated from the send times sync
+    /// messages carry (`None` before any). Past ±1 s it is logged: TTLs expire by each
+    /// node's own clock, so skewed nodes expire a key at different moments.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// A node's state: its cache, its peers and its counters.
@@ -612,6 +617,8 @@ struct PeerState {
     entries_sent: u64,
     entries_received: u64,
     refused: u64,
+    /// Estimate of the peer's clock offset from ours.
+    clock: ClockOffset,
     rate: RateLimit,
     redial_at: Option<Instant>,
     backoff: Duration,
@@ -635,6 +642,7 @@ impl PeerState {
             entries_sent: 0,
             entries_received: 0,
             refused: 0,
+            clock: ClockOffset::default(),
             rate: RateLimit::new(burst),
             redial_at: None,
             backoff: Duration::from_millis(250),
@@ -645,8 +653,14 @@ impl PeerState {
 
 #[derive(Debug)]
 enum Pending {
-    Push { last_seq: u64 },
-    CatchUp,
+    /// `sent_ms`: our wall clock when the request left, for the round-trip clock offset.
+    Push {
+        last_seq: u64,
+        sent_ms: u64,
+    },
+    CatchUp {
+        sent_ms: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -840,6 +854,7 @@ impl EventLoop {
                 entries_sent: s.entries_sent,
                 entries_received: s.entries_received,
                 refused: s.refused,
+                clock_offset_ms: s.clock.offset_ms(),
             })
             .collect();
         peers.sort_by_key(|p| p.peer_id);
@@ -939,13 +954,18 @@ impl EventLoop {
         }
         let (session, msg) = self.cache.start_sync();
         self.sessions.insert(peer, session);
-        self.send(peer, &msg, Pending::CatchUp);
+        self.send(peer, &msg, Pending::CatchUp { sent_ms: 0 });
     }
 
-    /// Encodes and sends a request, recording what it was for.
-    fn send(&mut self, peer: PeerId, msg: &SyncMessage, pending: Pending) {
+    /// Encodes and sends a request, stamped with our wall clock, recording what it was for
+    /// (and when it left, whatever `pending` says).
+    fn send(&mut self, peer: PeerId, msg: &SyncMessage, mut pending: Pending) {
         let limits = self.config.cache.sync_limits;
-        let bytes = match msg.encode(&limits) {
+        let now = now_ms();
+        match &mut pending {
+            Pending::Push { sent_ms, .. } | Pending::CatchUp { sent_ms } => *sent_ms = now,
+        }
+        let bytes = match msg.encode_at(&limits, now) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(%peer, error = %e, "cannot encode a sync message");
@@ -994,7 +1014,58 @@ impl EventLoop {
             let state = self.peer(peer);
             state.push_in_flight = true;
             state.push_not_before = now + MIN_PUSH_INTERVAL;
-            self.send(peer, &msg, Pending::Push { last_seq });
+            self.send(
+                peer,
+                &msg,
+                Pending::Push {
+                    last_seq,
+                    sent_ms: 0,
+                },
+            );
+        }
+    }
+
+    /// A reply to our request sent at `sent_ms`, stamped `peer_ms` by the peer (if it was).
+    fn note_round_trip(&mut self, peer: PeerId, sent_ms: u64, peer_ms: Option<u64>) {
+        if let Some(sample) =
+            peer_ms.and_then(|peer_ms| OffsetSample::round_trip(sent_ms, peer_ms, now_ms()))
+        {
+            self.note_clock(peer, sample);
+        }
+    }
+
+    /// Adds a clock-offset sample for `peer`, logging when the estimate crosses the warning
+    /// threshold or moves a lot past it (not at every message).
+    fn note_clock(&mut self, peer: PeerId, sample: OffsetSample) {
+        let state = self.peer(peer);
+        let notice = state.clock.add(sample);
+        let (node, best) = (state.node_id, state.clock.best());
+        let Some(best) = best else {
+            return;
+        };
+        let node = node.map_or_else(|| "-".to_string(), |n| n.to_string());
+        let error_ms = best
+            .error_ms
+            .map_or_else(|| "unknown".to_string(), |e| e.to_string());
+        match notice {
+            Some(SkewNotice::Skewed) => tracing::warn!(
+                %peer,
+                node,
+                clock_offset_ms = best.offset_ms,
+                error_ms,
+                "peer's clock differs from ours by more than {} ms (positive: it is ahead); \
+                 TTLs expire by each node's own clock, so this node and the peer expire keys \
+                 at different moments; while a node is ahead its writes win conflicts. Sync \
+                 the clocks (NTP)",
+                SKEW_WARN_MS
+            ),
+            Some(SkewNotice::Recovered) => tracing::info!(
+                %peer,
+                node,
+                clock_offset_ms = best.offset_ms,
+                "peer's clock is back in step with ours"
+            ),
+            None => {}
         }
     }
 
@@ -1016,8 +1087,13 @@ impl EventLoop {
             }
         }
         let limits = self.config.cache.sync_limits;
-        let msg = match SyncMessage::decode(&request, &limits) {
-            Ok(m) => m,
+        let msg = match SyncMessage::decode_timed(&request, &limits) {
+            Ok((m, sent)) => {
+                if let Some(sent) = sent {
+                    self.note_clock(peer, OffsetSample::one_way(sent, now_ms()));
+                }
+                m
+            }
             Err(e) => {
                 self.refuse(peer, &e.to_string());
                 return;
@@ -1055,7 +1131,7 @@ impl EventLoop {
         };
         let bytes = match &reply {
             None => Vec::new(),
-            Some(r) => match r.encode(&limits) {
+            Some(r) => match r.encode_at(&limits, now_ms()) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(%peer, error = %e, "cannot encode a reply");
@@ -1086,10 +1162,11 @@ impl EventLoop {
         self.peer(peer).member = true;
         let limits = self.config.cache.sync_limits;
         match pending {
-            Pending::Push { last_seq, .. } => {
+            Pending::Push { last_seq, sent_ms } => {
                 self.peer(peer).push_in_flight = false;
-                match SyncMessage::decode(&response, &limits) {
-                    Ok(msg @ SyncMessage::Ack(_)) => {
+                match SyncMessage::decode_timed(&response, &limits) {
+                    Ok((msg @ SyncMessage::Ack(_), sent)) => {
+                        self.note_round_trip(peer, sent_ms, sent);
                         let state = self.peer(peer);
                         state.acked_seq = state.acked_seq.max(last_seq);
                         self.push_wanted = true;
@@ -1097,7 +1174,8 @@ impl EventLoop {
                             self.refuse(peer, &e.to_string());
                         }
                     }
-                    Ok(msg @ SyncMessage::Refused(_)) => {
+                    Ok((msg @ SyncMessage::Refused(_), sent)) => {
+                        self.note_round_trip(peer, sent_ms, sent);
                         // We are behind the peer's floors. Resync from it.
                         if let Err(e) = self.cache.handle_sync(msg) {
                             self.refuse(peer, &e.to_string());
@@ -1108,9 +1186,12 @@ impl EventLoop {
                     Err(e) => self.refuse(peer, &e.to_string()),
                 }
             }
-            Pending::CatchUp => {
-                let msg = match SyncMessage::decode(&response, &limits) {
-                    Ok(m) => m,
+            Pending::CatchUp { sent_ms } => {
+                let msg = match SyncMessage::decode_timed(&response, &limits) {
+                    Ok((m, sent)) => {
+                        self.note_round_trip(peer, sent_ms, sent);
+                        m
+                    }
                     Err(e) => {
                         self.sessions.remove(&peer);
                         self.refuse(peer, &e.to_string());
@@ -1131,7 +1212,7 @@ impl EventLoop {
                 match self.cache.continue_sync(&mut session, msg) {
                     Ok(SessionStep::Send(next)) => {
                         self.sessions.insert(peer, session);
-                        self.send(peer, &next, Pending::CatchUp);
+                        self.send(peer, &next, Pending::CatchUp { sent_ms: 0 });
                     }
                     Ok(SessionStep::Done(stats)) => {
                         self.counters.catchups += 1;
@@ -1169,7 +1250,7 @@ impl EventLoop {
                 state.push_not_before = Instant::now() + PUSH_RETRY_DELAY;
                 self.push_wanted = true;
             }
-            Pending::CatchUp => {
+            Pending::CatchUp { .. } => {
                 self.sessions.remove(&peer);
             }
         }
@@ -1177,7 +1258,15 @@ impl EventLoop {
             error,
             request_response::OutboundFailure::UnsupportedProtocols
         ) {
-            self.mark_foreign(peer, "does not speak our cluster's sync protocol");
+            let ours = sync_protocol(&self.config.cluster).unwrap_or_default();
+            self.mark_foreign(
+                peer,
+                &format!(
+                    "does not speak our sync protocol {ours}: another cluster, or a dice of \
+                     another sync protocol version (this one speaks version {})",
+                    dice_core::SYNC_PROTOCOL_VERSION
+                ),
+            );
         } else {
             tracing::debug!(%peer, %error, "sync request failed");
         }

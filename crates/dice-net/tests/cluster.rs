@@ -385,7 +385,10 @@ async fn garbage_on_the_sync_protocol_is_refused_and_counted() {
             request_response::Behaviour::with_codec(
                 dice_net::codec::FrameCodec::new(64 * 1024 * 1024),
                 [(
-                    StreamProtocol::new("/dice/default/sync/1"),
+                    StreamProtocol::try_from_owned(
+                        dice_net::protocol::sync_protocol("default").unwrap(),
+                    )
+                    .unwrap(),
                     ProtocolSupport::Full,
                 )],
                 request_response::Config::default(),
@@ -395,10 +398,16 @@ async fn garbage_on_the_sync_protocol_is_refused_and_counted() {
         .build();
     rogue.dial(a_addr.clone()).unwrap();
     let payloads: Vec<Vec<u8>> = vec![
-        vec![],                             // empty
-        vec![0x00],                         // truncated header
-        vec![0x00, 0x01, 0xff, 0xff, 0xff], // right version, garbage body
-        vec![0x7f, 0x7f, 1, 2, 3],          // unknown protocol version
+        vec![],     // empty
+        vec![0x00], // truncated header
+        {
+            // right version and send time, garbage body
+            let mut m = dice_core::SYNC_PROTOCOL_VERSION.to_be_bytes().to_vec();
+            m.extend([0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff]);
+            m
+        },
+        vec![0x00, 0x01, 0x00, 0x00], // version 1, the format before send times
+        vec![0x7f, 0x7f, 1, 2, 3],    // unknown protocol version
         {
             // a valid request with its tail cut off
             let msg = a.cache().start_sync().1;

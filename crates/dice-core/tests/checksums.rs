@@ -1,0 +1,225 @@
+//! Stored rows carry checksums: a byte changed inside a log row or a snapshot chunk is a clear
+//! error on open that names the row and says what to do, and rows written before checksums
+//! (blob format 1) still load.
+#![allow(clippy::unwrap_used)]
+
+use dice_core::{Cache, CacheOptions, Entry, Error};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use std::path::Path;
+
+async fn sqlite(dir: &Path) -> SqliteConnection {
+    SqliteConnectOptions::new()
+        .filename(dir.join(dice_core::store::DB_FILE))
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn held(cache: &Cache) -> Vec<Entry> {
+    let mut all: Vec<Entry> = cache.with_replica(|r| r.entries().collect());
+    all.sort_by(|a, b| a.key.cmp(&b.key));
+    all
+}
+
+/// A data dir with a few log rows and no snapshot.
+async fn dir_with_log_rows() -> (tempfile::TempDir, Vec<Entry>) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).await.unwrap();
+    for i in 0..5 {
+        cache
+            .put(format!("key-{i}"), format!("value-{i}-xxxxxxxx"))
+            .await
+            .unwrap();
+    }
+    let entries = held(&cache);
+    cache.close().await.unwrap();
+    (dir, entries)
+}
+
+/// A data dir whose state is in a finished snapshot (and maybe a few log rows after it).
+async fn dir_with_snapshot() -> (tempfile::TempDir, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        snapshot_min_log_entries: 16,
+        ..Default::default()
+    };
+    let cache = Cache::open_with(dir.path(), options).await.unwrap();
+    let mut i = 0;
+    while cache.stats().snapshots == 0 {
+        cache
+            .put(format!("key-{}", i % 40), format!("value-{i}"))
+            .await
+            .unwrap();
+        i += 1;
+        assert!(i < 100_000, "no snapshot after {i} writes");
+    }
+    cache.close().await.unwrap();
+    let mut conn = sqlite(dir.path()).await;
+    let gen_: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'snapshot_gen'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    (dir, gen_)
+}
+
+/// Flips the bits of the byte at `at` (counted from the blob's end when negative) in the blob
+/// of one row.
+async fn flip(dir: &Path, table: &str, column: &str, id: i64, at: isize) {
+    let mut conn = sqlite(dir).await;
+    let mut blob: Vec<u8> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {column} FROM {table} WHERE id = ?1"
+    )))
+    .bind(id)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let at = if at < 0 {
+        blob.len() - at.unsigned_abs()
+    } else {
+        at as usize
+    };
+    blob[at] ^= 0xff;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {table} SET {column} = ?1 WHERE id = ?2"
+    )))
+    .bind(blob)
+    .bind(id)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+}
+
+fn assert_corrupt(err: &Error, names: &str) {
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(names), "{msg}");
+    assert!(msg.contains("checksum does not match"), "{msg}");
+    assert!(msg.contains("resyncs the data from its peers"), "{msg}");
+    assert!(msg.contains(dice_core::store::DB_FILE), "{msg}");
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_log_row_is_named_on_open() {
+    // A byte inside a value (near the end of the row), one in the checksum itself, and one in
+    // the row's header: each is caught, and names its row.
+    for at in [-30isize, 3, 9] {
+        let (dir, _) = dir_with_log_rows().await;
+        let mut conn = sqlite(dir.path()).await;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM log ORDER BY id LIMIT 1 OFFSET 2")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        flip(dir.path(), "log", "batch", id, at).await;
+        let err = Cache::open(dir.path()).await.unwrap_err();
+        assert_corrupt(&err, &format!("table log, row id {id}:"));
+        // Refusing it changed nothing: the same error again.
+        let again = Cache::open(dir.path()).await.unwrap_err();
+        assert_eq!(again.to_string(), err.to_string());
+    }
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_the_newest_log_row_is_named_on_open() {
+    // The newest row is read first (to size the map): its check must name it too.
+    let (dir, _) = dir_with_log_rows().await;
+    let mut conn = sqlite(dir.path()).await;
+    let id: i64 = sqlx::query_scalar("SELECT max(id) FROM log")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    flip(dir.path(), "log", "batch", id, -5).await;
+    let err = Cache::open(dir.path()).await.unwrap_err();
+    assert_corrupt(&err, &format!("table log, row id {id}:"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_a_snapshot_chunk_is_named_on_open() {
+    let (dir, gen_) = dir_with_snapshot().await;
+    let mut conn = sqlite(dir.path()).await;
+    let id: i64 = sqlx::query_scalar("SELECT min(id) FROM snapshot WHERE gen = ?1")
+        .bind(gen_)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    flip(dir.path(), "snapshot", "chunk", id, -3).await;
+    let err = Cache::open(dir.path()).await.unwrap_err();
+    assert_corrupt(
+        &err,
+        &format!("table snapshot, generation {gen_}, chunk row id {id}:"),
+    );
+}
+
+/// Rewrites every stored blob in the format before checksums: format byte 1, then the body.
+async fn downgrade_blobs(dir: &Path) -> usize {
+    let mut conn = sqlite(dir).await;
+    let mut n = 0;
+    for (table, column) in [("log", "batch"), ("snapshot", "chunk")] {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, {column} FROM {table}"
+        )))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for (id, blob) in rows {
+            assert_eq!(
+                blob[0], 2,
+                "{table} row {id} is not in the checksummed format"
+            );
+            let mut old = vec![1u8];
+            old.extend_from_slice(&blob[9..]);
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET {column} = ?1 WHERE id = ?2"
+            )))
+            .bind(old)
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            n += 1;
+        }
+    }
+    conn.close().await.unwrap();
+    n
+}
+
+#[tokio::test]
+async fn rows_of_the_format_before_checksums_still_load() {
+    let (dir, entries) = dir_with_log_rows().await;
+    assert!(downgrade_blobs(dir.path()).await >= 5);
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    // New rows get the checksum; old and new rows load together.
+    cache.put("after", "upgrade").await.unwrap();
+    let entries = held(&cache);
+    cache.close().await.unwrap();
+    let mut conn = sqlite(dir.path()).await;
+    let formats: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT id, substr(batch, 1, 1) FROM log")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let newest = formats.iter().max_by_key(|(id, _)| *id).unwrap();
+    assert_eq!(newest.1, vec![2u8], "{formats:?}");
+    assert!(formats.iter().any(|(_, f)| f == &vec![1u8]), "{formats:?}");
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_chunks_of_the_format_before_checksums_still_load() {
+    let (dir, _) = dir_with_snapshot().await;
+    let cache = Cache::open(dir.path()).await.unwrap();
+    let entries = held(&cache);
+    cache.close().await.unwrap();
+    assert!(downgrade_blobs(dir.path()).await >= 1);
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    cache.close().await.unwrap();
+}
