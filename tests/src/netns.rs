@@ -157,10 +157,10 @@ pub fn remove_leftovers() -> Vec<String> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if owner_pid(&name).is_some_and(|pid| !alive(pid)) {
-                if is_mount_point(&entry.path()) {
-                    if let Err(e) = run(Command::new("umount").arg(entry.path())) {
-                        eprintln!("lan: {e}");
-                    }
+                if is_mount_point(&entry.path())
+                    && let Err(e) = run(Command::new("umount").arg(entry.path()))
+                {
+                    eprintln!("lan: {e}");
                 }
                 match std::fs::remove_dir_all(entry.path()) {
                     Ok(()) => removed.push(entry.path().display().to_string()),
