@@ -26,7 +26,7 @@
 //!   just after the restart holds the second write (its clock did not go backwards);
 //! - after a full disk is freed, writes on that node succeed again within `DISK_RESUME`.
 //!
-//! Environment: `DICE_NEMESIS_SECS=N` seconds of faults (default 60: about 90 s in all),
+//! Environment: `DICE_NEMESIS_SECS=N` seconds of faults (default 80: about 90 s in all),
 //! `DICE_NEMESIS_SEED=N` replays a schedule (the seed is printed, and repeated on failure;
 //! process timing still varies). Needs root, iproute2 and libfaketime (`faketime` package),
 //! gated like the LAN tests by `lan_tests_enabled` (CI sets `DICE_LAN_TESTS=require`).
@@ -301,6 +301,8 @@ struct Nemesis {
     restarts: u64,
     /// Problems seen while injecting faults (e.g. writes that did not resume).
     problems: Vec<String>,
+    /// Keys of probe writes answered with an error (on a full disk): they must be absent.
+    refused_probes: Vec<String>,
     /// Per full-disk fault: how the node answered a write while full, and how long writes
     /// took to resume after the disk was freed.
     disk_notes: Vec<String>,
@@ -314,9 +316,16 @@ impl Nemesis {
         self.log.push(line);
     }
 
-    /// `SET key value` on host `i` from the test, retried (bounded) until acknowledged.
-    fn probe_set(&self, i: usize, key: &str, value: &str, timeout: Duration) -> Result<(), String> {
-        let mut last = String::new();
+    /// `SET key value` on host `i` from the test, retried (bounded) until acknowledged; the
+    /// number of failed attempts and the last error, or the last error if it never was.
+    fn probe_set(
+        &self,
+        i: usize,
+        key: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<(u32, String), String> {
+        let (mut last, mut failed) = (String::new(), 0);
         let ok = dice_tests::wait_for(timeout, || {
             let r = dice_tests::netns::in_netns(self.lan.host(i).ns(), || {
                 let mut conn = connect_api().map_err(|e| e.to_string())?;
@@ -330,12 +339,16 @@ impl Nemesis {
                 Ok(()) => Some(()),
                 Err(e) => {
                     last = e;
+                    failed += 1;
                     std::thread::sleep(Duration::from_millis(100));
                     None
                 }
             }
         });
-        ok.ok_or(last)
+        match ok {
+            Some(()) => Ok((failed, last)),
+            None => Err(last),
+        }
     }
 
     /// Kills host `i`'s node and starts it again with `env` (a clock skew, or none), probing
@@ -368,6 +381,22 @@ impl Nemesis {
             ));
         }
         let took = self.lan.start_env(i, &[], &env);
+        if let Some(offset) = skew {
+            // The node's clock really is off: its log's timestamps show it.
+            let log = self.lan.log(i);
+            let line = log.lines().rev().find(|l| l.contains("node running"));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let seen = line.and_then(log_time).map(|t| t - now);
+            if seen.is_none_or(|s| (s - offset_secs(offset)).abs() >= 30) {
+                self.problems.push(format!(
+                    "host {i} started with FAKETIME={offset} logs a clock off by {seen:?} s: \
+                     is libfaketime working? ({line:?})"
+                ));
+            }
+        }
         let after = self.probe_set(i, &key, "after", Duration::from_secs(10));
         self.note(format!(
             "{what}: host {i} killed, down {down:.1?}, restarted{} in {took:.2?}",
@@ -375,7 +404,7 @@ impl Nemesis {
                 .unwrap_or_default()
         ));
         match (before, after) {
-            (Ok(()), Ok(())) => self.probes.push((key, i, what.to_string())),
+            (Ok(_), Ok(_)) => self.probes.push((key, i, what.to_string())),
             (b, a) => self.problems.push(format!(
                 "restart probe {key} on host {i} ({what}) not acknowledged: before {b:?}, \
                  after {a:?}"
@@ -447,13 +476,19 @@ impl Nemesis {
                 // How the node answers a write while its disk is full (it may still commit
                 // into space its files already hold).
                 let key = format!("disk:h{i}:{}", self.log.len());
+                // A large value, so that a commit needs room its files do not have yet.
+                let big = "F".repeat(256 * 1024);
                 let while_full = dice_tests::netns::in_netns(self.lan.host(i).ns(), || {
                     let mut conn = connect_api().ok()?;
                     conn.set_read_timeout(Some(CLIENT_TIMEOUT)).ok()?;
-                    Some(send(
-                        &mut conn,
-                        redis::cmd("SET").arg(&key).arg("while-full"),
-                    ))
+                    Some(send(&mut conn, redis::cmd("SET").arg(&key).arg(&big)))
+                });
+                if let Some(Outcome::Err(_)) = &while_full {
+                    self.refused_probes.push(key.clone());
+                }
+                let while_full = while_full.map(|o| match o {
+                    Outcome::Err(e) => Outcome::Err(e.chars().take(120).collect()),
+                    o => o,
                 });
                 self.note(format!(
                     "full disk: host {i}'s data dir filled ({} KiB of filler) for {hold:.1?}; \
@@ -466,7 +501,12 @@ impl Nemesis {
                 let t = Instant::now();
                 let resumed = self.probe_set(i, &format!("{key}:freed"), "freed", DISK_RESUME);
                 let note = match &resumed {
-                    Ok(()) => format!("writes resumed {:.2?} after freeing", t.elapsed()),
+                    Ok((0, _)) => format!("a write {:.2?} after freeing succeeded", t.elapsed()),
+                    Ok((n, e)) => format!(
+                        "writes resumed {:.2?} after freeing, {n} refused before ({})",
+                        t.elapsed(),
+                        e.chars().take(60).collect::<String>()
+                    ),
                     Err(e) => {
                         self.problems.push(format!(
                             "host {i}: writes did not resume within {DISK_RESUME:?} after its \
@@ -481,6 +521,37 @@ impl Nemesis {
             }
         }
     }
+}
+
+/// Seconds since the Unix epoch of a log line's leading RFC 3339 UTC timestamp
+/// (`2026-11-30T09:31:17.515229Z ...`).
+fn log_time(line: &str) -> Option<i64> {
+    let t = line.get(..19)?;
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// A libfaketime offset (`+1h`, `-30m`, `+90s`) in seconds.
+fn offset_secs(offset: &str) -> i64 {
+    let (sign, rest) = offset.split_at(1);
+    let (n, unit) = rest.split_at(rest.len() - 1);
+    let n: i64 = n.parse().unwrap();
+    let unit = match unit {
+        "h" => 3600,
+        "m" => 60,
+        "s" => 1,
+        u => panic!("unknown unit {u} in {offset}"),
+    };
+    if sign == "-" { -n * unit } else { n * unit }
 }
 
 /// `INFO cluster` fields of a node, over `conn`.
@@ -574,6 +645,7 @@ fn check(
     by_value: &HashMap<&str, &Op>,
     skews: &[(usize, u64, u64, bool)],
     probes: &[(String, usize, String)],
+    refused_probes: &[String],
 ) -> Findings {
     let mut f = Findings::default();
     let ahead_from = skews
@@ -667,6 +739,15 @@ fn check(
             ));
         }
     }
+    for key in refused_probes {
+        if let Some(v) = data.get(key) {
+            f.errored_visible.push(format!(
+                "{key} holds a value of {} bytes, written by a SET answered with an error \
+                 while the disk was full",
+                v.len()
+            ));
+        }
+    }
     for (key, value) in data {
         let known =
             history.contains_key(key) || key.starts_with("clock:") || key.starts_with("disk:");
@@ -697,7 +778,7 @@ fn nemesis_faults_lose_no_acknowledged_write_and_the_nodes_converge() {
             .unwrap();
         t.as_nanos() as u64 ^ u64::from(std::process::id())
     });
-    let secs = Duration::from_secs(env_u64("DICE_NEMESIS_SECS").unwrap_or(60));
+    let secs = Duration::from_secs(env_u64("DICE_NEMESIS_SECS").unwrap_or(80));
     println!(
         "nemesis: seed {seed} (DICE_NEMESIS_SEED={seed} replays the schedule), {secs:?} of \
          faults, {HOSTS} hosts, {CLIENTS} clients"
@@ -731,6 +812,7 @@ fn nemesis_faults_lose_no_acknowledged_write_and_the_nodes_converge() {
         restarts: 0,
         problems: Vec::new(),
         disk_notes: Vec::new(),
+        refused_probes: Vec::new(),
         log: Vec::new(),
     };
     let stop = AtomicBool::new(false);
@@ -851,7 +933,16 @@ fn nemesis_faults_lose_no_acknowledged_write_and_the_nodes_converge() {
     let skews = nem.skews.0.lock().unwrap().clone();
     let findings: Vec<Findings> = dumps
         .iter()
-        .map(|d| check(d, &by_key, &by_value, &skews, &nem.probes))
+        .map(|d| {
+            check(
+                d,
+                &by_key,
+                &by_value,
+                &skews,
+                &nem.probes,
+                &nem.refused_probes,
+            )
+        })
         .collect();
 
     // The summary.
@@ -1046,7 +1137,7 @@ fn the_checker_flags_lost_and_resurrected_writes_and_accepts_lww() {
         ("s:c", "c1"),
         ("clock:h0:1", "after"),
     ]);
-    let f = check(&good, &by_key, &by_value, &[], &probes);
+    let f = check(&good, &by_key, &by_value, &[], &probes, &[]);
     assert_eq!(f.total(), 0, "{:?} {:?}", f.lost, f.foreign);
     // Concurrent writes: the other one may win too; a write with no reply may exist.
     let good = data(&[
@@ -1056,7 +1147,10 @@ fn the_checker_flags_lost_and_resurrected_writes_and_accepts_lww() {
         ("s:n", "n1"),
         ("clock:h0:1", "after"),
     ]);
-    assert_eq!(check(&good, &by_key, &by_value, &[], &probes).total(), 0);
+    assert_eq!(
+        check(&good, &by_key, &by_value, &[], &probes, &[]).total(),
+        0
+    );
     // Every bug at once.
     let bad = data(&[
         ("s:del", "d1"),
@@ -1065,7 +1159,7 @@ fn the_checker_flags_lost_and_resurrected_writes_and_accepts_lww() {
         ("s:zzz", "?"),
         ("clock:h0:1", "before"),
     ]);
-    let f = check(&bad, &by_key, &by_value, &[], &probes);
+    let f = check(&bad, &by_key, &by_value, &[], &probes, &[]);
     assert_eq!(f.lost.len(), 3, "u:1, s:c absent, s:x older: {:?}", f.lost);
     assert_eq!(f.resurrected.len(), 1, "s:del back: {:?}", f.resurrected);
     assert_eq!(f.errored_visible.len(), 1, "{:?}", f.errored_visible);
@@ -1074,7 +1168,7 @@ fn the_checker_flags_lost_and_resurrected_writes_and_accepts_lww() {
     // Once a node ran with its clock ahead, real time orders only writes of one host: x1 may
     // win over x2 (host 0's clock was ahead), but d1 still may not come back.
     let skews = [(0, 500, 2_000_000, true)];
-    let f = check(&bad, &by_key, &by_value, &skews, &probes);
+    let f = check(&bad, &by_key, &by_value, &skews, &probes, &[]);
     assert_eq!(f.lost.len(), 2, "only u:1 and s:c absent: {:?}", f.lost);
     assert_eq!(f.resurrected.len(), 1, "s:del back: {:?}", f.resurrected);
 }
