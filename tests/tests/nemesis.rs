@@ -841,8 +841,17 @@ fn nemesis_faults_lose_no_acknowledged_write_and_the_nodes_converge() {
             }
         };
         std::thread::sleep(Duration::from_secs(1));
+        // Every kind once first, in a seeded order (so that even a short run has them all),
+        // then kinds at random.
+        let mut first: Vec<Fault> = FAULTS.to_vec();
+        for k in (1..first.len()).rev() {
+            first.swap(k, rng.below(k as u64 + 1) as usize);
+        }
+        let mut first = first.into_iter();
         loop {
-            let f = FAULTS[rng.below(FAULTS.len() as u64) as usize];
+            let f = first
+                .next()
+                .unwrap_or_else(|| FAULTS[rng.below(FAULTS.len() as u64) as usize]);
             let i = rng.below(HOSTS as u64) as usize;
             let hold = rng.ms(1000, 5000);
             *faults.entry(f).or_default() += 1;
