@@ -622,10 +622,16 @@ impl KeyOrder<'_> {
     /// host that started after `c` ended; or a certain write on any host that started more
     /// than `MARGIN_US` after `c` ended, all this before any clock ran ahead, on a host whose
     /// clock was not behind. `None` if there is none.
+    ///
+    /// An observation (a `DEL` or `PEXPIRE` that found no key) on `c`'s host after `c` means
+    /// an entry greater than `c` was there, or `c` had expired; so it counts only against a
+    /// `SET` without a TTL (a TTL'd write may expire early on a host whose clock runs ahead
+    /// and still be visible at the end).
     fn dominator(&self, c: &Op, observations: bool) -> Option<&Op> {
         if c.end == u64::MAX || !c.acked() {
             return None;
         }
+        let observations = observations && matches!(c.kind, Kind::Set { ttl: false, .. });
         self.ops.iter().copied().find(|b| {
             let counts = b.certain_write() || (observations && b.acked());
             counts
@@ -874,6 +880,8 @@ fn nemesis_faults_lose_no_acknowledged_write_and_the_nodes_converge() {
         collected.into_inner()
     });
     let write_secs = t0.elapsed();
+    let mut history = history;
+    history.sort_by_key(|o| o.start); // in time order: a request's successors come soon
     nem.note("last fault undone: every node up, every link healed, every disk freed".into());
 
     // Convergence: one digest and key count everywhere, polled over INFO.
@@ -907,15 +915,25 @@ fn nemesis_faults_lose_no_acknowledged_write_and_the_nodes_converge() {
     if let Some(wait) = expired_by.checked_sub(t0.elapsed()) {
         std::thread::sleep(wait);
     }
-    let dumps: Vec<BTreeMap<String, String>> = conns.iter_mut().map(dump).collect();
-    let digests: Vec<String> = conns
-        .iter_mut()
-        .map(|c| {
-            info(c)
-                .and_then(|i| i.get("dice_digest").cloned())
-                .unwrap_or_default()
-        })
-        .collect();
+    // A write from a node whose clock ran ahead may expire during a read of all nodes:
+    // read again (a few times) until the reads agree.
+    let mut dumps: Vec<BTreeMap<String, String>> = Vec::new();
+    let mut digests: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        dumps = conns.iter_mut().map(dump).collect();
+        digests = conns
+            .iter_mut()
+            .map(|c| {
+                info(c)
+                    .and_then(|i| i.get("dice_digest").cloned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        if dumps.iter().all(|d| *d == dumps[0]) && digests.iter().all(|d| *d == digests[0]) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let mut diverged: Vec<String> = Vec::new();
     let mut keys: Vec<&String> = dumps.iter().flat_map(BTreeMap::keys).collect();
     keys.sort();
