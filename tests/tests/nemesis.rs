@@ -54,7 +54,10 @@ const CONVERGE: Duration = Duration::from_secs(10);
 /// Writes on a node must succeed again within this long after its disk is freed.
 const DISK_RESUME: Duration = Duration::from_secs(10);
 /// Size of each host's tmpfs data dir.
-const TMPFS_SIZE: &str = "48m";
+const TMPFS_SIZE: &str = "128m";
+/// Size of the large writes made to a full disk, and how many at most per fault.
+const BIG_LEN: usize = 900 * 1024;
+const BIG_WRITES: usize = 24;
 /// A client gives up on a reply after this long (the request counts as unanswered).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clock offsets a node is restarted with (libfaketime syntax).
@@ -291,6 +294,20 @@ const FAULTS: [Fault; 6] = [
     Fault::FullDisk,
 ];
 
+/// The large writes made to one key of a host while its disk was full, by the test alone,
+/// one after the other; values are `<tag>:FFF...`.
+#[derive(Default)]
+struct BigProbe {
+    key: String,
+    acked: usize,
+    /// The tag of the last acknowledged one: the key must hold it, or one of `maybe`.
+    last_acked: Option<String>,
+    /// Tags of writes with no reply after it.
+    maybe: Vec<String>,
+    /// Tags of writes answered with an error: never visible.
+    refused: Vec<String>,
+}
+
 /// The nemesis: the LAN, and what it saw.
 struct Nemesis {
     lan: Lan,
@@ -301,8 +318,8 @@ struct Nemesis {
     restarts: u64,
     /// Problems seen while injecting faults (e.g. writes that did not resume).
     problems: Vec<String>,
-    /// Keys of probe writes answered with an error (on a full disk): they must be absent.
-    refused_probes: Vec<String>,
+    /// Per host, the large writes made while its disk was full.
+    big_probes: BTreeMap<usize, BigProbe>,
     /// Per full-disk fault: how the node answered a write while full, and how long writes
     /// took to resume after the disk was freed.
     disk_notes: Vec<String>,
@@ -473,26 +490,67 @@ impl Nemesis {
             }
             Fault::FullDisk => {
                 let filled = self.lan.fill_disk(i);
-                // How the node answers a write while its disk is full (it may still commit
-                // into space its files already hold).
+                // How the node answers writes while its disk is full. Its files may hold free
+                // room (the log reuses pages it freed), so large writes, to one key per host,
+                // until one is refused or `BIG_WRITES` were acknowledged.
                 let key = format!("disk:h{i}:{}", self.log.len());
-                // A large value, so that a commit needs room its files do not have yet.
-                let big = "F".repeat(256 * 1024);
-                let while_full = dice_tests::netns::in_netns(self.lan.host(i).ns(), || {
-                    let mut conn = connect_api().ok()?;
-                    conn.set_read_timeout(Some(CLIENT_TIMEOUT)).ok()?;
-                    Some(send(&mut conn, redis::cmd("SET").arg(&key).arg(&big)))
+                let probe = self.big_probes.entry(i).or_insert_with(|| BigProbe {
+                    key: format!("disk:h{i}:big"),
+                    ..BigProbe::default()
                 });
-                if let Some(Outcome::Err(_)) = &while_full {
-                    self.refused_probes.push(key.clone());
+                let n0 = probe.acked + probe.maybe.len() + probe.refused.len();
+                let (pkey, ns) = (probe.key.clone(), self.lan.host(i).ns().to_string());
+                let outcomes = dice_tests::netns::in_netns(&ns, || {
+                    let mut outcomes = Vec::new();
+                    let Ok(mut conn) = connect_api() else {
+                        return outcomes;
+                    };
+                    conn.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+                    for n in n0..n0 + BIG_WRITES {
+                        let tag = format!("h{i}-big-{n}");
+                        let value = format!("{tag}:{}", "F".repeat(BIG_LEN));
+                        let o = send(&mut conn, redis::cmd("SET").arg(&pkey).arg(value));
+                        let stop = o != Outcome::Ok(1);
+                        outcomes.push((tag, o));
+                        if stop {
+                            break;
+                        }
+                    }
+                    outcomes
+                });
+                let probe = self.big_probes.get_mut(&i).unwrap();
+                let (mut acked, mut refused, mut unanswered) = (0, None, 0);
+                for (tag, o) in outcomes {
+                    match o {
+                        Outcome::Ok(_) => {
+                            acked += 1;
+                            probe.acked += 1;
+                            probe.last_acked = Some(tag);
+                            probe.maybe.clear();
+                        }
+                        Outcome::NoReply => {
+                            unanswered += 1;
+                            probe.maybe.push(tag);
+                        }
+                        Outcome::Err(e) => {
+                            probe.refused.push(tag);
+                            refused = Some(e.chars().take(100).collect::<String>());
+                        }
+                    }
                 }
-                let while_full = while_full.map(|o| match o {
-                    Outcome::Err(e) => Outcome::Err(e.chars().take(120).collect()),
-                    o => o,
-                });
+                let while_full = format!(
+                    "{acked} writes of {} KiB acknowledged{}, then {}",
+                    BIG_LEN / 1024,
+                    if unanswered > 0 {
+                        format!(", {unanswered} unanswered")
+                    } else {
+                        String::new()
+                    },
+                    refused.map_or_else(|| "none refused".to_string(), |e| format!("refused: {e}"))
+                );
                 self.note(format!(
                     "full disk: host {i}'s data dir filled ({} KiB of filler) for {hold:.1?}; \
-                     a write while full: {while_full:?}",
+                     while full: {while_full}",
                     filled / 1024
                 ));
                 std::thread::sleep(hold);
@@ -651,7 +709,7 @@ fn check(
     by_value: &HashMap<&str, &Op>,
     skews: &[(usize, u64, u64, bool)],
     probes: &[(String, usize, String)],
-    refused_probes: &[String],
+    big_probes: &BTreeMap<usize, BigProbe>,
 ) -> Findings {
     let mut f = Findings::default();
     let ahead_from = skews
@@ -745,13 +803,22 @@ fn check(
             ));
         }
     }
-    for key in refused_probes {
-        if let Some(v) = data.get(key) {
-            f.errored_visible.push(format!(
-                "{key} holds a value of {} bytes, written by a SET answered with an error \
-                 while the disk was full",
-                v.len()
-            ));
+    for p in big_probes.values() {
+        let tag = data
+            .get(&p.key)
+            .map(|v| v.split(':').next().unwrap_or("").to_string());
+        let ok = tag == p.last_acked || tag.as_ref().is_some_and(|t| p.maybe.contains(t));
+        if !ok {
+            let line = format!(
+                "{} holds the write {tag:?}, but the last one acknowledged on a full disk was \
+                 {:?} (no reply: {:?}, refused: {:?})",
+                p.key, p.last_acked, p.maybe, p.refused
+            );
+            if tag.as_ref().is_some_and(|t| p.refused.contains(t)) {
+                f.errored_visible.push(line);
+            } else {
+                f.lost.push(line);
+            }
         }
     }
     for (key, value) in data {
@@ -818,7 +885,7 @@ fn nemesis_faults_lose_no_acknowledged_write_and_the_nodes_converge() {
         restarts: 0,
         problems: Vec::new(),
         disk_notes: Vec::new(),
-        refused_probes: Vec::new(),
+        big_probes: BTreeMap::new(),
         log: Vec::new(),
     };
     let stop = AtomicBool::new(false);
@@ -960,16 +1027,7 @@ fn nemesis_faults_lose_no_acknowledged_write_and_the_nodes_converge() {
     let skews = nem.skews.0.lock().unwrap().clone();
     let findings: Vec<Findings> = dumps
         .iter()
-        .map(|d| {
-            check(
-                d,
-                &by_key,
-                &by_value,
-                &skews,
-                &nem.probes,
-                &nem.refused_probes,
-            )
-        })
+        .map(|d| check(d, &by_key, &by_value, &skews, &nem.probes, &nem.big_probes))
         .collect();
 
     // The summary.
@@ -1010,6 +1068,20 @@ fn nemesis_faults_lose_no_acknowledged_write_and_the_nodes_converge() {
     for d in &nem.disk_notes {
         let _ = writeln!(summary, "  full disk: {d}");
     }
+    let sizes: Vec<String> = (0..HOSTS)
+        .map(|i| {
+            let bytes: u64 = std::fs::read_dir(nem.lan.host(i).dir())
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| e.metadata().ok())
+                        .map(|m| m.len())
+                        .sum()
+                })
+                .unwrap_or(0);
+            format!("{} KiB", bytes / 1024)
+        })
+        .collect();
+    let _ = writeln!(summary, "  data dirs (tmpfs {TMPFS_SIZE} each): {sizes:?}");
     let sum = |f: &dyn Fn(&Findings) -> usize| findings.iter().map(f).max().unwrap_or(0);
     let _ = writeln!(
         summary,
@@ -1164,7 +1236,7 @@ fn the_checker_flags_lost_and_resurrected_writes_and_accepts_lww() {
         ("s:c", "c1"),
         ("clock:h0:1", "after"),
     ]);
-    let f = check(&good, &by_key, &by_value, &[], &probes, &[]);
+    let f = check(&good, &by_key, &by_value, &[], &probes, &BTreeMap::new());
     assert_eq!(f.total(), 0, "{:?} {:?}", f.lost, f.foreign);
     // Concurrent writes: the other one may win too; a write with no reply may exist.
     let good = data(&[
@@ -1175,7 +1247,7 @@ fn the_checker_flags_lost_and_resurrected_writes_and_accepts_lww() {
         ("clock:h0:1", "after"),
     ]);
     assert_eq!(
-        check(&good, &by_key, &by_value, &[], &probes, &[]).total(),
+        check(&good, &by_key, &by_value, &[], &probes, &BTreeMap::new()).total(),
         0
     );
     // Every bug at once.
@@ -1186,7 +1258,7 @@ fn the_checker_flags_lost_and_resurrected_writes_and_accepts_lww() {
         ("s:zzz", "?"),
         ("clock:h0:1", "before"),
     ]);
-    let f = check(&bad, &by_key, &by_value, &[], &probes, &[]);
+    let f = check(&bad, &by_key, &by_value, &[], &probes, &BTreeMap::new());
     assert_eq!(f.lost.len(), 3, "u:1, s:c absent, s:x older: {:?}", f.lost);
     assert_eq!(f.resurrected.len(), 1, "s:del back: {:?}", f.resurrected);
     assert_eq!(f.errored_visible.len(), 1, "{:?}", f.errored_visible);
@@ -1195,7 +1267,7 @@ fn the_checker_flags_lost_and_resurrected_writes_and_accepts_lww() {
     // Once a node ran with its clock ahead, real time orders only writes of one host: x1 may
     // win over x2 (host 0's clock was ahead), but d1 still may not come back.
     let skews = [(0, 500, 2_000_000, true)];
-    let f = check(&bad, &by_key, &by_value, &skews, &probes, &[]);
+    let f = check(&bad, &by_key, &by_value, &skews, &probes, &BTreeMap::new());
     assert_eq!(f.lost.len(), 2, "only u:1 and s:c absent: {:?}", f.lost);
     assert_eq!(f.resurrected.len(), 1, "s:del back: {:?}", f.resurrected);
 }
