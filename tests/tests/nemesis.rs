@@ -24,7 +24,9 @@
 //!   a `DEL` certainly ordered after it);
 //! - every restart of a node is probed: a key written on it just before the kill and again
 //!   just after the restart holds the second write (its clock did not go backwards);
-//! - after a full disk is freed, writes on that node succeed again within `DISK_RESUME`.
+//! - on a full disk, large writes to one key until one is refused (`MISCONF`): the key ends
+//!   up holding the last acknowledged one, never the refused one; and after the disk is
+//!   freed, writes on that node succeed again within `DISK_RESUME`.
 //!
 //! Environment: `DICE_NEMESIS_SECS=N` seconds of faults (default 80: about 90 s in all),
 //! `DICE_NEMESIS_SEED=N` replays a schedule (the seed is printed, and repeated on failure;
