@@ -63,6 +63,60 @@ fn ip_ok(args: &[&str]) -> String {
     ip(args).unwrap_or_else(|e| panic!("setting up the test LAN: {e}"))
 }
 
+/// The name of the filler file [`Lan::fill_disk`] writes in a data dir.
+const FILLER: &str = "nemesis-filler";
+
+/// Runs `cmd` to completion; an error with its stderr if it fails.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs `cmd`, panicking with its error.
+fn run_ok(cmd: &mut Command) {
+    run(cmd).unwrap_or_else(|e| panic!("setting up the test LAN: {e}"));
+}
+
+/// Whether `path` is a mount point (listed in `/proc/self/mounts`).
+fn is_mount_point(path: &Path) -> bool {
+    let path = path.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(path.as_ref()))
+    })
+}
+
+/// libfaketime's preload library, from Debian's `faketime` package.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The environment that runs a process with its wall clock shifted by `offset` (libfaketime
+/// syntax: `"+1h"`, `"-30m"`), for [`Lan::start_env`]. Monotonic clocks are left alone.
+///
+/// # Panics
+/// If libfaketime is not installed (`apt-get install faketime`), saying so.
+pub fn faketime_env(offset: &str) -> Vec<(&'static str, String)> {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} not found: clock skew tests need libfaketime (apt-get install faketime)"
+    );
+    vec![
+        ("LD_PRELOAD", LIBFAKETIME.to_string()),
+        ("FAKETIME", offset.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+        ("FAKETIME_NO_CACHE", "1".to_string()),
+    ]
+}
+
 /// The network namespaces that exist (`ip netns list`), by name.
 fn netns_list() -> Vec<String> {
     ip(&["netns", "list"])
@@ -103,6 +157,11 @@ pub fn remove_leftovers() -> Vec<String> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if owner_pid(&name).is_some_and(|pid| !alive(pid)) {
+                if is_mount_point(&entry.path())
+                    && let Err(e) = run(Command::new("umount").arg(entry.path()))
+                {
+                    eprintln!("lan: {e}");
+                }
                 match std::fs::remove_dir_all(entry.path()) {
                     Ok(()) => removed.push(entry.path().display().to_string()),
                     Err(e) => eprintln!("lan: could not remove {}: {e}", entry.path().display()),
@@ -208,6 +267,10 @@ pub struct Host {
     node: Option<NodeProcess>,
     /// Logs of earlier (killed or stopped) node processes on this host.
     old_logs: String,
+    /// Whether a tmpfs is mounted on the data directory (unmounted on drop).
+    tmpfs: bool,
+    /// Hosts this one's packets to are dropped (blackhole routes), see [`Lan::block_outbound`].
+    blocked: Vec<usize>,
 }
 
 impl Host {
@@ -376,6 +439,8 @@ impl Lan {
             dir,
             node: None,
             old_logs: String::new(),
+            tmpfs: false,
+            blocked: Vec::new(),
         });
         i
     }
@@ -409,12 +474,27 @@ impl Lan {
     /// # Panics
     /// If a node already runs there, or it does not start within 30 s (with its log).
     pub fn start(&mut self, i: usize, extra: &[&str]) -> Duration {
+        self.start_env(i, extra, &[])
+    }
+
+    /// [`Lan::start`] with environment variables `env` set for the node: e.g. libfaketime's
+    /// `LD_PRELOAD` and `FAKETIME`, to run it with a skewed clock (see [`faketime_env`]).
+    ///
+    /// # Panics
+    /// As [`Lan::start`].
+    pub fn start_env(&mut self, i: usize, extra: &[&str], env: &[(&str, &str)]) -> Duration {
         let t0 = Instant::now();
         let host = &mut self.hosts[i];
         assert!(host.node.is_none(), "a node already runs on host {i}");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &host.ns])
-            .arg(dice_bin())
+        cmd.args(["netns", "exec", &host.ns]);
+        if !env.is_empty() {
+            // Through `env`, which execs the node in place: only the node gets them (not
+            // `ip`), and its pid is still the one `kill` signals.
+            cmd.arg("env");
+            cmd.args(env.iter().map(|(k, v)| format!("{k}={v}")));
+        }
+        cmd.arg(dice_bin())
             .arg("--data")
             .arg(host.dir.path())
             .args(["node", "--listen", LISTEN, "--api", API])
@@ -623,6 +703,103 @@ impl Lan {
         let port = &self.hosts[i].port;
         ip_ok(&["-n", &self.bridge_ns, "link", "set", port, state]);
     }
+
+    /// Mounts a tmpfs of `size` (e.g. `"32m"`) on host `i`'s data directory, so that a test
+    /// can fill it ([`Lan::fill_disk`]). Call it before starting a node there. It is
+    /// unmounted when the [`Lan`] is dropped, after its nodes are killed.
+    ///
+    /// # Panics
+    /// If it cannot be mounted (not root), or the directory is not empty.
+    pub fn mount_tmpfs(&mut self, i: usize, size: &str) {
+        let host = &mut self.hosts[i];
+        assert!(
+            host.node.is_none(),
+            "mount a tmpfs on host {i} before starting its node"
+        );
+        assert!(
+            !host.tmpfs,
+            "a tmpfs is already mounted on host {i}'s data dir"
+        );
+        let dir = host.dir.path().to_path_buf();
+        assert!(
+            std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()),
+            "{} is not empty",
+            dir.display()
+        );
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+                .arg("tmpfs")
+                .arg(&dir),
+        );
+        host.tmpfs = true;
+    }
+
+    /// Fills host `i`'s tmpfs data dir to the last byte with a filler file; the bytes written.
+    ///
+    /// # Panics
+    /// If no tmpfs is mounted there, or the filler cannot be written for another reason than
+    /// a full disk.
+    pub fn fill_disk(&self, i: usize) -> u64 {
+        use std::io::Write;
+        let host = &self.hosts[i];
+        assert!(
+            host.tmpfs,
+            "fill_disk needs a tmpfs on host {i} (mount_tmpfs)"
+        );
+        let path = host.dir.path().join(FILLER);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        let chunk = vec![0xa5u8; 64 * 1024];
+        let mut written = 0u64;
+        // Big chunks, then smaller ones, down to single bytes: the disk ends up full.
+        for size in [chunk.len(), 4096, 512, 1] {
+            loop {
+                match file.write(&chunk[..size]) {
+                    Ok(0) => break,
+                    Ok(n) => written += n as u64,
+                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                    Err(e) => panic!("filling {}: {e}", path.display()),
+                }
+            }
+        }
+        written
+    }
+
+    /// Deletes host `i`'s filler file (see [`Lan::fill_disk`]), if any.
+    pub fn free_disk(&self, i: usize) {
+        let path = self.hosts[i].dir.path().join(FILLER);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("removing {}: {e}", path.display()),
+        }
+    }
+
+    /// A one-way partition: packets from host `i` to each host of `to` are dropped
+    /// (blackhole routes in `i`'s namespace); packets the other way still arrive.
+    /// [`Lan::unblock_outbound`] removes them.
+    pub fn block_outbound(&mut self, i: usize, to: &[usize]) {
+        for &j in to {
+            if j == i || self.hosts[i].blocked.contains(&j) {
+                continue;
+            }
+            let dst = format!("{}/32", self.hosts[j].addr);
+            ip_ok(&["-n", &self.hosts[i].ns, "route", "add", "blackhole", &dst]);
+            self.hosts[i].blocked.push(j);
+        }
+    }
+
+    /// Removes host `i`'s one-way partitions (see [`Lan::block_outbound`]).
+    pub fn unblock_outbound(&mut self, i: usize) {
+        for j in std::mem::take(&mut self.hosts[i].blocked) {
+            let dst = format!("{}/32", self.hosts[j].addr);
+            ip_ok(&["-n", &self.hosts[i].ns, "route", "del", "blackhole", &dst]);
+        }
+    }
 }
 
 /// The peer ids a `dice status --json` shows as connected.
@@ -672,6 +849,14 @@ impl Drop for Lan {
                     );
                 }
                 node.kill(); // by its pid: `ip netns exec` execs the node in place
+            }
+        }
+        for host in &mut self.hosts {
+            if host.tmpfs {
+                if let Err(e) = run(Command::new("umount").arg(host.dir.path())) {
+                    eprintln!("lan: {e}");
+                }
+                host.tmpfs = false;
             }
         }
         for ns in self.created.iter().rev() {
