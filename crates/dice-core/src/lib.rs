@@ -12,6 +12,9 @@
 //! * [`replica`]: [`Replica`], the in-memory map with its indexes, merge, TTL and GC. No I/O.
 //! * [`sync`]: the sync protocol as plain code: [`SyncMessage`] and its wire form, the
 //!   catch-up [`SyncSession`], live pushes, full resync when behind a GC floor.
+//! * [`replication`]: the per-peer replication policy as a sans-IO state machine
+//!   ([`Replicator`]): acknowledged seqs, the push in flight, pacing, retry, catch-up
+//!   scheduling; the network layer and the simulation tests both drive it.
 //! * [`skew`]: estimates of peers' clock offsets from the send times sync messages carry.
 //! * [`store`]: SQLite through sqlx: the data directory, its lock, migrations, group commits.
 //! * [`cache`]: [`Cache`], the persistent cache a program embeds: reads from memory, writes
@@ -37,6 +40,7 @@ mod error;
 pub mod hlc;
 mod record;
 pub mod replica;
+pub mod replication;
 pub mod skew;
 pub mod store;
 pub mod sync;
@@ -47,6 +51,10 @@ pub use entry::{Entry, Limits, NodeId, ParseNodeIdError, Version};
 pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcClock, now_ms};
 pub use replica::{Change, ChangeSource, GcReport, Member, Replica, ReplicaStats};
+pub use replication::{
+    Failure, Outgoing, PeerReplication, Purpose, ReplicaEndpoint, ReplicationConfig, Replicator,
+    ReplyOutcome, SyncEndpoint,
+};
 pub use store::Durability;
 pub use sync::{
     Ack, CatchUpPage, CatchUpRequest, Cursor, Push, PushRange, Refusal, SYNC_PROTOCOL_VERSION,

@@ -1039,11 +1039,16 @@ impl Replica {
             };
             let held = held.min(last);
             let mut from = if req.full { 0 } else { req.vv.get(origin) };
+            // Resuming inside this origin: a claim past the cursor needs everything up to
+            // it to have been walked gaplessly (what we acquired since was never sent).
+            let mut gapless = true;
             if let Some(c) = req.resume
                 && c.origin == origin
             {
                 from = from.max(c.seq);
+                gapless = c.gapless;
             }
+            let held = if gapless { held } else { 0 };
             if let Some(seqs) = self.by_dot.get(&origin) {
                 for (&seq, &hash) in seqs.range(from.saturating_add(1)..) {
                     if seq > last {
@@ -1056,7 +1061,11 @@ impl Replica {
                         // covered (or superseded by entries of other origins).
                         let last = seq - 1;
                         covered.raise(origin, held.min(last));
-                        next = Some(Cursor { origin, seq: last });
+                        next = Some(Cursor {
+                            origin,
+                            seq: last,
+                            gapless: gapless && held >= last,
+                        });
                         break 'origins;
                     }
                     if let Some(r) = self.record_at(hash, origin, seq) {

@@ -63,6 +63,10 @@ pub struct Cursor {
     pub origin: NodeId,
     /// The last seq of that origin already sent.
     pub seq: u64,
+    /// Whether the server held every seq of that origin up to `seq` when it walked them (so
+    /// the asker now holds them all). If not, what it acquired since was never sent in this
+    /// session, and the rest of the walk claims nothing for that origin.
+    pub gapless: bool,
 }
 
 /// "Send me what I miss": the asker's version vector and floors.

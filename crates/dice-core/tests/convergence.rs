@@ -1142,7 +1142,11 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
 }
 
 fn arb_cursor() -> impl Strategy<Value = Cursor> {
-    (arb_node(), any::<u64>()).prop_map(|(origin, seq)| Cursor { origin, seq })
+    (arb_node(), any::<u64>(), any::<bool>()).prop_map(|(origin, seq, gapless)| Cursor {
+        origin,
+        seq,
+        gapless,
+    })
 }
 
 fn arb_message() -> impl Strategy<Value = SyncMessage> {

@@ -12,7 +12,8 @@ use crate::lan_only::LanOnly;
 use crate::protocol::sync_protocol;
 use bytes::Bytes;
 use dice_core::{
-    Cache, CacheOptions, CacheStats, Entry, NodeId, SessionStep, SyncMessage, SyncSession, now_ms,
+    Cache, CacheOptions, CacheStats, Entry, Failure, NodeId, Outgoing, Purpose, ReplicationConfig,
+    Replicator, ReplyOutcome, SyncMessage, now_ms,
     skew::{ClockOffset, OffsetSample, SKEW_WARN_MS, SkewNotice},
 };
 use futures::StreamExt;
@@ -329,6 +330,8 @@ impl Node {
         );
         let (tx, rx) = mpsc::channel(64);
         let known = KnownPeers::load(&config.data_dir);
+        let replication = ReplicationConfig::default()
+            .with_catchup_interval(config.catchup_interval.max(Duration::from_millis(50)));
         let mut event_loop = EventLoop {
             shareable: cache.watch_shareable(),
             cache: cache.clone(),
@@ -338,13 +341,14 @@ impl Node {
             config,
             peers: HashMap::new(),
             pending: HashMap::new(),
-            sessions: HashMap::new(),
+            replication: Replicator::new(replication, Duration::ZERO),
+            epoch: Instant::now(),
             known,
             bootstrap: Vec::new(),
             blocked: HashSet::new(),
             listen_addrs,
-            push_wanted: false,
-            next_push_at: None,
+            poll_wanted: false,
+            wake_at: None,
             denied_not_local,
             counters: Counters::default(),
         };
@@ -563,11 +567,6 @@ fn build_swarm(
     Ok(swarm)
 }
 
-/// Least time between two pushes to the same peer.
-const MIN_PUSH_INTERVAL: Duration = Duration::from_micros(250);
-/// Pause before pushing again to a peer that did not take a push.
-const PUSH_RETRY_DELAY: Duration = Duration::from_millis(100);
-
 /// A token bucket bounding one peer's inbound request rate.
 #[derive(Debug)]
 struct RateLimit {
@@ -605,13 +604,6 @@ struct PeerState {
     address: Option<Multiaddr>,
     /// Speaks our cluster's protocol (identified or synced with).
     member: bool,
-    /// Our local seq the peer is known to hold.
-    acked_seq: u64,
-    push_in_flight: bool,
-    /// No push to this peer before then (pacing, or a retry after a failed push).
-    push_not_before: Instant,
-    /// The peer's own latest seq, as far as we know.
-    their_seq: u64,
     bytes_sent: u64,
     bytes_received: u64,
     entries_sent: u64,
@@ -633,10 +625,6 @@ impl PeerState {
             connections: 0,
             address: None,
             member: false,
-            acked_seq: 0,
-            push_in_flight: false,
-            push_not_before: Instant::now(),
-            their_seq: 0,
             bytes_sent: 0,
             bytes_received: 0,
             entries_sent: 0,
@@ -651,16 +639,12 @@ impl PeerState {
     }
 }
 
+/// A request in flight: what it is for, and our wall clock when it left (for the round-trip
+/// clock offset).
 #[derive(Debug)]
-enum Pending {
-    /// `sent_ms`: our wall clock when the request left, for the round-trip clock offset.
-    Push {
-        last_seq: u64,
-        sent_ms: u64,
-    },
-    CatchUp {
-        sent_ms: u64,
-    },
+struct Pending {
+    purpose: Purpose,
+    sent_ms: u64,
 }
 
 #[derive(Debug)]
@@ -690,14 +674,18 @@ struct EventLoop {
     config: NodeConfig,
     peers: HashMap<PeerId, PeerState>,
     pending: HashMap<OutboundRequestId, Pending>,
-    sessions: HashMap<PeerId, SyncSession>,
+    /// Per-peer replication policy (dice-core's sans-IO state machine).
+    replication: Replicator<PeerId>,
+    /// The origin of the replicator's clock.
+    epoch: Instant,
     known: KnownPeers,
     bootstrap: Vec<BootstrapAddr>,
     blocked: HashSet<PeerId>,
     listen_addrs: Vec<Multiaddr>,
-    push_wanted: bool,
-    /// When a peer held back by push pacing or a retry delay may be pushed to.
-    next_push_at: Option<Instant>,
+    /// Something happened that may make replication work due.
+    poll_wanted: bool,
+    /// When the replicator wants to be polled at the latest.
+    wake_at: Option<Instant>,
     /// Inbound connections refused as not local (counted by [`LanOnly`]).
     denied_not_local: Arc<AtomicU64>,
     counters: Counters,
@@ -718,6 +706,13 @@ fn split_peer_id(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
 impl EventLoop {
     fn burst(&self) -> f64 {
         f64::from(self.config.max_requests_per_sec.max(1)) * 2.0
+    }
+
+    /// Marks `peer` as a member of our cluster or not, here and in the replicator.
+    fn set_member(&mut self, peer: PeerId, member: bool) {
+        self.peer(peer).member = member;
+        self.replication.set_member(&peer, member);
+        self.poll_wanted = true;
     }
 
     fn peer(&mut self, peer: PeerId) -> &mut PeerState {
@@ -761,16 +756,18 @@ impl EventLoop {
     async fn run(mut self) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut catchup =
-            tokio::time::interval(self.config.catchup_interval.max(Duration::from_millis(50)));
-        catchup.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut save = tokio::time::interval(Duration::from_secs(2));
+        self.poll_wanted = true;
         loop {
-            let next_push = self.next_push_at;
+            if self.poll_wanted {
+                self.poll_wanted = false;
+                self.poll_replication();
+            }
+            let wake_at = self.wake_at;
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 changed = self.shareable.changed() => match changed {
-                    Ok(()) => self.push_wanted = true,
+                    Ok(()) => self.poll_wanted = true,
                     Err(_) => break,
                 },
                 cmd = self.commands.recv() => match cmd {
@@ -783,14 +780,9 @@ impl EventLoop {
                     None => break,
                 },
                 _ = tick.tick() => self.redial(),
-                _ = catchup.tick() => self.catch_up_random(),
                 _ = save.tick() => self.known.save(),
-                _ = tokio::time::sleep_until(next_push.unwrap_or_else(Instant::now).into()),
-                    if next_push.is_some() => self.push_wanted = true,
-            }
-            if self.push_wanted {
-                self.push_wanted = false;
-                self.push_all();
+                _ = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now).into()),
+                    if wake_at.is_some() => self.poll_wanted = true,
             }
         }
         tracing::info!("network stopped");
@@ -804,7 +796,7 @@ impl EventLoop {
             Command::Block(peer, tx) => {
                 self.blocked.insert(peer);
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
-                self.sessions.remove(&peer);
+                self.replication.abandon_session(&peer);
                 let _ = tx.send(());
             }
             Command::Unblock(peer, tx) => {
@@ -816,21 +808,12 @@ impl EventLoop {
                 let _ = tx.send(());
             }
             Command::SyncNow(tx) => {
-                let connected: Vec<PeerId> = self.connected_members().collect();
-                for peer in connected {
-                    self.start_catch_up(peer);
-                }
+                let out = self.replication.catch_up_all(&self.cache);
+                self.send_all(out);
                 let _ = tx.send(());
             }
             Command::Shutdown(_) => {}
         }
-    }
-
-    fn connected_members(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.peers
-            .iter()
-            .filter(|(_, s)| s.connections > 0 && s.member)
-            .map(|(p, _)| *p)
     }
 
     fn status(&self) -> NodeStatus {
@@ -840,15 +823,22 @@ impl EventLoop {
             .peers
             .iter()
             .filter(|(_, s)| s.member)
-            .map(|(p, s)| PeerStatus {
+            .map(|(p, s)| {
+                let (acked, theirs) = self
+                    .replication
+                    .peer(p)
+                    .map_or((0, 0), |r| (r.acked_seq, r.their_seq));
+                (p, s, acked, theirs)
+            })
+            .map(|(p, s, acked, theirs)| PeerStatus {
                 peer_id: *p,
                 node_id: s.node_id,
                 address: s.address.clone(),
                 connected: s.connections > 0,
-                unacked: local_seq.saturating_sub(s.acked_seq),
+                unacked: local_seq.saturating_sub(acked),
                 missing: s
                     .node_id
-                    .map_or(0, |id| s.their_seq.saturating_sub(cache.vv.get(id))),
+                    .map_or(0, |id| theirs.saturating_sub(cache.vv.get(id))),
                 bytes_sent: s.bytes_sent,
                 bytes_received: s.bytes_received,
                 entries_sent: s.entries_sent,
@@ -936,93 +926,79 @@ impl EventLoop {
         }
     }
 
-    fn catch_up_random(&mut self) {
-        let members: Vec<PeerId> = self
-            .connected_members()
-            .filter(|p| !self.sessions.contains_key(p))
-            .collect();
-        if members.is_empty() {
-            return;
-        }
-        let pick = members[rand::random_range(0..members.len())];
-        self.start_catch_up(pick);
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
     }
 
-    fn start_catch_up(&mut self, peer: PeerId) {
-        if self.sessions.contains_key(&peer) || self.blocked.contains(&peer) {
-            return;
-        }
-        let (session, msg) = self.cache.start_sync();
-        self.sessions.insert(peer, session);
-        self.send(peer, &msg, Pending::CatchUp { sent_ms: 0 });
+    /// Runs the replicator: pushes due, the periodic catch-up; remembers when to run it next.
+    fn poll_replication(&mut self) {
+        let now = self.now();
+        let (out, wake) = self.replication.poll(&self.cache, now);
+        self.wake_at = wake.map(|w| self.epoch + w);
+        self.send_all(out);
     }
 
-    /// Encodes and sends a request, stamped with our wall clock, recording what it was for
-    /// (and when it left, whatever `pending` says).
-    fn send(&mut self, peer: PeerId, msg: &SyncMessage, mut pending: Pending) {
+    fn send_all(&mut self, out: Vec<Outgoing<PeerId>>) {
+        for o in out {
+            if self.blocked.contains(&o.to) {
+                self.replication.abandon_session(&o.to);
+                continue;
+            }
+            self.send(o);
+        }
+    }
+
+    /// Encodes and sends a request, stamped with our wall clock, recording what it was for.
+    fn send(&mut self, o: Outgoing<PeerId>) {
         let limits = self.config.cache.sync_limits;
         let now = now_ms();
-        match &mut pending {
-            Pending::Push { sent_ms, .. } | Pending::CatchUp { sent_ms } => *sent_ms = now,
-        }
-        let bytes = match msg.encode_at(&limits, now) {
+        let peer = o.to;
+        let bytes = match o.msg.encode_at(&limits, now) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(%peer, error = %e, "cannot encode a sync message");
-                self.sessions.remove(&peer);
+                let outcome = self.replication.on_reply(
+                    &peer,
+                    o.purpose,
+                    Err(Failure::NotDelivered),
+                    &mut self.cache,
+                    self.epoch.elapsed(),
+                );
+                self.after_reply(peer, outcome);
                 return;
             }
         };
-        let entries = message_entries(msg);
+        let entries = message_entries(&o.msg);
         let len = bytes.len() as u64;
         let id = self.swarm.behaviour_mut().sync.send_request(&peer, bytes);
         let state = self.peer(peer);
         state.bytes_sent += len;
         state.entries_sent += entries;
-        self.pending.insert(id, pending);
+        self.pending.insert(
+            id,
+            Pending {
+                purpose: o.purpose,
+                sent_ms: now,
+            },
+        );
     }
 
-    /// Pushes our new writes to every member peer with no push in flight. Pushes to one peer
-    /// are at least [`MIN_PUSH_INTERVAL`] apart, so that fast local writes go out in batches
-    /// and a sender stays well under its peers' request-rate limits; a peer held back is
-    /// pushed to when its time comes (`next_push_at`).
-    fn push_all(&mut self) {
-        let now = Instant::now();
-        let local = self.cache.shareable_seq();
-        let mut next: Option<Instant> = None;
-        let mut targets = Vec::new();
-        for (p, s) in &self.peers {
-            if s.connections == 0
-                || !s.member
-                || s.push_in_flight
-                || s.acked_seq >= local
-                || self.blocked.contains(p)
-            {
-                continue;
-            }
-            if s.push_not_before > now {
-                next = Some(next.map_or(s.push_not_before, |n| n.min(s.push_not_before)));
-                continue;
-            }
-            targets.push((*p, s.acked_seq));
+    /// Sends what a reply made due, counts what it tells.
+    fn after_reply(&mut self, peer: PeerId, outcome: ReplyOutcome<PeerId>) {
+        if let Some(why) = outcome.protocol_error {
+            self.refuse(peer, &why);
         }
-        self.next_push_at = next;
-        for (peer, acked) in targets {
-            let Some((msg, last_seq)) = self.cache.push_after(acked) else {
-                continue;
-            };
-            let state = self.peer(peer);
-            state.push_in_flight = true;
-            state.push_not_before = now + MIN_PUSH_INTERVAL;
-            self.send(
-                peer,
-                &msg,
-                Pending::Push {
-                    last_seq,
-                    sent_ms: 0,
-                },
-            );
+        if let Some(stats) = outcome.session_done {
+            self.counters.catchups += 1;
+            if stats.full {
+                self.counters.full_resyncs += 1;
+                tracing::info!(%peer, entries = stats.entries_received, dropped = stats.dropped, "full resync done");
+            } else if stats.entries_applied > 0 {
+                tracing::debug!(%peer, applied = stats.entries_applied, "catch-up done");
+            }
         }
+        self.send_all(outcome.send);
+        self.poll_wanted = true;
     }
 
     /// A reply to our request sent at `sent_ms`, stamped `peer_ms` by the peer (if it was).
@@ -1099,25 +1075,13 @@ impl EventLoop {
                 return;
             }
         };
-        self.peer(peer).member = true;
+        self.set_member(peer, true);
+        self.peer(peer).entries_received += message_entries(&msg);
         let local_id = self.cache.node_id();
-        match &msg {
-            SyncMessage::Request(req) => {
-                let held = req.vv.get(local_id);
-                let state = self.peer(peer);
-                state.acked_seq = state.acked_seq.max(held);
-            }
-            SyncMessage::Push(push) => {
-                let n = push.entries.len() as u64;
-                let state = self.peer(peer);
-                state.entries_received += n;
-                if let Some(id) = state.node_id {
-                    state.their_seq = state.their_seq.max(push.sender_vv.get(id));
-                }
-            }
-            _ => {}
-        }
-        let reply = match self.cache.handle_sync(msg) {
+        let reply = match self
+            .replication
+            .on_request(&peer, local_id, msg, &mut self.cache)
+        {
             Ok(reply) => reply,
             Err(dice_core::Error::WritesRefused(why)) => {
                 // Our store cannot commit: the peer sends it again later (no reply is a no).
@@ -1159,77 +1123,24 @@ impl EventLoop {
             return;
         };
         self.peer(peer).bytes_received += response.len() as u64;
-        self.peer(peer).member = true;
+        self.set_member(peer, true);
         let limits = self.config.cache.sync_limits;
-        match pending {
-            Pending::Push { last_seq, sent_ms } => {
-                self.peer(peer).push_in_flight = false;
-                match SyncMessage::decode_timed(&response, &limits) {
-                    Ok((msg @ SyncMessage::Ack(_), sent)) => {
-                        self.note_round_trip(peer, sent_ms, sent);
-                        let state = self.peer(peer);
-                        state.acked_seq = state.acked_seq.max(last_seq);
-                        self.push_wanted = true;
-                        if let Err(e) = self.cache.handle_sync(msg) {
-                            self.refuse(peer, &e.to_string());
-                        }
-                    }
-                    Ok((msg @ SyncMessage::Refused(_), sent)) => {
-                        self.note_round_trip(peer, sent_ms, sent);
-                        // We are behind the peer's floors. Resync from it.
-                        if let Err(e) = self.cache.handle_sync(msg) {
-                            self.refuse(peer, &e.to_string());
-                        }
-                        self.start_catch_up(peer);
-                    }
-                    Ok(_) => self.refuse(peer, "expected an ack or a refusal to a push"),
-                    Err(e) => self.refuse(peer, &e.to_string()),
-                }
+        let reply = match SyncMessage::decode_timed(&response, &limits) {
+            Ok((msg, sent)) => {
+                self.note_round_trip(peer, pending.sent_ms, sent);
+                self.peer(peer).entries_received += message_entries(&msg);
+                Ok(msg)
             }
-            Pending::CatchUp { sent_ms } => {
-                let msg = match SyncMessage::decode_timed(&response, &limits) {
-                    Ok((m, sent)) => {
-                        self.note_round_trip(peer, sent_ms, sent);
-                        m
-                    }
-                    Err(e) => {
-                        self.sessions.remove(&peer);
-                        self.refuse(peer, &e.to_string());
-                        return;
-                    }
-                };
-                let received = message_entries(&msg);
-                {
-                    let state = self.peer(peer);
-                    state.entries_received += received;
-                    if let (SyncMessage::Page(page), Some(id)) = (&msg, state.node_id) {
-                        state.their_seq = state.their_seq.max(page.covered.get(id));
-                    }
-                }
-                let Some(mut session) = self.sessions.remove(&peer) else {
-                    return;
-                };
-                match self.cache.continue_sync(&mut session, msg) {
-                    Ok(SessionStep::Send(next)) => {
-                        self.sessions.insert(peer, session);
-                        self.send(peer, &next, Pending::CatchUp { sent_ms: 0 });
-                    }
-                    Ok(SessionStep::Done(stats)) => {
-                        self.counters.catchups += 1;
-                        if stats.full {
-                            self.counters.full_resyncs += 1;
-                            tracing::info!(%peer, entries = stats.entries_received, dropped = stats.dropped, "full resync done");
-                        } else if stats.entries_applied > 0 {
-                            tracing::debug!(%peer, applied = stats.entries_applied, "catch-up done");
-                        }
-                    }
-                    Err(dice_core::Error::WritesRefused(why)) => {
-                        tracing::debug!(%peer, %why, "catch-up stopped while writes are refused");
-                    }
-                    Err(e) => self.refuse(peer, &e.to_string()),
-                }
+            Err(e) => {
+                self.refuse(peer, &e.to_string());
+                Err(Failure::Malformed)
             }
-        }
+        };
+        let now = self.now();
+        let outcome =
+            self.replication
+                .on_reply(&peer, pending.purpose, reply, &mut self.cache, now);
+        self.after_reply(peer, outcome);
     }
 
     fn on_outbound_failure(
@@ -1241,19 +1152,17 @@ impl EventLoop {
         let Some(pending) = self.pending.remove(&id) else {
             return;
         };
-        match pending {
-            Pending::Push { .. } => {
-                // Not delivered (refused over the peer's rate, timed out, connection lost):
-                // the same writes go again after a pause, from the last acknowledged seq.
-                let state = self.peer(peer);
-                state.push_in_flight = false;
-                state.push_not_before = Instant::now() + PUSH_RETRY_DELAY;
-                self.push_wanted = true;
-            }
-            Pending::CatchUp { .. } => {
-                self.sessions.remove(&peer);
-            }
-        }
+        // Not delivered (refused over the peer's rate, timed out, connection lost): the
+        // replicator sends the same writes again after a pause; a session is dropped.
+        let now = self.now();
+        let outcome = self.replication.on_reply(
+            &peer,
+            pending.purpose,
+            Err(Failure::NotDelivered),
+            &mut self.cache,
+            now,
+        );
+        self.after_reply(peer, outcome);
         if matches!(
             error,
             request_response::OutboundFailure::UnsupportedProtocols
@@ -1275,9 +1184,8 @@ impl EventLoop {
     fn mark_foreign(&mut self, peer: PeerId, why: &str) {
         self.counters.foreign_peers += 1;
         tracing::info!(%peer, why, "not a member of our cluster; disconnecting");
-        let state = self.peer(peer);
-        state.member = false;
-        state.redial_at = None;
+        self.set_member(peer, false);
+        self.peer(peer).redial_at = None;
         self.known.remove(&peer);
         self.swarm.behaviour_mut().kad.remove_peer(&peer);
         let _ = self.swarm.disconnect_peer_id(peer);
@@ -1304,7 +1212,6 @@ impl EventLoop {
                         b.done = true;
                     }
                 }
-                let shareable = self.cache.shareable_seq();
                 let state = self.peer(peer_id);
                 state.connections = num_established.get() as usize;
                 state.address = Some(bare_remote);
@@ -1312,16 +1219,12 @@ impl EventLoop {
                 state.backoff = Duration::from_millis(250);
                 state.last_alive = Instant::now();
                 if num_established.get() == 1 {
-                    // Writes durable before now reach the peer through its catch-up with us;
-                    // later ones by push, once durable.
-                    state.acked_seq = state.acked_seq.max(shareable);
                     tracing::info!(peer = %peer_id, address = %remote, "connected");
-                    // One catch-up at a time is enough to get what we missed; several peers
-                    // answering at once would send it several times. Others follow on the
-                    // periodic schedule.
-                    if self.sessions.is_empty() {
-                        self.start_catch_up(peer_id);
-                    }
+                    // Writes durable before now reach the peer through its catch-up with us,
+                    // later ones by push; we catch up with it unless already catching up.
+                    let out = self.replication.connected(peer_id, &self.cache);
+                    self.send_all(out);
+                    self.poll_wanted = true;
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -1338,16 +1241,15 @@ impl EventLoop {
                     // A stranger (or a peer of another cluster): forget it, so that peers
                     // that connect and leave cannot grow this map without bound.
                     self.peers.remove(&peer_id);
-                    self.sessions.remove(&peer_id);
+                    self.replication.forget(&peer_id);
                     return;
                 }
                 if num_established == 0 {
-                    state.push_in_flight = false;
                     if state.member && !blocked {
                         state.redial_at = Some(Instant::now() + state.backoff);
                     }
                     tracing::info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "disconnected");
-                    self.sessions.remove(&peer_id);
+                    self.replication.disconnected(&peer_id);
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -1427,8 +1329,8 @@ impl EventLoop {
                 self.known.insert(peer_id, addrs);
                 // Save now: a node killed right after meeting a peer must still find it again.
                 self.known.save();
+                self.set_member(peer_id, true);
                 let state = self.peer(peer_id);
-                state.member = true;
                 state.node_id = node_id.or(state.node_id);
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
@@ -1460,9 +1362,8 @@ impl EventLoop {
                     && peer != *self.swarm.local_peer_id()
                 {
                     self.known.insert(peer, addresses.iter().cloned());
-                    let state = self.peer(peer);
-                    state.member = true;
-                    state.redial_at = Some(Instant::now());
+                    self.set_member(peer, true);
+                    self.peer(peer).redial_at = Some(Instant::now());
                 }
             }
             BehaviourEvent::Ping(ping::Event {

@@ -1,0 +1,654 @@
+//! The real replication policy under a simulated network: every node is a [`Replica`] driven by
+//! the same [`Replicator`] the libp2p event loop uses (pushes, acks, pacing, retries, catch-up
+//! scheduling), over a network that loses, delays and reorders messages and is cut and healed
+//! at random. After healing, everything converges to the greatest write of every key, with
+//! garbage collection running throughout.
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use dice_core::{
+    Entry, Failure, Limits, NodeId, Outgoing, Purpose, Replica, ReplicaEndpoint, ReplicationConfig,
+    Replicator, SyncLimits, SyncMessage,
+};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const T0: u64 = 1_700_000_000_000;
+const CATCH_UP_MS: u64 = 50;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put {
+        node: usize,
+        key: u8,
+        val: u8,
+    },
+    PutTtl {
+        node: usize,
+        key: u8,
+        val: u8,
+        ttl: u64,
+    },
+    Delete {
+        node: usize,
+        key: u8,
+    },
+    Advance(u64),
+    Poll(usize),
+    Deliver {
+        pick: u64,
+        fate: Fate,
+    },
+    Cut {
+        a: usize,
+        b: usize,
+    },
+    Heal {
+        a: usize,
+        b: usize,
+    },
+    Gc(usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    Deliver,
+    Lose,
+    Duplicate,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let fate =
+        prop_oneof![6 => Just(Fate::Deliver), 2 => Just(Fate::Lose), 1 => Just(Fate::Duplicate)];
+    prop_oneof![
+        5 => (0..5usize, 0..12u8, any::<u8>()).prop_map(|(node, key, val)| Op::Put { node, key, val }),
+        1 => (0..5usize, 0..12u8, any::<u8>(), 1..400u64)
+            .prop_map(|(node, key, val, ttl)| Op::PutTtl { node, key, val, ttl }),
+        2 => (0..5usize, 0..12u8).prop_map(|(node, key)| Op::Delete { node, key }),
+        2 => (1..120u64).prop_map(Op::Advance),
+        6 => (0..5usize).prop_map(Op::Poll),
+        10 => (0..64u64, fate).prop_map(|(pick, fate)| Op::Deliver { pick, fate }),
+        1 => (0..5usize, 0..5usize).prop_map(|(a, b)| Op::Cut { a, b }),
+        1 => (0..5usize, 0..5usize).prop_map(|(a, b)| Op::Heal { a, b }),
+        2 => (0..5usize).prop_map(Op::Gc),
+    ]
+}
+
+/// A message on the wire: a request, or the reply to one.
+#[derive(Clone, Debug)]
+enum Wire {
+    Request {
+        from: usize,
+        to: usize,
+        purpose: Purpose,
+        bytes: Vec<u8>,
+    },
+    Reply {
+        /// The asker, who gets the reply.
+        to: usize,
+        from: usize,
+        purpose: Purpose,
+        reply: Result<Vec<u8>, Failure>,
+    },
+}
+
+struct Node {
+    replica: Replica,
+    replication: Replicator<usize>,
+}
+
+struct Sim {
+    now_ms: u64,
+    nodes: Vec<Node>,
+    limits: SyncLimits,
+    wire: Vec<Wire>,
+    cut: BTreeSet<(usize, usize)>,
+    model: BTreeMap<Bytes, Entry>,
+    grace: u64,
+}
+
+fn id(i: usize) -> NodeId {
+    NodeId::new(i as u64 + 1).unwrap()
+}
+
+impl Sim {
+    fn new(n: usize, grace: u64) -> Self {
+        let config =
+            ReplicationConfig::default().with_catchup_interval(Duration::from_millis(CATCH_UP_MS));
+        let mut sim = Sim {
+            now_ms: T0,
+            nodes: (0..n)
+                .map(|i| {
+                    let mut replica = Replica::new(id(i), Limits::default());
+                    replica.set_member_horizon_ms(3_600_000);
+                    Node {
+                        replica,
+                        replication: Replicator::new(config, Duration::ZERO),
+                    }
+                })
+                .collect(),
+            limits: SyncLimits {
+                page_max_entries: 3,
+                page_max_bytes: 300,
+                ..SyncLimits::default()
+            },
+            wire: Vec::new(),
+            cut: BTreeSet::new(),
+            model: BTreeMap::new(),
+            grace,
+        };
+        for a in 0..n {
+            for b in 0..n {
+                if a != b {
+                    sim.nodes[a].replication.set_member(&b, true);
+                }
+            }
+        }
+        for a in 0..n {
+            for b in 0..n {
+                if a != b {
+                    sim.connect(a, b);
+                }
+            }
+        }
+        sim
+    }
+
+    fn n(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn since_start(&self) -> Duration {
+        Duration::from_millis(self.now_ms - T0)
+    }
+
+    fn linked(&self, a: usize, b: usize) -> bool {
+        !self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn connect(&mut self, a: usize, b: usize) {
+        let (limits, now_ms) = (self.limits, self.now_ms);
+        let node = &mut self.nodes[a];
+        let end = ReplicaEndpoint {
+            replica: &mut node.replica,
+            limits,
+            now_ms,
+        };
+        let out = node.replication.connected(b, &end);
+        self.send(a, out);
+    }
+
+    fn send(&mut self, from: usize, out: Vec<Outgoing<usize>>) {
+        for o in out {
+            let bytes = o.msg.encode(&SyncLimits::default()).unwrap();
+            self.wire.push(Wire::Request {
+                from,
+                to: o.to,
+                purpose: o.purpose,
+                bytes,
+            });
+        }
+    }
+
+    fn write(&mut self, node: usize, key: u8, value: Option<Bytes>, expires: Option<u64>) {
+        let key = Bytes::from(format!("k{key:02}"));
+        let e = self.nodes[node]
+            .replica
+            .write(key.clone(), value, expires, self.now_ms)
+            .unwrap();
+        let slot = self.model.entry(key).or_insert_with(|| e.clone());
+        if e.version > slot.version {
+            *slot = e;
+        }
+    }
+
+    fn poll(&mut self, i: usize) {
+        let (limits, now_ms, now) = (self.limits, self.now_ms, self.since_start());
+        let node = &mut self.nodes[i];
+        let end = ReplicaEndpoint {
+            replica: &mut node.replica,
+            limits,
+            now_ms,
+        };
+        let (out, _) = node.replication.poll(&end, now);
+        self.send(i, out);
+    }
+
+    fn deliver(&mut self, k: usize, fate: Fate) {
+        if self.wire.is_empty() {
+            return;
+        }
+        self.deliver_inner(k, fate);
+    }
+
+    fn deliver_inner(&mut self, k: usize, fate: Fate) {
+        let w = match fate {
+            Fate::Duplicate => self.wire[k].clone(),
+            _ => self.wire.remove(k),
+        };
+        let lost = matches!(fate, Fate::Lose);
+        match w {
+            Wire::Request {
+                from,
+                to,
+                purpose,
+                bytes,
+            } => {
+                let reply = if lost || !self.linked(from, to) {
+                    Err(Failure::NotDelivered)
+                } else {
+                    let msg = SyncMessage::decode(&bytes, &SyncLimits::default()).unwrap();
+                    let (limits, now_ms) = (self.limits, self.now_ms);
+                    let our_id = id(to);
+                    let node = &mut self.nodes[to];
+                    let mut end = ReplicaEndpoint {
+                        replica: &mut node.replica,
+                        limits,
+                        now_ms,
+                    };
+                    match node.replication.on_request(&from, our_id, msg, &mut end) {
+                        Ok(Some(r)) => Ok(r.encode(&SyncLimits::default()).unwrap()),
+                        Ok(None) => Err(Failure::Malformed),
+                        Err(e) => panic!("node {to} refused a message from {from}: {e}"),
+                    }
+                };
+                self.wire.push(Wire::Reply {
+                    to: from,
+                    from: to,
+                    purpose,
+                    reply,
+                });
+            }
+            Wire::Reply {
+                to,
+                from,
+                purpose,
+                reply,
+            } => {
+                let reply = match reply {
+                    Ok(_) if lost || !self.linked(from, to) => Err(Failure::NotDelivered),
+                    Ok(bytes) => Ok(SyncMessage::decode(&bytes, &SyncLimits::default()).unwrap()),
+                    Err(f) => Err(f),
+                };
+                let (limits, now_ms, now) = (self.limits, self.now_ms, self.since_start());
+                let node = &mut self.nodes[to];
+                let mut end = ReplicaEndpoint {
+                    replica: &mut node.replica,
+                    limits,
+                    now_ms,
+                };
+                let outcome = node
+                    .replication
+                    .on_reply(&from, purpose, reply, &mut end, now);
+                assert!(
+                    outcome.protocol_error.is_none(),
+                    "node {to}: {:?}",
+                    outcome.protocol_error
+                );
+                self.send(to, outcome.send);
+            }
+        }
+    }
+
+    fn cut(&mut self, a: usize, b: usize) {
+        if a == b || !self.linked(a, b) {
+            return;
+        }
+        self.cut.insert((a.min(b), a.max(b)));
+        self.nodes[a].replication.disconnected(&b);
+        self.nodes[b].replication.disconnected(&a);
+    }
+
+    fn heal(&mut self, a: usize, b: usize) {
+        if a == b || self.linked(a, b) {
+            return;
+        }
+        self.cut.remove(&(a.min(b), a.max(b)));
+        self.connect(a, b);
+        self.connect(b, a);
+    }
+
+    fn run(&mut self, op: &Op) {
+        let n = self.n();
+        match *op {
+            Op::Put { node, key, val } => {
+                self.write(node % n, key, Some(Bytes::from(vec![val])), None)
+            }
+            Op::PutTtl {
+                node,
+                key,
+                val,
+                ttl,
+            } => {
+                let at = self.now_ms + ttl;
+                self.write(node % n, key, Some(Bytes::from(vec![val])), Some(at));
+            }
+            Op::Delete { node, key } => self.write(node % n, key, None, None),
+            Op::Advance(ms) => self.now_ms += ms,
+            Op::Poll(i) => self.poll(i % n),
+            Op::Deliver { pick, fate } => {
+                if !self.wire.is_empty() {
+                    let k = pick as usize % self.wire.len();
+                    self.deliver(k, fate);
+                }
+            }
+            Op::Cut { a, b } => self.cut(a % n, b % n),
+            Op::Heal { a, b } => self.heal(a % n, b % n),
+            Op::Gc(i) => {
+                let now = self.now_ms;
+                self.nodes[i % n].replica.gc(now, self.grace);
+            }
+        }
+    }
+
+    fn state(&self) -> Vec<Vec<Entry>> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let mut v: Vec<Entry> = node.replica.entries().collect();
+                v.sort_by(|a, b| a.key.cmp(&b.key));
+                v
+            })
+            .collect()
+    }
+
+    /// Heals everything and lets the real policy run (polls, deliveries, time passing) until
+    /// nothing changes for a while.
+    fn settle(&mut self) {
+        for a in 0..self.n() {
+            for b in 0..self.n() {
+                self.heal(a, b);
+            }
+        }
+        let mut quiet = 0;
+        for _ in 0..2_000 {
+            let before = self.state();
+            for i in 0..self.n() {
+                self.poll(i);
+            }
+            while !self.wire.is_empty() {
+                self.deliver(0, Fate::Deliver);
+            }
+            self.now_ms += CATCH_UP_MS;
+            if self.state() == before {
+                quiet += 1;
+                if quiet > 3 * self.n() {
+                    return;
+                }
+            } else {
+                quiet = 0;
+            }
+        }
+        panic!("no quiescence");
+    }
+
+    /// Every node reads every key as its greatest write; with `exact`, they also hold the
+    /// same entries (digests equal: no node holds an expired entry another has collected).
+    fn assert_converged(&self, exact: bool) {
+        let now = self.now_ms;
+        let first = &self.nodes[0].replica;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let r = &node.replica;
+            if exact {
+                assert_eq!(r.digest(), first.digest(), "digest of node {i}");
+            }
+            for (key, e) in &self.model {
+                let expected = e
+                    .value
+                    .clone()
+                    .filter(|_| e.expires_at_ms.is_none_or(|t| t > now));
+                assert_eq!(
+                    r.get(key, now).map(Bytes::copy_from_slice),
+                    expected,
+                    "node {i} reads {key:?}; greatest write {e:?}"
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_replication_policy_converges_under_loss_partitions_and_gc(
+        n in 2..5usize,
+        grace in 10..300u64,
+        ops in prop::collection::vec(op(), 1..200),
+    ) {
+        let mut sim = Sim::new(n, grace);
+        for op in &ops {
+            sim.run(op);
+        }
+        sim.settle();
+        sim.assert_converged(false);
+        // And garbage collection, once everything is acknowledged everywhere, leaves them equal.
+        sim.now_ms += grace + 1_000;
+        sim.settle();
+        for i in 0..n {
+            let now = sim.now_ms;
+            sim.nodes[i].replica.gc(now, grace);
+        }
+        sim.settle();
+        sim.assert_converged(true);
+        let dead = sim.nodes.iter().map(|node| node.replica.entry_count()).collect::<Vec<_>>();
+        prop_assert!(dead.windows(2).all(|w| w[0] == w[1]), "entry counts {dead:?}");
+    }
+}
+
+#[test]
+fn a_push_is_acknowledged_and_not_sent_again() {
+    let mut sim = Sim::new(2, 100);
+    sim.settle();
+    sim.write(0, 1, Some(Bytes::from_static(b"v")), None);
+    sim.poll(0);
+    let pushes = |sim: &Sim| {
+        sim.wire
+            .iter()
+            .filter(|w| {
+                matches!(
+                    w,
+                    Wire::Request {
+                        purpose: Purpose::Push { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(pushes(&sim), 1, "one push");
+    while !sim.wire.is_empty() {
+        sim.deliver(0, Fate::Deliver);
+    }
+    assert_eq!(sim.nodes[0].replication.peer(&1).unwrap().acked_seq, 1);
+    sim.poll(0);
+    assert_eq!(pushes(&sim), 0, "pushed again after the ack");
+    assert_eq!(sim.nodes[1].replica.get(b"k01", sim.now_ms).unwrap(), b"v");
+}
+
+#[test]
+fn a_lost_push_is_sent_again_after_the_retry_delay() {
+    let mut sim = Sim::new(2, 100);
+    sim.settle();
+    sim.write(0, 1, Some(Bytes::from_static(b"v")), None);
+    sim.poll(0);
+    let push_at = sim
+        .wire
+        .iter()
+        .position(|w| {
+            matches!(
+                w,
+                Wire::Request {
+                    purpose: Purpose::Push { .. },
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    sim.deliver(push_at, Fate::Lose);
+    while !sim.wire.is_empty() {
+        sim.deliver(0, Fate::Deliver); // the failure reaches the sender, and the rest
+    }
+    assert_eq!(sim.nodes[1].replica.get(b"k01", sim.now_ms), None);
+    sim.poll(0);
+    assert!(
+        !sim.wire.iter().any(|w| matches!(
+            w,
+            Wire::Request {
+                purpose: Purpose::Push { .. },
+                ..
+            }
+        )),
+        "retried before the delay"
+    );
+    sim.now_ms += 100;
+    sim.poll(0);
+    assert!(
+        sim.wire.iter().any(|w| matches!(
+            w,
+            Wire::Request {
+                purpose: Purpose::Push { .. },
+                ..
+            }
+        )),
+        "not retried"
+    );
+    while !sim.wire.is_empty() {
+        sim.deliver(0, Fate::Deliver);
+    }
+    assert_eq!(sim.nodes[1].replica.get(b"k01", sim.now_ms).unwrap(), b"v");
+}
+
+/// Found by the property test above: a catch-up resumed inside an origin claimed, for that
+/// origin, seqs the server acquired after its first page and never sent in the session; the
+/// asker's version vector then covered a write it did not hold, for good.
+#[test]
+fn a_resumed_catch_up_never_claims_what_the_server_got_after_its_first_page() {
+    let ops = vec![
+        Op::Deliver {
+            pick: 0,
+            fate: Fate::Deliver,
+        },
+        Op::Cut { a: 0, b: 2 },
+        Op::Deliver {
+            pick: 0,
+            fate: Fate::Deliver,
+        },
+        Op::Advance(50),
+        Op::Deliver {
+            pick: 0,
+            fate: Fate::Deliver,
+        },
+        Op::Poll(2),
+        Op::Poll(4),
+        Op::Deliver {
+            pick: 15,
+            fate: Fate::Deliver,
+        },
+        Op::Deliver {
+            pick: 4,
+            fate: Fate::Deliver,
+        },
+        Op::Advance(1),
+        Op::Delete { node: 4, key: 0 },
+        Op::PutTtl {
+            node: 1,
+            key: 0,
+            val: 0,
+            ttl: 1,
+        },
+        Op::Deliver {
+            pick: 21,
+            fate: Fate::Deliver,
+        },
+        Op::Deliver {
+            pick: 19,
+            fate: Fate::Deliver,
+        },
+        Op::Poll(0),
+        Op::Put {
+            node: 0,
+            key: 0,
+            val: 0,
+        },
+        Op::Cut { a: 4, b: 0 },
+        Op::PutTtl {
+            node: 0,
+            key: 0,
+            val: 0,
+            ttl: 1,
+        },
+        Op::Deliver {
+            pick: 0,
+            fate: Fate::Deliver,
+        },
+        Op::Poll(0),
+        Op::Poll(0),
+        Op::Poll(0),
+        Op::Deliver {
+            pick: 0,
+            fate: Fate::Deliver,
+        },
+        Op::Deliver {
+            pick: 0,
+            fate: Fate::Deliver,
+        },
+        Op::Put {
+            node: 4,
+            key: 1,
+            val: 0,
+        },
+        Op::Deliver {
+            pick: 0,
+            fate: Fate::Deliver,
+        },
+        Op::Deliver {
+            pick: 0,
+            fate: Fate::Deliver,
+        },
+        Op::Poll(4),
+        Op::Deliver {
+            pick: 0,
+            fate: Fate::Lose,
+        },
+        Op::Deliver {
+            pick: 0,
+            fate: Fate::Deliver,
+        },
+        Op::Poll(0),
+        Op::Heal { a: 0, b: 4 },
+        Op::Deliver {
+            pick: 6,
+            fate: Fate::Lose,
+        },
+        Op::Put {
+            node: 4,
+            key: 4,
+            val: 0,
+        },
+        Op::Put {
+            node: 1,
+            key: 5,
+            val: 0,
+        },
+        Op::PutTtl {
+            node: 4,
+            key: 6,
+            val: 0,
+            ttl: 1,
+        },
+        Op::PutTtl {
+            node: 1,
+            key: 7,
+            val: 0,
+            ttl: 1,
+        },
+    ];
+    let mut sim = Sim::new(3, 10);
+    for op in &ops {
+        sim.run(op);
+    }
+    sim.settle();
+    sim.assert_converged(false);
+}
