@@ -56,6 +56,12 @@ pub struct RespConfig {
     /// (a client that does not read its replies can hold one up) before it drops them
     /// (default 10 s).
     pub shutdown_timeout: Duration,
+    /// Most bytes of replies one `EXEC` may produce (default 64 MiB). An `EXEC` holds the
+    /// cache's lock while it runs, so its replies cannot be streamed: a queued command whose
+    /// reply would pass this answers an error instead (and does not write), and the others
+    /// still run, as Redis runs a transaction past a command's error. The queued commands
+    /// themselves are bounded by `max_request_len` together.
+    pub max_exec_reply: usize,
 }
 
 impl Default for RespConfig {
@@ -72,6 +78,7 @@ impl Default for RespConfig {
             timeout: Duration::ZERO,
             output_stall_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
+            max_exec_reply: 64 * 1024 * 1024,
         }
     }
 }
@@ -92,6 +99,7 @@ impl fmt::Debug for RespConfig {
             .field("timeout", &self.timeout)
             .field("output_stall_timeout", &self.output_stall_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("max_exec_reply", &self.max_exec_reply)
             .finish()
     }
 }
@@ -518,6 +526,8 @@ async fn run_connection(
         auth_failures: 0,
         peer,
         proto: Protocol::Resp2,
+        multi: None,
+        watched: Default::default(),
     };
     tracing::debug!(%peer, id = session.id, "RESP client connected");
     let mut parser = RequestParser::new(state.frame_limits);

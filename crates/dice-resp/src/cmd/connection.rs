@@ -254,7 +254,7 @@ pub(crate) fn client(ctx: &mut Ctx<'_>, req: Request<'_>) {
     }
 }
 
-fn unknown_subcommand(ctx: &mut Ctx<'_>, sub: &[u8], command: &str) {
+pub(crate) fn unknown_subcommand(ctx: &mut Ctx<'_>, sub: &[u8], command: &str) {
     let text = format!(
         "ERR unknown subcommand '{}'. Try {command} HELP.",
         truncated(sub, 128)
