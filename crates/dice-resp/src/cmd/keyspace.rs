@@ -4,9 +4,7 @@
 //! `FLUSHALL`.
 
 use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, expiry_ms, is, now_ms, truncated};
-use crate::frame::{
-    Request, parse_i64, write_array_len, write_bulk, write_integer, write_simple,
-};
+use crate::frame::{Request, parse_i64, write_array_len, write_bulk, write_integer, write_simple};
 use crate::glob::glob_match;
 use bytes::Bytes;
 use dice_core::Replica;
@@ -400,7 +398,10 @@ pub(crate) fn keys_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     let pattern = req.arg(1);
     let all = pattern == b"*";
     let r = db.replica();
-    let matching = || r.live_keys(db.now()).filter(|k| all || glob_match(pattern, k));
+    let matching = || {
+        r.live_keys(db.now())
+            .filter(|k| all || glob_match(pattern, k))
+    };
     write_array_len(ctx.out, matching().count());
     for k in matching() {
         if !ctx.fits(k.len()) {
@@ -556,8 +557,7 @@ pub(crate) async fn scan(ctx: &mut Ctx<'_>, req: Request<'_>) {
     write_array_len(ctx.out, 2);
     let mut digits = [0u8; 20];
     write_bulk(ctx.out, format_u64(next, &mut digits));
-    let matching =
-        |k: &&Bytes| args.strings_only && args.pattern.is_none_or(|p| glob_match(p, k));
+    let matching = |k: &&Bytes| args.strings_only && args.pattern.is_none_or(|p| glob_match(p, k));
     write_array_len(ctx.out, keys.iter().filter(matching).count());
     write_keys(ctx, keys.iter().filter(matching)).await;
 }
@@ -571,8 +571,7 @@ pub(crate) fn scan_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     write_array_len(ctx.out, 2);
     let mut digits = [0u8; 20];
     write_bulk(ctx.out, format_u64(next, &mut digits));
-    let matching =
-        |k: &&Bytes| args.strings_only && args.pattern.is_none_or(|p| glob_match(p, k));
+    let matching = |k: &&Bytes| args.strings_only && args.pattern.is_none_or(|p| glob_match(p, k));
     write_array_len(ctx.out, keys.iter().filter(matching).count());
     for k in keys.iter().filter(matching) {
         if !ctx.fits(k.len()) {

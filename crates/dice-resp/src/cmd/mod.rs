@@ -395,7 +395,9 @@ pub(crate) static TABLE: &[Spec] = &[
         "auth",
         Kind::Auth,
         -2,
-        &["noscript", "loading", "stale", "fast", "no_auth", "no_multi"],
+        &[
+            "noscript", "loading", "stale", "fast", "no_auth", "no_multi",
+        ],
         NO_KEYS,
     ),
     spec(
@@ -435,7 +437,9 @@ pub(crate) static TABLE: &[Spec] = &[
         "hello",
         Kind::Hello,
         -1,
-        &["noscript", "loading", "stale", "fast", "no_auth", "no_multi"],
+        &[
+            "noscript", "loading", "stale", "fast", "no_auth", "no_multi",
+        ],
         NO_KEYS,
     ),
     spec("incr", Kind::Counter, 2, W_OOM_FAST, ONE_KEY),
@@ -466,7 +470,14 @@ pub(crate) static TABLE: &[Spec] = &[
         "quit",
         Kind::Quit,
         -1,
-        &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"],
+        &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "allow_busy",
+        ],
         NO_KEYS,
     ),
     spec("randomkey", Kind::Randomkey, 1, R, NO_KEYS),

@@ -175,7 +175,8 @@ pub(crate) fn set(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     };
     let key = req.arg(1);
     let current = db.get_with_expiry(key);
-    if get && let Some((v, _)) = &current
+    if get
+        && let Some((v, _)) = &current
         && !ctx.fits(v.len())
     {
         return ctx.too_big();
@@ -310,7 +311,11 @@ fn clamp_range(start: i64, end: i64, len: usize) -> Option<std::ops::Range<usize
     if len == 0 || (start < 0 && end < 0 && start > end) {
         return None;
     }
-    let start = if start < 0 { (len + start).max(0) } else { start };
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
     let end = if end < 0 { (len + end).max(0) } else { end };
     let end = end.min(len - 1);
     if start > end {
@@ -394,7 +399,11 @@ pub(crate) fn mset(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, nx: boo
             return ctx.cache_error(&e);
         }
     }
-    if nx && (1..req.len()).step_by(2).any(|i| db.get(req.arg(i)).is_some()) {
+    if nx
+        && (1..req.len())
+            .step_by(2)
+            .any(|i| db.get(req.arg(i)).is_some())
+    {
         return write_integer(ctx.out, 0);
     }
     for i in (1..req.len()).step_by(2) {

@@ -138,8 +138,9 @@ pub(crate) fn watch(ctx: &mut Ctx<'_>, req: Request<'_>) {
         .map(|k| k.len() + OVERHEAD)
         .sum();
     if watched.bytes.saturating_add(new) > max {
-        let text =
-            format!("ERR the keys watched by this connection would pass {max} bytes (max_request_len)");
+        let text = format!(
+            "ERR the keys watched by this connection would pass {max} bytes (max_request_len)"
+        );
         ctx.error(&text);
         return;
     }
