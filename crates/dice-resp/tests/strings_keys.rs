@@ -6,10 +6,6 @@ mod common;
 use common::{err, exchange, q, start_default};
 use redis::Value;
 
-fn bulk(s: &str) -> Value {
-    Value::BulkString(s.as_bytes().to_vec())
-}
-
 #[tokio::test]
 async fn append_strlen_getset_setnx_msetnx() {
     let s = start_default().await;
