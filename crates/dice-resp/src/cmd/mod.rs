@@ -11,6 +11,7 @@
 //! [`Batch`]; the connection waits for the highest one once before it sends the batch's
 //! replies.
 
+pub(crate) mod admin;
 pub(crate) mod connection;
 pub(crate) mod info;
 pub(crate) mod keyspace;
@@ -22,6 +23,7 @@ use crate::server::{OUTPUT_FLUSH_AT, ServerState, Wire, send};
 use bytes::Bytes;
 use dice_core::{Replica, Transaction};
 use std::ops::Range;
+use std::sync::atomic::Ordering;
 
 /// Redis's error texts that several commands share.
 pub(crate) const SYNTAX_ERROR: &str = "ERR syntax error";
@@ -30,6 +32,8 @@ pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of r
 /// What one connection knows about its client.
 #[derive(Debug)]
 pub(crate) struct Session {
+    /// What other connections see of this one (`CLIENT LIST`, `CLIENT KILL`).
+    pub entry: std::sync::Arc<crate::server::ClientEntry>,
     /// `CLIENT ID`.
     pub id: u64,
     /// `CLIENT SETNAME`.
@@ -259,6 +263,9 @@ pub(crate) enum Kind {
     Ping,
     Quit,
     Select,
+    Config,
+    Time,
+    Shutdown,
     // Transactions.
     Discard,
     Exec,
@@ -408,6 +415,13 @@ pub(crate) static TABLE: &[Spec] = &[
         NO_KEYS,
     ),
     spec("command", Kind::Command, -1, &["loading", "stale"], NO_KEYS),
+    spec(
+        "config",
+        Kind::Config,
+        -2,
+        &["admin", "noscript", "loading", "stale"],
+        NO_KEYS,
+    ),
     spec("copy", Kind::Copy, -3, W_OOM, TWO_KEYS),
     spec("dbsize", Kind::Dbsize, 1, R_FAST, NO_KEYS),
     spec("decr", Kind::Counter, 2, W_OOM_FAST, ONE_KEY),
@@ -495,8 +509,29 @@ pub(crate) static TABLE: &[Spec] = &[
     spec("setex", Kind::Setex, 4, W_OOM, ONE_KEY),
     spec("setnx", Kind::Setnx, 3, W_OOM_FAST, ONE_KEY),
     spec("setrange", Kind::Setrange, 4, W_OOM, ONE_KEY),
+    spec(
+        "shutdown",
+        Kind::Shutdown,
+        -1,
+        &[
+            "admin",
+            "noscript",
+            "loading",
+            "stale",
+            "no_multi",
+            "allow_busy",
+        ],
+        NO_KEYS,
+    ),
     spec("strlen", Kind::Strlen, 2, R_FAST, ONE_KEY),
     spec("substr", Kind::Getrange, 4, R, ONE_KEY),
+    spec(
+        "time",
+        Kind::Time,
+        1,
+        &["loading", "stale", "fast"],
+        NO_KEYS,
+    ),
     spec("touch", Kind::Touch, -2, R_FAST, ALL_KEYS),
     spec("ttl", Kind::Ttl, 2, R_FAST, ONE_KEY),
     spec("type", Kind::Type, 2, R_FAST, ONE_KEY),
@@ -530,6 +565,7 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
         transaction::flag(ctx);
         return;
     };
+    note_command(ctx, spec);
     if !spec.arity_ok(req.len()) {
         ctx.wrong_arity(spec.name);
         transaction::flag(ctx);
@@ -559,6 +595,9 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
         Kind::Quit => connection::quit(ctx),
         Kind::Select => connection::select(ctx, req),
         Kind::Info => info::info(ctx, req),
+        Kind::Config => admin::config(ctx, req),
+        Kind::Time => admin::time(ctx),
+        Kind::Shutdown => admin::shutdown(ctx, req),
         Kind::Multi => transaction::multi(ctx),
         Kind::Exec => transaction::exec(ctx).await,
         Kind::Discard => transaction::discard(ctx),
@@ -574,6 +613,22 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
     }
     if ctx.wrote {
         ctx.batch.write_replies.push(ctx.reply_start..ctx.out.len());
+    }
+    let queued = ctx.session.multi.as_ref().map_or(-1, |m| m.len() as i64);
+    ctx.session.entry.multi.store(queued, Ordering::Relaxed);
+}
+
+/// Counts a command and notes it as this client's last (`CLIENT LIST`).
+fn note_command(ctx: &mut Ctx<'_>, spec: &'static Spec) {
+    ctx.server
+        .stats
+        .commands_processed
+        .fetch_add(1, Ordering::Relaxed);
+    let entry = &ctx.session.entry;
+    let active = entry.connected.elapsed().as_millis() as u64;
+    entry.last_active_ms.store(active, Ordering::Relaxed);
+    if let Ok(mut c) = entry.last_cmd.lock() {
+        *c = spec.name;
     }
 }
 
@@ -611,6 +666,8 @@ pub(crate) fn run_on_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, kind: Kind, req: Req
         Kind::Echo => connection::echo(ctx, req),
         Kind::Ping => connection::ping(ctx, req),
         Kind::Select => connection::select(ctx, req),
+        Kind::Config => admin::config(ctx, req),
+        Kind::Time => admin::time(ctx),
         Kind::Append => strings::append(ctx, db, req),
         Kind::Counter => strings::counter(ctx, req),
         Kind::Get => strings::get(ctx, db, req),
@@ -653,6 +710,7 @@ pub(crate) fn run_on_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, kind: Kind, req: Req
         // Never queued (no_multi, or run at once in MULTI) and dispatched before.
         Kind::Auth
         | Kind::Hello
+        | Kind::Shutdown
         | Kind::Info
         | Kind::Quit
         | Kind::Multi

@@ -40,6 +40,13 @@ struct Queued {
     spans: Vec<Range<usize>>,
 }
 
+impl Multi {
+    /// Commands queued.
+    pub fn len(&self) -> usize {
+        self.queued.len()
+    }
+}
+
 impl Queued {
     fn request(&self) -> Request<'_> {
         Request::new(&self.data, &self.spans)
