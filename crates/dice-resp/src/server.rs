@@ -125,6 +125,8 @@ pub(crate) struct ServerState {
     pub config: RespConfig,
     pub cluster: Option<Arc<dyn ClusterInfo>>,
     pub started: Instant,
+    /// `INFO`'s `run_id` (40 hex digits, as in Redis): a 128-bit hash, new at every start.
+    pub run_id: u128,
     pub port: u16,
     frame_limits: FrameLimits,
     clients: Arc<Semaphore>,
@@ -336,6 +338,7 @@ impl RespServer {
             config: self.config,
             cluster: self.cluster,
             started: Instant::now(),
+            run_id: run_id(),
             port,
             clients: Arc::new(Semaphore::new(max_permits)),
             max_permits,
@@ -772,6 +775,16 @@ async fn run_connection(
         }
     }
     tracing::debug!(%peer, id = session.id, "RESP client gone");
+}
+
+/// A fresh run id: a hash of the time, the process id and an address in this process.
+fn run_id() -> u128 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let local = 0u8;
+    let seed = format!("{now}:{}:{:p}", std::process::id(), &local);
+    xxhash_rust::xxh3::xxh3_128(seed.as_bytes())
 }
 
 /// Removes a connection from the registry when it ends, however it ends.

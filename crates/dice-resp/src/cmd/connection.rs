@@ -571,8 +571,20 @@ pub(crate) fn command(ctx: &mut Ctx<'_>, req: Request<'_>) {
         }
         write_integer(ctx.out, TABLE.len() as i64);
     } else if is(sub, "docs") {
-        // A map of command name to docs: none described.
-        write_map_len(ctx.out, 0, proto);
+        // A map of command name to its docs; unknown names are left out, as in Redis.
+        let names: Vec<&'static str> = if req.len() == 2 {
+            TABLE.iter().map(|s| s.name).collect()
+        } else {
+            req.args()
+                .skip(2)
+                .filter_map(lookup)
+                .map(|s| s.name)
+                .collect()
+        };
+        write_map_len(ctx.out, names.len(), proto);
+        for name in names {
+            super::docs::write_doc(ctx.out, name, proto);
+        }
     } else if is(sub, "info") {
         write_array_len(ctx.out, req.len() - 2);
         for name in req.args().skip(2) {

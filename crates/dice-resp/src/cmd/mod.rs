@@ -13,6 +13,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod connection;
+pub(crate) mod docs;
 pub(crate) mod info;
 pub(crate) mod keyspace;
 pub(crate) mod strings;
