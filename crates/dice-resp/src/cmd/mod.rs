@@ -615,6 +615,11 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
     if ctx.wrote {
         ctx.batch.write_replies.push(ctx.reply_start..ctx.out.len());
     }
+    note_multi(ctx);
+}
+
+/// Shows this client's transaction in `CLIENT LIST` (`multi=`, `flags=x`).
+pub(crate) fn note_multi(ctx: &Ctx<'_>) {
     let queued = ctx.session.multi.as_ref().map_or(-1, |m| m.len() as i64);
     ctx.session.entry.multi.store(queued, Ordering::Relaxed);
 }

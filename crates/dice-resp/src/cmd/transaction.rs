@@ -118,6 +118,7 @@ pub(crate) fn queue(ctx: &mut Ctx<'_>, spec: &'static Spec, req: Request<'_>) {
     m.bytes += size;
     m.queued.push(Queued { spec, data, spans });
     write_simple(ctx.out, "QUEUED");
+    super::note_multi(ctx);
 }
 
 /// `DISCARD`: drops the queue and the watched keys.
