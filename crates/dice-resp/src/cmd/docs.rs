@@ -807,7 +807,8 @@ pub(crate) fn parse(syntax: &str) -> Vec<Arg> {
     args
 }
 
-fn write_arg(out: &mut Vec<u8>, a: &Arg, proto: Protocol) {
+/// Writes one argument; `key_index` is the index of its key spec if it is a key.
+fn write_arg(out: &mut Vec<u8>, a: &Arg, key_index: i64, proto: Protocol) {
     let flags = usize::from(a.optional) + usize::from(a.multiple);
     let fields = 2
         + usize::from(a.kind == "key")
@@ -821,7 +822,7 @@ fn write_arg(out: &mut Vec<u8>, a: &Arg, proto: Protocol) {
     write_bulk(out, a.kind.as_bytes());
     if a.kind == "key" {
         write_bulk(out, b"key_spec_index");
-        write_integer(out, 0);
+        write_integer(out, key_index);
     }
     if let Some(t) = &a.token {
         write_bulk(out, b"token");
@@ -841,7 +842,7 @@ fn write_arg(out: &mut Vec<u8>, a: &Arg, proto: Protocol) {
         write_bulk(out, b"arguments");
         write_array_len(out, a.args.len());
         for sub in &a.args {
-            write_arg(out, sub, proto);
+            write_arg(out, sub, 0, proto);
         }
     }
 }
@@ -870,8 +871,10 @@ pub(crate) fn write_doc(out: &mut Vec<u8>, name: &str, proto: Protocol) {
     if !args.is_empty() {
         write_bulk(out, b"arguments");
         write_array_len(out, args.len());
+        let mut keys = 0;
         for a in &args {
-            write_arg(out, a, proto);
+            write_arg(out, a, keys, proto);
+            keys += i64::from(a.kind == "key");
         }
     }
     if !subs.is_empty() {

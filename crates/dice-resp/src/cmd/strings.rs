@@ -174,7 +174,12 @@ pub(crate) fn set(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
         None => None,
     };
     let key = req.arg(1);
-    let current = db.get_with_expiry(key);
+    // A plain SET is a blind write: it does not copy the old value out.
+    let current = if nx || xx || get || keepttl {
+        db.get_with_expiry(key)
+    } else {
+        None
+    };
     if get
         && let Some((v, _)) = &current
         && !ctx.fits(v.len())
