@@ -47,6 +47,25 @@ check "unknown command" "ERR unknown command 'NOSUCHCMD', with args beginning wi
   "$(cli NOSUCHCMD 2>&1)"
 check "FLUSHALL" "OK" "$(cli FLUSHALL)"
 check "empty after FLUSHALL" "0" "$(cli DBSIZE)"
+check "MULTI/EXEC in one session" "OK|QUEUED|QUEUED|OK|v" \
+  "$(printf 'MULTI\nSET tx v\nGET tx\nEXEC\n' | cli | paste -sd'|')"
+check "COMMAND DOCS has SET's arguments" "yes" \
+  "$(cli COMMAND DOCS set | grep -q KEEPTTL && echo yes || echo no)"
+check "CONFIG GET databases" "databases|1" "$(cli CONFIG GET databases | paste -sd'|')"
+
+# SHUTDOWN: the node stops gracefully (as on SIGTERM) and exits 0, its writes committed.
+cli SET before-shutdown kept >/dev/null
+cli SHUTDOWN >/dev/null 2>&1 || true
+for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$pid" 2>/dev/null; then
+  check "SHUTDOWN stops the node" "stopped" "still running"
+else
+  wait "$pid" && code=0 || code=$?
+  check "SHUTDOWN stops the node, exit code" "0" "$code"
+  check "the shutdown was logged" "yes" \
+    "$(grep -q 'SHUTDOWN asked by an API client' "$log" && echo yes || echo no)"
+  check "its writes survive" "kept" "$("$dice" --data "$dir/data" get before-shutdown 2>/dev/null)"
+fi
 
 if [ "$fails" -ne 0 ]; then
   echo "$fails redis-cli checks failed; node log:"; cat "$log"; exit 1

@@ -2,7 +2,8 @@
 
 Runs the same checks with the client's default protocol (RESP3: redis-py 8 opens every
 connection with HELLO 3) and with protocol=2: strings, misses, TTLs, a non-transactional
-pipeline, keys and scans, INFO, and error replies. Exits non-zero on the first failure.
+pipeline, transactions (pipeline() and WATCH), string and key commands, CONFIG, CLIENT,
+keys and scans, INFO, and error replies. Exits non-zero on the first failure.
 
 Usage: python3 redis-py.py HOST PORT PASSWORD   (see redis-py.sh, which starts a node)
 """
@@ -112,6 +113,77 @@ def run(host, port, password, protocol):
     )
     check(f"[{label}] pipeline with an error, after", b"v2", results[2])
 
+    # A transaction: redis-py's default pipeline() is MULTI/EXEC.
+    pipe = r.pipeline()
+    pipe.set("tx:a", "1")
+    pipe.append("tx:a", "23")
+    pipe.get("tx:a")
+    pipe.get("tx:missing")
+    pipe.getset("tx:a", "new")
+    check(f"[{label}] transaction pipeline", [True, 3, b"123", None, b"123"], pipe.execute())
+    check(f"[{label}] transaction applied", b"new", r.get("tx:a"))
+
+    # WATCH with a conflicting write from another connection.
+    other = redis.Redis(**kwargs)
+    with r.pipeline() as pipe:
+        pipe.watch("tx:a")
+        current = pipe.get("tx:a")
+        other.set("tx:a", "theirs")
+        pipe.multi()
+        pipe.set("tx:a", current + b"-mine")
+        try:
+            pipe.execute()
+            raise AssertionError("EXEC ran although a watched key changed")
+        except redis.WatchError:
+            print(f"ok   [{label}] WATCH: a conflicting write aborts EXEC (WatchError)")
+    check(f"[{label}] the other client's write stands", b"theirs", r.get("tx:a"))
+
+    # The optimistic-locking loop redis-py documents, with no conflict: it runs once.
+    def append_x(pipe):
+        value = pipe.get("tx:a")
+        pipe.multi()
+        pipe.set("tx:a", value + b"x")
+
+    r.transaction(append_x, "tx:a")
+    check(f"[{label}] transaction() helper", b"theirsx", r.get("tx:a"))
+    other.close()
+
+    # More string and key commands.
+    check(f"[{label}] setnx", True, r.setnx("s:nx", "1"))
+    check(f"[{label}] setnx again", False, r.setnx("s:nx", "2"))
+    check(f"[{label}] strlen", 7, r.strlen("tx:a"))
+    check(f"[{label}] getrange", b"the", r.getrange("tx:a", 0, 2))
+    check(f"[{label}] setrange", 7, r.setrange("tx:a", 0, "THE"))
+    check(f"[{label}] getex with ex", b"THEirsx", r.getex("tx:a", ex=100))
+    check_true(f"[{label}] getex set the ttl", 0 < r.ttl("tx:a") <= 100)
+    check(f"[{label}] rename", True, r.rename("tx:a", "tx:b"))
+    check(f"[{label}] renamenx onto an existing key", False, r.renamenx("tx:b", "s:nx"))
+    check(f"[{label}] copy", True, r.copy("tx:b", "tx:c"))
+    check(f"[{label}] type", b"string", r.type("tx:c"))
+    check(f"[{label}] type of a missing key", b"none", r.type("tx:gone"))
+    check(f"[{label}] msetnx", True, r.msetnx({"m:1": "a", "m:2": "b"}))
+    check(f"[{label}] object encoding", b"embstr", r.object("encoding", "m:1"))
+    check_true(f"[{label}] memory usage", r.memory_usage("m:1") > 0)
+    check(f"[{label}] touch", 2, r.touch("m:1", "m:2", "m:3"))
+    check(f"[{label}] unlink", 5, r.unlink("tx:b", "tx:c", "s:nx", "m:1", "m:2"))
+
+    # Server commands.
+    cfg = r.config_get("maxclients")
+    check(f"[{label}] CONFIG GET maxclients", {"maxclients": "10000"}, {
+        k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+        for k, v in cfg.items()
+    })
+    check(f"[{label}] CONFIG SET timeout", True, r.config_set("timeout", 0))
+    secs, micros = r.time()
+    check_true(f"[{label}] TIME", abs(secs - time.time()) < 5, f"{secs}")
+    check_true(f"[{label}] CLIENT ID", r.client_id() > 0)
+    check_true(f"[{label}] CLIENT LIST", len(r.client_list()) >= 1, repr(r.client_list()))
+    check_true(f"[{label}] CLIENT INFO", "id" in r.client_info(), repr(r.client_info()))
+    victim = redis.Redis(**kwargs)
+    victim.ping()
+    check(f"[{label}] CLIENT KILL ID", 1, r.client_kill_filter(_id=victim.client_id()))
+    check_true(f"[{label}] RANDOMKEY", r.randomkey() is not None)
+
     # Keys, scans, sizes.
     check(f"[{label}] dbsize", 102, r.dbsize())
     check(f"[{label}] keys", [b"k42"], r.keys("k42"))
@@ -127,9 +199,15 @@ def run(host, port, password, protocol):
     # Error replies.
     expect_error(
         f"[{label}] unknown command",
-        lambda: r.execute_command("INCR", "x"),
+        lambda: r.execute_command("LPUSH", "x", "y"),
         redis.ResponseError,
-        "unknown command 'INCR'",
+        "unknown command 'LPUSH'",
+    )
+    expect_error(
+        f"[{label}] counters are refused, not lossy",
+        lambda: r.incr("counter"),
+        redis.ResponseError,
+        "is not supported yet: counters need a conflict-free counter type",
     )
     expect_error(
         f"[{label}] wrong arity",

@@ -253,6 +253,7 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
         _ = term.recv() => {}
+        () = api.shutdown_requested() => tracing::info!("SHUTDOWN asked by an API client"),
     }
     tracing::info!(
         "shutting down: closing the API, committing pending writes, closing connections"

@@ -462,6 +462,60 @@ impl Cache {
         Ok(Some(written))
     }
 
+    /// Runs `f` with several local reads and writes under one hold of the cache's write lock,
+    /// so no other write (local or from a peer) interleaves with them, and returns once they
+    /// are in memory: what `f` returned, and the generation of the group commit that makes
+    /// its writes durable if it wrote (see [`Cache::wait_committed`]). Every write of one
+    /// call lands in the same group commit. Redis's `MULTI`/`EXEC` runs on it. `f` runs
+    /// under the lock: keep it short. Writes are refused (`Error::WritesRefused`) before `f`
+    /// runs if the store cannot commit.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dice_core::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = dice_core::Cache::open(dir.path()).await?;
+    /// let (moved, generation) = cache
+    ///     .transact(|tx| -> dice_core::Result<bool> {
+    ///         let Some(v) = tx.get(b"from").map(bytes::Bytes::copy_from_slice) else {
+    ///             return Ok(false);
+    ///         };
+    ///         tx.write("to".into(), Some(v), None)?;
+    ///         tx.write("from".into(), None, None)?;
+    ///         Ok(true)
+    ///     })
+    ///     .await?;
+    /// assert!(!moved? && generation.is_none());
+    /// # Ok(()) }
+    /// ```
+    pub async fn transact<R>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> R,
+    ) -> Result<(R, Option<u64>)> {
+        self.wait_for_room().await?;
+        let shared = self.shared();
+        let (result, generation) = {
+            let mut st = shared.state.write();
+            refuse_if_failing(&st)?;
+            let mut tx = Transaction {
+                replica: &mut st.replica,
+                now_ms: now_ms(),
+                wrote: false,
+            };
+            let result = f(&mut tx);
+            let wrote = tx.wrote;
+            let generation = wrote.then_some(st.generation);
+            if wrote {
+                record(shared, &mut st);
+            }
+            (result, generation)
+        };
+        if generation.is_some() {
+            shared.wake_writer.notify_one();
+        }
+        Ok((result, generation))
+    }
+
     /// Waits until group commit `generation` is done.
     pub async fn wait_committed(&self, generation: u64) -> Result<()> {
         let mut rx = self.shared().progress.subscribe();
@@ -670,6 +724,53 @@ impl Cache {
             ));
         }
         Ok(())
+    }
+}
+
+/// Reads and local writes under one hold of the cache's write lock: see [`Cache::transact`].
+pub struct Transaction<'a> {
+    replica: &'a mut Replica,
+    now_ms: u64,
+    wrote: bool,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("now_ms", &self.now_ms)
+            .field("wrote", &self.wrote)
+            .finish()
+    }
+}
+
+impl Transaction<'_> {
+    /// The replica as it stands, this transaction's writes included.
+    pub fn replica(&self) -> &Replica {
+        self.replica
+    }
+
+    /// The time the transaction reads and writes at (milliseconds since the Unix epoch),
+    /// fixed when it started, so that every command in it sees the same keys expired.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The live value of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.replica.get(key, self.now_ms)
+    }
+
+    /// A local write (`value` `None` deletes), like [`Cache::write_unacked`]; it joins the
+    /// transaction's group commit.
+    pub fn write(
+        &mut self,
+        key: Bytes,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+    ) -> Result<Entry> {
+        let entry = self.replica.write(key, value, expires_at_ms, self.now_ms)?;
+        self.wrote = true;
+        Ok(entry)
     }
 }
 

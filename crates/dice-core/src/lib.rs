@@ -46,7 +46,7 @@ pub mod store;
 pub mod sync;
 pub mod version_vector;
 
-pub use cache::{Cache, CacheOptions, CacheStats, Event};
+pub use cache::{Cache, CacheOptions, CacheStats, Event, Transaction};
 pub use entry::{Entry, Limits, NodeId, ParseNodeIdError, Version};
 pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcClock, now_ms};

@@ -136,6 +136,14 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
+    /// A request whose arguments are the `spans` of `data` (each within it, or [`arg`]
+    /// panics): how a queued `MULTI` command is read back.
+    ///
+    /// [`arg`]: Request::arg
+    pub fn new(data: &'a [u8], spans: &'a [Range<usize>]) -> Self {
+        Request { data, spans }
+    }
+
     /// Number of arguments, the command name included.
     pub fn len(&self) -> usize {
         self.spans.len()

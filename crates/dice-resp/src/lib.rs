@@ -7,8 +7,10 @@
 //! * [`frame`]: RESP on the wire, sans-IO: the request parser (arrays of bulk strings and
 //!   inline commands, every size bounded, an `Incomplete` answer when more bytes are needed)
 //!   and the reply encoders, each RESP3 kind with its RESP2 form ([`frame::Protocol`]).
-//! * `cmd` (private): the command table and one module per family (connection, strings,
-//!   keyspace, info): arguments checked and errors worded as Redis words them.
+//! * `cmd` (private): the command table and one module per family (connection, admin,
+//!   transaction, strings, keyspace, info, docs): arguments checked and errors worded as
+//!   Redis words them. Commands on keys run against a `Db`: the replica under the read lock,
+//!   or a [`dice_core::Transaction`] under the write lock.
 //! * [`glob`]: Redis's glob patterns, for `KEYS` and `SCAN ... MATCH`.
 //! * [`server`]: [`RespServer`] and [`serve`]: the accept loop with its connection limit and
 //!   graceful shutdown, and the connection that answers a pipeline and streams its replies
@@ -17,12 +19,28 @@
 //!
 //! # Commands
 //!
-//! `PING`, `ECHO`, `QUIT`, `AUTH`, `HELLO [2|3] [AUTH user pass] [SETNAME name]`, `SELECT 0`,
-//! `CLIENT ID|GETNAME|SETNAME|SETINFO`, `COMMAND [COUNT|INFO|LIST|DOCS]`, `INFO [server|
-//! clients|memory|persistence|stats|keyspace|cluster]`, `GET`, `SET` (`EX`, `PX`, `EXAT`, `PXAT`, `NX`, `XX`,
-//! `KEEPTTL`, `GET`), `SETEX`, `PSETEX`, `GETDEL`, `MGET`, `MSET`, `DEL`, `UNLINK`, `EXISTS`,
-//! `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` (with `NX`, `XX`, `GT`, `LT`), `TTL`, `PTTL`,
-//! `PERSIST`, `KEYS`, `SCAN` (`MATCH`, `COUNT`, `TYPE`), `DBSIZE`, `FLUSHALL`, `FLUSHDB`.
+//! * **Connection**: `PING`, `ECHO`, `QUIT`, `AUTH`, `HELLO [2|3] [AUTH user pass] [SETNAME
+//!   name]`, `SELECT 0`, `CLIENT ID|GETNAME|SETNAME|SETINFO|LIST|INFO|KILL|NO-EVICT|NO-TOUCH|
+//!   HELP` (`KILL` in its address form and its filter form: `ID`, `ADDR`, `LADDR`, `USER`,
+//!   `TYPE`, `MAXAGE`, `SKIPME`; only the targeted connections close).
+//! * **Server**: `COMMAND [COUNT|INFO|LIST|DOCS]` (docs with arguments for every command, so
+//!   `redis-cli` shows hints), `INFO [server|clients|memory|persistence|stats|keyspace|
+//!   cluster]`, `CONFIG GET|SET|RESETSTAT|REWRITE|HELP`, `TIME`, `SHUTDOWN`, `DBSIZE`,
+//!   `FLUSHALL`, `FLUSHDB`.
+//! * **Transactions**: `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`.
+//! * **Strings**: `GET`, `SET` (`EX`, `PX`, `EXAT`, `PXAT`, `NX`, `XX`, `KEEPTTL`, `GET`),
+//!   `SETEX`, `PSETEX`, `SETNX`, `GETSET`, `GETDEL`, `GETEX` (`EX`, `PX`, `EXAT`, `PXAT`,
+//!   `PERSIST`), `GETRANGE`, `SUBSTR`, `SETRANGE`, `APPEND`, `STRLEN`, `MGET`, `MSET`,
+//!   `MSETNX`.
+//! * **Keys**: `DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `TYPE`, `RENAME`, `RENAMENX`, `COPY`,
+//!   `RANDOMKEY`, `OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT|HELP`, `MEMORY USAGE|HELP`,
+//!   `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` (with `NX`, `XX`, `GT`, `LT`),
+//!   `EXPIRETIME`, `PEXPIRETIME`, `TTL`, `PTTL`, `PERSIST`, `KEYS`, `SCAN` (`MATCH`, `COUNT`,
+//!   `TYPE`).
+//! * **Refused**: `INCR`, `INCRBY`, `DECR`, `DECRBY`, `INCRBYFLOAT` answer `-ERR INCR is not
+//!   supported yet: counters need a conflict-free counter type (an LWW read-modify-write
+//!   would lose concurrent increments across nodes)` and write nothing.
+//!
 //! Anything else gets Redis's unknown-command error. Values are binary-safe bytes.
 //!
 //! # RESP2 and RESP3
@@ -32,9 +50,10 @@
 //! (wrong password, bad option) changes nothing. Every reply follows the connection's
 //! protocol, with the types Redis 7.2 uses: in RESP3 a missing value (`GET`, `MGET`
 //! elements, `SET ... NX|GET`, `GETDEL`, `CLIENT GETNAME`, `COMMAND INFO` of an unknown
-//! command) is `_` instead of `$-1`/`*-1`; `HELLO` answers a map (`%7`) instead of a flat
-//! array; `INFO` a verbatim string (`=...txt:`) instead of a bulk string; `COMMAND DOCS` a
-//! map; `COMMAND`'s flags, ACL categories and tips are sets (`~`). Integers, simple strings,
+//! command, an `EXEC` aborted by `WATCH`, `RANDOMKEY` of an empty node) is `_` instead of
+//! `$-1`/`*-1`; `HELLO` answers a map (`%7`) instead of a flat array; `INFO`, `CLIENT LIST`
+//! and `CLIENT INFO` a verbatim string (`=...txt:`) instead of a bulk string; `COMMAND
+//! DOCS` and `CONFIG GET` a map; `COMMAND`'s flags, ACL categories and tips are sets (`~`). Integers, simple strings,
 //! bulk strings, arrays and errors are the same in both. [`frame`] also has the RESP3 kinds
 //! no command needs yet (doubles, booleans, big numbers, and pushes, ready for pub/sub).
 //!
@@ -42,11 +61,21 @@
 //!
 //! dice is eventually consistent: every node takes writes and the last writer wins. So:
 //!
-//! * **Conditions are decided on this node's view.** `SET NX`/`XX`, `SET ... GET`,
-//!   `GETDEL`, `EXISTS`, `EXPIRE NX|XX|GT|LT`, `PERSIST` and the counts of `DEL` look at
-//!   what this node holds when the command runs. On one node they are atomic (a
-//!   read-modify-write under the cache's lock); across nodes two clients may both see `SET
-//!   NX` succeed, and the later write wins everywhere. Do not build locks on them.
+//! * **Read-modify-writes are atomic on the node, last-writer-wins across nodes.** Every
+//!   command runs under the cache's lock (a [`dice_core::Cache::transact`] for those that
+//!   write), so `SET NX`, `GETSET`, `APPEND`, `SETRANGE`, `RENAME`, `MSET`, `EXPIRE GT` ...
+//!   read and write with no other command between. Their conditions are decided on this
+//!   node's view: two clients on two nodes may both see `SET NX` succeed, or both append to
+//!   the same old value, and the later write wins everywhere. Do not build locks on them.
+//!   Counters are refused rather than built the same way, which would lose concurrent
+//!   increments.
+//! * **Transactions are atomic and isolated on the node that runs them.** `EXEC` runs its
+//!   queue under one hold of the write lock (no other client's command, no peer's change in
+//!   between) and its writes go into one group commit. Other nodes receive them as ordinary
+//!   replicated writes, key by key, possibly interleaved with their own concurrent writes
+//!   (last writer wins per key). `WATCH` sees what has reached this node: `EXEC` aborts if a
+//!   watched key's version changed (a local write or a peer's that arrived) or it expired;
+//!   versions are unique, so the check is exact.
 //! * **A change of expiry is a new write** of the same value with the new expiry (`EXPIRE`,
 //!   `PERSIST`, `SET KEEPTTL`): it replicates like any write, and competes with other writes
 //!   of the key by version. An expiry that is not in the future deletes the key.
@@ -56,12 +85,17 @@
 //! * **Writes are acknowledged after their group commit**, but a pipeline waits once for
 //!   all of its writes, not once per write. Reads see every write in memory, this batch's
 //!   included, committed or not.
-//! * **`MSET` is not atomic**: another client may see some of its keys before the others.
+//! * **`MSET`, `DEL` of many keys, `RENAME` are atomic on this node**, not across nodes;
+//!   `FLUSHALL` writes its tombstones a batch at a time.
 //!
 //! # Differences from Redis
 //!
 //! One database (`SELECT 0` only), strings only (no lists, hashes...), one user
-//! (`default`), no pub/sub, transactions (`MULTI`/`EXEC`), scripts or `CLIENT TRACKING`. Keys
+//! (`default`), no pub/sub, scripts, `CLIENT TRACKING` or `CLIENT PAUSE`; counters are
+//! refused (above). `OBJECT IDLETIME` is the time since the last write (dice tracks no
+//! reads); `RANDOMKEY` walks the map (O(n)). `CONFIG GET` never shows `requirepass`, and
+//! `CONFIG SET` changes only `timeout` at run time. `SHUTDOWN` asks the owner of the server
+//! to stop (see [`RespHandle::shutdown_requested`]); `dice node` stops as on SIGTERM. Keys
 //! cannot be empty and are bounded like values (the cache's limits; past them the reply is
 //! the cache's error, such as `-ERR value of 2000000 bytes exceeds the limit of 1048576
 //! bytes`). `*-1` and other negative array counts are protocol errors (Redis ignores them).
@@ -71,9 +105,8 @@
 //! `version: 7.2.0` (the Redis whose replies dice follows) and `INFO` says
 //! `redis_version:7.2.0`, with `dice_version` and `dice_node_id` beside it. Claiming more
 //! would be a lie clients act on: redis-py 8 turns on its client-side cache for 7.4 and
-//! later, which needs `CLIENT TRACKING`. `CLIENT
-//! SETINFO` is accepted and ignored (client libraries send it on connect); `FLUSHDB` is
-//! `FLUSHALL`. A client that breaks the protocol gets Redis's `-ERR Protocol error: ...`
+//! later, which needs `CLIENT TRACKING`. `CLIENT SETINFO` is kept for `CLIENT LIST`;
+//! `FLUSHDB` is `FLUSHALL`. A client that breaks the protocol gets Redis's `-ERR Protocol error: ...`
 //! and is disconnected; before it authenticates, a client may send at most 10 arguments
 //! and 16 KiB per argument, as in Redis.
 //!
@@ -102,6 +135,11 @@
 //!   connection here cannot reach since it stops producing instead. `KEYS` and `SCAN` still
 //!   walk the whole map under the read lock once per call (keys only, no values copied) and
 //!   keep the matching keys until they are sent.
+//! * **Transactions**: the commands queued by one `MULTI` take at most `max_request_len`
+//!   together (past it, that command's error and `EXECABORT`), and so do the keys one
+//!   connection watches. `EXEC` holds the lock, so its replies are not streamed: they are
+//!   bounded by `max_exec_reply` (64 MiB); a command that would pass it answers an error
+//!   and does not run (a write checks before it writes).
 //! * **Idle clients**: `timeout` (zero by default: never, as in Redis) closes a client that
 //!   sent nothing for that long (`dice_idle_timeouts`).
 //! * **Failed `AUTH`s**: counted (`dice_auth_failures`), logged at most once a second with

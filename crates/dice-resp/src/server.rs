@@ -6,6 +6,7 @@ use crate::cmd::{self, Batch, Ctx, Session};
 use crate::frame::{FrameLimits, Parse, Protocol, RequestParser, write_error};
 use bytes::{Buf, BytesMut};
 use dice_core::Cache;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -56,6 +57,12 @@ pub struct RespConfig {
     /// (a client that does not read its replies can hold one up) before it drops them
     /// (default 10 s).
     pub shutdown_timeout: Duration,
+    /// Most bytes of replies one `EXEC` may produce (default 64 MiB). An `EXEC` holds the
+    /// cache's lock while it runs, so its replies cannot be streamed: a queued command whose
+    /// reply would pass this answers an error instead (and does not write), and the others
+    /// still run, as Redis runs a transaction past a command's error. The queued commands
+    /// themselves are bounded by `max_request_len` together.
+    pub max_exec_reply: usize,
 }
 
 impl Default for RespConfig {
@@ -72,6 +79,7 @@ impl Default for RespConfig {
             timeout: Duration::ZERO,
             output_stall_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
+            max_exec_reply: 64 * 1024 * 1024,
         }
     }
 }
@@ -92,6 +100,7 @@ impl fmt::Debug for RespConfig {
             .field("timeout", &self.timeout)
             .field("output_stall_timeout", &self.output_stall_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("max_exec_reply", &self.max_exec_reply)
             .finish()
     }
 }
@@ -116,6 +125,8 @@ pub(crate) struct ServerState {
     pub config: RespConfig,
     pub cluster: Option<Arc<dyn ClusterInfo>>,
     pub started: Instant,
+    /// `INFO`'s `run_id` (40 hex digits, as in Redis): a 128-bit hash, new at every start.
+    pub run_id: u128,
     pub port: u16,
     frame_limits: FrameLimits,
     clients: Arc<Semaphore>,
@@ -125,6 +136,33 @@ pub(crate) struct ServerState {
     input_buffered: AtomicUsize,
     pub stats: Stats,
     auth_log: Mutex<AuthLog>,
+    /// Redis's `timeout` in milliseconds, changed at run time by `CONFIG SET timeout`.
+    pub timeout_ms: AtomicU64,
+    /// Every connected client, by id (`CLIENT LIST`, `CLIENT KILL`).
+    pub registry: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
+    /// Set by `SHUTDOWN`: the process that owns the server should stop the node.
+    pub shutdown_requests: watch::Sender<bool>,
+}
+
+/// What other connections may see of, and do to, one connection (`CLIENT LIST`, `CLIENT
+/// KILL`).
+#[derive(Debug)]
+pub(crate) struct ClientEntry {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub local: Option<SocketAddr>,
+    pub fd: i64,
+    pub connected: Instant,
+    /// Milliseconds after `connected` of the last command.
+    pub last_active_ms: AtomicU64,
+    pub name: Mutex<Option<Vec<u8>>>,
+    pub lib: Mutex<(Vec<u8>, Vec<u8>)>,
+    /// The last command's name (lowercase, from the command table).
+    pub last_cmd: Mutex<&'static str>,
+    pub resp: AtomicU64,
+    /// Commands queued in `MULTI`, or -1 outside a transaction (as `CLIENT LIST` shows it).
+    pub multi: std::sync::atomic::AtomicI64,
+    pub killed: tokio::sync::Notify,
 }
 
 /// Counters shown by `INFO stats`.
@@ -137,6 +175,29 @@ pub(crate) struct Stats {
     pub idle_timeouts: AtomicU64,
     pub input_budget_refusals: AtomicU64,
     pub output_stalls: AtomicU64,
+    pub commands_processed: AtomicU64,
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+}
+
+impl Stats {
+    /// `CONFIG RESETSTAT`: every counter back to zero.
+    pub fn reset(&self) {
+        for c in [
+            &self.connections_received,
+            &self.rejected_connections,
+            &self.auth_failures,
+            &self.auth_disconnects,
+            &self.idle_timeouts,
+            &self.input_budget_refusals,
+            &self.output_stalls,
+            &self.commands_processed,
+            &self.net_input_bytes,
+            &self.net_output_bytes,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Rate limit of the failed-`AUTH` warning: at most one per [`AUTH_LOG_EVERY`].
@@ -219,6 +280,7 @@ pub struct RespServer {
     cache: Cache,
     config: RespConfig,
     cluster: Option<Arc<dyn ClusterInfo>>,
+    shutdown_requests: watch::Sender<bool>,
 }
 
 impl fmt::Debug for RespServer {
@@ -240,7 +302,16 @@ impl RespServer {
             cache,
             config,
             cluster: None,
+            shutdown_requests: watch::Sender::new(false),
         }
+    }
+
+    /// Turns true when a client sends `SHUTDOWN`. The server does not stop by itself: the
+    /// process that owns it decides (`dice node` stops gracefully, as on SIGTERM). While
+    /// nobody holds a receiver, `SHUTDOWN` answers an error. [`RespHandle`] holds one (see
+    /// [`RespHandle::shutdown_requested`]).
+    pub fn shutdown_requests(&self) -> watch::Receiver<bool> {
+        self.shutdown_requests.subscribe()
     }
 
     /// Fills the `INFO cluster` section from `info` (a dice-net node, say).
@@ -260,12 +331,14 @@ impl RespServer {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let port = self.listener.local_addr()?.port();
         let max_permits = self.config.max_clients.min(Semaphore::MAX_PERMITS);
+        let timeout_ms = AtomicU64::new(self.config.timeout.as_millis() as u64);
         let state = Arc::new(ServerState {
             frame_limits: self.config.frame_limits(&self.cache),
             cache: self.cache,
             config: self.config,
             cluster: self.cluster,
             started: Instant::now(),
+            run_id: run_id(),
             port,
             clients: Arc::new(Semaphore::new(max_permits)),
             max_permits,
@@ -273,6 +346,9 @@ impl RespServer {
             input_buffered: AtomicUsize::new(0),
             stats: Stats::default(),
             auth_log: Mutex::new(AuthLog::default()),
+            timeout_ms,
+            registry: Mutex::new(BTreeMap::new()),
+            shutdown_requests: self.shutdown_requests,
         });
         let listener = self.listener;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -344,11 +420,17 @@ impl RespServer {
     /// Runs the server in a task; the handle stops it. Dropping the handle stops it too.
     pub fn spawn(self) -> io::Result<RespHandle> {
         let addr = self.local_addr()?;
+        let requests = self.shutdown_requests();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(self.run(async move {
             let _ = stopped.await;
         }));
-        Ok(RespHandle { addr, stop, task })
+        Ok(RespHandle {
+            addr,
+            stop,
+            task,
+            requests,
+        })
     }
 }
 
@@ -358,12 +440,22 @@ pub struct RespHandle {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<io::Result<()>>,
+    requests: watch::Receiver<bool>,
 }
 
 impl RespHandle {
     /// The address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Completes once a client sent `SHUTDOWN` (authenticated, if a password is set). The
+    /// server goes on serving: stop it (and the node) with [`RespHandle::shutdown`].
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.requests.clone();
+        if rx.wait_for(|asked| *asked).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Stops the server gracefully (see [`RespServer::run`]) and waits until it is done.
@@ -425,6 +517,10 @@ pub(crate) async fn send(
         return !wire.broken;
     }
     let stall = state.config.output_stall_timeout;
+    state
+        .stats
+        .net_output_bytes
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
     let written = if stall.is_zero() {
         wire.stream.write_all(out).await.map_err(|_| false)
     } else {
@@ -509,8 +605,32 @@ async fn run_connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    let id = state.next_client_id.fetch_add(1, Ordering::Relaxed);
+    #[cfg(unix)]
+    let fd = i64::from(std::os::fd::AsRawFd::as_raw_fd(&stream));
+    #[cfg(not(unix))]
+    let fd = -1;
+    let entry = Arc::new(ClientEntry {
+        id,
+        peer,
+        local: stream.local_addr().ok(),
+        fd,
+        connected: Instant::now(),
+        last_active_ms: AtomicU64::new(0),
+        name: Mutex::new(None),
+        lib: Mutex::new((Vec::new(), Vec::new())),
+        last_cmd: Mutex::new("NULL"),
+        resp: AtomicU64::new(2),
+        multi: std::sync::atomic::AtomicI64::new(-1),
+        killed: tokio::sync::Notify::new(),
+    });
+    if let Ok(mut r) = state.registry.lock() {
+        r.insert(id, entry.clone());
+    }
+    let _registered = Registered { state: &state, id };
     let mut session = Session {
-        id: state.next_client_id.fetch_add(1, Ordering::Relaxed),
+        entry: entry.clone(),
+        id,
         name: None,
         authenticated: state.config.requirepass.is_none(),
         quit: false,
@@ -518,6 +638,8 @@ async fn run_connection(
         auth_failures: 0,
         peer,
         proto: Protocol::Resp2,
+        multi: None,
+        watched: Default::default(),
     };
     tracing::debug!(%peer, id = session.id, "RESP client connected");
     let mut parser = RequestParser::new(state.frame_limits);
@@ -534,7 +656,6 @@ async fn run_connection(
         peer,
         broken: false,
     };
-    let idle_timeout = state.config.timeout;
     loop {
         // Answer every complete request in the buffer.
         let mut pos = 0;
@@ -624,6 +745,7 @@ async fn run_connection(
             }
             break;
         }
+        let idle_timeout = Duration::from_millis(state.timeout_ms.load(Ordering::Relaxed));
         let idle = async {
             if idle_timeout.is_zero() {
                 std::future::pending::<()>().await;
@@ -633,9 +755,16 @@ async fn run_connection(
         let timed_out = tokio::select! {
             read = wire.stream.read_buf(&mut input) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(_) => false,
+                Ok(n) => {
+                    state.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    false
+                }
             },
             () = idle => true,
+            () = entry.killed.notified() => {
+                tracing::debug!(%peer, id, "closing a client (CLIENT KILL)");
+                break;
+            }
             _ = stop.wait_for(|stopping| *stopping) => break,
         };
         if timed_out {
@@ -646,6 +775,30 @@ async fn run_connection(
         }
     }
     tracing::debug!(%peer, id = session.id, "RESP client gone");
+}
+
+/// A fresh run id: a hash of the time, the process id and an address in this process.
+fn run_id() -> u128 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let local = 0u8;
+    let seed = format!("{now}:{}:{:p}", std::process::id(), &local);
+    xxhash_rust::xxh3::xxh3_128(seed.as_bytes())
+}
+
+/// Removes a connection from the registry when it ends, however it ends.
+struct Registered<'a> {
+    state: &'a ServerState,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.state.registry.lock() {
+            r.remove(&self.id);
+        }
+    }
 }
 
 /// How long a closing connection keeps reading what the client still sends.

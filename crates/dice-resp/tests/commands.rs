@@ -65,8 +65,8 @@ async fn connection_commands() {
         "ERR wrong number of arguments for 'client|setname' command"
     );
     assert_eq!(
-        err(&mut c, &[b"CLIENT", b"KILL", b"x"]).await,
-        "ERR unknown subcommand 'KILL'. Try CLIENT HELP."
+        err(&mut c, &[b"CLIENT", b"NOPE", b"x"]).await,
+        "ERR unknown subcommand 'NOPE'. Try CLIENT HELP."
     );
 
     // HELLO
@@ -100,10 +100,9 @@ async fn connection_commands() {
     assert!(count >= 30);
     let all: Vec<Value> = q(&mut c, &[b"COMMAND"]).await;
     assert_eq!(all.len() as i64, count);
-    assert_eq!(
-        q::<Vec<Value>>(&mut c, &[b"COMMAND", b"DOCS"]).await,
-        vec![]
-    );
+    // A map (a flat array in RESP2) of every command to its docs.
+    let docs: Vec<Value> = q(&mut c, &[b"COMMAND", b"DOCS"]).await;
+    assert_eq!(docs.len() as i64, 2 * count);
     let info: Vec<Value> = q(&mut c, &[b"COMMAND", b"INFO", b"get", b"nosuch"]).await;
     let Value::Array(get) = &info[0] else {
         panic!("{info:?}")
@@ -120,8 +119,8 @@ async fn connection_commands() {
         e.starts_with("ERR unknown command 'FOO', with args beginning with: 'a' 'b'"),
         "{e}"
     );
-    let e = err(&mut c, &[b"CONFIG", b"GET", b"maxmemory"]).await;
-    assert!(e.starts_with("ERR unknown command 'CONFIG'"), "{e}");
+    let e = err(&mut c, &[b"LPUSH", b"l", b"x"]).await;
+    assert!(e.starts_with("ERR unknown command 'LPUSH'"), "{e}");
 }
 
 #[tokio::test]
@@ -820,7 +819,7 @@ async fn pipeline_of_a_thousand() {
 
     // Mixed with errors and other commands, each reply in order.
     let mut pipe = redis::pipe();
-    pipe.cmd("INCR").arg("x");
+    pipe.cmd("LPUSH").arg("x").arg("y");
     pipe.cmd("GET").arg("p:1");
     pipe.cmd("SET").arg("k").arg("v").arg("EX").arg("0");
     pipe.cmd("DEL").arg("p:1").arg("p:2");
@@ -830,7 +829,7 @@ async fn pipeline_of_a_thousand() {
         .unwrap();
     let e = replies[0].as_ref().unwrap_err();
     assert!(
-        common::error_text(e).starts_with("ERR unknown command 'INCR'"),
+        common::error_text(e).starts_with("ERR unknown command 'LPUSH'"),
         "{e}"
     );
     assert_eq!(replies[1].as_ref().unwrap(), &bulk("v1"));

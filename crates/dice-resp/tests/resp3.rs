@@ -74,7 +74,21 @@ async fn every_reply_kind_in_resp3() {
           ~0\r\n~0\r\n*0\r\n*0\r\n_\r\n",
     )
     .await;
-    exchange(&mut raw, b"COMMAND DOCS\r\n", b"%0\r\n").await;
+    exchange(&mut raw, b"COMMAND DOCS nosuch\r\n", b"%0\r\n").await;
+    exchange(
+        &mut raw,
+        b"COMMAND DOCS get\r\n",
+        b"%1\r\n$3\r\nget\r\n%4\r\n$7\r\nsummary\r\n",
+    )
+    .await;
+    let mut rest = Vec::new();
+    while !rest.ends_with(b"key_spec_index\r\n:0\r\n") {
+        let mut b = [0u8; 1];
+        common::bounded(tokio::io::AsyncReadExt::read_exact(&mut raw, &mut b))
+            .await
+            .unwrap();
+        rest.push(b[0]);
+    }
     // INFO is a verbatim text string.
     exchange(&mut raw, b"INFO server\r\n", b"=").await;
     let mut head = [0u8; 64];
@@ -108,7 +122,12 @@ async fn every_reply_kind_in_resp3() {
     .await;
     exchange(&mut raw, b"HELLO\r\n", &hello_map(3, id)).await;
     exchange(&mut raw, b"HELLO 2\r\n", &hello_map(2, id)).await;
-    exchange(&mut raw, b"GET nope\r\nCOMMAND DOCS\r\n", b"$-1\r\n*0\r\n").await;
+    exchange(
+        &mut raw,
+        b"GET nope\r\nCOMMAND DOCS nosuch\r\n",
+        b"$-1\r\n*0\r\n",
+    )
+    .await;
     exchange(&mut raw, b"COMMAND INFO nosuch\r\n", b"*1\r\n*-1\r\n").await;
 }
 
@@ -186,6 +205,11 @@ async fn a_resp3_client_library_works() {
         panic!("HELLO 3 answers a map, got {hello:?}")
     };
     assert!(fields.contains(&(Value::BulkString(b"proto".to_vec()), Value::Int(3))));
-    let docs: Value = q(&mut c, &[b"COMMAND", b"DOCS"]).await;
-    assert_eq!(docs, Value::Map(vec![]));
+    let docs: Value = q(&mut c, &[b"COMMAND", b"DOCS", b"get"]).await;
+    let Value::Map(docs) = docs else {
+        panic!("COMMAND DOCS answers a map in RESP3, got {docs:?}")
+    };
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].0, Value::BulkString(b"get".to_vec()));
+    assert!(matches!(docs[0].1, Value::Map(_)));
 }

@@ -4,8 +4,11 @@
 use super::{Ctx, NOT_AN_INTEGER, SYNTAX_ERROR, Spec, TABLE, is, lookup, truncated};
 use crate::frame::{
     Protocol, Request, parse_i64, write_array_len, write_bulk, write_integer, write_map_len,
-    write_null_aggregate, write_set_len, write_simple,
+    write_null_aggregate, write_set_len, write_simple, write_verbatim,
 };
+use crate::server::ClientEntry;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// The Redis version dice's protocol subset follows, reported by `HELLO` and `INFO`
 /// (clients pick features by it). Honest, not flattering: 7.2 is the Redis whose replies
@@ -174,6 +177,10 @@ pub(crate) fn hello(ctx: &mut Ctx<'_>, req: Request<'_>) {
     }
     if let Some(proto) = proto {
         ctx.session.proto = proto;
+        ctx.session
+            .entry
+            .resp
+            .store(proto.version() as u64, Ordering::Relaxed);
     }
     let proto = ctx.proto();
     let out = &mut *ctx.out;
@@ -202,59 +209,322 @@ fn set_name(ctx: &mut Ctx<'_>, name: &[u8]) -> bool {
         return false;
     }
     ctx.session.name = (!name.is_empty()).then(|| name.to_vec());
+    if let Ok(mut n) = ctx.session.entry.name.lock() {
+        n.clone_from(&ctx.session.name);
+    }
     true
 }
 
-/// `CLIENT ID | GETNAME | SETNAME name | SETINFO LIB-NAME|LIB-VER value`.
+const CLIENT_HELP: &[&str] = &[
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "INFO",
+    "    Return information about the current client connection.",
+    "KILL <ip:port>",
+    "    Kill connection made from <ip:port>.",
+    "KILL <option> <value> [<option> <value> [...]]",
+    "    Kill connections. Options are:",
+    "    * ADDR (<ip:port>|<unixsocket>:0)",
+    "      Kill connections made from the specified address",
+    "    * LADDR (<ip:port>|<unixsocket>:0)",
+    "      Kill connections made to specified local address",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Kill connections by type.",
+    "    * USER <username>",
+    "      Kill connections authenticated by <username>.",
+    "    * SKIPME (YES|NO)",
+    "      Skip killing current connection (default: yes).",
+    "    * ID <client-id>",
+    "      Kill connections by client id.",
+    "    * MAXAGE <maxage>",
+    "      Kill connections older than the specified age.",
+    "LIST [options ...]",
+    "    Return information about client connections. Options:",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Return clients of specified type.",
+    "    * ID <client-id> [<client-id> ...]",
+    "      Return clients of specified IDs only.",
+    "NO-EVICT (ON|OFF)",
+    "    Protect current client connection from eviction.",
+    "NO-TOUCH (ON|OFF)",
+    "    Will not touch LRU/LFU stats when this mode is on.",
+    "SETINFO <option> <value>",
+    "    Set client meta attr. Options are:",
+    "    * LIB-NAME: the client lib name.",
+    "    * LIB-VER: the client lib version.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+    "HELP",
+    "    Print this help.",
+];
+
+/// One line of `CLIENT LIST`, in Redis's format (fields dice has no use for are zero).
+fn client_line(e: &ClientEntry) -> String {
+    let age = e.connected.elapsed();
+    let idle_ms = (age.as_millis() as u64).saturating_sub(e.last_active_ms.load(Ordering::Relaxed));
+    let name = e
+        .name
+        .lock()
+        .ok()
+        .and_then(|n| n.clone())
+        .unwrap_or_default();
+    let (lib_name, lib_ver) = e.lib.lock().map(|l| l.clone()).unwrap_or_default();
+    let multi = e.multi.load(Ordering::Relaxed);
+    let cmd = e.last_cmd.lock().map(|c| *c).unwrap_or("NULL");
+    let laddr = e.local.map(|a| a.to_string()).unwrap_or_default();
+    format!(
+        "id={} addr={} laddr={laddr} fd={} name={} age={} idle={} flags={} db=0 sub=0 psub=0 \
+         ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 \
+         oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default redir=-1 resp={} lib-name={} \
+         lib-ver={}\n",
+        e.id,
+        e.peer,
+        e.fd,
+        String::from_utf8_lossy(&name),
+        age.as_secs(),
+        idle_ms / 1000,
+        if multi >= 0 { "x" } else { "N" },
+        e.resp.load(Ordering::Relaxed),
+        String::from_utf8_lossy(&lib_name),
+        String::from_utf8_lossy(&lib_ver),
+    )
+}
+
+/// The connected clients, by id.
+fn clients(ctx: &Ctx<'_>) -> Vec<Arc<ClientEntry>> {
+    ctx.server
+        .registry
+        .lock()
+        .map(|r| r.values().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Closes client `e`: after this reply if it is this connection, else at once.
+fn kill(ctx: &mut Ctx<'_>, e: &ClientEntry) {
+    if e.id == ctx.session.id {
+        ctx.session.quit = true;
+    } else {
+        e.killed.notify_one();
+    }
+}
+
+/// `CLIENT ID | GETNAME | SETNAME name | SETINFO LIB-NAME|LIB-VER value | LIST [TYPE t] [ID
+/// id ...] | INFO | KILL addr | KILL filter value ... | NO-EVICT on|off | NO-TOUCH on|off |
+/// HELP`.
 pub(crate) fn client(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let sub = req.arg(1);
-    let (name, argc) = if is(sub, "id") {
-        ("client|id", 2)
-    } else if is(sub, "getname") {
-        ("client|getname", 2)
-    } else if is(sub, "setname") {
-        ("client|setname", 3)
-    } else if is(sub, "setinfo") {
-        ("client|setinfo", 4)
-    } else {
-        unknown_subcommand(ctx, sub, "CLIENT");
-        return;
+    let found = [
+        ("id", 2),
+        ("getname", 2),
+        ("setname", 3),
+        ("setinfo", 4),
+        ("list", -2),
+        ("info", 2),
+        ("kill", -3),
+        ("no-evict", 3),
+        ("no-touch", 3),
+        ("help", 2),
+    ]
+    .into_iter()
+    .find(|(n, _)| is(sub, n));
+    let Some((name, arity)) = found else {
+        return unknown_subcommand(ctx, sub, "CLIENT");
     };
-    if req.len() != argc {
-        ctx.wrong_arity(name);
-        return;
+    let argc = req.len() as i64;
+    if (arity >= 0 && argc != arity) || (arity < 0 && argc < -arity) {
+        return ctx.wrong_arity(&format!("client|{name}"));
     }
+    let proto = ctx.proto();
     match name {
-        "client|id" => write_integer(ctx.out, ctx.session.id as i64),
-        "client|getname" => match &ctx.session.name {
+        "id" => write_integer(ctx.out, ctx.session.id as i64),
+        "getname" => match &ctx.session.name {
             Some(n) => write_bulk(ctx.out, n),
             None => ctx.null(),
         },
-        "client|setname" => {
+        "setname" => {
             if set_name(ctx, req.arg(2)) {
                 write_simple(ctx.out, "OK");
             }
         }
-        _ => {
-            // Library name and version: accepted (clients send them on connect), not kept.
+        "setinfo" => {
             let attr = req.arg(2);
+            let value = req.arg(3);
             if !is(attr, "lib-name") && !is(attr, "lib-ver") {
                 let text = format!("ERR Unrecognized option '{}'", truncated(attr, 128));
                 ctx.error(&text);
-            } else if req.arg(3).iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+            } else if value.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
                 let text = format!(
                     "ERR {} cannot contain spaces, newlines or special characters.",
                     String::from_utf8_lossy(attr).to_lowercase()
                 );
                 ctx.error(&text);
             } else {
+                if let Ok(mut lib) = ctx.session.entry.lib.lock() {
+                    let slot = if is(attr, "lib-name") {
+                        &mut lib.0
+                    } else {
+                        &mut lib.1
+                    };
+                    *slot = value.to_vec();
+                }
                 write_simple(ctx.out, "OK");
+            }
+        }
+        "list" => {
+            let mut ids: Option<Vec<u64>> = None;
+            let mut normal = true;
+            let mut j = 2;
+            while j < req.len() {
+                if is(req.arg(j), "type") && j + 1 < req.len() {
+                    let t = req.arg(j + 1);
+                    if is(t, "normal") {
+                        normal = true;
+                    } else if ["master", "replica", "slave", "pubsub"]
+                        .iter()
+                        .any(|n| is(t, n))
+                    {
+                        normal = false;
+                    } else {
+                        let text = format!("ERR Unknown client type '{}'", truncated(t, 128));
+                        return ctx.error(&text);
+                    }
+                    j += 2;
+                } else if is(req.arg(j), "id") && j + 1 < req.len() {
+                    let mut list = Vec::new();
+                    for a in req.args().skip(j + 1) {
+                        match parse_i64(a) {
+                            Some(n) if n > 0 => list.push(n as u64),
+                            _ => return ctx.error("ERR Invalid client ID"),
+                        }
+                    }
+                    ids = Some(list);
+                    j = req.len();
+                } else {
+                    return ctx.error(SYNTAX_ERROR);
+                }
+            }
+            let mut text = String::new();
+            for e in clients(ctx) {
+                if normal && ids.as_ref().is_none_or(|l| l.contains(&e.id)) {
+                    text.push_str(&client_line(&e));
+                }
+            }
+            write_verbatim(ctx.out, "txt", text.as_bytes(), proto);
+        }
+        "info" => {
+            let line = client_line(&ctx.session.entry);
+            write_verbatim(ctx.out, "txt", line.as_bytes(), proto);
+        }
+        "kill" => client_kill(ctx, req),
+        "no-evict" | "no-touch" => {
+            // dice evicts nothing and keeps no access statistics: both are no-ops.
+            if is(req.arg(2), "on") || is(req.arg(2), "off") {
+                write_simple(ctx.out, "OK");
+            } else {
+                ctx.error(SYNTAX_ERROR);
+            }
+        }
+        _ => {
+            write_array_len(ctx.out, CLIENT_HELP.len());
+            for l in CLIENT_HELP {
+                write_simple(ctx.out, l);
             }
         }
     }
 }
 
-fn unknown_subcommand(ctx: &mut Ctx<'_>, sub: &[u8], command: &str) {
+/// `CLIENT KILL addr` (+OK, or an error if no client has that address) and `CLIENT KILL
+/// [ID id] [ADDR addr] [LADDR addr] [USER name] [TYPE type] [MAXAGE secs] [SKIPME yes|no]`
+/// (the number of clients killed; all filters must match; this connection is skipped
+/// unless `SKIPME no`).
+fn client_kill(ctx: &mut Ctx<'_>, req: Request<'_>) {
+    if req.len() == 3 {
+        let addr = req.arg(2);
+        let target = clients(ctx)
+            .into_iter()
+            .find(|e| e.peer.to_string().as_bytes() == addr);
+        match target {
+            Some(e) => {
+                kill(ctx, &e);
+                write_simple(ctx.out, "OK");
+            }
+            None => ctx.error("ERR No such client"),
+        }
+        return;
+    }
+    if !req.len().is_multiple_of(2) {
+        return ctx.error(SYNTAX_ERROR);
+    }
+    let mut id = None;
+    let mut addr: Option<&[u8]> = None;
+    let mut laddr: Option<&[u8]> = None;
+    let mut user_ok = true;
+    let mut type_ok = true;
+    let mut max_age: Option<u64> = None;
+    let mut skip_me = true;
+    for j in (2..req.len()).step_by(2) {
+        let (opt, v) = (req.arg(j), req.arg(j + 1));
+        if is(opt, "id") {
+            match parse_i64(v) {
+                Some(n) if n > 0 => id = Some(n as u64),
+                _ => return ctx.error("ERR client-id should be greater than 0"),
+            }
+        } else if is(opt, "addr") {
+            addr = Some(v);
+        } else if is(opt, "laddr") {
+            laddr = Some(v);
+        } else if is(opt, "user") {
+            user_ok = v == b"default";
+        } else if is(opt, "type") {
+            if is(v, "normal") {
+                type_ok = true;
+            } else if ["master", "replica", "slave", "pubsub"]
+                .iter()
+                .any(|n| is(v, n))
+            {
+                type_ok = false;
+            } else {
+                let text = format!("ERR Unknown client type '{}'", truncated(v, 128));
+                return ctx.error(&text);
+            }
+        } else if is(opt, "maxage") {
+            match parse_i64(v) {
+                Some(n) if n >= 0 => max_age = Some(n as u64),
+                _ => return ctx.error(NOT_AN_INTEGER),
+            }
+        } else if is(opt, "skipme") {
+            if is(v, "yes") {
+                skip_me = true;
+            } else if is(v, "no") {
+                skip_me = false;
+            } else {
+                return ctx.error(SYNTAX_ERROR);
+            }
+        } else {
+            return ctx.error(SYNTAX_ERROR);
+        }
+    }
+    let mut killed = 0;
+    for e in clients(ctx) {
+        let matches = user_ok
+            && type_ok
+            && id.is_none_or(|i| i == e.id)
+            && addr.is_none_or(|a| e.peer.to_string().as_bytes() == a)
+            && laddr.is_none_or(|a| e.local.is_some_and(|l| l.to_string().as_bytes() == a))
+            && max_age.is_none_or(|m| e.connected.elapsed().as_secs() >= m)
+            && !(skip_me && e.id == ctx.session.id);
+        if matches {
+            kill(ctx, &e);
+            killed += 1;
+        }
+    }
+    write_integer(ctx.out, killed);
+}
+
+pub(crate) fn unknown_subcommand(ctx: &mut Ctx<'_>, sub: &[u8], command: &str) {
     let text = format!(
         "ERR unknown subcommand '{}'. Try {command} HELP.",
         truncated(sub, 128)
@@ -301,8 +571,20 @@ pub(crate) fn command(ctx: &mut Ctx<'_>, req: Request<'_>) {
         }
         write_integer(ctx.out, TABLE.len() as i64);
     } else if is(sub, "docs") {
-        // A map of command name to docs: none described.
-        write_map_len(ctx.out, 0, proto);
+        // A map of command name to its docs; unknown names are left out, as in Redis.
+        let names: Vec<&'static str> = if req.len() == 2 {
+            TABLE.iter().map(|s| s.name).collect()
+        } else {
+            req.args()
+                .skip(2)
+                .filter_map(lookup)
+                .map(|s| s.name)
+                .collect()
+        };
+        write_map_len(ctx.out, names.len(), proto);
+        for name in names {
+            super::docs::write_doc(ctx.out, name, proto);
+        }
     } else if is(sub, "info") {
         write_array_len(ctx.out, req.len() - 2);
         for name in req.args().skip(2) {

@@ -61,17 +61,32 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                  arch_bits:{}\r\n\
                  process_id:{}\r\n\
                  dice_node_id:{}\r\n\
+                 run_id:{:040x}\r\n\
                  tcp_port:{}\r\n\
+                 server_time_usec:{}\r\n\
                  uptime_in_seconds:{uptime}\r\n\
-                 uptime_in_days:{}\r\n",
+                 uptime_in_days:{}\r\n\
+                 hz:10\r\n\
+                 configured_hz:10\r\n\
+                 executable:{}\r\n\
+                 config_file:\r\n\
+                 io_threads_active:0\r\n",
                 env!("CARGO_PKG_VERSION"),
                 std::env::consts::OS,
                 std::env::consts::ARCH,
                 usize::BITS,
                 std::process::id(),
                 server.cache.node_id(),
+                server.run_id,
                 server.port,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros()),
                 uptime / 86_400,
+                std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+                    .replace(['\r', '\n'], " "),
             );
         });
     }
@@ -79,7 +94,9 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
         section("Clients", &|t| {
             let _ = write!(
                 t,
-                "connected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n",
+                "connected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\n\
+                 blocked_clients:0\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n\
+                 total_blocking_keys:0\r\n",
                 server.connected_clients(),
                 server.config.max_clients,
             );
@@ -90,10 +107,17 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
             let used = server.cache.with_replica(|r| r.approx_heap_bytes());
             let _ = write!(
                 t,
-                "used_memory:{used}\r\nused_memory_human:{}\r\nmaxmemory:0\r\n\
-                 maxmemory_policy:noeviction\r\n",
+                "used_memory:{used}\r\nused_memory_human:{}\r\n",
                 human_bytes(used),
             );
+            if let Some(rss) = rss_bytes() {
+                let _ = write!(
+                    t,
+                    "used_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\n",
+                    human_bytes(rss)
+                );
+            }
+            t.push_str("maxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\n");
         });
     }
     if wanted[PERSISTENCE] {
@@ -102,6 +126,12 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
             let _ = write!(
                 t,
                 "loading:0\r\n\
+                 async_loading:0\r\n\
+                 rdb_changes_since_last_save:{}\r\n\
+                 rdb_bgsave_in_progress:0\r\n\
+                 rdb_last_bgsave_status:{}\r\n\
+                 aof_enabled:0\r\n\
+                 aof_rewrite_in_progress:0\r\n\
                  dice_commits:{}\r\n\
                  dice_commit_failures:{}\r\n\
                  dice_pending_keys:{}\r\n\
@@ -109,6 +139,12 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                  dice_snapshots:{}\r\n\
                  dice_snapshot_cleanup_pending:{}\r\n\
                  dice_writes_refused:{}\r\n",
+                s.pending_keys,
+                if s.writes_refused.is_some() {
+                    "err"
+                } else {
+                    "ok"
+                },
                 s.commits,
                 s.commit_failures,
                 s.pending_keys,
@@ -134,7 +170,11 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
             let _ = write!(
                 t,
                 "total_connections_received:{}\r\n\
+                 total_commands_processed:{}\r\n\
+                 total_net_input_bytes:{}\r\n\
+                 total_net_output_bytes:{}\r\n\
                  rejected_connections:{}\r\n\
+                 evicted_keys:0\r\n\
                  dice_auth_failures:{}\r\n\
                  dice_auth_disconnects:{}\r\n\
                  dice_idle_timeouts:{}\r\n\
@@ -142,6 +182,9 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                  dice_input_budget_refusals:{}\r\n\
                  dice_output_stall_disconnects:{}\r\n",
                 n(&st.connections_received),
+                n(&st.commands_processed),
+                n(&st.net_input_bytes),
+                n(&st.net_output_bytes),
                 n(&st.rejected_connections),
                 n(&st.auth_failures),
                 n(&st.auth_disconnects),
@@ -184,6 +227,13 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
     }
     // A verbatim text string in RESP3, a bulk string in RESP2 (as Redis answers).
     write_verbatim(ctx.out, "txt", text.as_bytes(), ctx.session.proto);
+}
+
+/// The process's resident set size (Linux: `/proc/self/statm`, assuming 4 KiB pages).
+fn rss_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// Bytes the way Redis's `INFO` shows them: `512B`, `1.50K`, `2.00M`, `3.25G`.

@@ -1,7 +1,9 @@
-//! Keyspace commands: `DEL`, `UNLINK`, `EXISTS`, `EXPIRE`, `PEXPIRE`, `EXPIREAT`,
-//! `PEXPIREAT`, `TTL`, `PTTL`, `PERSIST`, `KEYS`, `SCAN`, `DBSIZE`, `FLUSHALL`.
+//! Keyspace commands: `DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `EXPIRE`, `PEXPIRE`, `EXPIREAT`,
+//! `PEXPIREAT`, `EXPIRETIME`, `PEXPIRETIME`, `TTL`, `PTTL`, `PERSIST`, `TYPE`, `RENAME`,
+//! `RENAMENX`, `COPY`, `RANDOMKEY`, `OBJECT`, `MEMORY USAGE`, `KEYS`, `SCAN`, `DBSIZE`,
+//! `FLUSHALL`.
 
-use super::{Ctx, NOT_AN_INTEGER, SYNTAX_ERROR, expiry_ms, is, now_ms, truncated};
+use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, expiry_ms, is, now_ms, truncated};
 use crate::frame::{Request, parse_i64, write_array_len, write_bulk, write_integer, write_simple};
 use crate::glob::glob_match;
 use bytes::Bytes;
@@ -9,60 +11,40 @@ use dice_core::Replica;
 use std::collections::BinaryHeap;
 
 /// Whether `key` could be stored at all (keys past the limits, or empty, never exist).
-fn storable(ctx: &Ctx<'_>, key: &[u8]) -> bool {
-    ctx.server.cache.options().limits.check(key, None).is_ok()
+fn storable(db: &dyn Db, key: &[u8]) -> bool {
+    db.replica().limits().check(key, None).is_ok()
 }
 
 /// `DEL key [key ...]` and `UNLINK`: the number of keys that were present here. Each key
 /// gets a tombstone even if absent here, so the delete also wins over older writes that
-/// have not reached this node yet.
-pub(crate) async fn del(ctx: &mut Ctx<'_>, req: Request<'_>) {
+/// have not reached this node yet. All under one hold of the lock.
+pub(crate) fn del(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     let mut deleted = 0;
     for key in req.args().skip(1) {
-        if !storable(ctx, key) {
+        if !storable(db, key) {
             continue;
         }
-        let mut existed = false;
-        let result = ctx
-            .server
-            .cache
-            .update_unacked(Bytes::copy_from_slice(key), |current| {
-                existed = current.is_some();
-                Some((None, None))
-            })
-            .await;
-        match result {
-            Ok(written) => {
-                ctx.wrote_if_any(&written);
-                deleted += i64::from(existed);
-            }
-            Err(e) => {
-                ctx.cache_error(&e);
-                return;
-            }
+        deleted += i64::from(db.get(key).is_some());
+        if let Err(e) = db.write(Bytes::copy_from_slice(key), None, None) {
+            return ctx.cache_error(&e);
         }
     }
     write_integer(ctx.out, deleted);
 }
 
-/// `EXISTS key [key ...]`: how many of the keys are present, a key named twice counting
-/// twice.
-pub(crate) fn exists(ctx: &mut Ctx<'_>, req: Request<'_>) {
-    let now = dice_core::now_ms();
-    let n = ctx.server.cache.with_replica(|r| {
-        req.args()
-            .skip(1)
-            .filter(|k| r.get(k, now).is_some())
-            .count()
-    });
+/// `EXISTS key [key ...]` (and `TOUCH`): how many of the keys are present, a key named
+/// twice counting twice.
+pub(crate) fn exists(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
+    let n = req.args().skip(1).filter(|k| db.get(k).is_some()).count();
     write_integer(ctx.out, n as i64);
 }
 
 /// `EXPIRE key seconds [NX | XX | GT | LT]` and its `PEXPIRE`, `EXPIREAT`, `PEXPIREAT`
 /// forms: 1 if the expiry was set, 0 if the key is absent or the condition failed. An
 /// expiry not in the future deletes the key. The new expiry is a new write of the value.
-pub(crate) async fn expire(
+pub(crate) fn expire(
     ctx: &mut Ctx<'_>,
+    db: &mut dyn Db,
     req: Request<'_>,
     unit_ms: i64,
     absolute: bool,
@@ -80,64 +62,50 @@ pub(crate) async fn expire(
             lt = true;
         } else {
             let text = format!("ERR Unsupported option {}", truncated(opt, 128));
-            ctx.error(&text);
-            return;
+            return ctx.error(&text);
         }
     }
     if nx && (xx || gt || lt) {
-        ctx.error("ERR NX and XX, GT or LT options at the same time are not compatible");
-        return;
+        return ctx.error("ERR NX and XX, GT or LT options at the same time are not compatible");
     }
     if gt && lt {
-        ctx.error("ERR GT and LT options at the same time are not compatible");
-        return;
+        return ctx.error("ERR GT and LT options at the same time are not compatible");
     }
     let Some(amount) = parse_i64(req.arg(2)) else {
-        ctx.error(NOT_AN_INTEGER);
-        return;
+        return ctx.error(NOT_AN_INTEGER);
     };
     let now = now_ms();
     let Some(when) = expiry_ms(amount, unit_ms, absolute, now) else {
         let text = format!("ERR invalid expire time in '{command}' command");
-        ctx.error(&text);
-        return;
+        return ctx.error(&text);
     };
-    let mut set = false;
-    let result = ctx
-        .server
-        .cache
-        .update_unacked(Bytes::copy_from_slice(req.arg(1)), |current| {
-            let (value, expires) = current?;
-            // A key with no expiry counts as an infinite one for GT and LT, as in Redis.
-            let expires = expires.map(|t| t as i64);
-            let allowed = match expires {
-                Some(t) => !(nx || (gt && when <= t) || (lt && when >= t)),
-                None => !xx && !gt,
-            };
-            if !allowed {
-                return None;
-            }
-            set = true;
-            if when <= now {
-                Some((None, None))
-            } else {
-                Some((Some(value), Some(when as u64)))
-            }
-        })
-        .await;
-    match result {
-        Ok(written) => {
-            ctx.wrote_if_any(&written);
-            write_integer(ctx.out, i64::from(set));
-        }
+    let key = req.arg(1);
+    let Some((value, expires)) = db.get_with_expiry(key) else {
+        return write_integer(ctx.out, 0);
+    };
+    // A key with no expiry counts as an infinite one for GT and LT, as in Redis.
+    let allowed = match expires.map(|t| t as i64) {
+        Some(t) => !(nx || (gt && when <= t) || (lt && when >= t)),
+        None => !xx && !gt,
+    };
+    if !allowed {
+        return write_integer(ctx.out, 0);
+    }
+    let write = if when <= now {
+        (None, None)
+    } else {
+        (Some(value), Some(when as u64))
+    };
+    match db.write(Bytes::copy_from_slice(key), write.0, write.1) {
+        Ok(()) => write_integer(ctx.out, 1),
         Err(e) => ctx.cache_error(&e),
     }
 }
 
 /// `TTL key` (seconds, rounded like Redis) and `PTTL key` (milliseconds): -2 if the key is
 /// absent, -1 if it has no expiry.
-pub(crate) fn ttl(ctx: &mut Ctx<'_>, req: Request<'_>, millis: bool) {
-    let reply = match ctx.server.cache.get_with_expiry(req.arg(1)) {
+pub(crate) fn ttl(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, millis: bool) {
+    let reply = match db.get_with_expiry(req.arg(1)) {
         None => -2,
         Some((_, None)) => -1,
         Some((_, Some(at))) => {
@@ -148,25 +116,263 @@ pub(crate) fn ttl(ctx: &mut Ctx<'_>, req: Request<'_>, millis: bool) {
     write_integer(ctx.out, reply);
 }
 
-/// `PERSIST key`: 1 if an expiry was removed (a new write of the value with none).
-pub(crate) async fn persist(ctx: &mut Ctx<'_>, req: Request<'_>) {
-    let mut removed = false;
-    let result = ctx
-        .server
-        .cache
-        .update_unacked(Bytes::copy_from_slice(req.arg(1)), |current| {
-            let (value, expires) = current?;
-            expires?;
-            removed = true;
-            Some((Some(value), None))
-        })
-        .await;
-    match result {
-        Ok(written) => {
-            ctx.wrote_if_any(&written);
-            write_integer(ctx.out, i64::from(removed));
+/// `EXPIRETIME key` (Unix seconds) and `PEXPIRETIME key` (milliseconds): -2 if absent, -1
+/// if the key has no expiry.
+pub(crate) fn expiretime(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, millis: bool) {
+    let reply = match db.get_with_expiry(req.arg(1)) {
+        None => -2,
+        Some((_, None)) => -1,
+        Some((_, Some(at))) => {
+            let at = at as i64;
+            if millis { at } else { at / 1000 }
         }
+    };
+    write_integer(ctx.out, reply);
+}
+
+/// `PERSIST key`: 1 if an expiry was removed (a new write of the value with none).
+pub(crate) fn persist(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
+    let key = req.arg(1);
+    let Some((value, Some(_))) = db.get_with_expiry(key) else {
+        return write_integer(ctx.out, 0);
+    };
+    match db.write(Bytes::copy_from_slice(key), Some(value), None) {
+        Ok(()) => write_integer(ctx.out, 1),
         Err(e) => ctx.cache_error(&e),
+    }
+}
+
+/// `TYPE key`: `string`, or `none` if absent (dice holds strings only).
+pub(crate) fn type_of(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
+    let t = if db.get(req.arg(1)).is_some() {
+        "string"
+    } else {
+        "none"
+    };
+    write_simple(ctx.out, t);
+}
+
+/// `RENAME key newkey` and `RENAMENX` (`nx`: only if `newkey` is absent here; 1 or 0): a
+/// write of the value (and its expiry) under the new name and a tombstone under the old,
+/// both under one hold of the lock. On other nodes the two are ordinary writes.
+pub(crate) fn rename(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, nx: bool) {
+    let (from, to) = (req.arg(1), req.arg(2));
+    let Some((value, expires)) = db.get_with_expiry(from) else {
+        return ctx.error("ERR no such key");
+    };
+    if from == to {
+        return if nx {
+            write_integer(ctx.out, 0)
+        } else {
+            write_simple(ctx.out, "OK")
+        };
+    }
+    if nx && db.get(to).is_some() {
+        return write_integer(ctx.out, 0);
+    }
+    let written = db
+        .write(Bytes::copy_from_slice(to), Some(value), expires)
+        .and_then(|()| db.write(Bytes::copy_from_slice(from), None, None));
+    match written {
+        Ok(()) if nx => write_integer(ctx.out, 1),
+        Ok(()) => write_simple(ctx.out, "OK"),
+        Err(e) => ctx.cache_error(&e),
+    }
+}
+
+/// `COPY source destination [DB 0] [REPLACE]`: 1 if copied (with the expiry), 0 if the
+/// source is absent or the destination present without `REPLACE`.
+pub(crate) fn copy(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
+    let mut replace = false;
+    let mut j = 3;
+    while j < req.len() {
+        let opt = req.arg(j);
+        if is(opt, "replace") {
+            replace = true;
+        } else if is(opt, "db") && j + 1 < req.len() {
+            match parse_i64(req.arg(j + 1)) {
+                None => return ctx.error(NOT_AN_INTEGER),
+                Some(0) => {}
+                Some(_) => return ctx.error("ERR DB index is out of range"),
+            }
+            j += 1;
+        } else {
+            return ctx.error(SYNTAX_ERROR);
+        }
+        j += 1;
+    }
+    let (from, to) = (req.arg(1), req.arg(2));
+    if from == to {
+        return ctx.error("ERR source and destination objects are the same");
+    }
+    let Some((value, expires)) = db.get_with_expiry(from) else {
+        return write_integer(ctx.out, 0);
+    };
+    if !replace && db.get(to).is_some() {
+        return write_integer(ctx.out, 0);
+    }
+    match db.write(Bytes::copy_from_slice(to), Some(value), expires) {
+        Ok(()) => write_integer(ctx.out, 1),
+        Err(e) => ctx.cache_error(&e),
+    }
+}
+
+/// A pseudo-random `u64` (not for secrets): the hash of the clock and a counter.
+fn random_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    xxhash_rust::xxh3::xxh3_64(&[nanos.to_le_bytes(), n.to_le_bytes()].concat())
+}
+
+/// `RANDOMKEY`: a live key, or null if there is none. The key whose [`scan_hash`] follows
+/// a random point (one walk of the map: O(n), unlike Redis).
+pub(crate) fn randomkey(ctx: &mut Ctx<'_>, db: &mut dyn Db) {
+    let point = random_u64();
+    let now = db.now();
+    let mut after: Option<(u64, &[u8])> = None;
+    let mut first: Option<(u64, &[u8])> = None;
+    for key in db.replica().live_keys(now) {
+        let h = scan_hash(key);
+        if h >= point && after.is_none_or(|(b, _)| h < b) {
+            after = Some((h, key));
+        }
+        if first.is_none_or(|(b, _)| h < b) {
+            first = Some((h, key));
+        }
+    }
+    match after.or(first) {
+        Some((_, key)) => write_bulk(ctx.out, key),
+        None => ctx.null(),
+    }
+}
+
+/// The encoding Redis would report for a string value.
+fn encoding(value: &[u8]) -> &'static str {
+    let int = value.len() <= 20
+        && std::str::from_utf8(value)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .is_some_and(|n| n.to_string().as_bytes() == value);
+    if int {
+        "int"
+    } else if value.len() <= 44 {
+        "embstr"
+    } else {
+        "raw"
+    }
+}
+
+const OBJECT_HELP: &[&str] = &[
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>",
+    "    Return the kind of internal representation used in order to store the value",
+    "    associated with a <key>.",
+    "FREQ <key>",
+    "    Return the access frequency index of the <key>. The returned integer is",
+    "    proportional to the logarithm of the recent access frequency of the key.",
+    "IDLETIME <key>",
+    "    Return the idle time of the <key>, that is the approximated number of",
+    "    seconds elapsed since the last access to the key.",
+    "REFCOUNT <key>",
+    "    Return the number of references of the value associated with the specified",
+    "    <key>.",
+    "HELP",
+    "    Print this help.",
+];
+
+const MEMORY_HELP: &[&str] = &[
+    "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "USAGE <key> [SAMPLES <count>]",
+    "    Return memory in bytes used by <key> and its value. Nested values are",
+    "    sampled up to <count> times (default: 5, 0 means sample all).",
+    "HELP",
+    "    Print this help.",
+];
+
+fn write_help(ctx: &mut Ctx<'_>, lines: &[&str]) {
+    write_array_len(ctx.out, lines.len());
+    for l in lines {
+        write_simple(ctx.out, l);
+    }
+}
+
+/// `OBJECT ENCODING | FREQ | IDLETIME | REFCOUNT key` and `OBJECT HELP`. dice does not
+/// track reads: `IDLETIME` is the time since the key was last written (by any node), and
+/// `FREQ` answers Redis's error for a server without an LFU policy.
+pub(crate) fn object(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
+    let sub = req.arg(1);
+    if is(sub, "help") {
+        if req.len() != 2 {
+            return ctx.wrong_arity("object|help");
+        }
+        return write_help(ctx, OBJECT_HELP);
+    }
+    let name = ["encoding", "freq", "idletime", "refcount"]
+        .into_iter()
+        .find(|n| is(sub, n));
+    let Some(name) = name else {
+        return super::connection::unknown_subcommand(ctx, sub, "OBJECT");
+    };
+    if req.len() != 3 {
+        return ctx.wrong_arity(&format!("object|{name}"));
+    }
+    let key = req.arg(2);
+    let Some(value) = db.get(key) else {
+        return ctx.null();
+    };
+    match name {
+        "encoding" => {
+            let e = encoding(value);
+            write_bulk(ctx.out, e.as_bytes());
+        }
+        "freq" => ctx.error(
+            "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please              note that when switching between policies at runtime LRU and LFU data will take              some time to adjust.",
+        ),
+        "idletime" => {
+            let written = db
+                .replica()
+                .entry(key)
+                .map_or(0, |e| e.version.hlc.physical_ms());
+            let idle = db.now().saturating_sub(written) / 1000;
+            write_integer(ctx.out, idle as i64);
+        }
+        _ => write_integer(ctx.out, 1),
+    }
+}
+
+/// `MEMORY USAGE key [SAMPLES count]` (the bytes the entry takes in the map: its key, its
+/// value and a fixed header) and `MEMORY HELP`.
+pub(crate) fn memory(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
+    let sub = req.arg(1);
+    if is(sub, "help") {
+        if req.len() != 2 {
+            return ctx.wrong_arity("memory|help");
+        }
+        return write_help(ctx, MEMORY_HELP);
+    }
+    if !is(sub, "usage") {
+        return super::connection::unknown_subcommand(ctx, sub, "MEMORY");
+    }
+    match req.len() {
+        3 => {}
+        5 if is(req.arg(3), "samples") => {
+            if parse_i64(req.arg(4)).is_none_or(|n| n < 0) {
+                return ctx.error(NOT_AN_INTEGER);
+            }
+        }
+        n if n < 3 => return ctx.wrong_arity("memory|usage"),
+        _ => return ctx.error(SYNTAX_ERROR),
+    }
+    let key = req.arg(2);
+    match db.get(key) {
+        // The packed record (a 40-byte header, the key, the value), its map slot and the
+        // allocator's rounding, about.
+        Some(v) => write_integer(ctx.out, (40 + key.len() + v.len() + 24) as i64),
+        None => ctx.null(),
     }
 }
 
@@ -185,6 +391,24 @@ pub(crate) async fn keys(ctx: &mut Ctx<'_>, req: Request<'_>) {
     });
     write_array_len(ctx.out, keys.len());
     write_keys(ctx, keys.iter()).await;
+}
+
+/// `KEYS` in an `EXEC`: the whole reply at once, within the EXEC's bound.
+pub(crate) fn keys_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
+    let pattern = req.arg(1);
+    let all = pattern == b"*";
+    let r = db.replica();
+    let matching = || {
+        r.live_keys(db.now())
+            .filter(|k| all || glob_match(pattern, k))
+    };
+    write_array_len(ctx.out, matching().count());
+    for k in matching() {
+        if !ctx.fits(k.len()) {
+            return ctx.too_big();
+        }
+        write_bulk(ctx.out, k);
+    }
 }
 
 /// Appends `keys` as bulk strings, sending the reply whenever it passes the flush size.
@@ -251,19 +475,27 @@ fn parse_cursor(arg: &[u8]) -> Option<u64> {
     std::str::from_utf8(arg).ok()?.parse().ok()
 }
 
-/// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`.
-///
-/// `COUNT` is a hint, as in Redis: each call walks the whole map (it has no order to resume
-/// from), so on a large map a page holds at least 1/64 of the keys, which bounds a full
-/// scan to about 64 walks.
-pub(crate) async fn scan(ctx: &mut Ctx<'_>, req: Request<'_>) {
+/// The options of a `SCAN`.
+struct ScanArgs<'a> {
+    cursor: u64,
+    count: usize,
+    pattern: Option<&'a [u8]>,
+    /// False when `TYPE` names a type dice does not hold: nothing matches.
+    strings_only: bool,
+}
+
+/// Parses `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`, or replies the error.
+fn scan_args<'a>(ctx: &mut Ctx<'_>, req: &Request<'a>) -> Option<ScanArgs<'a>> {
     let Some(cursor) = parse_cursor(req.arg(1)) else {
         ctx.error("ERR invalid cursor");
-        return;
+        return None;
     };
-    let mut count = 10usize;
-    let mut pattern: Option<&[u8]> = None;
-    let mut strings_only = true;
+    let mut args = ScanArgs {
+        cursor,
+        count: 10,
+        pattern: None,
+        strings_only: true,
+    };
     let mut i = 2;
     while i < req.len() {
         let (opt, value) = (req.arg(i), req.get(i + 1));
@@ -271,48 +503,82 @@ pub(crate) async fn scan(ctx: &mut Ctx<'_>, req: Request<'_>) {
             Some(v) if is(opt, "count") => match parse_i64(v) {
                 None => {
                     ctx.error(NOT_AN_INTEGER);
-                    return;
+                    return None;
                 }
                 Some(n) if n < 1 => {
                     ctx.error(SYNTAX_ERROR);
-                    return;
+                    return None;
                 }
-                Some(n) => count = usize::try_from(n).unwrap_or(usize::MAX),
+                Some(n) => args.count = usize::try_from(n).unwrap_or(usize::MAX),
             },
-            Some(v) if is(opt, "match") => pattern = (v != b"*").then_some(v),
+            Some(v) if is(opt, "match") => args.pattern = (v != b"*").then_some(v),
             Some(v) if is(opt, "type") => {
                 // Every dice value is a string.
-                if ["string"].iter().any(|t| is(v, t)) {
-                    strings_only = true;
+                if is(v, "string") {
+                    args.strings_only = true;
                 } else if ["list", "set", "zset", "hash", "stream"]
                     .iter()
                     .any(|t| is(v, t))
                 {
-                    strings_only = false;
+                    args.strings_only = false;
                 } else {
                     let text = format!("ERR unknown type name '{}'", truncated(v, 128));
                     ctx.error(&text);
-                    return;
+                    return None;
                 }
             }
             _ => {
                 ctx.error(SYNTAX_ERROR);
-                return;
+                return None;
             }
         }
         i += 2;
     }
+    Some(args)
+}
+
+/// One page for `args`: the next cursor and the page's keys (matching or not).
+fn scan_once(r: &Replica, now: u64, args: &ScanArgs<'_>) -> (u64, Vec<Bytes>) {
+    let widened = args.count.max(r.entry_count() / 64);
+    scan_page(r, now, args.cursor, widened)
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`.
+///
+/// `COUNT` is a hint, as in Redis: each call walks the whole map (it has no order to resume
+/// from), so on a large map a page holds at least 1/64 of the keys, which bounds a full
+/// scan to about 64 walks.
+pub(crate) async fn scan(ctx: &mut Ctx<'_>, req: Request<'_>) {
+    let Some(args) = scan_args(ctx, &req) else {
+        return;
+    };
     let now = dice_core::now_ms();
-    let (next, keys) = ctx.server.cache.with_replica(|r| {
-        let widened = count.max(r.entry_count() / 64);
-        scan_page(r, now, cursor, widened)
-    });
+    let (next, keys) = ctx.server.cache.with_replica(|r| scan_once(r, now, &args));
     write_array_len(ctx.out, 2);
     let mut digits = [0u8; 20];
     write_bulk(ctx.out, format_u64(next, &mut digits));
-    let matching = |k: &&Bytes| strings_only && pattern.is_none_or(|p| glob_match(p, k));
+    let matching = |k: &&Bytes| args.strings_only && args.pattern.is_none_or(|p| glob_match(p, k));
     write_array_len(ctx.out, keys.iter().filter(matching).count());
     write_keys(ctx, keys.iter().filter(matching)).await;
+}
+
+/// `SCAN` in an `EXEC`: the whole reply at once, within the EXEC's bound.
+pub(crate) fn scan_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
+    let Some(args) = scan_args(ctx, &req) else {
+        return;
+    };
+    let (next, keys) = scan_once(db.replica(), db.now(), &args);
+    write_array_len(ctx.out, 2);
+    let mut digits = [0u8; 20];
+    write_bulk(ctx.out, format_u64(next, &mut digits));
+    let matching = |k: &&Bytes| args.strings_only && args.pattern.is_none_or(|p| glob_match(p, k));
+    write_array_len(ctx.out, keys.iter().filter(matching).count());
+    for k in keys.iter().filter(matching) {
+        if !ctx.fits(k.len()) {
+            return ctx.too_big();
+        }
+        write_bulk(ctx.out, k);
+    }
 }
 
 /// `n` in decimal, in `buf`.
@@ -330,34 +596,79 @@ fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// `DBSIZE`: the number of live keys.
-pub(crate) fn dbsize(ctx: &mut Ctx<'_>) {
-    write_integer(ctx.out, ctx.server.cache.len() as i64);
+pub(crate) fn dbsize(ctx: &mut Ctx<'_>, db: &mut dyn Db) {
+    write_integer(ctx.out, db.replica().live_len(db.now()) as i64);
 }
 
-/// `FLUSHALL [ASYNC | SYNC]` (and `FLUSHDB`): a tombstone for every live key, so the flush
-/// reaches every node once replicated. Keys written by other clients after the flush began
-/// may survive it or not.
-pub(crate) async fn flushall(ctx: &mut Ctx<'_>, req: Request<'_>) {
+/// Checks `FLUSHALL [ASYNC | SYNC]`; replies the error if wrong.
+fn flush_args(ctx: &mut Ctx<'_>, req: &Request<'_>) -> bool {
     match req.get(1) {
-        None => {}
-        Some(mode) if req.len() == 2 && (is(mode, "async") || is(mode, "sync")) => {}
+        None => true,
+        Some(mode) if req.len() == 2 && (is(mode, "async") || is(mode, "sync")) => true,
         Some(_) => {
             ctx.error(SYNTAX_ERROR);
-            return;
+            false
         }
+    }
+}
+
+/// Tombstones written per hold of the cache's write lock by `FLUSHALL`.
+const FLUSH_PER_LOCK: usize = 1024;
+
+/// `FLUSHALL [ASYNC | SYNC]` (and `FLUSHDB`): a tombstone for every live key, so the flush
+/// reaches every node once replicated; a few keys per hold of the write lock. Keys written
+/// by other clients after the flush began may survive it or not.
+pub(crate) async fn flushall(ctx: &mut Ctx<'_>, req: Request<'_>) {
+    if !flush_args(ctx, &req) {
+        return;
     }
     let now = dice_core::now_ms();
     let keys: Vec<Bytes> = ctx
         .server
         .cache
         .with_replica(|r| r.live_keys(now).map(Bytes::copy_from_slice).collect());
-    for key in keys {
-        match ctx.server.cache.write_unacked(key, None, None).await {
-            Ok((_, generation)) => ctx.wrote(generation),
-            Err(e) => {
-                ctx.cache_error(&e);
-                return;
+    for chunk in keys.chunks(FLUSH_PER_LOCK) {
+        let written = ctx
+            .server
+            .cache
+            .transact(|tx| {
+                chunk
+                    .iter()
+                    .try_for_each(|k| tx.write(k.clone(), None, None).map(|_| ()))
+            })
+            .await;
+        match written {
+            Ok((Ok(()), generation)) => {
+                if let Some(g) = generation {
+                    ctx.wrote(g);
+                }
             }
+            Ok((Err(e), generation)) => {
+                if let Some(g) = generation {
+                    ctx.wrote(g);
+                }
+                return ctx.cache_error(&e);
+            }
+            Err(e) => return ctx.cache_error(&e),
+        }
+    }
+    write_simple(ctx.out, "OK");
+}
+
+/// `FLUSHALL` in an `EXEC`: every tombstone in the transaction.
+pub(crate) fn flushall_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
+    if !flush_args(ctx, &req) {
+        return;
+    }
+    let now = db.now();
+    let keys: Vec<Bytes> = db
+        .replica()
+        .live_keys(now)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    for key in keys {
+        if let Err(e) = db.write(key, None, None) {
+            return ctx.cache_error(&e);
         }
     }
     write_simple(ctx.out, "OK");

@@ -1,20 +1,30 @@
 //! Commands: the table of what dice answers, argument checks shared by every command, and
-//! dispatch to one module per family ([`connection`], [`strings`], [`keyspace`], [`info`]).
+//! dispatch to one module per family ([`connection`], [`strings`], [`keyspace`], [`info`],
+//! [`transaction`]).
 //!
 //! A command reads its arguments from the [`Request`], applies itself to the cache and
-//! appends its reply to the connection's output buffer. Writes go through
-//! [`dice_core::Cache::write_unacked`] (or its read-modify-write form) and report their commit
-//! generation to the [`Batch`]; the connection waits for the highest one once before it sends
-//! the batch's replies.
+//! appends its reply to the connection's output buffer. Commands on keys run against a
+//! [`Db`]: a read-only view of the replica under the cache's read lock, or a
+//! [`dice_core::Transaction`] under its write lock ([`dice_core::Cache::transact`]) for
+//! commands that write, so every command is atomic on this node; `EXEC` runs all its
+//! queued commands in one transaction. Writes report their commit generation to the
+//! [`Batch`]; the connection waits for the highest one once before it sends the batch's
+//! replies.
 
+pub(crate) mod admin;
 pub(crate) mod connection;
+pub(crate) mod docs;
 pub(crate) mod info;
 pub(crate) mod keyspace;
 pub(crate) mod strings;
+pub(crate) mod transaction;
 
 use crate::frame::{Protocol, Request, write_error, write_null};
 use crate::server::{OUTPUT_FLUSH_AT, ServerState, Wire, send};
+use bytes::Bytes;
+use dice_core::{Replica, Transaction};
 use std::ops::Range;
+use std::sync::atomic::Ordering;
 
 /// Redis's error texts that several commands share.
 pub(crate) const SYNTAX_ERROR: &str = "ERR syntax error";
@@ -23,6 +33,8 @@ pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of r
 /// What one connection knows about its client.
 #[derive(Debug)]
 pub(crate) struct Session {
+    /// What other connections see of this one (`CLIENT LIST`, `CLIENT KILL`).
+    pub entry: std::sync::Arc<crate::server::ClientEntry>,
     /// `CLIENT ID`.
     pub id: u64,
     /// `CLIENT SETNAME`.
@@ -40,6 +52,75 @@ pub(crate) struct Session {
     pub peer: std::net::SocketAddr,
     /// The reply protocol, chosen by `HELLO`.
     pub proto: Protocol,
+    /// The commands queued since `MULTI`, if the client is in a transaction.
+    pub multi: Option<transaction::Multi>,
+    /// The keys under `WATCH`, with what they held when watched.
+    pub watched: transaction::Watched,
+}
+
+/// Where a command on keys reads and writes: the replica under the cache's read lock
+/// (commands that do not write), or a [`Transaction`] under its write lock.
+pub(crate) trait Db {
+    /// The replica, this command's (or transaction's) writes included.
+    fn replica(&self) -> &Replica;
+    /// The time the command runs at (milliseconds since the Unix epoch).
+    fn now(&self) -> u64;
+    /// A local write (`value` `None` deletes).
+    fn write(
+        &mut self,
+        key: Bytes,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+    ) -> dice_core::Result<()>;
+
+    /// The live value of `key`.
+    fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.replica().get(key, self.now())
+    }
+
+    /// The live value of `key` and its expiry.
+    fn get_with_expiry(&self, key: &[u8]) -> Option<(Bytes, Option<u64>)> {
+        self.replica().get_with_expiry(key, self.now())
+    }
+}
+
+impl Db for Transaction<'_> {
+    fn replica(&self) -> &Replica {
+        Transaction::replica(self)
+    }
+    fn now(&self) -> u64 {
+        self.now_ms()
+    }
+    fn write(
+        &mut self,
+        key: Bytes,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+    ) -> dice_core::Result<()> {
+        Transaction::write(self, key, value, expires_at_ms).map(|_| ())
+    }
+}
+
+/// The replica under the read lock, for commands that only read.
+pub(crate) struct ReadOnly<'a> {
+    pub replica: &'a Replica,
+    pub now: u64,
+}
+
+impl Db for ReadOnly<'_> {
+    fn replica(&self) -> &Replica {
+        self.replica
+    }
+    fn now(&self) -> u64 {
+        self.now
+    }
+    fn write(&mut self, _: Bytes, _: Option<Bytes>, _: Option<u64>) -> dice_core::Result<()> {
+        // Never reached: commands flagged `write` run in a transaction.
+        debug_assert!(false, "a read-only command wrote");
+        Err(dice_core::Error::Protocol(
+            "a read-only command tried to write".into(),
+        ))
+    }
 }
 
 /// The writes made while answering one batch of requests.
@@ -63,6 +144,9 @@ pub(crate) struct Ctx<'a> {
     wrote: bool,
     /// Where the reply of the command being run starts in `out`.
     reply_start: usize,
+    /// The length `out` may not pass while an `EXEC` runs (its replies cannot be sent
+    /// before it ends, since it holds the cache's lock); `usize::MAX` otherwise.
+    limit: usize,
 }
 
 impl<'a> Ctx<'a> {
@@ -81,6 +165,7 @@ impl<'a> Ctx<'a> {
             wire,
             wrote: false,
             reply_start: 0,
+            limit: usize::MAX,
         }
     }
 
@@ -104,17 +189,28 @@ impl<'a> Ctx<'a> {
         sent
     }
 
+    /// Whether `bytes` more of reply fit: always, except in an `EXEC`, whose replies are
+    /// bounded by [`crate::RespConfig::max_exec_reply`]. A command that would pass it
+    /// answers [`Ctx::too_big`] instead (and does not write).
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.out.len().saturating_add(bytes).saturating_add(32) <= self.limit
+    }
+
+    /// The error of a command in an `EXEC` whose reply would not fit.
+    pub fn too_big(&mut self) {
+        let text = format!(
+            "ERR the replies of this EXEC would pass {} bytes (max_exec_reply); the \
+             command was not run",
+            self.server.config.max_exec_reply
+        );
+        self.out.truncate(self.reply_start);
+        write_error(self.out, &text);
+    }
+
     /// Records a write of the current command, made durable by commit `generation`.
     pub fn wrote(&mut self, generation: u64) {
         self.wrote = true;
         self.batch.max_generation = self.batch.max_generation.max(generation);
-    }
-
-    /// Records the commit generation of a conditional write, when the update made one.
-    pub fn wrote_if_any<T>(&mut self, written: &Option<(T, u64)>) {
-        if let Some((_, generation)) = written {
-            self.wrote(*generation);
-        }
     }
 
     /// The reply protocol of this connection.
@@ -134,14 +230,7 @@ impl<'a> Ctx<'a> {
 
     /// Appends the reply to a failed cache operation.
     pub fn cache_error(&mut self, e: &dice_core::Error) {
-        let text = match e {
-            // Redis's code for "writes are refused because the server cannot persist".
-            dice_core::Error::WritesRefused(why) => format!(
-                "MISCONF dice cannot persist to disk, so writes are refused (reads go on): {why}"
-            ),
-            e => format!("ERR {e}"),
-        };
-        write_error(self.out, &text);
+        write_error(self.out, &cache_error_text(e));
     }
 
     /// Appends `ERR wrong number of arguments for '<name>' command`.
@@ -151,38 +240,79 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// The reply text of a failed cache operation.
+pub(crate) fn cache_error_text(e: &dice_core::Error) -> String {
+    match e {
+        // Redis's code for "writes are refused because the server cannot persist".
+        dice_core::Error::WritesRefused(why) => format!(
+            "MISCONF dice cannot persist to disk, so writes are refused (reads go on): {why}"
+        ),
+        e => format!("ERR {e}"),
+    }
+}
+
 /// Which handler runs a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
+    // Connection and server.
     Auth,
     Client,
     Command,
+    Echo,
+    Hello,
+    Info,
+    Ping,
+    Quit,
+    Select,
+    Config,
+    Time,
+    Shutdown,
+    // Transactions.
+    Discard,
+    Exec,
+    Multi,
+    Unwatch,
+    Watch,
+    // Commands on keys, run against a `Db`.
+    Append,
+    Copy,
+    Counter,
     Dbsize,
     Del,
-    Echo,
     Exists,
     Expire,
     Expireat,
+    Expiretime,
     Flushall,
     Get,
     Getdel,
-    Hello,
-    Info,
+    Getex,
+    Getrange,
+    Getset,
     Keys,
+    Memory,
     Mget,
     Mset,
+    Msetnx,
+    Object,
     Persist,
     Pexpire,
     Pexpireat,
-    Ping,
+    Pexpiretime,
     Psetex,
     Pttl,
-    Quit,
+    Randomkey,
+    Rename,
+    Renamenx,
     Scan,
-    Select,
     Set,
     Setex,
+    Setnx,
+    Setrange,
+    Strlen,
+    Touch,
     Ttl,
+    Type,
 }
 
 /// One command as `COMMAND` describes it (Redis's arity convention: `n` exactly `n`
@@ -202,6 +332,25 @@ impl Spec {
     /// Whether an unauthenticated client may run it.
     fn no_auth(&self) -> bool {
         matches!(self.kind, Kind::Auth | Kind::Hello | Kind::Quit)
+    }
+
+    /// Whether it may write (it then runs in a transaction).
+    pub fn writes(&self) -> bool {
+        self.flags.contains(&"write")
+    }
+
+    /// Whether it runs at once even between `MULTI` and `EXEC` (as in Redis).
+    fn runs_in_multi(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Exec | Kind::Discard | Kind::Multi | Kind::Watch | Kind::Quit
+        )
+    }
+
+    /// Whether `EXEC` cannot run it (it would take the cache's lock that `EXEC` holds, or
+    /// change the connection): refused when queued, which aborts the transaction.
+    fn no_multi(&self) -> bool {
+        self.flags.contains(&"no_multi")
     }
 
     fn arity_ok(&self, argc: usize) -> bool {
@@ -235,15 +384,28 @@ const fn spec(
 
 const NO_KEYS: (i32, i32, i32) = (0, 0, 0);
 const ONE_KEY: (i32, i32, i32) = (1, 1, 1);
+const TWO_KEYS: (i32, i32, i32) = (1, 2, 1);
 const ALL_KEYS: (i32, i32, i32) = (1, -1, 1);
+const PAIRS: (i32, i32, i32) = (1, -1, 2);
+
+const W: &[&str] = &["write"];
+const W_FAST: &[&str] = &["write", "fast"];
+const W_OOM: &[&str] = &["write", "denyoom"];
+const W_OOM_FAST: &[&str] = &["write", "denyoom", "fast"];
+const R: &[&str] = &["readonly"];
+const R_FAST: &[&str] = &["readonly", "fast"];
+const TX: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 
 /// Every command, sorted by name (binary-searched).
 pub(crate) static TABLE: &[Spec] = &[
+    spec("append", Kind::Append, 3, W_OOM_FAST, ONE_KEY),
     spec(
         "auth",
         Kind::Auth,
         -2,
-        &["noscript", "loading", "stale", "fast", "no_auth"],
+        &[
+            "noscript", "loading", "stale", "fast", "no_auth", "no_multi",
+        ],
         NO_KEYS,
     ),
     spec(
@@ -254,47 +416,89 @@ pub(crate) static TABLE: &[Spec] = &[
         NO_KEYS,
     ),
     spec("command", Kind::Command, -1, &["loading", "stale"], NO_KEYS),
-    spec("dbsize", Kind::Dbsize, 1, &["readonly", "fast"], NO_KEYS),
-    spec("del", Kind::Del, -2, &["write"], ALL_KEYS),
+    spec(
+        "config",
+        Kind::Config,
+        -2,
+        &["admin", "noscript", "loading", "stale"],
+        NO_KEYS,
+    ),
+    spec("copy", Kind::Copy, -3, W_OOM, TWO_KEYS),
+    spec("dbsize", Kind::Dbsize, 1, R_FAST, NO_KEYS),
+    spec("decr", Kind::Counter, 2, W_OOM_FAST, ONE_KEY),
+    spec("decrby", Kind::Counter, 3, W_OOM_FAST, ONE_KEY),
+    spec("del", Kind::Del, -2, W, ALL_KEYS),
+    spec("discard", Kind::Discard, 1, TX, NO_KEYS),
     spec("echo", Kind::Echo, 2, &["fast"], NO_KEYS),
-    spec("exists", Kind::Exists, -2, &["readonly", "fast"], ALL_KEYS),
-    spec("expire", Kind::Expire, -3, &["write", "fast"], ONE_KEY),
-    spec("expireat", Kind::Expireat, -3, &["write", "fast"], ONE_KEY),
-    spec("flushall", Kind::Flushall, -1, &["write"], NO_KEYS),
-    spec("flushdb", Kind::Flushall, -1, &["write"], NO_KEYS),
-    spec("get", Kind::Get, 2, &["readonly", "fast"], ONE_KEY),
-    spec("getdel", Kind::Getdel, 2, &["write", "fast"], ONE_KEY),
+    spec(
+        "exec",
+        Kind::Exec,
+        1,
+        &["noscript", "loading", "stale", "skip_slowlog"],
+        NO_KEYS,
+    ),
+    spec("exists", Kind::Exists, -2, R_FAST, ALL_KEYS),
+    spec("expire", Kind::Expire, -3, W_FAST, ONE_KEY),
+    spec("expireat", Kind::Expireat, -3, W_FAST, ONE_KEY),
+    spec("expiretime", Kind::Expiretime, 2, R_FAST, ONE_KEY),
+    spec("flushall", Kind::Flushall, -1, W, NO_KEYS),
+    spec("flushdb", Kind::Flushall, -1, W, NO_KEYS),
+    spec("get", Kind::Get, 2, R_FAST, ONE_KEY),
+    spec("getdel", Kind::Getdel, 2, W_FAST, ONE_KEY),
+    spec("getex", Kind::Getex, -2, W_FAST, ONE_KEY),
+    spec("getrange", Kind::Getrange, 4, R, ONE_KEY),
+    spec("getset", Kind::Getset, 3, W_OOM_FAST, ONE_KEY),
     spec(
         "hello",
         Kind::Hello,
         -1,
-        &["noscript", "loading", "stale", "fast", "no_auth"],
+        &[
+            "noscript", "loading", "stale", "fast", "no_auth", "no_multi",
+        ],
         NO_KEYS,
     ),
-    spec("info", Kind::Info, -1, &["loading", "stale"], NO_KEYS),
-    spec("keys", Kind::Keys, 2, &["readonly"], NO_KEYS),
-    spec("mget", Kind::Mget, -2, &["readonly", "fast"], ALL_KEYS),
-    spec("mset", Kind::Mset, -3, &["write", "denyoom"], (1, -1, 2)),
-    spec("persist", Kind::Persist, 2, &["write", "fast"], ONE_KEY),
-    spec("pexpire", Kind::Pexpire, -3, &["write", "fast"], ONE_KEY),
+    spec("incr", Kind::Counter, 2, W_OOM_FAST, ONE_KEY),
+    spec("incrby", Kind::Counter, 3, W_OOM_FAST, ONE_KEY),
+    spec("incrbyfloat", Kind::Counter, 3, W_OOM_FAST, ONE_KEY),
     spec(
-        "pexpireat",
-        Kind::Pexpireat,
-        -3,
-        &["write", "fast"],
-        ONE_KEY,
+        "info",
+        Kind::Info,
+        -1,
+        &["loading", "stale", "no_multi"],
+        NO_KEYS,
     ),
+    spec("keys", Kind::Keys, 2, R, NO_KEYS),
+    spec("memory", Kind::Memory, -2, R, NO_KEYS),
+    spec("mget", Kind::Mget, -2, R_FAST, ALL_KEYS),
+    spec("mset", Kind::Mset, -3, W_OOM, PAIRS),
+    spec("msetnx", Kind::Msetnx, -3, W_OOM, PAIRS),
+    spec("multi", Kind::Multi, 1, TX, NO_KEYS),
+    spec("object", Kind::Object, -2, R, NO_KEYS),
+    spec("persist", Kind::Persist, 2, W_FAST, ONE_KEY),
+    spec("pexpire", Kind::Pexpire, -3, W_FAST, ONE_KEY),
+    spec("pexpireat", Kind::Pexpireat, -3, W_FAST, ONE_KEY),
+    spec("pexpiretime", Kind::Pexpiretime, 2, R_FAST, ONE_KEY),
     spec("ping", Kind::Ping, -1, &["fast"], NO_KEYS),
-    spec("psetex", Kind::Psetex, 4, &["write", "denyoom"], ONE_KEY),
-    spec("pttl", Kind::Pttl, 2, &["readonly", "fast"], ONE_KEY),
+    spec("psetex", Kind::Psetex, 4, W_OOM, ONE_KEY),
+    spec("pttl", Kind::Pttl, 2, R_FAST, ONE_KEY),
     spec(
         "quit",
         Kind::Quit,
         -1,
-        &["noscript", "loading", "stale", "fast", "no_auth"],
+        &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "allow_busy",
+        ],
         NO_KEYS,
     ),
-    spec("scan", Kind::Scan, -2, &["readonly"], NO_KEYS),
+    spec("randomkey", Kind::Randomkey, 1, R, NO_KEYS),
+    spec("rename", Kind::Rename, 3, W, TWO_KEYS),
+    spec("renamenx", Kind::Renamenx, 3, W_FAST, TWO_KEYS),
+    spec("scan", Kind::Scan, -2, R, NO_KEYS),
     spec(
         "select",
         Kind::Select,
@@ -302,10 +506,39 @@ pub(crate) static TABLE: &[Spec] = &[
         &["loading", "stale", "fast"],
         NO_KEYS,
     ),
-    spec("set", Kind::Set, -3, &["write", "denyoom"], ONE_KEY),
-    spec("setex", Kind::Setex, 4, &["write", "denyoom"], ONE_KEY),
-    spec("ttl", Kind::Ttl, 2, &["readonly", "fast"], ONE_KEY),
-    spec("unlink", Kind::Del, -2, &["write", "fast"], ALL_KEYS),
+    spec("set", Kind::Set, -3, W_OOM, ONE_KEY),
+    spec("setex", Kind::Setex, 4, W_OOM, ONE_KEY),
+    spec("setnx", Kind::Setnx, 3, W_OOM_FAST, ONE_KEY),
+    spec("setrange", Kind::Setrange, 4, W_OOM, ONE_KEY),
+    spec(
+        "shutdown",
+        Kind::Shutdown,
+        -1,
+        &[
+            "admin",
+            "noscript",
+            "loading",
+            "stale",
+            "no_multi",
+            "allow_busy",
+        ],
+        NO_KEYS,
+    ),
+    spec("strlen", Kind::Strlen, 2, R_FAST, ONE_KEY),
+    spec("substr", Kind::Getrange, 4, R, ONE_KEY),
+    spec(
+        "time",
+        Kind::Time,
+        1,
+        &["loading", "stale", "fast"],
+        NO_KEYS,
+    ),
+    spec("touch", Kind::Touch, -2, R_FAST, ALL_KEYS),
+    spec("ttl", Kind::Ttl, 2, R_FAST, ONE_KEY),
+    spec("type", Kind::Type, 2, R_FAST, ONE_KEY),
+    spec("unlink", Kind::Del, -2, W_FAST, ALL_KEYS),
+    spec("unwatch", Kind::Unwatch, 1, TX, NO_KEYS),
+    spec("watch", Kind::Watch, -2, TX, ALL_KEYS),
 ];
 
 /// The command named `name`, in any case. No allocation.
@@ -330,14 +563,27 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
     ctx.wrote = false;
     let Some(spec) = lookup(req.arg(0)) else {
         unknown_command(ctx, req);
+        transaction::flag(ctx);
         return;
     };
+    note_command(ctx, spec);
     if !spec.arity_ok(req.len()) {
         ctx.wrong_arity(spec.name);
+        transaction::flag(ctx);
         return;
     }
     if !ctx.session.authenticated && !spec.no_auth() {
         ctx.error("NOAUTH Authentication required.");
+        transaction::flag(ctx);
+        return;
+    }
+    if ctx.session.multi.is_some() && !spec.runs_in_multi() {
+        if spec.no_multi() {
+            ctx.error("ERR Command not allowed inside a transaction");
+            transaction::flag(ctx);
+        } else {
+            transaction::queue(ctx, spec, req);
+        }
         return;
     }
     match spec.kind {
@@ -350,29 +596,135 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
         Kind::Quit => connection::quit(ctx),
         Kind::Select => connection::select(ctx, req),
         Kind::Info => info::info(ctx, req),
-        Kind::Get => strings::get(ctx, req),
-        Kind::Set => strings::set(ctx, req).await,
-        Kind::Setex => strings::setex(ctx, req, 1000, "setex").await,
-        Kind::Psetex => strings::setex(ctx, req, 1, "psetex").await,
-        Kind::Getdel => strings::getdel(ctx, req).await,
+        Kind::Config => admin::config(ctx, req),
+        Kind::Time => admin::time(ctx),
+        Kind::Shutdown => admin::shutdown(ctx, req),
+        Kind::Multi => transaction::multi(ctx),
+        Kind::Exec => transaction::exec(ctx).await,
+        Kind::Discard => transaction::discard(ctx),
+        Kind::Watch => transaction::watch(ctx, req),
+        Kind::Unwatch => transaction::unwatch(ctx),
+        // Streamed: their replies go out in pieces, the lock taken a few keys at a time.
         Kind::Mget => strings::mget(ctx, req).await,
-        Kind::Mset => strings::mset(ctx, req).await,
-        Kind::Del => keyspace::del(ctx, req).await,
-        Kind::Exists => keyspace::exists(ctx, req),
-        Kind::Expire => keyspace::expire(ctx, req, 1000, false, "expire").await,
-        Kind::Pexpire => keyspace::expire(ctx, req, 1, false, "pexpire").await,
-        Kind::Expireat => keyspace::expire(ctx, req, 1000, true, "expireat").await,
-        Kind::Pexpireat => keyspace::expire(ctx, req, 1, true, "pexpireat").await,
-        Kind::Ttl => keyspace::ttl(ctx, req, false),
-        Kind::Pttl => keyspace::ttl(ctx, req, true),
-        Kind::Persist => keyspace::persist(ctx, req).await,
         Kind::Keys => keyspace::keys(ctx, req).await,
         Kind::Scan => keyspace::scan(ctx, req).await,
-        Kind::Dbsize => keyspace::dbsize(ctx),
+        // A tombstone per key: many short holds of the lock, not one long one.
         Kind::Flushall => keyspace::flushall(ctx, req).await,
+        _ => run_on_cache(ctx, spec, req).await,
     }
     if ctx.wrote {
         ctx.batch.write_replies.push(ctx.reply_start..ctx.out.len());
+    }
+    note_multi(ctx);
+}
+
+/// Shows this client's transaction in `CLIENT LIST` (`multi=`, `flags=x`).
+pub(crate) fn note_multi(ctx: &Ctx<'_>) {
+    let queued = ctx.session.multi.as_ref().map_or(-1, |m| m.len() as i64);
+    ctx.session.entry.multi.store(queued, Ordering::Relaxed);
+}
+
+/// Counts a command and notes it as this client's last (`CLIENT LIST`).
+fn note_command(ctx: &mut Ctx<'_>, spec: &'static Spec) {
+    ctx.server
+        .stats
+        .commands_processed
+        .fetch_add(1, Ordering::Relaxed);
+    let entry = &ctx.session.entry;
+    let active = entry.connected.elapsed().as_millis() as u64;
+    entry.last_active_ms.store(active, Ordering::Relaxed);
+    if let Ok(mut c) = entry.last_cmd.lock() {
+        *c = spec.name;
+    }
+}
+
+/// Runs a command on keys against the cache: in a transaction of its own if it may write,
+/// else under the read lock.
+async fn run_on_cache(ctx: &mut Ctx<'_>, spec: &Spec, req: Request<'_>) {
+    let server = ctx.server;
+    if spec.writes() {
+        match server
+            .cache
+            .transact(|tx| run_on_db(ctx, tx, spec.kind, req))
+            .await
+        {
+            Ok(((), Some(generation))) => ctx.wrote(generation),
+            Ok(((), None)) => {}
+            Err(e) => ctx.cache_error(&e),
+        }
+    } else {
+        server.cache.with_replica(|replica| {
+            let mut db = ReadOnly {
+                replica,
+                now: dice_core::now_ms(),
+            };
+            run_on_db(ctx, &mut db, spec.kind, req);
+        });
+    }
+}
+
+/// Runs a command on keys against `db`, synchronously (under the cache's lock). Connection
+/// commands that `EXEC` may run (they touch no lock) are run here too.
+pub(crate) fn run_on_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, kind: Kind, req: Request<'_>) {
+    match kind {
+        Kind::Client => connection::client(ctx, req),
+        Kind::Command => connection::command(ctx, req),
+        Kind::Echo => connection::echo(ctx, req),
+        Kind::Ping => connection::ping(ctx, req),
+        Kind::Select => connection::select(ctx, req),
+        Kind::Config => admin::config(ctx, req),
+        Kind::Time => admin::time(ctx),
+        Kind::Append => strings::append(ctx, db, req),
+        Kind::Counter => strings::counter(ctx, req),
+        Kind::Get => strings::get(ctx, db, req),
+        Kind::Getdel => strings::getdel(ctx, db, req),
+        Kind::Getex => strings::getex(ctx, db, req),
+        Kind::Getrange => strings::getrange(ctx, db, req),
+        Kind::Getset => strings::getset(ctx, db, req),
+        Kind::Mget => strings::mget_db(ctx, db, req),
+        Kind::Mset => strings::mset(ctx, db, req, false),
+        Kind::Msetnx => strings::mset(ctx, db, req, true),
+        Kind::Psetex => strings::setex(ctx, db, req, 1, "psetex"),
+        Kind::Set => strings::set(ctx, db, req),
+        Kind::Setex => strings::setex(ctx, db, req, 1000, "setex"),
+        Kind::Setnx => strings::setnx(ctx, db, req),
+        Kind::Setrange => strings::setrange(ctx, db, req),
+        Kind::Strlen => strings::strlen(ctx, db, req),
+        Kind::Copy => keyspace::copy(ctx, db, req),
+        Kind::Dbsize => keyspace::dbsize(ctx, db),
+        Kind::Del => keyspace::del(ctx, db, req),
+        Kind::Exists => keyspace::exists(ctx, db, req),
+        Kind::Expire => keyspace::expire(ctx, db, req, 1000, false, "expire"),
+        Kind::Pexpire => keyspace::expire(ctx, db, req, 1, false, "pexpire"),
+        Kind::Expireat => keyspace::expire(ctx, db, req, 1000, true, "expireat"),
+        Kind::Pexpireat => keyspace::expire(ctx, db, req, 1, true, "pexpireat"),
+        Kind::Expiretime => keyspace::expiretime(ctx, db, req, false),
+        Kind::Pexpiretime => keyspace::expiretime(ctx, db, req, true),
+        Kind::Flushall => keyspace::flushall_db(ctx, db, req),
+        Kind::Keys => keyspace::keys_db(ctx, db, req),
+        Kind::Memory => keyspace::memory(ctx, db, req),
+        Kind::Object => keyspace::object(ctx, db, req),
+        Kind::Persist => keyspace::persist(ctx, db, req),
+        Kind::Ttl => keyspace::ttl(ctx, db, req, false),
+        Kind::Pttl => keyspace::ttl(ctx, db, req, true),
+        Kind::Randomkey => keyspace::randomkey(ctx, db),
+        Kind::Rename => keyspace::rename(ctx, db, req, false),
+        Kind::Renamenx => keyspace::rename(ctx, db, req, true),
+        Kind::Scan => keyspace::scan_db(ctx, db, req),
+        Kind::Touch => keyspace::exists(ctx, db, req),
+        Kind::Type => keyspace::type_of(ctx, db, req),
+        // Never queued (no_multi, or run at once in MULTI) and dispatched before.
+        Kind::Auth
+        | Kind::Hello
+        | Kind::Shutdown
+        | Kind::Info
+        | Kind::Quit
+        | Kind::Multi
+        | Kind::Exec
+        | Kind::Discard
+        | Kind::Watch => ctx.error("ERR Command not allowed inside a transaction"),
+        // Queued in a transaction: EXEC has already dropped the watched keys.
+        Kind::Unwatch => crate::frame::write_simple(ctx.out, "OK"),
     }
 }
 

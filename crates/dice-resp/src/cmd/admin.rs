@@ -1,0 +1,189 @@
+//! Server commands: `CONFIG GET | SET | RESETSTAT | REWRITE | HELP`, `TIME`, `SHUTDOWN`.
+
+use super::{Ctx, SYNTAX_ERROR, is, truncated};
+use crate::frame::{Request, parse_i64, write_array_len, write_bulk, write_map_len, write_simple};
+use crate::glob::glob_match;
+use std::sync::atomic::Ordering;
+
+/// The parameters `CONFIG GET` shows: what dice has, and what Redis clients ask of a server
+/// that keeps no RDB or AOF files. `requirepass` is never shown.
+fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
+    let server = ctx.server;
+    let limits = server.config.frame_limits(&server.cache);
+    let timeout = server.timeout_ms.load(Ordering::Relaxed) / 1000;
+    let bind = ctx
+        .session
+        .entry
+        .local
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    vec![
+        ("appendonly", "no".into()),
+        ("bind", bind),
+        (
+            "client-query-buffer-limit",
+            limits.max_request_len.to_string(),
+        ),
+        ("cluster-enabled", "no".into()),
+        ("databases", "1".into()),
+        ("dbfilename", "dice.sqlite3".into()),
+        ("dir", server.cache.dir().display().to_string()),
+        ("maxclients", server.config.max_clients.to_string()),
+        ("maxmemory", "0".into()),
+        ("maxmemory-policy", "noeviction".into()),
+        ("notify-keyspace-events", String::new()),
+        ("port", server.port.to_string()),
+        ("proto-max-bulk-len", limits.max_bulk_len.to_string()),
+        ("save", String::new()),
+        ("timeout", timeout.to_string()),
+    ]
+}
+
+const CONFIG_HELP: &[&str] = &[
+    "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GET <pattern>",
+    "    Return parameters matching the glob-like <pattern> and their values.",
+    "SET <directive> <value>",
+    "    Set the configuration <directive> to <value>.",
+    "RESETSTAT",
+    "    Reset statistics reported by the INFO command.",
+    "REWRITE",
+    "    Rewrite the configuration file.",
+    "HELP",
+    "    Print this help.",
+];
+
+/// `CONFIG GET pattern [pattern ...]` (a map), `CONFIG SET parameter value [parameter
+/// value ...]` (only `timeout` changes at run time; setting another shown parameter to the
+/// value it has is accepted), `CONFIG RESETSTAT`, `CONFIG REWRITE` (no file), `CONFIG HELP`.
+pub(crate) fn config(ctx: &mut Ctx<'_>, req: Request<'_>) {
+    let sub = req.arg(1);
+    let argc = req.len();
+    if is(sub, "get") {
+        if argc < 3 {
+            return ctx.wrong_arity("config|get");
+        }
+        let params = parameters(ctx);
+        let patterns: Vec<Vec<u8>> = req.args().skip(2).map(|p| p.to_ascii_lowercase()).collect();
+        let matching: Vec<&(&str, String)> = params
+            .iter()
+            .filter(|(name, _)| patterns.iter().any(|p| glob_match(p, name.as_bytes())))
+            .collect();
+        write_map_len(ctx.out, matching.len(), ctx.session.proto);
+        for (name, value) in matching {
+            write_bulk(ctx.out, name.as_bytes());
+            write_bulk(ctx.out, value.as_bytes());
+        }
+    } else if is(sub, "set") {
+        if argc < 4 || !argc.is_multiple_of(2) {
+            return ctx.wrong_arity("config|set");
+        }
+        config_set(ctx, req);
+    } else if is(sub, "resetstat") {
+        if argc != 2 {
+            return ctx.wrong_arity("config|resetstat");
+        }
+        ctx.server.stats.reset();
+        write_simple(ctx.out, "OK");
+    } else if is(sub, "rewrite") {
+        if argc != 2 {
+            return ctx.wrong_arity("config|rewrite");
+        }
+        ctx.error("ERR The server is running without a config file");
+    } else if is(sub, "help") {
+        if argc != 2 {
+            return ctx.wrong_arity("config|help");
+        }
+        write_array_len(ctx.out, CONFIG_HELP.len());
+        for l in CONFIG_HELP {
+            write_simple(ctx.out, l);
+        }
+    } else {
+        super::connection::unknown_subcommand(ctx, sub, "CONFIG");
+    }
+}
+
+/// `CONFIG SET`: every pair is checked before any is applied.
+fn config_set(ctx: &mut Ctx<'_>, req: Request<'_>) {
+    let params = parameters(ctx);
+    let mut timeout = None;
+    for j in (2..req.len()).step_by(2) {
+        let (name, value) = (req.arg(j).to_ascii_lowercase(), req.arg(j + 1));
+        let Some((name, current)) = params.iter().find(|(n, _)| n.as_bytes() == name) else {
+            let text = format!(
+                "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+                truncated(&name, 128)
+            );
+            return ctx.error(&text);
+        };
+        if *name == "timeout" {
+            match parse_i64(value) {
+                Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => timeout = Some(n as u64),
+                Some(_) => {
+                    return ctx.error(
+                        "ERR CONFIG SET failed (possibly related to argument 'timeout') - \
+                         argument must be between 0 and 2147483647 inclusive",
+                    );
+                }
+                None => {
+                    return ctx.error(
+                        "ERR CONFIG SET failed (possibly related to argument 'timeout') - \
+                         argument couldn't be parsed into an integer",
+                    );
+                }
+            }
+        } else if current.as_bytes() != value {
+            let text = format!(
+                "ERR CONFIG SET failed (possibly related to argument '{name}') - can't set \
+                 immutable config"
+            );
+            return ctx.error(&text);
+        }
+    }
+    if let Some(secs) = timeout {
+        ctx.server
+            .timeout_ms
+            .store(secs.saturating_mul(1000), Ordering::Relaxed);
+    }
+    write_simple(ctx.out, "OK");
+}
+
+/// `TIME`: Unix seconds and microseconds, as two bulk strings.
+pub(crate) fn time(ctx: &mut Ctx<'_>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    write_array_len(ctx.out, 2);
+    write_bulk(ctx.out, now.as_secs().to_string().as_bytes());
+    write_bulk(ctx.out, now.subsec_micros().to_string().as_bytes());
+}
+
+/// `SHUTDOWN [NOSAVE | SAVE] [NOW] [FORCE]`: asks the process that owns the server to stop
+/// (see [`crate::RespHandle::shutdown_requested`]); `dice node` then stops as on SIGTERM:
+/// it stops taking clients, commits what is pending and exits. Like Redis, no reply: the
+/// connection closes. Every write is committed before it is acknowledged, so `NOSAVE` and
+/// `SAVE` change nothing.
+pub(crate) fn shutdown(ctx: &mut Ctx<'_>, req: Request<'_>) {
+    for opt in req.args().skip(1) {
+        if is(opt, "abort") {
+            return ctx.error("ERR No shutdown in progress.");
+        }
+        if !["nosave", "save", "now", "force"]
+            .iter()
+            .any(|o| is(opt, o))
+        {
+            return ctx.error(SYNTAX_ERROR);
+        }
+    }
+    let requests = &ctx.server.shutdown_requests;
+    if requests.receiver_count() == 0 {
+        tracing::warn!(
+            peer = %ctx.session.peer,
+            "SHUTDOWN refused: nothing in this process takes shutdown requests"
+        );
+        return ctx.error("ERR Errors trying to SHUTDOWN. Check logs.");
+    }
+    tracing::info!(peer = %ctx.session.peer, id = ctx.session.id, "SHUTDOWN requested by a client");
+    requests.send_replace(true);
+    ctx.session.quit = true;
+}
