@@ -92,6 +92,14 @@ fn values_round_trip(dir: &Path, scratch: &Path) {
     }
     assert_eq!(ok(dice(dir, &["get", "--raw", "dash"])).stdout, b"-");
 
+    // Past the 1 MiB limit: the limit, in the same words offline and through a node.
+    let out = dice_stdin(dir, &["put", "huge", "-"], &vec![7u8; 1024 * 1024 + 1]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("value of 1048577 bytes exceeds the limit of 1048576 bytes"),
+        "{}",
+        stderr(&out)
+    );
     // A file that does not exist is a usage error, and nothing is stored.
     let out = dice(dir, &["put", "nofile", "--file", "/nonexistent/dice-value"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -174,6 +182,23 @@ fn an_unreachable_node_is_said_once() {
     );
     assert_eq!(err.matches("refused").count(), 1, "cause repeated: {err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+
+    // DICE_NODE names the node too; a --data on the command line wins over it.
+    let run = |args: &[&str]| {
+        Command::new(dice_bin())
+            .args(args)
+            .env("DICE_NODE", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["get", "k"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains(&format!("127.0.0.1:{port}")));
+    let dir = tempfile::tempdir().unwrap();
+    ok(dice(dir.path(), &["put", "k", "v"]));
+    let out = ok(run(&["--data", dir.path().to_str().unwrap(), "get", "k"]));
+    assert_eq!(out.stdout, b"v\n");
 }
 
 #[test]

@@ -420,6 +420,9 @@ async fn run(cli: Cli, given: Given) -> Result<ExitCode> {
             client,
         } => {
             let value = client::read_value(value, file.as_deref())?;
+            // Said before sending: past the node's limits its RESP parser would only answer
+            // "invalid bulk length". Nodes run by `dice node` use the default limits.
+            dice_core::Limits::default().check(key.as_bytes(), Some(&value))?;
             (client::Request::Put { key, value, ttl }, client)
         }
         Command::Get { key, raw, client } => (client::Request::Get { key, raw }, client),
