@@ -342,6 +342,7 @@ fn main() -> ExitCode {
 struct Given {
     node_on_cli: bool,
     data_on_cli: bool,
+    password_on_cli: bool,
 }
 
 impl Given {
@@ -350,6 +351,7 @@ impl Given {
         Given {
             node_on_cli: on_cli("node"),
             data_on_cli: on_cli("data"),
+            password_on_cli: on_cli("password"),
         }
     }
 }
@@ -389,6 +391,20 @@ fn client_target(
 async fn run(cli: Cli, given: Given) -> Result<ExitCode> {
     let (request, client_args) = match cli.command {
         Command::Node(args) => {
+            // Client flags before `node` would otherwise be taken and ignored.
+            if given.node_on_cli {
+                return Err(UsageError(
+                    "--node names a node for the client commands; `dice node` listens on --api"
+                        .into(),
+                )
+                .into());
+            }
+            if given.password_on_cli {
+                return Err(UsageError(
+                    "--password is for the client commands; `dice node` takes --requirepass".into(),
+                )
+                .into());
+            }
             let dir = match cli.data {
                 Some(d) => d,
                 None => default_data_dir()?,
@@ -545,6 +561,23 @@ mod tests {
         assert!(help.contains("--password"), "{help}");
         assert!(Cli::try_parse_from(["dice", "node", "--node", "h:1"]).is_err());
         assert!(Cli::try_parse_from(["dice", "node", "--password", "p"]).is_err());
+    }
+
+    #[test]
+    fn client_flags_before_dice_node_are_refused_not_ignored() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (flag, hint) in [("--node", "--api"), ("--password", "--requirepass")] {
+            let matches = Cli::command()
+                .try_get_matches_from(["dice", flag, "x", "--data", "/nonexistent/d", "node"])
+                .unwrap();
+            let given = Given::from_matches(&matches);
+            let cli = Cli::from_arg_matches(&matches).unwrap();
+            let e = rt.block_on(run(cli, given)).unwrap_err();
+            assert_eq!(exit_for(&e).0, 2, "{e:#}");
+            assert!(e.to_string().contains(hint), "{e:#}");
+        }
     }
 
     #[test]
