@@ -16,8 +16,9 @@ use std::time::Duration;
 /// The default API address of a node.
 pub const DEFAULT_NODE: &str = "127.0.0.1:7379";
 
-/// The most `dice put` reads from stdin or a file: a node takes no larger request (a value
-/// is further limited to 1 MiB by default, which the node or the cache reports).
+/// The most `dice put` reads from stdin or a file (`--file /dev/zero` must not eat the
+/// memory): a node takes no larger request. Values are further limited to 1 MiB by default,
+/// checked once read, which names the exact size.
 pub const MAX_INPUT: u64 = 128 * 1024 * 1024;
 
 /// Where a command goes.
