@@ -10,6 +10,19 @@ use std::time::Duration;
 /// The file, inside a data directory, where a running node writes its API address.
 pub const API_ADDR_FILE: &str = "api.addr";
 
+/// Examples under `dice node --help`.
+pub const NODE_HELP: &str = "\
+Examples:
+  dice node                                          defaults: peers on 0.0.0.0:7380, API on 127.0.0.1:7379, mDNS
+  dice --data /tmp/dice-demo/a node --listen /ip4/127.0.0.1/tcp/7380 --api 127.0.0.1:7379 --no-mdns
+  dice --data /tmp/dice-demo/b node --listen /ip4/127.0.0.1/tcp/7381 --api 127.0.0.1:7389 \\
+      --no-mdns --peer /ip4/127.0.0.1/tcp/7380        a second node joining the first
+  dice node --cluster-key cluster.key --requirepass-file api.pass
+
+Creates the data directory (0700) if needed. Ctrl-C or SIGTERM stops the node cleanly.
+Every flag also reads DICE_<FLAG> (DICE_LISTEN, DICE_API, DICE_PEER, ...); RUST_LOG tunes
+the logs.";
+
 /// Flags of `dice node`.
 #[derive(clap::Args, Debug)]
 pub struct NodeArgs {

@@ -1,6 +1,8 @@
 //! Embedding dice-core: a local persistent LWW cache in your own program.
 //!
-//! Run with `cargo run -p dice-core --example embed -- /tmp/my-cache`.
+//! Run with `cargo run -p dice-core --example embed`: the cache lives in `dice-embed` under
+//! the system temp dir (printed; run it again and the data is still there), or in the
+//! directory given as the first argument: `cargo run -p dice-core --example embed -- DIR`.
 
 use dice_core::{Cache, CacheOptions, Durability};
 use std::time::Duration;
@@ -9,7 +11,9 @@ use std::time::Duration;
 async fn main() -> dice_core::Result<()> {
     let dir = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "./dice-embed-data".into());
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("dice-embed"));
+    println!("data directory: {}", dir.display());
     let options = CacheOptions {
         durability: Durability::Fsync,
         ..CacheOptions::default()
