@@ -173,8 +173,10 @@ pub mod cluster;
 mod cmd;
 pub mod frame;
 pub mod glob;
+pub mod pubsub;
 pub mod server;
 
 pub use cluster::ClusterInfo;
 pub use frame::{FrameError, FrameLimits};
+pub use pubsub::{PubSubBus, PubSubHandle};
 pub use server::{RespConfig, RespHandle, RespServer, serve};

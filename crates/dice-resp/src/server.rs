@@ -4,6 +4,7 @@
 use crate::cluster::ClusterInfo;
 use crate::cmd::{self, Batch, Ctx, Session};
 use crate::frame::{FrameLimits, Parse, Protocol, RequestParser, write_error};
+use crate::pubsub::{Delivery, Hub, PubSubBus, PubSubHandle};
 use bytes::{Buf, BytesMut};
 use dice_core::Cache;
 use std::collections::BTreeMap;
@@ -63,6 +64,19 @@ pub struct RespConfig {
     /// still run, as Redis runs a transaction past a command's error. The queued commands
     /// themselves are bounded by `max_request_len` together.
     pub max_exec_reply: usize,
+    /// Most channels plus patterns one connection may subscribe to (default 10 000). Past
+    /// it, `SUBSCRIBE`/`PSUBSCRIBE` answer an error and subscribe to none of their names.
+    pub max_subscriptions_per_client: usize,
+    /// Most subscriptions of all connections together (default 1 000 000).
+    pub max_subscriptions_total: usize,
+    /// Longest channel name or pattern, in `SUBSCRIBE`, `PSUBSCRIBE` and `PUBLISH` (default
+    /// 4 KiB, like keys).
+    pub max_channel_len: usize,
+    /// Most bytes of messages queued for one subscriber and not yet written to its socket
+    /// (default 32 MiB, Redis's pubsub `client-output-buffer-limit`; each message counts its
+    /// channel, pattern and payload plus 64 bytes). A subscriber past it is disconnected
+    /// (logged, `dice_pubsub_output_disconnects` in `INFO stats`).
+    pub pubsub_output_limit: usize,
 }
 
 impl Default for RespConfig {
@@ -80,6 +94,10 @@ impl Default for RespConfig {
             output_stall_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
             max_exec_reply: 64 * 1024 * 1024,
+            max_subscriptions_per_client: 10_000,
+            max_subscriptions_total: 1_000_000,
+            max_channel_len: 4096,
+            pubsub_output_limit: 32 * 1024 * 1024,
         }
     }
 }
@@ -101,6 +119,13 @@ impl fmt::Debug for RespConfig {
             .field("output_stall_timeout", &self.output_stall_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("max_exec_reply", &self.max_exec_reply)
+            .field(
+                "max_subscriptions_per_client",
+                &self.max_subscriptions_per_client,
+            )
+            .field("max_subscriptions_total", &self.max_subscriptions_total)
+            .field("max_channel_len", &self.max_channel_len)
+            .field("pubsub_output_limit", &self.pubsub_output_limit)
             .finish()
     }
 }
@@ -142,6 +167,8 @@ pub(crate) struct ServerState {
     pub registry: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
     /// Set by `SHUTDOWN`: the process that owns the server should stop the node.
     pub shutdown_requests: watch::Sender<bool>,
+    /// Who listens to which channel.
+    pub pubsub: Arc<Hub>,
 }
 
 /// What other connections may see of, and do to, one connection (`CLIENT LIST`, `CLIENT
@@ -162,6 +189,9 @@ pub(crate) struct ClientEntry {
     pub resp: AtomicU64,
     /// Commands queued in `MULTI`, or -1 outside a transaction (as `CLIENT LIST` shows it).
     pub multi: std::sync::atomic::AtomicI64,
+    /// Channels and patterns subscribed to (`sub=`, `psub=`).
+    pub sub: AtomicU64,
+    pub psub: AtomicU64,
     pub killed: tokio::sync::Notify,
 }
 
@@ -281,6 +311,7 @@ pub struct RespServer {
     config: RespConfig,
     cluster: Option<Arc<dyn ClusterInfo>>,
     shutdown_requests: watch::Sender<bool>,
+    pubsub: Arc<Hub>,
 }
 
 impl fmt::Debug for RespServer {
@@ -297,12 +328,14 @@ impl fmt::Debug for RespServer {
 impl RespServer {
     /// A server for `cache` on `listener`.
     pub fn new(listener: TcpListener, cache: Cache, config: RespConfig) -> Self {
+        let pubsub = Arc::new(Hub::new(config.pubsub_output_limit));
         RespServer {
             listener,
             cache,
             config,
             cluster: None,
             shutdown_requests: watch::Sender::new(false),
+            pubsub,
         }
     }
 
@@ -318,6 +351,20 @@ impl RespServer {
     pub fn with_cluster_info(mut self, info: Arc<dyn ClusterInfo>) -> Self {
         self.cluster = Some(info);
         self
+    }
+
+    /// Carries `PUBLISH`ed messages to the other nodes of the cluster (a dice-net node,
+    /// say). Without one, pub/sub works within this node.
+    pub fn with_pubsub_bus(self, bus: Arc<dyn PubSubBus>) -> Self {
+        self.pubsub.set_bus(bus);
+        self
+    }
+
+    /// A handle to hand this server's subscribers the messages published on other nodes.
+    pub fn pubsub(&self) -> PubSubHandle {
+        PubSubHandle {
+            hub: self.pubsub.clone(),
+        }
     }
 
     /// The address the listener is bound to.
@@ -349,6 +396,7 @@ impl RespServer {
             timeout_ms,
             registry: Mutex::new(BTreeMap::new()),
             shutdown_requests: self.shutdown_requests,
+            pubsub: self.pubsub,
         });
         let listener = self.listener;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -491,6 +539,9 @@ pub(crate) struct Wire {
     pub peer: SocketAddr,
     /// Set once a write failed or stalled: the connection is closing, stop answering.
     pub broken: bool,
+    /// Notified to close the connection (`CLIENT KILL`, a subscriber past its limit): a
+    /// write in progress is abandoned.
+    pub entry: Arc<ClientEntry>,
 }
 
 /// Sends `out`: first waits until the batch's writes are committed (their replies turn
@@ -521,13 +572,19 @@ pub(crate) async fn send(
         .stats
         .net_output_bytes
         .fetch_add(out.len() as u64, Ordering::Relaxed);
-    let written = if stall.is_zero() {
-        wire.stream.write_all(out).await.map_err(|_| false)
-    } else {
-        match tokio::time::timeout(stall, wire.stream.write_all(out)).await {
-            Ok(r) => r.map_err(|_| false),
-            Err(_) => Err(true),
+    let write = async {
+        if stall.is_zero() {
+            wire.stream.write_all(out).await.map_err(|_| false)
+        } else {
+            match tokio::time::timeout(stall, wire.stream.write_all(out)).await {
+                Ok(r) => r.map_err(|_| false),
+                Err(_) => Err(true),
+            }
         }
+    };
+    let written = tokio::select! {
+        r = write => r,
+        () = wire.entry.killed.notified() => Err(false),
     };
     out.clear();
     if out.capacity() > 4 * OUTPUT_FLUSH_AT {
@@ -622,6 +679,8 @@ async fn run_connection(
         last_cmd: Mutex::new("NULL"),
         resp: AtomicU64::new(2),
         multi: std::sync::atomic::AtomicI64::new(-1),
+        sub: AtomicU64::new(0),
+        psub: AtomicU64::new(0),
         killed: tokio::sync::Notify::new(),
     });
     if let Ok(mut r) = state.registry.lock() {
@@ -640,6 +699,7 @@ async fn run_connection(
         proto: Protocol::Resp2,
         multi: None,
         watched: Default::default(),
+        pubsub: None,
     };
     tracing::debug!(%peer, id = session.id, "RESP client connected");
     let mut parser = RequestParser::new(state.frame_limits);
@@ -655,6 +715,7 @@ async fn run_connection(
         stream,
         peer,
         broken: false,
+        entry: entry.clone(),
     };
     loop {
         // Answer every complete request in the buffer.
@@ -745,13 +806,19 @@ async fn run_connection(
             }
             break;
         }
-        let idle_timeout = Duration::from_millis(state.timeout_ms.load(Ordering::Relaxed));
+        // Subscribed clients are not idle (as in Redis): they wait for messages.
+        let idle_timeout = if session.pubsub.as_ref().is_some_and(|s| s.count() > 0) {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(state.timeout_ms.load(Ordering::Relaxed))
+        };
         let idle = async {
             if idle_timeout.is_zero() {
                 std::future::pending::<()>().await;
             }
             tokio::time::sleep(idle_timeout).await;
         };
+        let mut delivery = None;
         let timed_out = tokio::select! {
             read = wire.stream.read_buf(&mut input) => match read {
                 Ok(0) | Err(_) => break,
@@ -760,6 +827,10 @@ async fn run_connection(
                     false
                 }
             },
+            Some(first) = next_delivery(&mut session.pubsub) => {
+                delivery = Some(first);
+                false
+            }
             () = idle => true,
             () = entry.killed.notified() => {
                 tracing::debug!(%peer, id, "closing a client (CLIENT KILL)");
@@ -767,6 +838,12 @@ async fn run_connection(
             }
             _ = stop.wait_for(|stopping| *stopping) => break,
         };
+        if let Some(first) = delivery.take() {
+            if !deliver(&state, &mut session, first, &mut out, &mut batch, &mut wire).await {
+                break;
+            }
+            continue;
+        }
         if timed_out {
             state.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, id = session.id, "closing an idle client (timeout)");
@@ -775,6 +852,38 @@ async fn run_connection(
         }
     }
     tracing::debug!(%peer, id = session.id, "RESP client gone");
+}
+
+/// The next pub/sub message for a connection; never, while it has no subscription queue.
+async fn next_delivery(subs: &mut Option<Box<crate::pubsub::ClientSubs>>) -> Option<Delivery> {
+    match subs {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to [`OUTPUT_FLUSH_AT`] at a time) to the
+/// client. False once the connection must close (gone, stalled, or past its pub/sub limit).
+async fn deliver(
+    state: &ServerState,
+    session: &mut Session,
+    first: Delivery,
+    out: &mut Vec<u8>,
+    batch: &mut Batch,
+    wire: &mut Wire,
+) -> bool {
+    let mut next = Some(first);
+    while let Some(d) = next {
+        cmd::pubsub::write_delivery(out, &d, session.proto);
+        if out.len() >= OUTPUT_FLUSH_AT && !send(state, out, batch, wire).await {
+            return false;
+        }
+        next = session.pubsub.as_mut().and_then(|s| s.try_next());
+    }
+    if session.pubsub.as_ref().is_some_and(|s| s.overflowed()) {
+        return false;
+    }
+    send(state, out, batch, wire).await
 }
 
 /// A fresh run id: a hash of the time, the process id and an address in this process.

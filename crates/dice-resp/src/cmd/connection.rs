@@ -273,10 +273,12 @@ fn client_line(e: &ClientEntry) -> String {
         .unwrap_or_default();
     let (lib_name, lib_ver) = e.lib.lock().map(|l| l.clone()).unwrap_or_default();
     let multi = e.multi.load(Ordering::Relaxed);
+    let sub = e.sub.load(Ordering::Relaxed);
+    let psub = e.psub.load(Ordering::Relaxed);
     let cmd = e.last_cmd.lock().map(|c| *c).unwrap_or("NULL");
     let laddr = e.local.map(|a| a.to_string()).unwrap_or_default();
     format!(
-        "id={} addr={} laddr={laddr} fd={} name={} age={} idle={} flags={} db=0 sub=0 psub=0 \
+        "id={} addr={} laddr={laddr} fd={} name={} age={} idle={} flags={} db=0 sub={} psub={} \
          ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 \
          oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default redir=-1 resp={} lib-name={} \
          lib-ver={}\n",
@@ -286,7 +288,15 @@ fn client_line(e: &ClientEntry) -> String {
         String::from_utf8_lossy(&name),
         age.as_secs(),
         idle_ms / 1000,
-        if multi >= 0 { "x" } else { "N" },
+        if multi >= 0 {
+            "x"
+        } else if sub + psub > 0 {
+            "P"
+        } else {
+            "N"
+        },
+        sub,
+        psub,
         e.resp.load(Ordering::Relaxed),
         String::from_utf8_lossy(&lib_name),
         String::from_utf8_lossy(&lib_ver),

@@ -180,7 +180,11 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                  dice_idle_timeouts:{}\r\n\
                  dice_input_buffered_bytes:{}\r\n\
                  dice_input_budget_refusals:{}\r\n\
-                 dice_output_stall_disconnects:{}\r\n",
+                 dice_output_stall_disconnects:{}\r\n\
+                 pubsub_channels:{}\r\n\
+                 pubsub_patterns:{}\r\n\
+                 dice_pubsub_output_disconnects:{}\r\n\
+                 dice_pubsub_remote_received:{}\r\n",
                 n(&st.connections_received),
                 n(&st.commands_processed),
                 n(&st.net_input_bytes),
@@ -192,6 +196,10 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                 server.input_buffered(),
                 n(&st.input_budget_refusals),
                 n(&st.output_stalls),
+                server.pubsub.channels(None).len(),
+                server.pubsub.numpat(),
+                n(&server.pubsub.output_disconnects),
+                n(&server.pubsub.remote_received),
             );
         });
     }

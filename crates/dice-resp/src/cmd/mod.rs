@@ -16,6 +16,7 @@ pub(crate) mod connection;
 pub(crate) mod docs;
 pub(crate) mod info;
 pub(crate) mod keyspace;
+pub(crate) mod pubsub;
 pub(crate) mod strings;
 pub(crate) mod transaction;
 
@@ -56,6 +57,9 @@ pub(crate) struct Session {
     pub multi: Option<transaction::Multi>,
     /// The keys under `WATCH`, with what they held when watched.
     pub watched: transaction::Watched,
+    /// The channels and patterns subscribed to, and the queue of messages (from the first
+    /// `SUBSCRIBE` or `PSUBSCRIBE` on).
+    pub pubsub: Option<Box<crate::pubsub::ClientSubs>>,
 }
 
 /// Where a command on keys reads and writes: the replica under the cache's read lock
@@ -267,6 +271,14 @@ pub(crate) enum Kind {
     Config,
     Time,
     Shutdown,
+    Reset,
+    // Pub/sub.
+    Subscribe,
+    Psubscribe,
+    Unsubscribe,
+    Punsubscribe,
+    Publish,
+    Pubsub,
     // Transactions.
     Discard,
     Exec,
@@ -331,7 +343,10 @@ pub(crate) struct Spec {
 impl Spec {
     /// Whether an unauthenticated client may run it.
     fn no_auth(&self) -> bool {
-        matches!(self.kind, Kind::Auth | Kind::Hello | Kind::Quit)
+        matches!(
+            self.kind,
+            Kind::Auth | Kind::Hello | Kind::Quit | Kind::Reset
+        )
     }
 
     /// Whether it may write (it then runs in a transaction).
@@ -351,6 +366,14 @@ impl Spec {
     /// change the connection): refused when queued, which aborts the transaction.
     fn no_multi(&self) -> bool {
         self.flags.contains(&"no_multi")
+            || matches!(
+                self.kind,
+                Kind::Subscribe
+                    | Kind::Psubscribe
+                    | Kind::Unsubscribe
+                    | Kind::Punsubscribe
+                    | Kind::Reset
+            )
     }
 
     fn arity_ok(&self, argc: usize) -> bool {
@@ -394,6 +417,7 @@ const W_OOM: &[&str] = &["write", "denyoom"];
 const W_OOM_FAST: &[&str] = &["write", "denyoom", "fast"];
 const R: &[&str] = &["readonly"];
 const R_FAST: &[&str] = &["readonly", "fast"];
+const PUBSUB: &[&str] = &["pubsub", "noscript", "loading", "stale"];
 const TX: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 
 /// Every command, sorted by name (binary-searched).
@@ -480,7 +504,17 @@ pub(crate) static TABLE: &[Spec] = &[
     spec("pexpiretime", Kind::Pexpiretime, 2, R_FAST, ONE_KEY),
     spec("ping", Kind::Ping, -1, &["fast"], NO_KEYS),
     spec("psetex", Kind::Psetex, 4, W_OOM, ONE_KEY),
+    spec("psubscribe", Kind::Psubscribe, -2, PUBSUB, NO_KEYS),
     spec("pttl", Kind::Pttl, 2, R_FAST, ONE_KEY),
+    spec(
+        "publish",
+        Kind::Publish,
+        3,
+        &["pubsub", "loading", "stale", "fast"],
+        NO_KEYS,
+    ),
+    spec("pubsub", Kind::Pubsub, -2, &["loading", "stale"], NO_KEYS),
+    spec("punsubscribe", Kind::Punsubscribe, -1, PUBSUB, NO_KEYS),
     spec(
         "quit",
         Kind::Quit,
@@ -498,6 +532,20 @@ pub(crate) static TABLE: &[Spec] = &[
     spec("randomkey", Kind::Randomkey, 1, R, NO_KEYS),
     spec("rename", Kind::Rename, 3, W, TWO_KEYS),
     spec("renamenx", Kind::Renamenx, 3, W_FAST, TWO_KEYS),
+    spec(
+        "reset",
+        Kind::Reset,
+        1,
+        &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "allow_busy",
+        ],
+        NO_KEYS,
+    ),
     spec("scan", Kind::Scan, -2, R, NO_KEYS),
     spec(
         "select",
@@ -525,6 +573,7 @@ pub(crate) static TABLE: &[Spec] = &[
         NO_KEYS,
     ),
     spec("strlen", Kind::Strlen, 2, R_FAST, ONE_KEY),
+    spec("subscribe", Kind::Subscribe, -2, PUBSUB, NO_KEYS),
     spec("substr", Kind::Getrange, 4, R, ONE_KEY),
     spec(
         "time",
@@ -537,6 +586,7 @@ pub(crate) static TABLE: &[Spec] = &[
     spec("ttl", Kind::Ttl, 2, R_FAST, ONE_KEY),
     spec("type", Kind::Type, 2, R_FAST, ONE_KEY),
     spec("unlink", Kind::Del, -2, W_FAST, ALL_KEYS),
+    spec("unsubscribe", Kind::Unsubscribe, -1, PUBSUB, NO_KEYS),
     spec("unwatch", Kind::Unwatch, 1, TX, NO_KEYS),
     spec("watch", Kind::Watch, -2, TX, ALL_KEYS),
 ];
@@ -577,6 +627,14 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
         transaction::flag(ctx);
         return;
     }
+    if ctx.session.proto == Protocol::Resp2
+        && pubsub::subscribed(ctx)
+        && !pubsub::allowed_when_subscribed(spec.kind)
+    {
+        ctx.error(&pubsub::not_allowed_text(spec.name));
+        transaction::flag(ctx);
+        return;
+    }
     if ctx.session.multi.is_some() && !spec.runs_in_multi() {
         if spec.no_multi() {
             ctx.error("ERR Command not allowed inside a transaction");
@@ -592,8 +650,18 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
         Kind::Command => connection::command(ctx, req),
         Kind::Echo => connection::echo(ctx, req),
         Kind::Hello => connection::hello(ctx, req),
+        Kind::Ping if ctx.session.proto == Protocol::Resp2 && pubsub::subscribed(ctx) => {
+            pubsub::ping_subscribed(ctx, req);
+        }
         Kind::Ping => connection::ping(ctx, req),
         Kind::Quit => connection::quit(ctx),
+        Kind::Reset => pubsub::reset(ctx),
+        Kind::Subscribe => pubsub::subscribe(ctx, req, false),
+        Kind::Psubscribe => pubsub::subscribe(ctx, req, true),
+        Kind::Unsubscribe => pubsub::unsubscribe(ctx, req, false),
+        Kind::Punsubscribe => pubsub::unsubscribe(ctx, req, true),
+        Kind::Publish => pubsub::publish(ctx, req),
+        Kind::Pubsub => pubsub::pubsub(ctx, req),
         Kind::Select => connection::select(ctx, req),
         Kind::Info => info::info(ctx, req),
         Kind::Config => admin::config(ctx, req),
@@ -674,6 +742,8 @@ pub(crate) fn run_on_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, kind: Kind, req: Req
         Kind::Select => connection::select(ctx, req),
         Kind::Config => admin::config(ctx, req),
         Kind::Time => admin::time(ctx),
+        Kind::Publish => pubsub::publish(ctx, req),
+        Kind::Pubsub => pubsub::pubsub(ctx, req),
         Kind::Append => strings::append(ctx, db, req),
         Kind::Counter => strings::counter(ctx, req),
         Kind::Get => strings::get(ctx, db, req),
@@ -722,7 +792,12 @@ pub(crate) fn run_on_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, kind: Kind, req: Req
         | Kind::Multi
         | Kind::Exec
         | Kind::Discard
-        | Kind::Watch => ctx.error("ERR Command not allowed inside a transaction"),
+        | Kind::Watch
+        | Kind::Reset
+        | Kind::Subscribe
+        | Kind::Psubscribe
+        | Kind::Unsubscribe
+        | Kind::Punsubscribe => ctx.error("ERR Command not allowed inside a transaction"),
         // Queued in a transaction: EXEC has already dropped the watched keys.
         Kind::Unwatch => crate::frame::write_simple(ctx.out, "OK"),
     }

@@ -1,0 +1,362 @@
+//! Pub/sub on one server: the exact bytes of Redis's replies in RESP2 and RESP3, the
+//! commands a subscribed RESP2 connection may run, the bounds, and a subscriber that does
+//! not read being disconnected.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use dice_resp::RespConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the bytes read end with `end`; returns them.
+async fn read_until(stream: &mut TcpStream, end: &[u8]) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !all.ends_with(end) {
+        let n = bounded(stream.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&all));
+        all.extend_from_slice(&buf[..n]);
+    }
+    all
+}
+
+#[tokio::test]
+async fn resp2_subscribe_publish_and_unsubscribe() {
+    let server = start_default().await;
+    let mut sub = server.raw().await;
+    let mut publ = server.raw().await;
+    exchange(
+        &mut sub,
+        b"SUBSCRIBE a b\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n",
+    )
+    .await;
+    // Twice the same channel: confirmed, the count unchanged.
+    exchange(
+        &mut sub,
+        b"SUBSCRIBE a\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:2\r\n",
+    )
+    .await;
+    exchange(
+        &mut sub,
+        b"PSUBSCRIBE n*\r\n",
+        b"*3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:3\r\n",
+    )
+    .await;
+
+    exchange(&mut publ, b"PUBLISH a hi\r\n", b":1\r\n").await;
+    exchange(
+        &mut sub,
+        b"",
+        b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n",
+    )
+    .await;
+    exchange(&mut publ, b"PUBLISH news x\r\n", b":1\r\n").await;
+    exchange(
+        &mut sub,
+        b"",
+        b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$1\r\nx\r\n",
+    )
+    .await;
+    exchange(&mut publ, b"PUBLISH other x\r\n", b":0\r\n").await;
+    exchange(
+        &mut publ,
+        b"PUBSUB NUMSUB a b c\r\n",
+        b"*6\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:1\r\n$1\r\nc\r\n:0\r\n",
+    )
+    .await;
+    exchange(&mut publ, b"PUBSUB NUMPAT\r\n", b":1\r\n").await;
+    exchange(&mut publ, b"PUBSUB CHANNELS b*\r\n", b"*1\r\n$1\r\nb\r\n").await;
+    let mut con = server.client().await;
+    let mut channels: Vec<String> = q(&mut con, &[b"PUBSUB", b"CHANNELS"]).await;
+    channels.sort();
+    assert_eq!(channels, ["a", "b"]);
+    let list: String = q(&mut con, &[b"CLIENT", b"LIST"]).await;
+    assert!(
+        list.lines()
+            .any(|l| l.contains("flags=P") && l.contains(" sub=2 psub=1 ")),
+        "{list}"
+    );
+
+    // Subscribed in RESP2: only (P)(UN)SUBSCRIBE, PING, QUIT, RESET.
+    exchange(
+        &mut sub,
+        b"GET k\r\n",
+        b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / \
+          RESET are allowed in this context\r\n",
+    )
+    .await;
+    exchange(&mut sub, b"PING\r\n", b"*2\r\n$4\r\npong\r\n$0\r\n\r\n").await;
+    exchange(
+        &mut sub,
+        b"PING hey\r\n",
+        b"*2\r\n$4\r\npong\r\n$3\r\nhey\r\n",
+    )
+    .await;
+
+    exchange(
+        &mut sub,
+        b"UNSUBSCRIBE a\r\n",
+        b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:2\r\n",
+    )
+    .await;
+    exchange(&mut publ, b"PUBLISH a gone\r\n", b":0\r\n").await;
+    exchange(
+        &mut sub,
+        b"UNSUBSCRIBE\r\n",
+        b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:1\r\n",
+    )
+    .await;
+    // No channel left: one reply with a null channel and the count (the pattern).
+    exchange(
+        &mut sub,
+        b"UNSUBSCRIBE\r\n",
+        b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:1\r\n",
+    )
+    .await;
+    exchange(
+        &mut sub,
+        b"PUNSUBSCRIBE\r\n",
+        b"*3\r\n$12\r\npunsubscribe\r\n$2\r\nn*\r\n:0\r\n",
+    )
+    .await;
+    // Out of subscribed mode: commands run again.
+    exchange(&mut sub, b"GET k\r\n", b"$-1\r\n").await;
+    exchange(&mut publ, b"PUBLISH news y\r\n", b":0\r\n").await;
+    exchange(&mut publ, b"PUBSUB NUMPAT\r\n", b":0\r\n").await;
+
+    // RESET leaves subscribed mode too.
+    exchange(
+        &mut sub,
+        b"SUBSCRIBE c\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n",
+    )
+    .await;
+    exchange(&mut sub, b"RESET\r\n", b"+RESET\r\n").await;
+    exchange(&mut sub, b"GET k\r\n", b"$-1\r\n").await;
+    exchange(&mut publ, b"PUBLISH c z\r\n", b":0\r\n").await;
+}
+
+#[tokio::test]
+async fn resp3_pushes_and_other_commands_allowed() {
+    let server = start_default().await;
+    let mut sub = server.raw().await;
+    let mut publ = server.raw().await;
+    sub.write_all(b"HELLO 3\r\n").await.unwrap();
+    read_until(&mut sub, b"$7\r\nmodules\r\n*0\r\n").await;
+    exchange(
+        &mut sub,
+        b"SUBSCRIBE a\r\n",
+        b">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n",
+    )
+    .await;
+    exchange(
+        &mut sub,
+        b"PSUBSCRIBE a?\r\n",
+        b">3\r\n$10\r\npsubscribe\r\n$2\r\na?\r\n:2\r\n",
+    )
+    .await;
+    // Any command runs on a subscribed RESP3 connection.
+    exchange(&mut sub, b"GET k\r\n", b"_\r\n").await;
+    exchange(&mut sub, b"PING\r\n", b"+PONG\r\n").await;
+    exchange(&mut publ, b"PUBLISH a hi\r\n", b":1\r\n").await;
+    exchange(
+        &mut sub,
+        b"",
+        b">3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n",
+    )
+    .await;
+    exchange(&mut publ, b"PUBLISH ab yo\r\n", b":1\r\n").await;
+    exchange(
+        &mut sub,
+        b"",
+        b">4\r\n$8\r\npmessage\r\n$2\r\na?\r\n$2\r\nab\r\n$2\r\nyo\r\n",
+    )
+    .await;
+    exchange(
+        &mut sub,
+        b"UNSUBSCRIBE a\r\n",
+        b">3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n",
+    )
+    .await;
+    exchange(
+        &mut sub,
+        b"UNSUBSCRIBE\r\n",
+        b">3\r\n$11\r\nunsubscribe\r\n_\r\n:1\r\n",
+    )
+    .await;
+
+    // And through a client library: redis-rs reads RESP2 messages too.
+    let mut con = server.client().await;
+    let n: i64 = q(&mut con, &[b"PUBLISH", b"ab", b"again"]).await;
+    assert_eq!(n, 1, "the pattern still matches");
+}
+
+#[tokio::test]
+async fn bounds_and_transactions() {
+    let server = start(RespConfig {
+        max_subscriptions_per_client: 3,
+        max_channel_len: 8,
+        ..RespConfig::default()
+    })
+    .await;
+    let mut con = server.client().await;
+    let mut sub = server.raw().await;
+    // Too many at once: refused whole, nothing subscribed.
+    exchange(
+        &mut sub,
+        b"SUBSCRIBE a b c d\r\n",
+        b"-ERR this client would pass 3 subscriptions (max_subscriptions_per_client)\r\n",
+    )
+    .await;
+    let numsub: Vec<redis::Value> = q(&mut con, &[b"PUBSUB", b"NUMSUB", b"a"]).await;
+    assert_eq!(numsub[1], redis::Value::Int(0));
+    exchange(
+        &mut sub,
+        b"SUBSCRIBE a b\r\nPSUBSCRIBE c*\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n\
+          *3\r\n$10\r\npsubscribe\r\n$2\r\nc*\r\n:3\r\n",
+    )
+    .await;
+    exchange(
+        &mut sub,
+        b"SUBSCRIBE d\r\n",
+        b"-ERR this client would pass 3 subscriptions (max_subscriptions_per_client)\r\n",
+    )
+    .await;
+    let e = err(&mut con, &[b"SUBSCRIBE", b"012345678"]).await;
+    assert!(e.contains("longer than 8 bytes (max_channel_len)"), "{e}");
+    let e = err(&mut con, &[b"PUBLISH", b"012345678", b"m"]).await;
+    assert!(e.contains("longer than 8 bytes"), "{e}");
+    // The message itself is bounded like any argument, not by the channel bound.
+    let n: i64 = q(&mut con, &[b"PUBLISH", b"a", b"a message longer than 8"]).await;
+    assert_eq!(n, 1);
+
+    // SUBSCRIBE is refused in MULTI; PUBLISH is queued and runs in EXEC.
+    let mut tx = server.raw().await;
+    exchange(&mut tx, b"MULTI\r\n", b"+OK\r\n").await;
+    exchange(
+        &mut tx,
+        b"SUBSCRIBE x\r\n",
+        b"-ERR Command not allowed inside a transaction\r\n",
+    )
+    .await;
+    exchange(&mut tx, b"DISCARD\r\n", b"+OK\r\n").await;
+    exchange(
+        &mut tx,
+        b"MULTI\r\nPUBLISH b in-tx\r\nEXEC\r\n",
+        b"+OK\r\n+QUEUED\r\n*1\r\n:1\r\n",
+    )
+    .await;
+    let mut got = Vec::new();
+    let want: &[u8] = b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$23\r\na message longer than 8\r\n\
+                        *3\r\n$7\r\nmessage\r\n$1\r\nb\r\n$5\r\nin-tx\r\n";
+    got.resize(want.len(), 0);
+    bounded(sub.read_exact(&mut got)).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+
+    // A connection that closes gives its subscriptions back.
+    drop(sub);
+    eventually(|| {
+        let mut con = con.clone();
+        async move {
+            let n: i64 = q(&mut con, &[b"PUBSUB", b"NUMPAT"]).await;
+            n == 0
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_does_not_read_is_disconnected() {
+    const LIMIT: usize = 256 * 1024;
+    const PAYLOAD: usize = 64 * 1024;
+    let server = start(RespConfig {
+        pubsub_output_limit: LIMIT,
+        ..RespConfig::default()
+    })
+    .await;
+    let mut slow = server.raw().await;
+    exchange(
+        &mut slow,
+        b"SUBSCRIBE big\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$3\r\nbig\r\n:1\r\n",
+    )
+    .await;
+    // A subscriber that reads everything, all along.
+    let mut fast = server.raw().await;
+    exchange(
+        &mut fast,
+        b"SUBSCRIBE big\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$3\r\nbig\r\n:1\r\n",
+    )
+    .await;
+    let (target_tx, mut target_rx) = tokio::sync::watch::channel(usize::MAX);
+    let reader = tokio::spawn(async move {
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        while total < *target_rx.borrow_and_update() {
+            tokio::select! {
+                n = fast.read(&mut buf) => {
+                    let n = n.unwrap();
+                    assert!(n > 0, "the fast subscriber was disconnected");
+                    total += n;
+                }
+                _ = target_rx.changed() => {}
+            }
+        }
+        (total, fast)
+    });
+
+    let mut con = server.client().await;
+    let payload = vec![b'x'; PAYLOAD];
+    let mut published = 0usize;
+    let mut dropped_at = None;
+    // Loopback socket buffers take a few MiB before the queue grows: 256 MiB is far past.
+    for i in 0..4096 {
+        let n: i64 = bounded(
+            redis::cmd("PUBLISH")
+                .arg("big")
+                .arg(&payload[..])
+                .query_async(&mut con),
+        )
+        .await
+        .unwrap();
+        published += 1;
+        if n == 1 {
+            dropped_at = Some(i);
+            break;
+        }
+        assert_eq!(n, 2);
+    }
+    let dropped_at = dropped_at.expect("the slow subscriber was dropped");
+    assert!(dropped_at > 0, "not before its buffers filled");
+    // The fast one received every message, in full.
+    let frame = format!("*3\r\n$7\r\nmessage\r\n$3\r\nbig\r\n${PAYLOAD}\r\n").len() + PAYLOAD + 2;
+    target_tx.send(published * frame).unwrap();
+    let (total, _fast) = bounded(reader).await.unwrap();
+    assert_eq!(total, published * frame);
+
+    // The slow one is closed: what it reads ends (after what its buffers held).
+    let rest = read_to_close(&mut slow).await;
+    assert!(
+        rest.len() < published * frame,
+        "it did not receive everything"
+    );
+    eventually(|| {
+        let mut con = con.clone();
+        async move {
+            let numsub: Vec<redis::Value> = q(&mut con, &[b"PUBSUB", b"NUMSUB", b"big"]).await;
+            numsub[1] == redis::Value::Int(1)
+        }
+    })
+    .await;
+    let info: String = q(&mut con, &[b"INFO", b"stats"]).await;
+    assert!(
+        info.contains("dice_pubsub_output_disconnects:1\r\n"),
+        "{info}"
+    );
+}
