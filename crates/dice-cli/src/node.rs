@@ -114,6 +114,15 @@ impl dice_resp::ClusterInfo for ClusterLines {
     }
 }
 
+/// Carries `PUBLISH` to the other nodes over the node's gossipsub.
+struct Bus(dice_net::pubsub::PubSub);
+
+impl dice_resp::PubSubBus for Bus {
+    fn publish(&self, channel: &[u8], message: &[u8]) {
+        self.0.publish(channel, message);
+    }
+}
+
 fn peer_lines(status: &dice_net::NodeStatus) -> Vec<String> {
     let mut lines = vec![
         format!("dice_cluster:{}", status.cluster),
@@ -241,13 +250,22 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
         ..RespConfig::default()
     };
-    let api = RespServer::new(listener, node.cache().clone(), config)
+    let server = RespServer::new(listener, node.cache().clone(), config)
         .with_cluster_info(Arc::new(ClusterLines {
             node: node.clone(),
             peers,
         }))
-        .spawn()
-        .context("starting the API")?;
+        .with_pubsub_bus(Arc::new(Bus(node.pubsub().clone())));
+    // Messages published on other nodes, to this node's subscribers.
+    let from_peers = node.pubsub().take_incoming().map(|mut incoming| {
+        let hub = server.pubsub();
+        tokio::spawn(async move {
+            while let Some(m) = incoming.recv().await {
+                hub.deliver(&m.channel, &m.payload);
+            }
+        })
+    });
+    let api = server.spawn().context("starting the API")?;
     let api_addr = api.local_addr();
     write_api_addr(dir, api_addr)?;
 
@@ -273,6 +291,9 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
     );
     let _ = std::fs::remove_file(dir.join(API_ADDR_FILE));
     refresher.abort();
+    if let Some(t) = from_peers {
+        t.abort();
+    }
     if let Err(e) = api.shutdown().await {
         tracing::warn!(error = %e, "closing the API");
     }

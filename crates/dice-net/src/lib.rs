@@ -14,6 +14,7 @@
 //! * [`protocol`]: protocol names carrying the cluster name and version.
 //! * [`keys`]: the persistent node identity and the cluster's pre-shared key.
 //! * [`known_peers`]: peers remembered in the data directory and redialed after a restart.
+//! * [`pubsub`]: Redis pub/sub messages carried to every node over gossipsub.
 //!
 //! Merge rules are not here: the network only moves bytes; dice-core decides.
 
@@ -24,6 +25,7 @@ pub mod known_peers;
 pub mod lan_only;
 pub mod node;
 pub mod protocol;
+pub mod pubsub;
 
 pub use libp2p::pnet::PreSharedKey;
 pub use libp2p::{Multiaddr, PeerId};

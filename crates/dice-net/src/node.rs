@@ -10,6 +10,7 @@ use crate::keys::load_or_create_identity;
 use crate::known_peers::KnownPeers;
 use crate::lan_only::LanOnly;
 use crate::protocol::sync_protocol;
+use crate::pubsub::{PubSub, PubSubLoop};
 use bytes::Bytes;
 use dice_core::{
     Cache, CacheOptions, CacheStats, Entry, Failure, NodeId, Outgoing, Purpose, ReplicationConfig,
@@ -244,6 +245,7 @@ pub struct Node {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    pubsub: PubSub,
 }
 
 impl std::fmt::Debug for Node {
@@ -264,6 +266,7 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    gossipsub: libp2p::gossipsub::Behaviour,
 }
 
 impl Node {
@@ -274,6 +277,8 @@ impl Node {
         let keypair = load_or_create_identity(&config.data_dir)?;
         let peer_id = keypair.public().to_peer_id();
         let denied_not_local = Arc::new(AtomicU64::new(0));
+        let max_message = crate::pubsub::max_message_for(&config.cache.limits);
+        let (pubsub, pubsub_loop) = PubSubLoop::new(&config.cluster, max_message);
         let mut swarm = build_swarm(
             &config,
             &denied_not_local,
@@ -281,6 +286,7 @@ impl Node {
             protocol.clone(),
             cache.node_id(),
         )?;
+        pubsub_loop.subscribe(&mut swarm.behaviour_mut().gossipsub);
         if config.cluster_key.is_none() {
             tracing::warn!(
                 "no cluster key: any host on the local networks that reaches the peer port \
@@ -351,6 +357,7 @@ impl Node {
             wake_at: None,
             denied_not_local,
             counters: Counters::default(),
+            pubsub: pubsub_loop,
         };
         event_loop.dial_initial();
         let task = tokio::spawn(event_loop.run());
@@ -359,7 +366,13 @@ impl Node {
             peer_id,
             commands: tx,
             task: Arc::new(Mutex::new(Some(task))),
+            pubsub,
         })
+    }
+
+    /// Cluster-wide pub/sub: publish to the other nodes, receive what they publish.
+    pub fn pubsub(&self) -> &PubSub {
+        &self.pubsub
     }
 
     /// The node's cache (reads and writes go straight to it).
@@ -496,6 +509,7 @@ fn build_swarm(
     let psk = config.cluster_key;
     let denied_not_local = denied_not_local.clone();
     let max_frame = config.cache.sync_limits.max_message_bytes;
+    let max_message = crate::pubsub::max_message_for(&config.cache.limits);
     let cluster = config.cluster.clone();
     let mdns_on = config.mdns;
     let ping_cfg = ping::Config::new()
@@ -559,6 +573,7 @@ fn build_swarm(
                 ),
                 ping: ping::Behaviour::new(ping_cfg),
                 mdns: Toggle::from(mdns),
+                gossipsub: crate::pubsub::behaviour(key, &cluster, max_message)?,
             })
         })
         .map_err(|e| NetError::Transport(e.to_string()))?
@@ -689,6 +704,7 @@ struct EventLoop {
     /// Inbound connections refused as not local (counted by [`LanOnly`]).
     denied_not_local: Arc<AtomicU64>,
     counters: Counters,
+    pubsub: PubSubLoop,
 }
 
 fn split_peer_id(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
@@ -779,6 +795,9 @@ impl EventLoop {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
+                data = self.pubsub.next_outgoing() => {
+                    self.pubsub.publish(&mut self.swarm.behaviour_mut().gossipsub, data);
+                }
                 _ = tick.tick() => self.redial(),
                 _ = save.tick() => self.known.save(),
                 _ = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now).into()),
@@ -1366,6 +1385,7 @@ impl EventLoop {
                     self.peer(peer).redial_at = Some(Instant::now());
                 }
             }
+            BehaviourEvent::Gossipsub(event) => self.pubsub.on_event(event),
             BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(_),
