@@ -16,10 +16,12 @@
 //!   graceful shutdown, and the connection that answers a pipeline and streams its replies
 //!   (sent whenever the buffer passes 64 KiB, waiting for the socket).
 //! * [`cluster`]: [`ClusterInfo`], how a dice-net node fills the `INFO cluster` section.
+//! * [`pubsub`]: the hub of channels and patterns, [`PubSubBus`] (how `PUBLISH` reaches the
+//!   other nodes) and [`PubSubHandle`] (how their messages reach this node's subscribers).
 //!
 //! # Commands
 //!
-//! * **Connection**: `PING`, `ECHO`, `QUIT`, `AUTH`, `HELLO [2|3] [AUTH user pass] [SETNAME
+//! * **Connection**: `PING`, `ECHO`, `QUIT`, `RESET`, `AUTH`, `HELLO [2|3] [AUTH user pass] [SETNAME
 //!   name]`, `SELECT 0`, `CLIENT ID|GETNAME|SETNAME|SETINFO|LIST|INFO|KILL|NO-EVICT|NO-TOUCH|
 //!   HELP` (`KILL` in its address form and its filter form: `ID`, `ADDR`, `LADDR`, `USER`,
 //!   `TYPE`, `MAXAGE`, `SKIPME`; only the targeted connections close).
@@ -27,6 +29,12 @@
 //!   `redis-cli` shows hints), `INFO [server|clients|memory|persistence|stats|keyspace|
 //!   cluster]`, `CONFIG GET|SET|RESETSTAT|REWRITE|HELP`, `TIME`, `SHUTDOWN`, `DBSIZE`,
 //!   `FLUSHALL`, `FLUSHDB`.
+//! * **Pub/sub**: `SUBSCRIBE`, `PSUBSCRIBE`, `UNSUBSCRIBE`, `PUNSUBSCRIBE`, `PUBLISH`,
+//!   `PUBSUB CHANNELS|NUMSUB|NUMPAT|HELP`. A message published on any node reaches the
+//!   subscribers of every node that the [`PubSubBus`] reaches; delivery is fire-and-forget
+//!   as in Redis (at most once, best effort, no order across publishers, lost during a
+//!   partition), and `PUBLISH` answers the number of subscribers of *this* node that
+//!   received it, as Redis Cluster does. See [`pubsub`].
 //! * **Transactions**: `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`.
 //! * **Strings**: `GET`, `SET` (`EX`, `PX`, `EXAT`, `PXAT`, `NX`, `XX`, `KEEPTTL`, `GET`),
 //!   `SETEX`, `PSETEX`, `SETNX`, `GETSET`, `GETDEL`, `GETEX` (`EX`, `PX`, `EXAT`, `PXAT`,
@@ -54,8 +62,10 @@
 //! `$-1`/`*-1`; `HELLO` answers a map (`%7`) instead of a flat array; `INFO`, `CLIENT LIST`
 //! and `CLIENT INFO` a verbatim string (`=...txt:`) instead of a bulk string; `COMMAND
 //! DOCS` and `CONFIG GET` a map; `COMMAND`'s flags, ACL categories and tips are sets (`~`). Integers, simple strings,
-//! bulk strings, arrays and errors are the same in both. [`frame`] also has the RESP3 kinds
-//! no command needs yet (doubles, booleans, big numbers, and pushes, ready for pub/sub).
+//! bulk strings, arrays and errors are the same in both. Pub/sub confirmations and messages
+//! are pushes (`>`) in RESP3 and arrays in RESP2, where a connection with subscriptions
+//! takes only `(P)SUBSCRIBE`, `(P)UNSUBSCRIBE`, `PING`, `QUIT` and `RESET`. [`frame`] also
+//! has the RESP3 kinds no command needs yet (doubles, booleans, big numbers).
 //!
 //! # What a replicated cache changes
 //!
@@ -91,7 +101,8 @@
 //! # Differences from Redis
 //!
 //! One database (`SELECT 0` only), strings only (no lists, hashes...), one user
-//! (`default`), no pub/sub, scripts, `CLIENT TRACKING` or `CLIENT PAUSE`; counters are
+//! (`default`), no scripts, `CLIENT TRACKING`, `CLIENT PAUSE`, sharded pub/sub or keyspace
+//! notifications; counters are
 //! refused (above). `OBJECT IDLETIME` is the time since the last write (dice tracks no
 //! reads); `RANDOMKEY` walks the map (O(n)). `CONFIG GET` never shows `requirepass`, and
 //! `CONFIG SET` changes only `timeout` at run time. `SHUTDOWN` asks the owner of the server
@@ -140,6 +151,11 @@
 //!   connection watches. `EXEC` holds the lock, so its replies are not streamed: they are
 //!   bounded by `max_exec_reply` (64 MiB); a command that would pass it answers an error
 //!   and does not run (a write checks before it writes).
+//! * **Pub/sub**: `max_subscriptions_per_client` (10 000) channels plus patterns per
+//!   connection, `max_subscriptions_total` (1 000 000) for all, `max_channel_len` (4 KiB)
+//!   per channel name or pattern, and `pubsub_output_limit` (32 MiB) of messages queued for
+//!   one subscriber: one that does not read is disconnected past it
+//!   (`dice_pubsub_output_disconnects`), like Redis's pubsub output-buffer limit.
 //! * **Idle clients**: `timeout` (zero by default: never, as in Redis) closes a client that
 //!   sent nothing for that long (`dice_idle_timeouts`).
 //! * **Failed `AUTH`s**: counted (`dice_auth_failures`), logged at most once a second with
