@@ -101,12 +101,14 @@
 //! # Differences from Redis
 //!
 //! One database (`SELECT 0` only), strings only (no lists, hashes...), one user
-//! (`default`), no scripts, `CLIENT TRACKING`, `CLIENT PAUSE`, sharded pub/sub or keyspace
-//! notifications; counters are
+//! (`default`), no scripts, `CLIENT TRACKING`, `CLIENT PAUSE` or sharded pub/sub; keyspace
+//! notifications (`CONFIG SET notify-keyspace-events`) fire `set`, `expire` and `del` for
+//! every change this node applies, its own writes and replicated ones (the README tells
+//! more); counters are
 //! refused (above). `OBJECT IDLETIME` is the time since the last write (dice tracks no
 //! reads); `RANDOMKEY` walks the map (O(n)). `CONFIG GET` never shows `requirepass`, and
-//! `CONFIG SET` changes only `timeout` at run time. `SHUTDOWN` asks the owner of the server
-//! to stop (see [`RespHandle::shutdown_requested`]); `dice node` stops as on SIGTERM. Keys
+//! `CONFIG SET` changes only `timeout` and `notify-keyspace-events` at run time.
+//! `SHUTDOWN` asks the owner of the server to stop (see [`RespHandle::shutdown_requested`]); `dice node` stops as on SIGTERM. Keys
 //! cannot be empty and are bounded like values (the cache's limits; past them the reply is
 //! the cache's error, such as `-ERR value of 2000000 bytes exceeds the limit of 1048576
 //! bytes`). `*-1` and other negative array counts are protocol errors (Redis ignores them).

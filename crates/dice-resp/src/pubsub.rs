@@ -380,3 +380,172 @@ impl Drop for ClientSubs {
         }
     }
 }
+
+/// Keyspace notifications (`notify-keyspace-events`): the flags, as Redis spells them, and
+/// the task that turns the cache's changes into messages on `__keyspace@0__:<key>` and
+/// `__keyevent@0__:<event>`.
+///
+/// Each node fires for the changes it applies: its own writes and those replicated from
+/// peers (they are not sent over the bus; every node fires its own). dice records a key's
+/// new state, not the command that wrote it, so the events are: `set` (class `$`) for a
+/// value written, followed by `expire` (class `g`) when it carries an expiry, and `del`
+/// (class `g`) for a delete. Keys passing their expiry fire nothing (`x`): dice removes
+/// nothing at that moment.
+pub(crate) mod notify {
+    use super::Hub;
+    use dice_core::{ChangeSource, Event};
+    use std::sync::Arc;
+    use tokio::sync::{broadcast, mpsc, watch};
+
+    pub const KEYSPACE: u32 = 1 << 0;
+    pub const KEYEVENT: u32 = 1 << 1;
+    /// The classes, in the order Redis prints them; `A` is all of them.
+    const CLASSES: &[(u8, u32)] = &[
+        (b'g', 1 << 2),
+        (b'$', 1 << 3),
+        (b'l', 1 << 4),
+        (b's', 1 << 5),
+        (b'h', 1 << 6),
+        (b'z', 1 << 7),
+        (b'x', 1 << 8),
+        (b'e', 1 << 9),
+        (b't', 1 << 10),
+        (b'd', 1 << 11),
+    ];
+    const KEY_MISS: u32 = 1 << 12;
+    const NEW: u32 = 1 << 13;
+    const GENERIC: u32 = 1 << 2;
+    const STRING: u32 = 1 << 3;
+
+    fn all() -> u32 {
+        CLASSES.iter().fold(0, |a, (_, f)| a | f)
+    }
+
+    /// The flags of a `notify-keyspace-events` value; `None` if it has an unknown letter.
+    pub fn parse(text: &[u8]) -> Option<u32> {
+        let mut flags = 0;
+        for &c in text {
+            flags |= match c {
+                b'A' => all(),
+                b'K' => KEYSPACE,
+                b'E' => KEYEVENT,
+                b'm' => KEY_MISS,
+                b'n' => NEW,
+                c => CLASSES.iter().find(|(l, _)| *l == c)?.1,
+            };
+        }
+        Some(flags)
+    }
+
+    /// The flags as `CONFIG GET` shows them (Redis's order: classes or `A`, `K`, `E`, `m`,
+    /// `n`).
+    pub fn to_string(flags: u32) -> String {
+        let mut s = String::new();
+        if flags & all() == all() {
+            s.push('A');
+        } else {
+            for (l, f) in CLASSES {
+                if flags & f != 0 {
+                    s.push(char::from(*l));
+                }
+            }
+        }
+        for (c, f) in [
+            ('K', KEYSPACE),
+            ('E', KEYEVENT),
+            ('m', KEY_MISS),
+            ('n', NEW),
+        ] {
+            if flags & f != 0 {
+                s.push(c);
+            }
+        }
+        s
+    }
+
+    fn fire(hub: &Hub, flags: u32, class: u32, event: &str, key: &[u8]) {
+        if flags & class == 0 {
+            return;
+        }
+        if flags & KEYSPACE != 0 {
+            let mut channel = b"__keyspace@0__:".to_vec();
+            channel.extend_from_slice(key);
+            hub.deliver_local(&channel, event.as_bytes());
+        }
+        if flags & KEYEVENT != 0 {
+            let channel = format!("__keyevent@0__:{event}");
+            hub.deliver_local(channel.as_bytes(), key);
+        }
+    }
+
+    /// Whether `flags` make any event fire.
+    pub fn active(flags: u32) -> bool {
+        flags & (KEYSPACE | KEYEVENT) != 0 && flags & !(KEYSPACE | KEYEVENT) != 0
+    }
+
+    /// Fires the events of the cache's changes, from each subscription `CONFIG SET` hands
+    /// it (taken at once when events turn on, so that no write after the `CONFIG SET` is
+    /// missed; dropped when they turn off, so that writes cost nothing more otherwise).
+    /// Ends when the server goes.
+    pub async fn run(
+        hub: Arc<Hub>,
+        flags: watch::Receiver<u32>,
+        mut subscriptions: mpsc::UnboundedReceiver<broadcast::Receiver<Event>>,
+    ) {
+        let mut changes: Option<broadcast::Receiver<Event>> = None;
+        loop {
+            let next = async {
+                match changes.as_mut() {
+                    Some(c) => c.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                sub = subscriptions.recv() => match sub {
+                    Some(s) => changes = Some(s),
+                    None => return,
+                },
+                ev = next => match ev {
+                    Ok(ev) => {
+                        let f = *flags.borrow();
+                        if !active(f) {
+                            changes = None;
+                            continue;
+                        }
+                        if !matches!(ev.source, ChangeSource::Local | ChangeSource::Remote) {
+                            continue;
+                        }
+                        match ev.value {
+                            Some(_) => {
+                                fire(&hub, f, STRING, "set", &ev.key);
+                                if ev.expires_at_ms.is_some() {
+                                    fire(&hub, f, GENERIC, "expire", &ev.key);
+                                }
+                            }
+                            None => fire(&hub, f, GENERIC, "del", &ev.key),
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(missed = n, "keyspace notifications lagged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => changes = None,
+                },
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn flags_parse_and_print_as_in_redis() {
+            assert_eq!(parse(b""), Some(0));
+            assert_eq!(parse(b"KEA").map(to_string).as_deref(), Some("AKE"));
+            assert_eq!(parse(b"E$g").map(to_string).as_deref(), Some("g$E"));
+            assert_eq!(parse(b"Kx").map(to_string).as_deref(), Some("xK"));
+            assert_eq!(parse(b"KQ"), None);
+            assert_eq!(to_string(0), "");
+        }
+    }
+}

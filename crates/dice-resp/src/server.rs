@@ -169,6 +169,11 @@ pub(crate) struct ServerState {
     pub shutdown_requests: watch::Sender<bool>,
     /// Who listens to which channel.
     pub pubsub: Arc<Hub>,
+    /// `notify-keyspace-events`, as flags (`CONFIG SET` changes it).
+    pub keyspace_events: watch::Sender<u32>,
+    /// Hands the keyspace notifier a subscription to the cache's changes.
+    pub keyspace_subscribe:
+        tokio::sync::mpsc::UnboundedSender<tokio::sync::broadcast::Receiver<dice_core::Event>>,
 }
 
 /// What other connections may see of, and do to, one connection (`CLIENT LIST`, `CLIENT
@@ -379,6 +384,7 @@ impl RespServer {
         let port = self.listener.local_addr()?.port();
         let max_permits = self.config.max_clients.min(Semaphore::MAX_PERMITS);
         let timeout_ms = AtomicU64::new(self.config.timeout.as_millis() as u64);
+        let (keyspace_subscribe, subscriptions) = tokio::sync::mpsc::unbounded_channel();
         let state = Arc::new(ServerState {
             frame_limits: self.config.frame_limits(&self.cache),
             cache: self.cache,
@@ -397,7 +403,15 @@ impl RespServer {
             registry: Mutex::new(BTreeMap::new()),
             shutdown_requests: self.shutdown_requests,
             pubsub: self.pubsub,
+            keyspace_events: watch::Sender::new(0),
+            keyspace_subscribe,
         });
+        let notifier = tokio::spawn(crate::pubsub::notify::run(
+            state.pubsub.clone(),
+            state.keyspace_events.subscribe(),
+            subscriptions,
+        ));
+        let _notifier = AbortOnDrop(notifier);
         let listener = self.listener;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
@@ -894,6 +908,15 @@ fn run_id() -> u128 {
     let local = 0u8;
     let seed = format!("{now}:{}:{:p}", std::process::id(), &local);
     xxhash_rust::xxh3::xxh3_128(seed.as_bytes())
+}
+
+/// Aborts a task when dropped (the keyspace notifier, when the server stops).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Removes a connection from the registry when it ends, however it ends.

@@ -360,3 +360,75 @@ async fn a_subscriber_that_does_not_read_is_disconnected() {
         "{info}"
     );
 }
+
+#[tokio::test]
+async fn keyspace_notifications_for_local_and_replicated_changes() {
+    let server = start_default().await;
+    let mut con = server.client().await;
+    let shown: Vec<String> = q(&mut con, &[b"CONFIG", b"GET", b"notify-keyspace-events"]).await;
+    assert_eq!(shown, ["notify-keyspace-events", ""]);
+    let mut sub = server.raw().await;
+    exchange(
+        &mut sub,
+        b"SUBSCRIBE __keyspace@0__:k __keyevent@0__:del\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$16\r\n__keyspace@0__:k\r\n:1\r\n\
+          *3\r\n$9\r\nsubscribe\r\n$18\r\n__keyevent@0__:del\r\n:2\r\n",
+    )
+    .await;
+    // Off by default: nothing fires.
+    let () = q(&mut con, &[b"SET", b"k", b"quiet"]).await;
+
+    let e = err(
+        &mut con,
+        &[b"CONFIG", b"SET", b"notify-keyspace-events", b"KQ"],
+    )
+    .await;
+    assert!(e.contains("Invalid event class character"), "{e}");
+    let () = q(
+        &mut con,
+        &[b"CONFIG", b"SET", b"notify-keyspace-events", b"KEA"],
+    )
+    .await;
+    let shown: Vec<String> = q(&mut con, &[b"CONFIG", b"GET", b"notify-keyspace-events"]).await;
+    assert_eq!(shown, ["notify-keyspace-events", "AKE"]);
+    let () = q(&mut con, &[b"SET", b"k", b"v"]).await;
+    let _: i64 = q(&mut con, &[b"DEL", b"k"]).await;
+    exchange(
+        &mut sub,
+        b"",
+        b"*3\r\n$7\r\nmessage\r\n$16\r\n__keyspace@0__:k\r\n$3\r\nset\r\n\
+          *3\r\n$7\r\nmessage\r\n$16\r\n__keyspace@0__:k\r\n$3\r\ndel\r\n\
+          *3\r\n$7\r\nmessage\r\n$18\r\n__keyevent@0__:del\r\n$1\r\nk\r\n",
+    )
+    .await;
+
+    // A change replicated from a peer fires too.
+    let peer_dir = tempfile::tempdir().unwrap();
+    let peer = dice_core::Cache::open(peer_dir.path()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    peer.put("k", "remote").await.unwrap();
+    let (push, _) = peer.push_after(0).unwrap();
+    server.cache.handle_sync(push).unwrap();
+    exchange(
+        &mut sub,
+        b"",
+        b"*3\r\n$7\r\nmessage\r\n$16\r\n__keyspace@0__:k\r\n$3\r\nset\r\n",
+    )
+    .await;
+
+    // Off again: a write fires nothing; the next message is the PUBLISH after it.
+    let () = q(
+        &mut con,
+        &[b"CONFIG", b"SET", b"notify-keyspace-events", b""],
+    )
+    .await;
+    let () = q(&mut con, &[b"SET", b"k", b"quiet"]).await;
+    let n: i64 = q(&mut con, &[b"PUBLISH", b"__keyspace@0__:k", b"marker"]).await;
+    assert_eq!(n, 1);
+    exchange(
+        &mut sub,
+        b"",
+        b"*3\r\n$7\r\nmessage\r\n$16\r\n__keyspace@0__:k\r\n$6\r\nmarker\r\n",
+    )
+    .await;
+}

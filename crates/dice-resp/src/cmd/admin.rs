@@ -31,7 +31,10 @@ fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("maxclients", server.config.max_clients.to_string()),
         ("maxmemory", "0".into()),
         ("maxmemory-policy", "noeviction".into()),
-        ("notify-keyspace-events", String::new()),
+        (
+            "notify-keyspace-events",
+            crate::pubsub::notify::to_string(*server.keyspace_events.borrow()),
+        ),
         ("port", server.port.to_string()),
         ("proto-max-bulk-len", limits.max_bulk_len.to_string()),
         ("save", String::new()),
@@ -54,8 +57,9 @@ const CONFIG_HELP: &[&str] = &[
 ];
 
 /// `CONFIG GET pattern [pattern ...]` (a map), `CONFIG SET parameter value [parameter
-/// value ...]` (only `timeout` changes at run time; setting another shown parameter to the
-/// value it has is accepted), `CONFIG RESETSTAT`, `CONFIG REWRITE` (no file), `CONFIG HELP`.
+/// value ...]` (only `timeout` and `notify-keyspace-events` change at run time; setting
+/// another shown parameter to the value it has is accepted), `CONFIG RESETSTAT`, `CONFIG
+/// REWRITE` (no file), `CONFIG HELP`.
 pub(crate) fn config(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let sub = req.arg(1);
     let argc = req.len();
@@ -107,6 +111,7 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, req: Request<'_>) {
 fn config_set(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let params = parameters(ctx);
     let mut timeout = None;
+    let mut events = None;
     for j in (2..req.len()).step_by(2) {
         let (name, value) = (req.arg(j).to_ascii_lowercase(), req.arg(j + 1));
         let Some((name, current)) = params.iter().find(|(n, _)| n.as_bytes() == name) else {
@@ -132,12 +137,32 @@ fn config_set(ctx: &mut Ctx<'_>, req: Request<'_>) {
                     );
                 }
             }
+        } else if *name == "notify-keyspace-events" {
+            match crate::pubsub::notify::parse(value) {
+                Some(f) => events = Some(f),
+                None => {
+                    return ctx.error(
+                        "ERR CONFIG SET failed (possibly related to argument \
+                         'notify-keyspace-events') - Invalid event class character. Use \
+                         'Ag$lshzxeKEtmdn'.",
+                    );
+                }
+            }
         } else if current.as_bytes() != value {
             let text = format!(
                 "ERR CONFIG SET failed (possibly related to argument '{name}') - can't set \
                  immutable config"
             );
             return ctx.error(&text);
+        }
+    }
+    if let Some(f) = events {
+        use crate::pubsub::notify::active;
+        let was = ctx.server.keyspace_events.send_replace(f);
+        if active(f) && !active(was) {
+            // Subscribed now, before the reply: every later write fires.
+            let changes = ctx.server.cache.subscribe();
+            let _ = ctx.server.keyspace_subscribe.send(changes);
         }
     }
     if let Some(secs) = timeout {
