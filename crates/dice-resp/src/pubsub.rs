@@ -109,6 +109,12 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `CONFIG RESETSTAT`: the counters back to zero.
+    pub fn reset_stats(&self) {
+        self.output_disconnects.store(0, Ordering::Relaxed);
+        self.remote_received.store(0, Ordering::Relaxed);
+    }
+
     /// Plugs in the bus to the other nodes (once; later calls are ignored).
     pub fn set_bus(&self, bus: Arc<dyn PubSubBus>) {
         let _ = self.bus.set(bus);

@@ -74,12 +74,15 @@ async fn resp2_subscribe_publish_and_unsubscribe() {
     let mut channels: Vec<String> = q(&mut con, &[b"PUBSUB", b"CHANNELS"]).await;
     channels.sort();
     assert_eq!(channels, ["a", "b"]);
-    let list: String = q(&mut con, &[b"CLIENT", b"LIST"]).await;
+    let list: String = q(&mut con, &[b"CLIENT", b"LIST", b"TYPE", b"pubsub"]).await;
+    assert_eq!(list.lines().count(), 1, "{list}");
     assert!(
-        list.lines()
-            .any(|l| l.contains("flags=P") && l.contains(" sub=2 psub=1 ")),
+        list.contains("flags=P") && list.contains(" sub=2 psub=1 "),
         "{list}"
     );
+    let normal: String = q(&mut con, &[b"CLIENT", b"LIST", b"TYPE", b"normal"]).await;
+    assert_eq!(normal.lines().count(), 2, "{normal}");
+    assert!(!normal.contains("flags=P"), "{normal}");
 
     // Subscribed in RESP2: only (P)(UN)SUBSCRIBE, PING, QUIT, RESET.
     exchange(

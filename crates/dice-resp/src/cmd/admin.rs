@@ -88,6 +88,7 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, req: Request<'_>) {
             return ctx.wrong_arity("config|resetstat");
         }
         ctx.server.stats.reset();
+        ctx.server.pubsub.reset_stats();
         write_simple(ctx.out, "OK");
     } else if is(sub, "rewrite") {
         if argc != 2 {

@@ -303,6 +303,37 @@ fn client_line(e: &ClientEntry) -> String {
     )
 }
 
+/// A client type of `CLIENT LIST|KILL TYPE`: normal, pubsub, or a replication type (no
+/// client here is one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ClientType {
+    Normal,
+    Pubsub,
+    Replication,
+}
+
+fn client_type(name: &[u8]) -> Option<ClientType> {
+    if is(name, "normal") {
+        Some(ClientType::Normal)
+    } else if is(name, "pubsub") {
+        Some(ClientType::Pubsub)
+    } else if ["master", "replica", "slave"].iter().any(|n| is(name, n)) {
+        Some(ClientType::Replication)
+    } else {
+        None
+    }
+}
+
+/// As Redis: a RESP2 connection with subscriptions is of type pubsub, any other normal.
+fn type_of(e: &ClientEntry) -> ClientType {
+    let subscribed = e.sub.load(Ordering::Relaxed) + e.psub.load(Ordering::Relaxed) > 0;
+    if subscribed && e.resp.load(Ordering::Relaxed) == 2 {
+        ClientType::Pubsub
+    } else {
+        ClientType::Normal
+    }
+}
+
 /// The connected clients, by id.
 fn clients(ctx: &Ctx<'_>) -> Vec<Arc<ClientEntry>> {
     ctx.server
@@ -385,21 +416,17 @@ pub(crate) fn client(ctx: &mut Ctx<'_>, req: Request<'_>) {
         }
         "list" => {
             let mut ids: Option<Vec<u64>> = None;
-            let mut normal = true;
+            let mut kind = None;
             let mut j = 2;
             while j < req.len() {
                 if is(req.arg(j), "type") && j + 1 < req.len() {
                     let t = req.arg(j + 1);
-                    if is(t, "normal") {
-                        normal = true;
-                    } else if ["master", "replica", "slave", "pubsub"]
-                        .iter()
-                        .any(|n| is(t, n))
-                    {
-                        normal = false;
-                    } else {
-                        let text = format!("ERR Unknown client type '{}'", truncated(t, 128));
-                        return ctx.error(&text);
+                    match client_type(t) {
+                        Some(k) => kind = Some(k),
+                        None => {
+                            let text = format!("ERR Unknown client type '{}'", truncated(t, 128));
+                            return ctx.error(&text);
+                        }
                     }
                     j += 2;
                 } else if is(req.arg(j), "id") && j + 1 < req.len() {
@@ -418,7 +445,9 @@ pub(crate) fn client(ctx: &mut Ctx<'_>, req: Request<'_>) {
             }
             let mut text = String::new();
             for e in clients(ctx) {
-                if normal && ids.as_ref().is_none_or(|l| l.contains(&e.id)) {
+                if kind.is_none_or(|k| k == type_of(&e))
+                    && ids.as_ref().is_none_or(|l| l.contains(&e.id))
+                {
                     text.push_str(&client_line(&e));
                 }
             }
@@ -472,7 +501,7 @@ fn client_kill(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let mut addr: Option<&[u8]> = None;
     let mut laddr: Option<&[u8]> = None;
     let mut user_ok = true;
-    let mut type_ok = true;
+    let mut kind = None;
     let mut max_age: Option<u64> = None;
     let mut skip_me = true;
     for j in (2..req.len()).step_by(2) {
@@ -489,16 +518,12 @@ fn client_kill(ctx: &mut Ctx<'_>, req: Request<'_>) {
         } else if is(opt, "user") {
             user_ok = v == b"default";
         } else if is(opt, "type") {
-            if is(v, "normal") {
-                type_ok = true;
-            } else if ["master", "replica", "slave", "pubsub"]
-                .iter()
-                .any(|n| is(v, n))
-            {
-                type_ok = false;
-            } else {
-                let text = format!("ERR Unknown client type '{}'", truncated(v, 128));
-                return ctx.error(&text);
+            match client_type(v) {
+                Some(k) => kind = Some(k),
+                None => {
+                    let text = format!("ERR Unknown client type '{}'", truncated(v, 128));
+                    return ctx.error(&text);
+                }
             }
         } else if is(opt, "maxage") {
             match parse_i64(v) {
@@ -520,7 +545,7 @@ fn client_kill(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let mut killed = 0;
     for e in clients(ctx) {
         let matches = user_ok
-            && type_ok
+            && kind.is_none_or(|k| k == type_of(&e))
             && id.is_none_or(|i| i == e.id)
             && addr.is_none_or(|a| e.peer.to_string().as_bytes() == a)
             && laddr.is_none_or(|a| e.local.is_some_and(|l| l.to_string().as_bytes() == a))
