@@ -4,7 +4,9 @@
 //! Delivery is fire-and-forget, like Redis pub/sub: at most once, best effort, no order
 //! across publishers, nothing kept for a node that is down or cut off. A message is dropped
 //! (and counted) when it is larger than [`PubSub::max_message`], when a queue is over its
-//! byte budget, or when gossipsub has no peer to send it to.
+//! byte budget ([`QUEUE_BUDGET`] each way between the application and the event loop,
+//! [`PEER_QUEUE`] messages per peer inside gossipsub), or when gossipsub has no peer to
+//! send it to.
 //!
 //! [`PubSub`] is the handle (from [`crate::Node::pubsub`]): [`PubSub::publish`] queues a
 //! message for the other nodes (never blocks), [`PubSub::take_incoming`] gives the stream of
@@ -20,6 +22,10 @@ use tokio::sync::mpsc;
 /// Bytes of messages waiting in each direction (to the network, to the application) past
 /// which new messages are dropped.
 pub const QUEUE_BUDGET: usize = 32 * 1024 * 1024;
+
+/// Messages gossipsub may queue for one peer (its default is 5000: with messages of up to
+/// ~1 MiB, a slow peer could hold gigabytes). Past it, messages to that peer are dropped.
+pub const PEER_QUEUE: usize = 128;
 
 /// Bytes a message takes on the wire besides its channel and payload (our header, and room
 /// for gossipsub's envelope: source, sequence number, topic, signature and key).
@@ -198,6 +204,7 @@ pub(crate) fn behaviour(
         .protocol_id_prefix(format!("/dice/{cluster}/meshsub"))
         .max_transmit_size(max_message + ENVELOPE)
         .validation_mode(gossipsub::ValidationMode::Strict)
+        .connection_handler_queue_len(PEER_QUEUE)
         .build()
         .map_err(|e| e.to_string())?;
     gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)

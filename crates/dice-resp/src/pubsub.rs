@@ -206,6 +206,11 @@ impl Hub {
             .collect()
     }
 
+    /// Channels with at least one subscriber here.
+    pub fn channel_count(&self) -> usize {
+        self.lock().channels.len()
+    }
+
     /// Subscribers here of `channel` (patterns not counted, as in Redis).
     pub fn numsub(&self, channel: &[u8]) -> usize {
         self.lock().channels.get(channel).map_or(0, HashMap::len)

@@ -196,7 +196,7 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                 server.input_buffered(),
                 n(&st.input_budget_refusals),
                 n(&st.output_stalls),
-                server.pubsub.channels(None).len(),
+                server.pubsub.channel_count(),
                 server.pubsub.numpat(),
                 n(&server.pubsub.output_disconnects),
                 n(&server.pubsub.remote_received),
