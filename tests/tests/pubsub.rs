@@ -38,6 +38,18 @@ fn a_message_published_on_a_reaches_a_subscriber_on_b() {
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = NodeProcess::start(a_dir.path(), &[]);
     let a_log = a.wait_log("node running", Duration::from_secs(15));
+    // Alone, A's PUBLISH reaches A's subscribers: local delivery needs no network.
+    let mut alone = connect(api_addr(&a_log));
+    alone.write_all(b"SUBSCRIBE solo\r\n").unwrap();
+    expect(&mut alone, b"*3\r\n$9\r\nsubscribe\r\n$4\r\nsolo\r\n:1\r\n");
+    let mut publ = connect(api_addr(&a_log));
+    publ.write_all(b"PUBLISH solo hi\r\n").unwrap();
+    expect(&mut publ, b":1\r\n");
+    expect(
+        &mut alone,
+        b"*3\r\n$7\r\nmessage\r\n$4\r\nsolo\r\n$2\r\nhi\r\n",
+    );
+
     let b = NodeProcess::start(b_dir.path(), &["--peer", &dial_addr(&a_log)]);
     let b_log = b.wait_log("node running", Duration::from_secs(15));
     b.wait_log("connected", Duration::from_secs(15));
@@ -48,7 +60,6 @@ fn a_message_published_on_a_reaches_a_subscriber_on_b() {
 
     // Gossipsub sends once A knows B joined the topic: publish until B's subscriber hears,
     // for at most 20 s. Every PUBLISH answers 0: A itself has no subscriber.
-    let mut publ = connect(api_addr(&a_log));
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut heard = Vec::new();
     let mut i = 0;

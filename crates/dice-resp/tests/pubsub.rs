@@ -435,3 +435,65 @@ async fn keyspace_notifications_for_local_and_replicated_changes() {
     )
     .await;
 }
+
+/// Records what the server hands to the bus.
+struct Recorder(std::sync::Mutex<Vec<(Vec<u8>, Vec<u8>)>>);
+
+impl dice_resp::PubSubBus for Recorder {
+    fn publish(&self, channel: &[u8], message: &[u8]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((channel.to_vec(), message.to_vec()));
+    }
+}
+
+#[tokio::test]
+async fn publish_goes_to_the_bus_and_remote_messages_do_not_return_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dice_core::Cache::open(dir.path()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bus = std::sync::Arc::new(Recorder(Default::default()));
+    let server = dice_resp::RespServer::new(listener, cache, RespConfig::default())
+        .with_pubsub_bus(bus.clone());
+    let remote = server.pubsub();
+    let handle = server.spawn().unwrap();
+    let mut sub = TcpStream::connect(handle.local_addr()).await.unwrap();
+    let mut publ = TcpStream::connect(handle.local_addr()).await.unwrap();
+    exchange(
+        &mut sub,
+        b"SUBSCRIBE ch\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n",
+    )
+    .await;
+    // No subscriber of its own is needed for a message to go to the other nodes.
+    exchange(&mut publ, b"PUBLISH elsewhere x\r\n", b":0\r\n").await;
+    exchange(&mut publ, b"PUBLISH ch local\r\n", b":1\r\n").await;
+    exchange(
+        &mut sub,
+        b"",
+        b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nlocal\r\n",
+    )
+    .await;
+    // A message from another node reaches the subscriber, and is not sent back out.
+    assert_eq!(remote.deliver(b"ch", b"remote"), 1);
+    assert_eq!(remote.deliver(b"nobody", b"remote"), 0);
+    exchange(
+        &mut sub,
+        b"",
+        b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$6\r\nremote\r\n",
+    )
+    .await;
+    let sent = bus.0.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        [
+            (b"elsewhere".to_vec(), b"x".to_vec()),
+            (b"ch".to_vec(), b"local".to_vec())
+        ]
+    );
+    let mut con = client_at(&format!("redis://{}/", handle.local_addr())).await;
+    let info: String = q(&mut con, &[b"INFO", b"stats"]).await;
+    assert!(info.contains("dice_pubsub_remote_received:2\r\n"), "{info}");
+    handle.shutdown().await.unwrap();
+}
