@@ -3,7 +3,7 @@
 Runs the same checks with the client's default protocol (RESP3: redis-py 8 opens every
 connection with HELLO 3) and with protocol=2: strings, misses, TTLs, a non-transactional
 pipeline, transactions (pipeline() and WATCH), string and key commands, CONFIG, CLIENT,
-keys and scans, INFO, and error replies. Exits non-zero on the first failure.
+keys and scans, INFO, pub/sub, and error replies. Exits non-zero on the first failure.
 
 Usage: python3 redis-py.py HOST PORT PASSWORD   (see redis-py.sh, which starts a node)
 """
@@ -228,6 +228,33 @@ def run(host, port, password, protocol):
         "not an integer",
     )
     check(f"[{label}] the connection still works after errors", b"v1", r.get("k1"))
+
+    # Pub/sub: pushes in RESP3, arrays in RESP2; PUBLISH counts this node's subscribers.
+    p = r.pubsub()
+    p.subscribe("news")
+    m = p.get_message(timeout=5)
+    check(f"[{label}] subscribe", ("subscribe", b"news", 1), (m["type"], m["channel"], m["data"]))
+    p.psubscribe("n*")
+    m = p.get_message(timeout=5)
+    check(f"[{label}] psubscribe", ("psubscribe", b"n*", 2), (m["type"], m["channel"], m["data"]))
+    check(f"[{label}] publish", 2, r.publish("news", "hello"))
+    m = p.get_message(timeout=5)
+    check(f"[{label}] message", ("message", b"news", b"hello"), (m["type"], m["channel"], m["data"]))
+    m = p.get_message(timeout=5)
+    check(
+        f"[{label}] pmessage",
+        ("pmessage", b"n*", b"news", b"hello"),
+        (m["type"], m["pattern"], m["channel"], m["data"]),
+    )
+    check(f"[{label}] pubsub numsub", [(b"news", 1)], r.pubsub_numsub("news"))
+    check(f"[{label}] pubsub numpat", 1, r.pubsub_numpat())
+    check(f"[{label}] pubsub channels", [b"news"], r.pubsub_channels())
+    p.unsubscribe()
+    p.punsubscribe()
+    for _ in range(2):
+        p.get_message(timeout=5)
+    check(f"[{label}] publish after unsubscribe", 0, r.publish("news", "again"))
+    p.close()
 
     # A wrong password is refused.
     bad = redis.Redis(**{**kwargs, "password": "wrong"})
