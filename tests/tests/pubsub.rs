@@ -33,6 +33,26 @@ fn expect(s: &mut TcpStream, want: &[u8]) {
     assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
 }
 
+/// A number of `INFO cluster`.
+fn info_field(s: &mut TcpStream, name: &str) -> u64 {
+    s.write_all(b"INFO cluster\r\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    let end = format!("{name}:");
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(v) = text
+            .split(&end)
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next().filter(|_| rest.contains("\r\n")))
+        {
+            return v.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no {name} in {text:?}");
+        got.extend(read_some(s));
+    }
+}
+
 #[test]
 fn a_message_published_on_a_reaches_a_subscriber_on_b() {
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -95,6 +115,12 @@ fn a_message_published_on_a_reaches_a_subscriber_on_b() {
         "{:?}",
         String::from_utf8_lossy(&rest)
     );
+    // The network's counters, in INFO cluster.
+    let sent = info_field(&mut publ, "dice_pubsub_sent");
+    assert!(sent >= 1, "A sent {sent}");
+    let mut b_client = connect(api_addr(&b_log));
+    let received = info_field(&mut b_client, "dice_pubsub_received");
+    assert!(received >= 2, "B received {received}: a hello and the last");
     assert!(b.terminate(Duration::from_secs(10)).unwrap().success());
     assert!(a.terminate(Duration::from_secs(10)).unwrap().success());
 }

@@ -107,6 +107,14 @@ impl dice_resp::ClusterInfo for ClusterLines {
             format!("dice_keys:{}", cache.len()),
             format!("dice_digest:{:016x}", cache.digest()),
         ];
+        let ps = self.node.pubsub().counters();
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        lines.extend([
+            format!("dice_pubsub_sent:{}", n(&ps.sent)),
+            format!("dice_pubsub_received:{}", n(&ps.received)),
+            format!("dice_pubsub_send_dropped:{}", n(&ps.send_dropped)),
+            format!("dice_pubsub_receive_dropped:{}", n(&ps.receive_dropped)),
+        ]);
         if let Ok(peers) = self.peers.lock() {
             lines.extend(peers.iter().cloned());
         }
