@@ -248,6 +248,9 @@ async fn bounds_and_transactions() {
     )
     .await;
     exchange(&mut tx, b"DISCARD\r\n", b"+OK\r\n").await;
+    // RESET runs at once in MULTI (as in Redis) and ends the transaction.
+    exchange(&mut tx, b"MULTI\r\nGET a\r\n", b"+OK\r\n+QUEUED\r\n").await;
+    exchange(&mut tx, b"RESET\r\nGET a\r\n", b"+RESET\r\n$-1\r\n").await;
     exchange(
         &mut tx,
         b"MULTI\r\nPUBLISH b in-tx\r\nEXEC\r\n",

@@ -358,7 +358,7 @@ impl Spec {
     fn runs_in_multi(&self) -> bool {
         matches!(
             self.kind,
-            Kind::Exec | Kind::Discard | Kind::Multi | Kind::Watch | Kind::Quit
+            Kind::Exec | Kind::Discard | Kind::Multi | Kind::Watch | Kind::Quit | Kind::Reset
         )
     }
 
