@@ -500,3 +500,39 @@ async fn publish_goes_to_the_bus_and_remote_messages_do_not_return_to_it() {
     assert!(info.contains("dice_pubsub_remote_received:2\r\n"), "{info}");
     handle.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn subscriptions_of_all_clients_are_bounded_together() {
+    let server = start(RespConfig {
+        max_subscriptions_total: 2,
+        ..RespConfig::default()
+    })
+    .await;
+    let (mut one, mut two) = (server.raw().await, server.raw().await);
+    exchange(
+        &mut one,
+        b"PSUBSCRIBE a*\r\nSUBSCRIBE b\r\n",
+        b"*3\r\n$10\r\npsubscribe\r\n$2\r\na*\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n",
+    )
+    .await;
+    exchange(
+        &mut two,
+        b"SUBSCRIBE c\r\n",
+        b"-ERR the server's clients would pass 2 subscriptions together \
+          (max_subscriptions_total)\r\n",
+    )
+    .await;
+    // Room again once the first gives one back.
+    exchange(
+        &mut one,
+        b"UNSUBSCRIBE b\r\n",
+        b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:1\r\n",
+    )
+    .await;
+    exchange(
+        &mut two,
+        b"SUBSCRIBE c\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n",
+    )
+    .await;
+}
