@@ -297,40 +297,53 @@ impl ClientSubs {
         self.channels.len() + self.patterns.len()
     }
 
-    /// Checks that `new` more subscriptions fit in the per-client and global bounds.
-    pub fn room_for(&self, new: usize, per_client: usize, total: usize) -> Result<(), Refused> {
-        if self.count() + new > per_client {
-            return Err(Refused::PerClient);
-        }
-        if self.hub.total() + new > total {
-            return Err(Refused::Total);
-        }
-        Ok(())
-    }
-
-    /// Subscribes to `name` (a pattern if `pattern`); false if already subscribed.
-    pub fn add(&mut self, name: &[u8], pattern: bool) -> bool {
+    /// Subscribes to every name of `names` not subscribed yet (patterns if `pattern`), or
+    /// to none if that would pass `per_client` subscriptions for this connection or `total`
+    /// for all (checked and taken under the hub's lock, so concurrent clients cannot pass
+    /// it together).
+    pub fn add_all(
+        &mut self,
+        names: &[&[u8]],
+        pattern: bool,
+        per_client: usize,
+        total: usize,
+    ) -> Result<(), Refused> {
         let set = if pattern {
             &mut self.patterns
         } else {
             &mut self.channels
         };
-        if set.contains(name) {
-            return false;
+        let new: HashSet<&[u8]> = names
+            .iter()
+            .copied()
+            .filter(|n| !set.contains(*n))
+            .collect();
+        if self.channels.len() + self.patterns.len() + new.len() > per_client {
+            return Err(Refused::PerClient);
         }
-        let name = Bytes::copy_from_slice(name);
-        set.insert(name.clone());
         let mut inner = self.hub.lock();
+        if inner.total + new.len() > total {
+            return Err(Refused::Total);
+        }
+        let set = if pattern {
+            &mut self.patterns
+        } else {
+            &mut self.channels
+        };
         let map = if pattern {
             &mut inner.patterns
         } else {
             &mut inner.channels
         };
-        map.entry(name)
-            .or_default()
-            .insert(self.id, self.sub.clone());
-        inner.total += 1;
-        true
+        for name in &new {
+            let name = Bytes::copy_from_slice(name);
+            set.insert(name.clone());
+            map.entry(name)
+                .or_default()
+                .insert(self.id, self.sub.clone());
+        }
+        inner.total += new.len();
+        Ok(())
     }
 
     /// Unsubscribes from `name`; false if not subscribed.

@@ -141,6 +141,14 @@ async fn resp2_subscribe_publish_and_unsubscribe() {
     exchange(&mut sub, b"RESET\r\n", b"+RESET\r\n").await;
     exchange(&mut sub, b"GET k\r\n", b"$-1\r\n").await;
     exchange(&mut publ, b"PUBLISH c z\r\n", b":0\r\n").await;
+    // A name given twice is confirmed twice and counted once.
+    exchange(
+        &mut sub,
+        b"SUBSCRIBE x x y\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n\
+          *3\r\n$9\r\nsubscribe\r\n$1\r\ny\r\n:2\r\n",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -522,6 +530,9 @@ async fn subscriptions_of_all_clients_are_bounded_together() {
           (max_subscriptions_total)\r\n",
     )
     .await;
+    let mut con = server.client().await;
+    let info: String = q(&mut con, &[b"INFO", b"stats"]).await;
+    assert!(info.contains("dice_pubsub_subscriptions:2\r\n"), "{info}");
     // Room again once the first gives one back.
     exchange(
         &mut one,

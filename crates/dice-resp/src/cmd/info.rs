@@ -183,6 +183,7 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                  dice_output_stall_disconnects:{}\r\n\
                  pubsub_channels:{}\r\n\
                  pubsub_patterns:{}\r\n\
+                 dice_pubsub_subscriptions:{}\r\n\
                  dice_pubsub_output_disconnects:{}\r\n\
                  dice_pubsub_remote_received:{}\r\n",
                 n(&st.connections_received),
@@ -198,6 +199,7 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                 n(&st.output_stalls),
                 server.pubsub.channel_count(),
                 server.pubsub.numpat(),
+                server.pubsub.total(),
                 n(&server.pubsub.output_disconnects),
                 n(&server.pubsub.remote_received),
             );

@@ -97,18 +97,15 @@ pub(crate) fn subscribe(ctx: &mut Ctx<'_>, req: Request<'_>, pattern: bool) {
         .session
         .pubsub
         .get_or_insert_with(|| Box::new(ClientSubs::new(hub, entry)));
-    let new: std::collections::HashSet<&[u8]> = req
-        .args()
-        .skip(1)
-        .filter(|n| {
-            if pattern {
-                !subs.patterns.contains(*n)
-            } else {
-                !subs.channels.contains(*n)
-            }
-        })
-        .collect();
-    match subs.room_for(new.len(), per_client, total) {
+    let names: Vec<&[u8]> = req.args().skip(1).collect();
+    let set = if pattern {
+        &subs.patterns
+    } else {
+        &subs.channels
+    };
+    let had: Vec<bool> = names.iter().map(|n| set.contains(*n)).collect();
+    let before = subs.count();
+    match subs.add_all(&names, pattern, per_client, total) {
         Ok(()) => {}
         Err(Refused::PerClient) => {
             let text = format!(
@@ -125,13 +122,14 @@ pub(crate) fn subscribe(ctx: &mut Ctx<'_>, req: Request<'_>, pattern: bool) {
             return ctx.error(&text);
         }
     }
+    // One confirmation per name, each with the count after it, as if added one by one.
     let kind: &[u8] = if pattern { b"psubscribe" } else { b"subscribe" };
-    for name in req.args().skip(1) {
-        let Some(subs) = ctx.session.pubsub.as_mut() else {
-            return;
-        };
-        subs.add(name, pattern);
-        let count = subs.count();
+    let mut count = before;
+    let mut counted = std::collections::HashSet::new();
+    for (name, had) in names.into_iter().zip(had) {
+        if !had && counted.insert(name) {
+            count += 1;
+        }
         confirm(ctx, kind, Some(name), count);
     }
     note_counts(ctx);
