@@ -407,6 +407,17 @@ async fn wait_counts_the_peers_that_acknowledged_this_connections_writes() {
     // Acknowledged up to this connection's write (not the other's): 1.
     peer.acked.store(mine, SeqCst);
     assert_eq!(q::<i64>(&mut c, &[b"WAIT", b"1", b"0"]).await, 1);
+    // The longest timeout is fine (no overflow).
+    let forever = i64::MAX.to_string();
+    assert_eq!(
+        q::<i64>(&mut c, &[b"WAIT", b"1", forever.as_bytes()]).await,
+        1
+    );
+    assert_eq!(
+        q::<i64>(&mut c, &[b"WAIT", b"2", b"1"]).await,
+        1,
+        "one peer only"
+    );
     assert_eq!(q::<i64>(&mut other, &[b"WAIT", b"1", b"100"]).await, 0);
     // A WAIT with no bound returns once the acknowledgement comes.
     let waiting = tokio::spawn(async move { q::<i64>(&mut other, &[b"WAIT", b"1", b"0"]).await });

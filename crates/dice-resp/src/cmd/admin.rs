@@ -212,8 +212,13 @@ pub(crate) async fn wait(ctx: &mut Ctx<'_>, req: Request<'_>) {
         return write_integer(ctx.out, 0);
     };
     let seq = ctx.session.last_write_seq;
+    // A timeout too far to represent waits with no bound, like 0.
     let deadline = (timeout > 0)
-        .then(|| tokio::time::Instant::now() + std::time::Duration::from_millis(timeout as u64));
+        .then(|| {
+            tokio::time::Instant::now()
+                .checked_add(std::time::Duration::from_millis(timeout.unsigned_abs()))
+        })
+        .flatten();
     let mut acked = cluster.acked_by(seq);
     // Watch the socket for the client going away, until it sends more (then just wait).
     let mut watch_socket = true;
