@@ -112,6 +112,10 @@ impl dice_resp::ClusterInfo for ClusterLines {
         }
         lines
     }
+
+    fn acked_by(&self, seq: u64) -> usize {
+        self.node.acked_by(seq)
+    }
 }
 
 fn peer_lines(status: &dice_net::NodeStatus) -> Vec<String> {

@@ -640,6 +640,7 @@ async fn run_connection(
         proto: Protocol::Resp2,
         multi: None,
         watched: Default::default(),
+        last_write_seq: 0,
     };
     tracing::debug!(%peer, id = session.id, "RESP client connected");
     let mut parser = RequestParser::new(state.frame_limits);
