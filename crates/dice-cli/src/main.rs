@@ -5,6 +5,9 @@
 //! `--data DIR` (the node running on that data directory, found through the API address it
 //! writes there), or `127.0.0.1:7379`. With `--data DIR` and no node running on it, they
 //! open the directory directly.
+// Doc comments here are `--help` text for clap, not rustdoc: `[abc]` and `<peer id>` are
+// literal there.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 mod client;
 mod node;

@@ -120,6 +120,10 @@ impl dice_resp::ClusterInfo for ClusterLines {
         }
         lines
     }
+
+    fn acked_by(&self, seq: u64) -> usize {
+        self.node.acked_by(seq)
+    }
 }
 
 /// Carries `PUBLISH` to the other nodes over the node's gossipsub.

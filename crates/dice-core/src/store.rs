@@ -1,5 +1,5 @@
 //! SQLite persistence through sqlx: the data directory, its lock, the schema, loading and
-//! group commits. Only the cache's writer task touches a [`Store`].
+//! group commits. Only the cache's writer task touches a `Store`.
 
 use crate::entry::{Entry, Limits, NodeId, Version};
 use crate::error::SqlContext;

@@ -243,6 +243,8 @@ enum Command {
 pub struct Node {
     cache: Cache,
     peer_id: PeerId,
+    /// Per peer, the highest seq of our own writes it acknowledged holding.
+    acked: watch::Receiver<HashMap<PeerId, u64>>,
     commands: mpsc::Sender<Command>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
     pubsub: PubSub,
@@ -335,6 +337,7 @@ impl Node {
             "node started"
         );
         let (tx, rx) = mpsc::channel(64);
+        let (acked_tx, acked_rx) = watch::channel(HashMap::new());
         let known = KnownPeers::load(&config.data_dir);
         let replication = ReplicationConfig::default()
             .with_catchup_interval(config.catchup_interval.max(Duration::from_millis(50)));
@@ -358,12 +361,14 @@ impl Node {
             denied_not_local,
             counters: Counters::default(),
             pubsub: pubsub_loop,
+            acked: acked_tx,
         };
         event_loop.dial_initial();
         let task = tokio::spawn(event_loop.run());
         Ok(Node {
             cache,
             peer_id,
+            acked: acked_rx,
             commands: tx,
             task: Arc::new(Mutex::new(Some(task))),
             pubsub,
@@ -392,6 +397,20 @@ impl Node {
         value: impl Into<Bytes>,
     ) -> Result<Entry, NetError> {
         Ok(self.cache.put(key, value).await?)
+    }
+
+    /// How many peers acknowledged holding this node's own writes up to `seq` (an
+    /// [`Entry::seq`] of a local write): they received them and applied them in memory (each
+    /// makes them durable at its next group commit). Counts every peer met since start,
+    /// connected or not. Cheap: no round trip to the event loop. Redis's `WAIT` runs on it.
+    pub fn acked_by(&self, seq: u64) -> usize {
+        self.acked.borrow().values().filter(|&&s| s >= seq).count()
+    }
+
+    /// Per peer, the highest seq of this node's own writes it acknowledged holding (see
+    /// [`Node::acked_by`]); changes whenever a peer acknowledges more.
+    pub fn watch_acked(&self) -> watch::Receiver<HashMap<PeerId, u64>> {
+        self.acked.clone()
     }
 
     /// Reads a value from the local replica.
@@ -705,6 +724,11 @@ struct EventLoop {
     denied_not_local: Arc<AtomicU64>,
     counters: Counters,
     pubsub: PubSubLoop,
+    /// Per peer, the highest seq of our own writes it acknowledged holding: from the version
+    /// vector it sends with its requests and pushes and with its ack of our pushes, never
+    /// assumed (unlike the replicator's `acked_seq`, which a new connection raises to what
+    /// the catch-up will bring). Read by [`Node::acked_by`] (Redis's `WAIT`).
+    acked: watch::Sender<HashMap<PeerId, u64>>,
 }
 
 fn split_peer_id(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
@@ -1097,6 +1121,11 @@ impl EventLoop {
         self.set_member(peer, true);
         self.peer(peer).entries_received += message_entries(&msg);
         let local_id = self.cache.node_id();
+        match &msg {
+            SyncMessage::Request(req) => self.note_acked(peer, req.vv.get(local_id)),
+            SyncMessage::Push(push) => self.note_acked(peer, push.sender_vv.get(local_id)),
+            _ => {}
+        }
         let reply = match self
             .replication
             .on_request(&peer, local_id, msg, &mut self.cache)
@@ -1137,6 +1166,16 @@ impl EventLoop {
         }
     }
 
+    /// `peer` holds our own writes up to `seq` (its version vector says so).
+    fn note_acked(&mut self, peer: PeerId, seq: u64) {
+        self.acked.send_if_modified(|acked| {
+            let known = acked.entry(peer).or_default();
+            let raised = seq > *known;
+            *known = (*known).max(seq);
+            raised
+        });
+    }
+
     fn on_response(&mut self, peer: PeerId, id: OutboundRequestId, response: Vec<u8>) {
         let Some(pending) = self.pending.remove(&id) else {
             return;
@@ -1148,6 +1187,9 @@ impl EventLoop {
             Ok((msg, sent)) => {
                 self.note_round_trip(peer, pending.sent_ms, sent);
                 self.peer(peer).entries_received += message_entries(&msg);
+                if let SyncMessage::Ack(ack) = &msg {
+                    self.note_acked(peer, ack.vv.get(self.cache.node_id()));
+                }
                 Ok(msg)
             }
             Err(e) => {

@@ -582,3 +582,59 @@ async fn a_push_refused_over_the_rate_limit_is_sent_again() {
     eprintln!("converged {:?} after the refusals were seen", t0.elapsed());
     shutdown_all([a, b]).await;
 }
+
+/// `Node::acked_by` (Redis's `WAIT`): a write counts a peer once the peer's own version
+/// vector says it holds it, and a peer cut off acknowledges nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_by_counts_peers_whose_vector_covers_a_write() {
+    init_tracing();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = start(dirs[0].path(), &[]).await;
+    let b = start(dirs[1].path(), &[addr_of(&a).await]).await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            connected_peers(&a).await == 1
+        })
+        .await
+    );
+    let entry = a.put("k", "v1").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            a.acked_by(entry.seq) == 1
+        })
+        .await,
+        "B never acknowledged A's write"
+    );
+    // Acknowledged means B has it.
+    assert_eq!(b.get(b"k").as_deref(), Some(&b"v1"[..]));
+    let mut watch = a.watch_acked();
+    assert!(watch.borrow_and_update().values().any(|&s| s >= entry.seq));
+
+    // B cut off: a new write stays unacknowledged.
+    a.block(b.peer_id()).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            connected_peers(&a).await == 0
+        })
+        .await
+    );
+    let later = a.put("k", "v2").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.acked_by(later.seq), 0);
+    assert_eq!(
+        a.acked_by(entry.seq),
+        1,
+        "what B acknowledged stays counted"
+    );
+    // Back: B catches up and acknowledges it.
+    a.unblock(b.peer_id()).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            a.acked_by(later.seq) == 1
+        })
+        .await,
+        "B never acknowledged the write made while it was cut off"
+    );
+    assert_eq!(b.get(b"k").as_deref(), Some(&b"v2"[..]));
+    shutdown_all([a, b]).await;
+}

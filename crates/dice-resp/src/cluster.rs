@@ -3,7 +3,8 @@
 //! dice-resp does not know the network: the program that runs a dice-net node plugs it in
 //! through [`ClusterInfo`]. The section always starts with `cluster_enabled:0` (dice is not a
 //! Redis Cluster: every node holds every key, so cluster-aware clients must not try to
-//! redirect), then the provider's lines; with no provider, the cache's digest.
+//! redirect), then the provider's lines; with no provider, the cache's digest. The same
+//! provider tells `WAIT` how many peers acknowledged a write.
 
 /// A source of `INFO cluster` lines, such as a dice-net node.
 ///
@@ -28,6 +29,15 @@ pub trait ClusterInfo: Send + Sync {
     /// (any CR or LF is replaced by a space): the peers with their id, address and lag, and
     /// the digest, for instance.
     fn cluster_lines(&self) -> Vec<String>;
+
+    /// How many peers acknowledged holding this node's own writes up to `seq` (the
+    /// [`dice_core::Entry::seq`] of a local write): Redis's `WAIT` answers it, polling until
+    /// enough have or its timeout passes. The default, for a provider that knows no peers,
+    /// is 0.
+    fn acked_by(&self, seq: u64) -> usize {
+        let _ = seq;
+        0
+    }
 }
 
 impl<F> ClusterInfo for F

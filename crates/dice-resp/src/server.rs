@@ -714,6 +714,7 @@ async fn run_connection(
         multi: None,
         watched: Default::default(),
         pubsub: None,
+        last_write_seq: 0,
     };
     tracing::debug!(%peer, id = session.id, "RESP client connected");
     let mut parser = RequestParser::new(state.frame_limits);

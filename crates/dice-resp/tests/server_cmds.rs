@@ -346,3 +346,97 @@ async fn shutdown_without_an_owner_is_an_error() {
     exchange(&mut raw, b"PING\r\n", b"+PONG\r\n").await;
     task.abort();
 }
+
+/// A cluster provider whose single peer acknowledged our writes up to `acked`.
+struct OnePeer {
+    acked: std::sync::atomic::AtomicU64,
+}
+
+impl dice_resp::ClusterInfo for OnePeer {
+    fn cluster_lines(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn acked_by(&self, seq: u64) -> usize {
+        usize::from(self.acked.load(std::sync::atomic::Ordering::SeqCst) >= seq)
+    }
+}
+
+#[tokio::test]
+async fn wait_counts_the_peers_that_acknowledged_this_connections_writes() {
+    use std::sync::atomic::Ordering::SeqCst;
+    // Standalone (no provider): 0 at once, even with no timeout.
+    let s = start_default().await;
+    let mut c = s.client().await;
+    let _: () = q(&mut c, &[b"SET", b"k", b"v"]).await;
+    assert_eq!(q::<i64>(&mut c, &[b"WAIT", b"1", b"0"]).await, 0);
+    let e = err(&mut c, &[b"WAIT", b"1", b"-1"]).await;
+    assert_eq!(e, "ERR timeout is negative");
+    let e = err(&mut c, &[b"WAIT", b"x", b"0"]).await;
+    assert!(e.contains("not an integer"), "{e}");
+    let e = err(&mut c, &[b"WAITAOF", b"1", b"0", b"0"]).await;
+    assert!(e.contains("appendonly"), "{e}");
+    // Not in a transaction (it would block under the cache's lock).
+    let _: String = q(&mut c, &[b"MULTI"]).await;
+    let e = err(&mut c, &[b"WAIT", b"0", b"0"]).await;
+    assert!(e.contains("not allowed inside a transaction"), "{e}");
+    let e = err(&mut c, &[b"EXEC"]).await;
+    assert!(e.starts_with("EXECABORT"), "{e}");
+
+    // With a provider: the seq asked about is the connection's last write's own.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dice_core::Cache::open(dir.path()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = std::sync::Arc::new(OnePeer {
+        acked: std::sync::atomic::AtomicU64::new(0),
+    });
+    let server = dice_resp::RespServer::new(listener, cache.clone(), Default::default())
+        .with_cluster_info(peer.clone())
+        .spawn()
+        .unwrap();
+    let url = format!("redis://{}/", server.local_addr());
+    let mut c = common::client_at(&url).await;
+    let mut other = common::client_at(&url).await;
+    // No write yet: every peer holds all of them.
+    assert_eq!(q::<i64>(&mut c, &[b"WAIT", b"1", b"0"]).await, 1);
+    let _: () = q(&mut c, &[b"SET", b"a", b"1"]).await;
+    let mine = cache.local_seq();
+    let _: () = q(&mut other, &[b"MSET", b"b", b"2", b"c", b"3"]).await;
+    assert!(cache.local_seq() > mine);
+    // Not acknowledged: 0 once the timeout passes.
+    assert_eq!(q::<i64>(&mut c, &[b"WAIT", b"1", b"100"]).await, 0);
+    // Acknowledged up to this connection's write (not the other's): 1.
+    peer.acked.store(mine, SeqCst);
+    assert_eq!(q::<i64>(&mut c, &[b"WAIT", b"1", b"0"]).await, 1);
+    // The longest timeout is fine (no overflow).
+    let forever = i64::MAX.to_string();
+    assert_eq!(
+        q::<i64>(&mut c, &[b"WAIT", b"1", forever.as_bytes()]).await,
+        1
+    );
+    assert_eq!(
+        q::<i64>(&mut c, &[b"WAIT", b"2", b"1"]).await,
+        1,
+        "one peer only"
+    );
+    assert_eq!(q::<i64>(&mut other, &[b"WAIT", b"1", b"100"]).await, 0);
+    // A WAIT with no bound returns once the acknowledgement comes.
+    let waiting = tokio::spawn(async move { q::<i64>(&mut other, &[b"WAIT", b"1", b"0"]).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    peer.acked.store(cache.local_seq(), SeqCst);
+    assert_eq!(bounded(waiting).await.unwrap(), 1);
+    // A transaction's writes count too.
+    let _: (String, String) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("t")
+        .arg("1")
+        .cmd("GET")
+        .arg("t")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(q::<i64>(&mut c, &[b"WAIT", b"1", b"50"]).await, 0);
+    peer.acked.store(cache.local_seq(), SeqCst);
+    assert_eq!(q::<i64>(&mut c, &[b"WAIT", b"1", b"50"]).await, 1);
+    server.shutdown().await.unwrap();
+}

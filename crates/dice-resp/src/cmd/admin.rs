@@ -1,7 +1,10 @@
-//! Server commands: `CONFIG GET | SET | RESETSTAT | REWRITE | HELP`, `TIME`, `SHUTDOWN`.
+//! Server commands: `CONFIG GET | SET | RESETSTAT | REWRITE | HELP`, `TIME`, `SHUTDOWN`,
+//! `WAIT`, `WAITAOF`.
 
-use super::{Ctx, SYNTAX_ERROR, is, truncated};
-use crate::frame::{Request, parse_i64, write_array_len, write_bulk, write_map_len, write_simple};
+use super::{Ctx, NOT_AN_INTEGER, SYNTAX_ERROR, is, truncated};
+use crate::frame::{
+    Request, parse_i64, write_array_len, write_bulk, write_integer, write_map_len, write_simple,
+};
 use crate::glob::glob_match;
 use std::sync::atomic::Ordering;
 
@@ -212,4 +215,72 @@ pub(crate) fn shutdown(ctx: &mut Ctx<'_>, req: Request<'_>) {
     tracing::info!(peer = %ctx.session.peer, id = ctx.session.id, "SHUTDOWN requested by a client");
     requests.send_replace(true);
     ctx.session.quit = true;
+}
+
+/// How often `WAIT` asks the cluster provider again.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// `WAIT numreplicas timeout`: how many peers acknowledged holding this connection's latest
+/// write (received and applied in memory), waiting up to `timeout` milliseconds (0: with no
+/// bound, as in Redis) until at least `numreplicas` have. A server without a cluster
+/// provider answers 0 at once. The wait ends early if the client goes away or is killed.
+pub(crate) async fn wait(ctx: &mut Ctx<'_>, req: Request<'_>) {
+    let Some(want) = parse_i64(req.arg(1)) else {
+        return ctx.error(NOT_AN_INTEGER);
+    };
+    let Some(timeout) = parse_i64(req.arg(2)) else {
+        return ctx.error("ERR timeout is not an integer or out of range");
+    };
+    if timeout < 0 {
+        return ctx.error("ERR timeout is negative");
+    }
+    let Some(cluster) = ctx.server.cluster.clone() else {
+        return write_integer(ctx.out, 0);
+    };
+    let seq = ctx.session.last_write_seq;
+    // A timeout too far to represent waits with no bound, like 0.
+    let deadline = (timeout > 0)
+        .then(|| {
+            tokio::time::Instant::now()
+                .checked_add(std::time::Duration::from_millis(timeout.unsigned_abs()))
+        })
+        .flatten();
+    let mut acked = cluster.acked_by(seq);
+    // Watch the socket for the client going away, until it sends more (then just wait).
+    let mut watch_socket = true;
+    while (acked as i64) < want {
+        let now = tokio::time::Instant::now();
+        let pause = match deadline {
+            Some(d) if d <= now => break,
+            Some(d) => (d - now).min(WAIT_POLL),
+            None => WAIT_POLL,
+        };
+        let mut probe = [0u8; 1];
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            peeked = ctx.wire.stream.peek(&mut probe), if watch_socket => match peeked {
+                Ok(0) | Err(_) => {
+                    ctx.wire.broken = true;
+                    return;
+                }
+                Ok(_) => watch_socket = false,
+            },
+            () = ctx.session.entry.killed.notified() => {
+                // CLIENT KILL: close this connection (the permit is taken here).
+                ctx.wire.broken = true;
+                return;
+            }
+        }
+        acked = cluster.acked_by(seq);
+    }
+    write_integer(ctx.out, acked as i64);
+}
+
+/// `WAITAOF`: dice has no append-only file (every write is committed to SQLite before it
+/// is acknowledged), so it answers as Redis does with `appendonly no`.
+pub(crate) fn waitaof(ctx: &mut Ctx<'_>) {
+    ctx.error(
+        "ERR WAITAOF cannot be used when appendonly is disabled: dice has no AOF (every \
+         write is committed to disk before it is acknowledged); use WAIT for replicas",
+    );
 }

@@ -698,6 +698,20 @@ pub(crate) static DOCS: &[Doc] = &[
         "",
     ),
     (
+        "wait",
+        "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.",
+        "3.0.0",
+        "generic",
+        "numreplicas:integer timeout:integer",
+    ),
+    (
+        "waitaof",
+        "Blocks until all of the preceding write commands sent by the connection are written to the append-only file of the master and/or replicas.",
+        "7.2.0",
+        "generic",
+        "numlocal:integer numreplicas:integer timeout:integer",
+    ),
+    (
         "watch",
         "Monitors changes to keys to determine the execution of a transaction.",
         "2.2.0",

@@ -632,20 +632,21 @@ pub(crate) async fn flushall(ctx: &mut Ctx<'_>, req: Request<'_>) {
             .server
             .cache
             .transact(|tx| {
-                chunk
+                let done = chunk
                     .iter()
-                    .try_for_each(|k| tx.write(k.clone(), None, None).map(|_| ()))
+                    .try_for_each(|k| tx.write(k.clone(), None, None).map(|_| ()));
+                (done, tx.replica().local_seq())
             })
             .await;
         match written {
-            Ok((Ok(()), generation)) => {
+            Ok(((Ok(()), seq), generation)) => {
                 if let Some(g) = generation {
-                    ctx.wrote(g);
+                    ctx.wrote(g, seq);
                 }
             }
-            Ok((Err(e), generation)) => {
+            Ok(((Err(e), seq), generation)) => {
                 if let Some(g) = generation {
-                    ctx.wrote(g);
+                    ctx.wrote(g, seq);
                 }
                 return ctx.cache_error(&e);
             }

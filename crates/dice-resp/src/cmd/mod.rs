@@ -60,6 +60,9 @@ pub(crate) struct Session {
     /// The channels and patterns subscribed to, and the queue of messages (from the first
     /// `SUBSCRIBE` or `PSUBSCRIBE` on).
     pub pubsub: Option<Box<crate::pubsub::ClientSubs>>,
+    /// The seq of this connection's latest write ([`dice_core::Entry::seq`]; 0: none yet),
+    /// for `WAIT`.
+    pub last_write_seq: u64,
 }
 
 /// Where a command on keys reads and writes: the replica under the cache's read lock
@@ -211,10 +214,12 @@ impl<'a> Ctx<'a> {
         write_error(self.out, &text);
     }
 
-    /// Records a write of the current command, made durable by commit `generation`.
-    pub fn wrote(&mut self, generation: u64) {
+    /// Records a write of the current command, made durable by commit `generation`; `seq`
+    /// is this node's local seq right after it (the write's own seq, read under the lock).
+    pub fn wrote(&mut self, generation: u64, seq: u64) {
         self.wrote = true;
         self.batch.max_generation = self.batch.max_generation.max(generation);
+        self.session.last_write_seq = self.session.last_write_seq.max(seq);
     }
 
     /// The reply protocol of this connection.
@@ -279,6 +284,8 @@ pub(crate) enum Kind {
     Punsubscribe,
     Publish,
     Pubsub,
+    Wait,
+    Waitaof,
     // Transactions.
     Discard,
     Exec,
@@ -588,6 +595,14 @@ pub(crate) static TABLE: &[Spec] = &[
     spec("unlink", Kind::Del, -2, W_FAST, ALL_KEYS),
     spec("unsubscribe", Kind::Unsubscribe, -1, PUBSUB, NO_KEYS),
     spec("unwatch", Kind::Unwatch, 1, TX, NO_KEYS),
+    spec("wait", Kind::Wait, 3, &["noscript", "no_multi"], NO_KEYS),
+    spec(
+        "waitaof",
+        Kind::Waitaof,
+        4,
+        &["noscript", "no_multi"],
+        NO_KEYS,
+    ),
     spec("watch", Kind::Watch, -2, TX, ALL_KEYS),
 ];
 
@@ -667,6 +682,8 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
         Kind::Config => admin::config(ctx, req),
         Kind::Time => admin::time(ctx),
         Kind::Shutdown => admin::shutdown(ctx, req),
+        Kind::Wait => admin::wait(ctx, req).await,
+        Kind::Waitaof => admin::waitaof(ctx),
         Kind::Multi => transaction::multi(ctx),
         Kind::Exec => transaction::exec(ctx).await,
         Kind::Discard => transaction::discard(ctx),
@@ -713,11 +730,14 @@ async fn run_on_cache(ctx: &mut Ctx<'_>, spec: &Spec, req: Request<'_>) {
     if spec.writes() {
         match server
             .cache
-            .transact(|tx| run_on_db(ctx, tx, spec.kind, req))
+            .transact(|tx| {
+                run_on_db(ctx, tx, spec.kind, req);
+                tx.replica().local_seq()
+            })
             .await
         {
-            Ok(((), Some(generation))) => ctx.wrote(generation),
-            Ok(((), None)) => {}
+            Ok((seq, Some(generation))) => ctx.wrote(generation, seq),
+            Ok((_, None)) => {}
             Err(e) => ctx.cache_error(&e),
         }
     } else {
@@ -787,6 +807,8 @@ pub(crate) fn run_on_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, kind: Kind, req: Req
         Kind::Auth
         | Kind::Hello
         | Kind::Shutdown
+        | Kind::Wait
+        | Kind::Waitaof
         | Kind::Info
         | Kind::Quit
         | Kind::Multi

@@ -194,10 +194,13 @@ pub(crate) async fn exec(ctx: &mut Ctx<'_>) {
     if multi.queued.iter().any(|q| q.spec.writes()) {
         match server
             .cache
-            .transact(|tx| run_queue(ctx, tx, &multi, &watched))
+            .transact(|tx| {
+                run_queue(ctx, tx, &multi, &watched);
+                tx.replica().local_seq()
+            })
             .await
         {
-            Ok((_, Some(generation))) => ctx.wrote(generation),
+            Ok((seq, Some(generation))) => ctx.wrote(generation, seq),
             Ok((_, None)) => {}
             Err(e) => ctx.cache_error(&e),
         }
