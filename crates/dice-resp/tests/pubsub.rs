@@ -547,3 +547,31 @@ async fn subscriptions_of_all_clients_are_bounded_together() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn subscribed_clients_are_not_closed_as_idle() {
+    let server = start(RespConfig {
+        timeout: std::time::Duration::from_millis(300),
+        ..RespConfig::default()
+    })
+    .await;
+    let mut sub = server.raw().await;
+    let mut idle = server.raw().await;
+    exchange(
+        &mut sub,
+        b"SUBSCRIBE ch\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n",
+    )
+    .await;
+    // The idle client is closed; the subscriber, as quiet, is not.
+    assert!(read_to_close(&mut idle).await.is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let mut publ = server.raw().await;
+    exchange(&mut publ, b"PUBLISH ch still-here\r\n", b":1\r\n").await;
+    exchange(
+        &mut sub,
+        b"",
+        b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$10\r\nstill-here\r\n",
+    )
+    .await;
+}
