@@ -816,6 +816,10 @@ async fn run_connection(
                     input.len()
                 ),
             );
+            // Give the buffer and its charge back now, not after the linger: other clients
+            // must not be refused for what this closing one held.
+            drop(std::mem::take(&mut input));
+            charge.set(0);
             if send(&state, &mut out, &mut batch, &mut wire).await {
                 linger_close(&mut wire.stream).await;
             }
