@@ -11,7 +11,7 @@
 //! [`PubSub`] is the handle (from [`crate::Node::pubsub`]): [`PubSub::publish`] queues a
 //! message for the other nodes (never blocks), [`PubSub::take_incoming`] gives the stream of
 //! messages the other nodes published. The node's event loop owns the gossipsub behaviour
-//! and a [`PubSubLoop`], which moves messages between the two.
+//! and a `PubSubLoop`, which moves messages between the two.
 
 use bytes::Bytes;
 use libp2p::gossipsub;
