@@ -726,12 +726,23 @@ fn note_command(ctx: &mut Ctx<'_>, spec: &'static Spec) {
 /// Runs a command on keys against the cache: in a transaction of its own if it may write,
 /// else under the read lock.
 async fn run_on_cache(ctx: &mut Ctx<'_>, spec: &Spec, req: Request<'_>) {
+    let kind = spec.kind;
+    on_cache(ctx, spec.writes(), |ctx, db| run_on_db(ctx, db, kind, req)).await;
+}
+
+/// Runs `f` against the cache under one hold of its lock: in a transaction whose writes commit
+/// as one group (waited for, like any write) if `writes`, else under the read lock.
+pub(crate) async fn on_cache<'a>(
+    ctx: &mut Ctx<'a>,
+    writes: bool,
+    f: impl FnOnce(&mut Ctx<'a>, &mut dyn Db),
+) {
     let server = ctx.server;
-    if spec.writes() {
+    if writes {
         match server
             .cache
             .transact(|tx| {
-                run_on_db(ctx, tx, spec.kind, req);
+                f(ctx, tx);
                 tx.replica().local_seq()
             })
             .await
@@ -746,7 +757,7 @@ async fn run_on_cache(ctx: &mut Ctx<'_>, spec: &Spec, req: Request<'_>) {
                 replica,
                 now: dice_core::now_ms(),
             };
-            run_on_db(ctx, &mut db, spec.kind, req);
+            f(ctx, &mut db);
         });
     }
 }

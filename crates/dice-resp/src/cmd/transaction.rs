@@ -12,7 +12,7 @@
 //! one expired since. A dead entry dropped by garbage collection counts as a change too
 //! (rare, never missed: a spurious abort, never a missed write).
 
-use super::{Ctx, Db, ReadOnly, Spec, run_on_db};
+use super::{Ctx, Db, Spec, run_on_db};
 use crate::frame::{Request, write_array_len, write_null_aggregate, write_simple};
 use bytes::Bytes;
 use dice_core::{Replica, Version};
@@ -191,28 +191,11 @@ pub(crate) async fn exec(ctx: &mut Ctx<'_>) {
     let server = ctx.server;
     let start = ctx.out.len();
     ctx.limit = start.saturating_add(server.config.max_exec_reply);
-    if multi.queued.iter().any(|q| q.spec.writes()) {
-        match server
-            .cache
-            .transact(|tx| {
-                run_queue(ctx, tx, &multi, &watched);
-                tx.replica().local_seq()
-            })
-            .await
-        {
-            Ok((seq, Some(generation))) => ctx.wrote(generation, seq),
-            Ok((_, None)) => {}
-            Err(e) => ctx.cache_error(&e),
-        }
-    } else {
-        server.cache.with_replica(|replica| {
-            let mut db = ReadOnly {
-                replica,
-                now: dice_core::now_ms(),
-            };
-            run_queue(ctx, &mut db, &multi, &watched);
-        });
-    }
+    let writes = multi.queued.iter().any(|q| q.spec.writes());
+    super::on_cache(ctx, writes, |ctx, db| {
+        run_queue(ctx, db, &multi, &watched);
+    })
+    .await;
     ctx.limit = usize::MAX;
     ctx.reply_start = start;
 }
