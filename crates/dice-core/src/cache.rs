@@ -1,9 +1,9 @@
 //! The embeddable cache: a [`Replica`] in memory, persisted by one writer task in group
 //! commits, with change subscriptions and the sync entry points the network layer uses.
 
-use crate::entry::{Entry, Limits, NodeId};
+use crate::entry::{Elem, Entry, Limits, NodeId};
 use crate::hlc::now_ms;
-use crate::replica::{ChangeSource, GcReport, Replica, ReplicaStats};
+use crate::replica::{ChangeSource, GcReport, Increment, Replica, ReplicaStats};
 use crate::store::{CommitBatch, Durability, MAX_BLOB_BYTES, SnapshotRun, Store};
 use crate::sync::{Refusal, SessionStep, SyncLimits, SyncMessage, SyncSession};
 use crate::version_vector::VersionVector;
@@ -126,8 +126,9 @@ pub struct CacheStats {
 
 struct State {
     replica: Replica,
-    /// Keys changed since the last commit, with what they hold now (`None`: dropped).
-    dirty: HashMap<Bytes, Option<Entry>>,
+    /// Elements of keys changed since the last commit, with what they hold now (`None`:
+    /// dropped).
+    dirty: HashMap<(Bytes, Elem), Option<Entry>>,
     /// The generation of the group being collected.
     generation: u64,
     /// While set, the store cannot commit: writes, and remote changes, are refused.
@@ -382,6 +383,32 @@ impl Cache {
         let existed = self.get(&key).is_some();
         self.write(key, None, None).await?;
         Ok(existed)
+    }
+
+    /// Adds `by` to the counter of `key` (Redis's `INCRBY`, or `INCRBYFLOAT`); returns what
+    /// the key reads as afterwards, once committed. Increments made at once on several
+    /// nodes all count. See [`Replica::incr`] for the errors.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dice_core::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = dice_core::Cache::open(dir.path()).await?;
+    /// use dice_core::Increment;
+    /// assert_eq!(cache.incr("hits", Increment::Int(2)).await?.as_ref(), b"2");
+    /// assert_eq!(cache.incr("hits", Increment::Float(0.5)).await?.as_ref(), b"2.5");
+    /// # Ok(()) }
+    /// ```
+    pub async fn incr(&self, key: impl Into<Bytes>, by: Increment) -> Result<Bytes> {
+        let key = key.into();
+        let ((value, _), generation) = self
+            .transact(|tx| tx.incr(key, by))
+            .await
+            .and_then(|(r, g)| r.map(|v| (v, g)))?;
+        if let Some(generation) = generation {
+            self.wait_committed(generation).await?;
+        }
+        Ok(value)
     }
 
     /// A local write; waits for its group commit.
@@ -760,6 +787,14 @@ impl Transaction<'_> {
         self.replica.get(key, self.now_ms)
     }
 
+    /// Adds `by` to the counter of `key`, like [`Cache::incr`]; returns what the key reads as
+    /// afterwards and the entry written.
+    pub fn incr(&mut self, key: Bytes, by: Increment) -> Result<(Bytes, Entry)> {
+        let written = self.replica.incr(key, by, self.now_ms)?;
+        self.wrote = true;
+        Ok(written)
+    }
+
     /// A local write (`value` `None` deletes), like [`Cache::write_unacked`]; it joins the
     /// transaction's group commit.
     pub fn write(
@@ -776,16 +811,33 @@ impl Transaction<'_> {
 
 /// Moves the replica's recorded changes into the dirty set and to subscribers.
 fn record(shared: &Shared, st: &mut State) {
-    for change in st.replica.take_changes() {
-        // The newest change of a key is what it holds: the commit writes it as is.
-        st.dirty.insert(change.key.clone(), change.entry.clone());
+    let changes = st.replica.take_changes();
+    let now = now_ms();
+    for (i, change) in changes.iter().enumerate() {
+        // The newest change of an element is what it holds: the commit writes it as is.
+        st.dirty
+            .insert((change.key.clone(), change.elem), change.entry.clone());
         if change.source == ChangeSource::Dropped || shared.events.receiver_count() == 0 {
             continue;
         }
-        let (value, expires_at_ms) = match change.entry {
-            Some(e) => (e.value, e.expires_at_ms),
-            None => (None, None),
+        // One write changes a few elements of one key (a reset, then the string): one event,
+        // for the last of them.
+        if changes
+            .get(i + 1)
+            .is_some_and(|next| next.key == change.key && next.source == change.source)
+        {
+            continue;
+        }
+        let (value, expires_at_ms) = match &change.entry {
+            Some(e) if change.elem == Elem::Key && !st.replica.has_elements(&e.key) => {
+                (e.value.clone(), e.expires_at_ms)
+            }
+            _ => match st.replica.get_with_expiry(&change.key, now) {
+                Some((v, t)) => (Some(v), t),
+                None => (None, None),
+            },
         };
+        let change = change.clone();
         let _ = shared.events.send(Event {
             key: change.key,
             value,
@@ -852,10 +904,10 @@ fn take_batch(st: &mut State) -> (CommitBatch, u64) {
         entry_count: st.replica.entry_count() as u64,
         ..CommitBatch::default()
     };
-    for (key, entry) in dirty {
+    for (slot, entry) in dirty {
         match entry {
             Some(e) => batch.upserts.push(e),
-            None => batch.removals.push(key),
+            None => batch.removals.push(slot),
         }
     }
     let generation = st.generation;
@@ -1041,12 +1093,13 @@ async fn commit_group(
         let st = &mut *guard;
         // What this group wrote is now the state a failure would go back to.
         for e in &batch.upserts {
-            let again = st.dirty.contains_key(&e.key);
-            st.replica.settle_undo(&e.key, Some(e), again);
+            let slot = (e.key.clone(), e.elem);
+            let again = st.dirty.contains_key(&slot);
+            st.replica.settle_undo(&slot, Some(e), again);
         }
-        for k in &batch.removals {
-            let again = st.dirty.contains_key(k);
-            st.replica.settle_undo(k, None, again);
+        for slot in &batch.removals {
+            let again = st.dirty.contains_key(slot);
+            st.replica.settle_undo(slot, None, again);
         }
         st.replica.set_durable(batch.vv.get(shared.node_id));
         publish_shareable(shared, &st.replica);

@@ -1,8 +1,7 @@
-//! Node ids, versions and entries: what one key holds.
+//! Node ids, versions, elements and entries: what one key holds.
 
 use crate::hlc::Hlc;
 use bytes::Bytes;
-use crdts::LWWReg;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -77,20 +76,36 @@ pub struct Version {
     pub origin: NodeId,
 }
 
-/// What a key's register holds besides its version: the value (or `None` for a tombstone),
-/// the absolute expiry time, and the sequence number of the write that produced it.
-#[derive(Clone, PartialEq, Eq, Debug, Default)]
-pub struct Cell {
-    /// The value; `None` is a tombstone.
-    pub value: Option<Bytes>,
-    /// Absolute expiry, milliseconds since the Unix epoch.
-    pub expires_at_ms: Option<u64>,
-    /// The origin's sequence number of the write (with `Version::origin`, the write's dot).
-    pub seq: u64,
+/// Which element of a key an entry holds. A string key is one element, [`Elem::Key`]; a
+/// counter adds elements written each by one node, merged by the same rule as everything else
+/// (the greater version wins). Each element has its own version and dot, and replicates alone:
+/// an increment sends one element, not the key.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
+pub enum Elem {
+    /// The key itself: its string value (or a tombstone) and its expiry.
+    #[default]
+    Key,
+    /// A counter contribution: the increments of this origin (only it writes this element),
+    /// see [`crate::counter::Contribution`].
+    Count(NodeId),
+    /// A counter reset (`SET`, `DEL` or another rewrite of a counter key), named by the dot
+    /// of the write that made it: what that write observed of each contribution, see
+    /// [`crate::counter::ResetRecord`]. Written once; collected once another reset that
+    /// observed at least as much is stable, or with its dead counter.
+    Reset(NodeId, u64),
 }
 
-/// One key's last-writer-wins register, from the `crdts` crate: the greater version wins.
-pub type Register = LWWReg<Cell, Version>;
+impl Elem {
+    /// The node that alone may write this element, if one does.
+    pub fn owner(&self) -> Option<NodeId> {
+        match self {
+            Elem::Key => None,
+            Elem::Count(o) | Elem::Reset(o, _) => Some(*o),
+        }
+    }
+}
 
 /// An entry: a key and the write that currently holds it. This is what replicas exchange and
 /// what SQLite stores.
@@ -99,6 +114,8 @@ pub struct Entry {
     /// The key.
     #[serde(with = "serde_bytes_compat")]
     pub key: Bytes,
+    /// Which element of the key.
+    pub elem: Elem,
     /// The value; `None` for a tombstone.
     #[serde(with = "serde_opt_bytes_compat")]
     pub value: Option<Bytes>,
@@ -116,35 +133,9 @@ impl Entry {
         is_dead(self.value.is_none(), self.expires_at_ms, now_ms)
     }
 
-    /// Splits the entry into its key and register.
-    pub fn into_register(self) -> (Bytes, Register) {
-        (
-            self.key,
-            LWWReg {
-                val: Cell {
-                    value: self.value,
-                    expires_at_ms: self.expires_at_ms,
-                    seq: self.seq,
-                },
-                marker: self.version,
-            },
-        )
-    }
-
-    /// Rebuilds an entry from a key and its register.
-    pub fn from_register(key: Bytes, reg: &Register) -> Self {
-        Entry {
-            key,
-            value: reg.val.value.clone(),
-            version: reg.marker,
-            seq: reg.val.seq,
-            expires_at_ms: reg.val.expires_at_ms,
-        }
-    }
-
     /// Approximate size on the wire and in a page budget.
     pub fn wire_size(&self) -> usize {
-        self.key.len() + self.value.as_ref().map_or(0, Bytes::len) + 40
+        self.key.len() + self.value.as_ref().map_or(0, Bytes::len) + 50
     }
 }
 

@@ -107,6 +107,18 @@ pub enum Error {
     /// The cache was closed.
     #[error("the cache is closed")]
     Closed,
+    /// An integer increment of a value that is not an integer in `i64`'s range.
+    #[error("value is not an integer or out of range")]
+    NotAnInteger,
+    /// A float increment of a value that is not a number.
+    #[error("value is not a valid float")]
+    NotAFloat,
+    /// An integer increment whose result leaves `i64`'s range.
+    #[error("increment or decrement would overflow")]
+    Overflow,
+    /// A float increment whose result is not finite.
+    #[error("increment would produce NaN or Infinity")]
+    NanOrInfinity,
 }
 
 /// Results of dice-core.

@@ -6,8 +6,9 @@
 //! # A tour of the modules
 //!
 //! * [`hlc`]: the hybrid logical clock ([`Hlc`], [`HlcClock`]) that versions every write.
-//! * [`entry`]: node ids, versions `(hlc, origin)`, entries and the per-key register (the
-//!   `crdts` crate's `LWWReg`), and the size [`Limits`].
+//! * [`entry`]: node ids, versions `(hlc, origin)`, the elements of a key ([`Elem`]: its
+//!   string, counter contributions and resets), entries, and the size [`Limits`].
+//! * [`counter`]: conflict-free counters: what their elements hold, how a key's counter reads.
 //! * [`version_vector`]: [`VersionVector`], per origin the seq held contiguously.
 //! * [`replica`]: [`Replica`], the in-memory map with its indexes, merge, TTL and GC. No I/O.
 //! * [`sync`]: the sync protocol as plain code: [`SyncMessage`] and its wire form, the
@@ -35,6 +36,7 @@
 //! ```
 
 pub mod cache;
+pub mod counter;
 pub mod entry;
 mod error;
 pub mod hlc;
@@ -47,10 +49,10 @@ pub mod sync;
 pub mod version_vector;
 
 pub use cache::{Cache, CacheOptions, CacheStats, Event, Transaction};
-pub use entry::{Entry, Limits, NodeId, ParseNodeIdError, Version};
+pub use entry::{Elem, Entry, Limits, NodeId, ParseNodeIdError, Version};
 pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcClock, now_ms};
-pub use replica::{Change, ChangeSource, GcReport, Member, Replica, ReplicaStats};
+pub use replica::{Change, ChangeSource, GcReport, Increment, Member, Replica, ReplicaStats};
 pub use replication::{
     Failure, Outgoing, PeerReplication, Purpose, ReplicaEndpoint, ReplicationConfig, Replicator,
     ReplyOutcome, SyncEndpoint,

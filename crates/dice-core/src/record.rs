@@ -1,9 +1,9 @@
 //! How the replica holds an entry in memory: one allocation per entry, a fixed header followed
-//! by the key and the value. Compared with a map of `Bytes` keys to registers, this drops the
+//! by the key, the element's node id (elements other than [`Elem::Key`] only) and the value. Compared with a map of `Bytes` keys to registers, this drops the
 //! per-entry register padding, the `Bytes` handles and their shared headers, and a separate
 //! allocation for the key and for the value (see BENCHMARKS.md, memory per key).
 
-use crate::entry::{Entry, NodeId, Version};
+use crate::entry::{Elem, Entry, NodeId, Version};
 use crate::hlc::Hlc;
 use bytes::Bytes;
 
@@ -19,12 +19,26 @@ const HEADER: usize = 40;
 
 /// Flag: the entry holds a value (it is not a tombstone).
 const HAS_VALUE: u32 = 1;
+/// Flags: which element (bits 1-2): 0 the key, 1 a counter contribution, 2 a counter reset.
+const ELEM_SHIFT: u32 = 1;
+const ELEM_MASK: u32 = 3 << ELEM_SHIFT;
+const ELEM_COUNT: u32 = 1;
+const ELEM_RESET: u32 = 2;
 /// Stored expiry meaning "none" (valid expiries fit an `i64`).
 const NO_EXPIRY: u64 = u64::MAX;
 
 /// One entry, packed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record(Box<[u8]>);
+
+/// Bytes after the key naming the element: a node id, and a seq for a reset.
+fn elem_len(kind: u32) -> usize {
+    match kind {
+        0 => 0,
+        ELEM_COUNT => 8,
+        _ => 16,
+    }
+}
 
 fn read_u64(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
@@ -43,6 +57,7 @@ impl Record {
     pub fn new(e: &Entry) -> Record {
         Record::from_parts(
             &e.key,
+            e.elem,
             e.value.as_deref(),
             e.version,
             e.seq,
@@ -53,21 +68,33 @@ impl Record {
     /// Packs an entry given by its parts.
     pub fn from_parts(
         key: &[u8],
+        elem: Elem,
         value: Option<&[u8]>,
         version: Version,
         seq: u64,
         expires_at_ms: Option<u64>,
     ) -> Record {
         let bytes = value.unwrap_or_default();
-        let mut b = Vec::with_capacity(HEADER + key.len() + bytes.len());
+        let (kind, id, elem_seq) = match elem {
+            Elem::Key => (0, None, None),
+            Elem::Count(o) => (ELEM_COUNT, Some(o), None),
+            Elem::Reset(o, s) => (ELEM_RESET, Some(o), Some(s)),
+        };
+        let mut b = Vec::with_capacity(HEADER + key.len() + elem_len(kind) + bytes.len());
         b.extend_from_slice(&version.hlc.as_u64().to_le_bytes());
         b.extend_from_slice(&version.origin.as_u64().to_le_bytes());
         b.extend_from_slice(&seq.to_le_bytes());
         b.extend_from_slice(&expires_at_ms.unwrap_or(NO_EXPIRY).to_le_bytes());
         b.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        let flags = if value.is_some() { HAS_VALUE } else { 0 };
+        let flags = if value.is_some() { HAS_VALUE } else { 0 } | (kind << ELEM_SHIFT);
         b.extend_from_slice(&flags.to_le_bytes());
         b.extend_from_slice(key);
+        if let Some(id) = id {
+            b.extend_from_slice(&id.as_u64().to_le_bytes());
+        }
+        if let Some(s) = elem_seq {
+            b.extend_from_slice(&s.to_le_bytes());
+        }
         b.extend_from_slice(bytes);
         Record(b.into_boxed_slice())
     }
@@ -77,13 +104,37 @@ impl Record {
         &self.0[HEADER..HEADER + len]
     }
 
+    fn elem_kind(&self) -> u32 {
+        (read_u32(&self.0, FLAGS) & ELEM_MASK) >> ELEM_SHIFT
+    }
+
+    /// Which element of its key the record holds.
+    pub fn elem(&self) -> Elem {
+        let kind = self.elem_kind();
+        if kind == 0 {
+            return Elem::Key;
+        }
+        let at = HEADER + read_u32(&self.0, KEY_LEN) as usize;
+        let id = NodeId::new(read_u64(&self.0, at)).unwrap_or_default();
+        if kind == ELEM_COUNT {
+            Elem::Count(id)
+        } else {
+            Elem::Reset(id, read_u64(&self.0, at + 8))
+        }
+    }
+
+    /// Whether the record is the key's own element (a string value or tombstone).
+    pub fn is_key(&self) -> bool {
+        self.elem_kind() == 0
+    }
+
     /// The value; `None` for a tombstone.
     pub fn value(&self) -> Option<&[u8]> {
         if read_u32(&self.0, FLAGS) & HAS_VALUE == 0 {
             return None;
         }
-        let len = read_u32(&self.0, KEY_LEN) as usize;
-        Some(&self.0[HEADER + len..])
+        let at = HEADER + read_u32(&self.0, KEY_LEN) as usize + elem_len(self.elem_kind());
+        Some(&self.0[at..])
     }
 
     pub fn is_tombstone(&self) -> bool {
@@ -119,6 +170,7 @@ impl Record {
     pub fn to_entry(&self) -> Entry {
         Entry {
             key: Bytes::copy_from_slice(self.key()),
+            elem: self.elem(),
             value: self.value().map(Bytes::copy_from_slice),
             version: self.version(),
             seq: self.seq(),
@@ -137,6 +189,7 @@ mod tests {
         let cases = [
             Entry {
                 key: Bytes::from_static(b"k"),
+                elem: Elem::Count(origin),
                 value: Some(Bytes::from_static(b"value")),
                 version: Version {
                     hlc: Hlc::from_u64(123_456),
@@ -147,6 +200,7 @@ mod tests {
             },
             Entry {
                 key: Bytes::from(vec![7u8; 4096]),
+                elem: Elem::Key,
                 value: Some(Bytes::new()),
                 version: Version {
                     hlc: Hlc::from_u64(1),
@@ -157,6 +211,7 @@ mod tests {
             },
             Entry {
                 key: Bytes::from_static(b"tomb"),
+                elem: Elem::Reset(origin, 77),
                 value: None,
                 version: Version {
                     hlc: Hlc::from_u64(9),
@@ -172,9 +227,17 @@ mod tests {
             assert_eq!(r.key(), e.key.as_ref());
             assert_eq!(r.value(), e.value.as_deref());
             assert_eq!(r.is_tombstone(), e.value.is_none());
+            assert_eq!(r.elem(), e.elem);
             assert_eq!(
                 r.heap_len(),
-                HEADER + e.key.len() + e.value.map_or(0, |v| v.len())
+                HEADER
+                    + e.key.len()
+                    + match e.elem {
+                        Elem::Key => 0,
+                        Elem::Count(_) => 8,
+                        Elem::Reset(..) => 16,
+                    }
+                    + e.value.map_or(0, |v| v.len())
             );
         }
     }

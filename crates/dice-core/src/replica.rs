@@ -2,7 +2,10 @@
 //! garbage collection cost what they touch. Plain in-memory code, no I/O: [`crate::Cache`]
 //! wraps it with persistence, and tests drive several of them through [`crate::SyncSession`].
 
-use crate::entry::{Cell, Entry, Limits, NodeId, Register, Version, is_dead};
+use crate::counter::{
+    Amount, Contribution, CounterView, Number, ResetRecord, parse_float, parse_int, render,
+};
+use crate::entry::{Elem, Entry, Limits, NodeId, Version, is_dead};
 use crate::hlc::{Hlc, HlcClock};
 use crate::record::Record;
 use crate::sync::{
@@ -11,7 +14,6 @@ use crate::sync::{
 use crate::version_vector::VersionVector;
 use crate::{Error, Result};
 use bytes::Bytes;
-use crdts::LWWReg;
 use hashbrown::HashTable;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -36,6 +38,8 @@ pub enum ChangeSource {
 pub struct Change {
     /// The key that changed.
     pub key: Bytes,
+    /// Which of its elements.
+    pub elem: Elem,
     /// The entry now held, or `None` if the key's entry was dropped.
     pub entry: Option<Entry>,
     /// Why it changed.
@@ -108,8 +112,11 @@ pub struct Replica {
     id: NodeId,
     clock: HlcClock,
     limits: Limits,
-    /// The map: one packed record per key, found by the hash of its key.
+    /// The map: one packed record per element of a key, found by the hash of its key and
+    /// element (of its key alone for [`Elem::Key`]).
     map: HashTable<Record>,
+    /// The keys holding elements other than [`Elem::Key`] (counters), with those elements.
+    typed: HashMap<Bytes, Typed>,
     hasher: foldhash::fast::RandomState,
     vv: VersionVector,
     floors: VersionVector,
@@ -140,7 +147,7 @@ pub struct Replica {
     shadowed: BTreeMap<u64, u64>,
     /// When kept (see [`Replica::keep_undo`]): for every key changed since the durable state,
     /// what it held durably (`None`: nothing), so that a failed commit can be undone.
-    undo: Option<HashMap<Bytes, Option<Record>>>,
+    undo: Option<HashMap<(Bytes, Elem), Option<Record>>>,
     /// The other members of the cluster: every origin we hold writes of and every node that
     /// talked to us, with what each acknowledged holding.
     members: BTreeMap<NodeId, Member>,
@@ -160,6 +167,7 @@ impl Replica {
             clock: HlcClock::new(Hlc::ZERO, DEFAULT_MAX_SKEW_MS),
             limits,
             map: HashTable::new(),
+            typed: HashMap::new(),
             hasher: foldhash::fast::RandomState::default(),
             vv: VersionVector::default(),
             floors: VersionVector::default(),
@@ -205,7 +213,7 @@ impl Replica {
     pub(crate) fn reserve(&mut self, additional: usize) {
         let hasher = &self.hasher;
         self.map
-            .reserve(additional, |rec| hasher.hash_one(rec.key()));
+            .reserve(additional, |rec| slot_hash(hasher, rec.key(), rec.elem()));
     }
 
     /// Loading persisted state: sets `key` to `e`, whatever it held.
@@ -225,19 +233,20 @@ impl Replica {
     pub(crate) fn load_parts(
         &mut self,
         key: &[u8],
+        elem: Elem,
         value: Option<&[u8]>,
         version: Version,
         seq: u64,
         expires_at_ms: Option<u64>,
     ) {
         self.note_loaded(version.hlc);
-        let record = Record::from_parts(key, value, version, seq, expires_at_ms);
+        let record = Record::from_parts(key, elem, value, version, seq, expires_at_ms);
         self.install_record(record, ChangeSource::Remote);
     }
 
     /// Loading persisted state: drops `key`.
-    pub(crate) fn load_remove(&mut self, key: &[u8]) {
-        self.remove(key, ChangeSource::Dropped);
+    pub(crate) fn load_remove(&mut self, key: &[u8], elem: Elem) {
+        self.remove(key, elem, ChangeSource::Dropped);
     }
 
     /// Ends loading persisted state: the clock (at least `last_hlc` and every loaded
@@ -328,12 +337,25 @@ impl Replica {
         self.vv.get(self.id)
     }
 
-    fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+    fn hash(&self, key: &[u8], elem: Elem) -> u64 {
+        slot_hash(&self.hasher, key, elem)
     }
 
+    /// The record of `key`'s own element.
     fn record(&self, key: &[u8]) -> Option<&Record> {
-        self.map.find(self.hash(key), |r| r.key() == key)
+        self.slot(key, Elem::Key)
+    }
+
+    /// The record of one element of `key`.
+    fn slot(&self, key: &[u8], elem: Elem) -> Option<&Record> {
+        self.map.find(self.hash(key, elem), |r| {
+            r.key() == key
+                && (if elem == Elem::Key {
+                    r.is_key()
+                } else {
+                    r.elem() == elem
+                })
+        })
     }
 
     /// The record holding dot `(origin, seq)`, whose key hashes to `hash`.
@@ -348,28 +370,110 @@ impl Replica {
         self.record_at(hash, origin, seq)
     }
 
-    /// The live value of `key` at `now_ms`.
+    /// The live value of `key` at `now_ms`: its string, or what its counter reads as.
     pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&[u8]> {
-        let r = self.record(key)?;
-        if is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms) {
+        self.get_with_expiry_ref(key, now_ms).map(|(v, _)| v)
+    }
+
+    fn get_with_expiry_ref(&self, key: &[u8], now_ms: u64) -> Option<(&[u8], Option<u64>)> {
+        let header = self.record(key);
+        if let Some(r) = header
+            && r.value().is_some()
+            && is_dead(false, r.expires_at_ms(), now_ms)
+        {
+            // Expired: the whole key is gone, its counter included.
             return None;
         }
-        r.value()
+        let string = header.and_then(|r| r.value().map(|v| (v, r.expires_at_ms())));
+        if !self.typed.is_empty()
+            && let Some(rendered) = self.typed.get(key).and_then(|t| t.rendered.as_deref())
+        {
+            return Some((rendered, string.and_then(|(_, t)| t)));
+        }
+        string
     }
 
     /// The live value of `key` and its expiry.
     pub fn get_with_expiry(&self, key: &[u8], now_ms: u64) -> Option<(Bytes, Option<u64>)> {
-        let r = self.record(key)?;
-        if is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms) {
-            return None;
-        }
-        r.value()
-            .map(|v| (Bytes::copy_from_slice(v), r.expires_at_ms()))
+        self.get_with_expiry_ref(key, now_ms)
+            .map(|(v, t)| (Bytes::copy_from_slice(v), t))
     }
 
-    /// The entry held for `key`, dead or alive.
+    /// Whether `key` reads as present at `now_ms`.
+    pub fn contains(&self, key: &[u8], now_ms: u64) -> bool {
+        if let Some(r) = self.record(key)
+            && r.value().is_some()
+        {
+            return !is_dead(false, r.expires_at_ms(), now_ms);
+        }
+        self.typed.get(key).is_some_and(|t| t.effective)
+    }
+
+    /// The entry held for `key`'s own element ([`Elem::Key`]), dead or alive.
     pub fn entry(&self, key: &[u8]) -> Option<Entry> {
         self.record(key).map(Record::to_entry)
+    }
+
+    /// The entry held for one element of `key`, dead or alive.
+    pub fn element(&self, key: &[u8], elem: Elem) -> Option<Entry> {
+        self.slot(key, elem).map(Record::to_entry)
+    }
+
+    /// Whether `key` holds elements besides [`Elem::Key`] (a counter, dead or alive).
+    pub fn has_elements(&self, key: &[u8]) -> bool {
+        !self.typed.is_empty() && self.typed.contains_key(key)
+    }
+
+    /// The elements `key` holds besides [`Elem::Key`].
+    pub fn elements_of(&self, key: &[u8]) -> Vec<Elem> {
+        self.typed
+            .get(key)
+            .map(|t| t.elems.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The greatest version among the elements `key` holds: it changes with any write to the
+    /// key, here or from a peer (Redis's `WATCH` compares it).
+    pub fn key_version(&self, key: &[u8]) -> Option<Version> {
+        let mut v = self.record(key).map(Record::version);
+        if let Some(t) = self.typed.get(key) {
+            for e in &t.elems {
+                if let Some(r) = self.slot(key, *e) {
+                    v = v.max(Some(r.version()));
+                }
+            }
+        }
+        v
+    }
+
+    /// The counter elements of `key`, gathered.
+    pub(crate) fn counter_view(&self, key: &[u8]) -> CounterView {
+        let mut view = CounterView::default();
+        let Some(t) = self.typed.get(key) else {
+            return view;
+        };
+        for e in &t.elems {
+            let Some(v) = self
+                .slot(key, *e)
+                .and_then(|r| r.value().map(|v| (r.seq(), v)))
+            else {
+                continue;
+            };
+            match e {
+                Elem::Count(o) => {
+                    if let Ok(c) = Contribution::decode(v.1) {
+                        view.contributions.push((*o, v.0, c));
+                    }
+                }
+                Elem::Reset(..) => {
+                    if let Ok(rr) = ResetRecord::decode(v.1) {
+                        view.add_reset(&rr);
+                    }
+                }
+                Elem::Key => {}
+            }
+        }
+        view
     }
 
     /// Every entry held, dead or alive, in no particular order.
@@ -380,10 +484,20 @@ impl Replica {
     /// The keys that read as present at `now_ms`, in no particular order, borrowed from the
     /// map (no key or value is copied).
     pub fn live_keys(&self, now_ms: u64) -> impl Iterator<Item = &[u8]> + '_ {
-        self.map
+        let strings = self
+            .map
             .iter()
+            .filter(|r| r.is_key())
             .filter(move |r| !is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms))
-            .map(Record::key)
+            .map(Record::key);
+        // Counters with no string under them.
+        let counters = self
+            .typed
+            .iter()
+            .filter(|(_, t)| t.effective)
+            .filter(|(k, _)| self.record(k).is_none_or(Record::is_tombstone))
+            .map(|(k, _)| k.as_ref());
+        strings.chain(counters)
     }
 
     /// Up to `max` entries (and about `max_bytes`) in dot order (origin, then seq) from
@@ -429,7 +543,12 @@ impl Replica {
     /// Number of keys that read as present at `now_ms`.
     pub fn live_len(&self, now_ms: u64) -> usize {
         let expired = self.expiring.range(..expiry_bound(now_ms)).count();
-        self.valued - expired
+        let counters = self
+            .typed
+            .iter()
+            .filter(|(k, t)| t.effective && self.record(k).is_none_or(Record::is_tombstone))
+            .count();
+        self.valued - expired + counters
     }
 
     /// Number of keys that read as present at `now_ms` and carry a TTL.
@@ -440,13 +559,11 @@ impl Replica {
     /// Live keys starting with `prefix`, with their values, sorted by key.
     pub fn scan_prefix(&self, prefix: &[u8], now_ms: u64) -> Vec<(Bytes, Bytes)> {
         let mut out: Vec<(Bytes, Bytes)> = self
-            .map
-            .iter()
-            .filter(|r| r.key().starts_with(prefix))
-            .filter(|r| !is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms))
-            .filter_map(|r| {
-                r.value()
-                    .map(|v| (Bytes::copy_from_slice(r.key()), Bytes::copy_from_slice(v)))
+            .live_keys(now_ms)
+            .filter(|k| k.starts_with(prefix))
+            .filter_map(|k| {
+                self.get(k, now_ms)
+                    .map(|v| (Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)))
             })
             .collect();
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -457,10 +574,13 @@ impl Replica {
     /// that two replicas holding the same entries have equal digests whatever their clocks.
     ///
     /// It is the wrapping sum, over every held entry that carries a value (expired or not),
-    /// of an xxh3-64 hash of that entry's key, value, version (`hlc` and `origin`) and expiry
-    /// (absent or `expires_at_ms`). Tombstones are not covered: a tombstone and no entry at
-    /// all read the same, and either may be held after a delete depending on GC timing. The
-    /// sequence number is not covered either (it names the write, the version orders it).
+    /// of an xxh3-64 hash of that entry's key, element, value, version (`hlc` and `origin`)
+    /// and expiry (absent or `expires_at_ms`). Tombstones are not covered: a tombstone and no
+    /// entry at all read the same, and either may be held after a delete depending on GC
+    /// timing. For the same reason the elements of a dead counter (every contribution observed
+    /// by a reset) are not covered: they read as nothing and are collected on their own
+    /// schedule. The sequence number is not covered either (it names the write, the version
+    /// orders it).
     ///
     /// An expired entry is covered until garbage collection drops it (long after it expired,
     /// see the GC grace), not until it expires: where it expires depends on the local clock,
@@ -477,9 +597,45 @@ impl Replica {
     pub fn digest_by_scan(&self) -> u64 {
         self.map
             .iter()
-            .filter(|r| !r.is_tombstone())
+            .filter(|r| !r.is_tombstone() && r.is_key())
             .map(record_hash)
+            .chain(
+                self.map
+                    .iter()
+                    .filter(|r| !r.is_key())
+                    .map(|r| r.key())
+                    .collect::<BTreeSet<&[u8]>>()
+                    .into_iter()
+                    .map(|k| self.counter_digest(k)),
+            )
             .fold(0u64, u64::wrapping_add)
+    }
+
+    /// What the counter of `key` adds to the digest: per contribution that counts, a hash of
+    /// its entry and of the observation it counts from. Nothing when the counter is dead, and
+    /// nothing of resets that only observed older runs: some nodes may have collected those
+    /// and others not yet.
+    fn counter_digest(&self, key: &[u8]) -> u64 {
+        let view = self.counter_view(key);
+        let mut sum = 0u64;
+        for (origin, _, _, obs) in view.counting() {
+            let Some(r) = self.slot(key, Elem::Count(origin)) else {
+                continue;
+            };
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            h.update(&record_hash(r).to_le_bytes());
+            match obs {
+                Some(o) => {
+                    h.update(&[1]);
+                    h.update(&o.seq.to_le_bytes());
+                    h.update(&o.total.int.to_le_bytes());
+                    h.update(&o.total.float.to_le_bytes());
+                }
+                None => h.update(&[0]),
+            }
+            sum = sum.wrapping_add(h.digest());
+        }
+        sum
     }
 
     /// A local write: `value` `None` deletes. Returns the entry written.
@@ -491,11 +647,32 @@ impl Replica {
         now_ms: u64,
     ) -> Result<Entry> {
         self.limits.check(&key, value.as_deref())?;
+        // A string written over a counter replaces it: reset what we observed of it (what we
+        // did not observe, concurrent increments, still counts on top of the new value).
+        if self.typed.contains_key(&key) {
+            let view = self.counter_view(&key);
+            if view.sum().is_some() {
+                self.write_reset(&key, &view, now_ms)?;
+            }
+        }
+        self.write_elem(key, Elem::Key, value, expires_at_ms, now_ms)
+    }
+
+    /// A local write of one element, with the next seq and a fresh version.
+    fn write_elem(
+        &mut self,
+        key: Bytes,
+        elem: Elem,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Entry> {
         let hlc = self.clock.tick(now_ms);
         let seq = self.vv.get(self.id) + 1;
         self.vv.set(self.id, seq);
         let entry = Entry {
             key,
+            elem,
             value,
             version: Version {
                 hlc,
@@ -506,6 +683,97 @@ impl Replica {
         };
         self.install(entry.clone(), ChangeSource::Local);
         Ok(entry)
+    }
+
+    /// Writes our reset of `key`'s counter: it observes everything `view` holds.
+    fn write_reset(&mut self, key: &Bytes, view: &CounterView, now_ms: u64) -> Result<Entry> {
+        let reset = view.reset_all().encode();
+        if reset.len() > self.limits.max_value_len {
+            return Err(Error::ValueTooLarge {
+                len: reset.len(),
+                max: self.limits.max_value_len,
+            });
+        }
+        let seq = self.vv.get(self.id) + 1;
+        self.write_elem(
+            key.clone(),
+            Elem::Reset(self.id, seq),
+            Some(Bytes::from(reset)),
+            None,
+            now_ms,
+        )
+    }
+
+    /// `INCRBY` and `INCRBYFLOAT`: adds `by` to `key`'s counter (a key holding nothing counts
+    /// from 0, a string from its number). Only this node's contribution is written (one
+    /// element), so increments made at once on several nodes all count. Returns the value
+    /// the key reads as afterwards, and the entry written.
+    ///
+    /// Errors as Redis's: [`Error::NotAnInteger`] (the value is not an integer, for an
+    /// integer increment), [`Error::NotAFloat`], [`Error::Overflow`] (the result leaves
+    /// `i64`), [`Error::NanOrInfinity`].
+    pub fn incr(&mut self, key: Bytes, by: Increment, now_ms: u64) -> Result<(Bytes, Entry)> {
+        self.limits.check(&key, None)?;
+        let header = self.record(&key);
+        let expired = header
+            .is_some_and(|r| r.value().is_some() && is_dead(false, r.expires_at_ms(), now_ms));
+        let current = self.get(&key, now_ms).map(<[u8]>::to_vec);
+        let delta = match by {
+            Increment::Int(d) => {
+                let cur = match &current {
+                    Some(v) => parse_int(v).ok_or(Error::NotAnInteger)?,
+                    None => 0,
+                };
+                cur.checked_add(d).ok_or(Error::Overflow)?;
+                Amount {
+                    int: i128::from(d),
+                    float: 0.0,
+                }
+            }
+            Increment::Float(f) => {
+                let cur = match &current {
+                    Some(v) => parse_float(v).ok_or(Error::NotAFloat)?,
+                    None => 0.0,
+                };
+                if !f.is_finite() || !(cur + f).is_finite() {
+                    return Err(Error::NanOrInfinity);
+                }
+                Amount { int: 0, float: f }
+            }
+        };
+        let mut view = self.counter_view(&key);
+        if expired {
+            // The key expired: it starts again from nothing, here as on every node that sees
+            // this write. Reset what it held, and replace the expired string.
+            if !view.contributions.is_empty() {
+                self.write_reset(&key, &view, now_ms)?;
+                view = self.counter_view(&key);
+            }
+            self.write_elem(key.clone(), Elem::Key, None, None, now_ms)?;
+        }
+        let seq = self.vv.get(self.id) + 1;
+        let contribution = match view.of(self.id) {
+            Some(c) if !view.starts_new_run(self.id) => Contribution {
+                run: c.run,
+                total: Amount {
+                    int: c.total.int.wrapping_add(delta.int),
+                    float: c.total.float + delta.float,
+                },
+            },
+            _ => Contribution {
+                run: seq,
+                total: delta,
+            },
+        };
+        let entry = self.write_elem(
+            key.clone(),
+            Elem::Count(self.id),
+            Some(Bytes::from(contribution.encode())),
+            None,
+            now_ms,
+        )?;
+        let now = self.get(&key, now_ms).map(Bytes::copy_from_slice);
+        Ok((now.unwrap_or_default(), entry))
     }
 
     /// Checks a remote entry against the limits and the invariants of ids and timestamps.
@@ -529,6 +797,25 @@ impl Replica {
         if e.expires_at_ms.is_some_and(|t| t > i64::MAX as u64) {
             return bad("expiry out of range");
         }
+        if let Some(owner) = e.elem.owner() {
+            if owner != e.version.origin {
+                return bad("a counter element written by another node than its owner");
+            }
+            if e.expires_at_ms.is_some() {
+                return bad("a counter element with an expiry");
+            }
+            let Some(v) = &e.value else {
+                return bad("a counter element without a value");
+            };
+            let valid = match e.elem {
+                Elem::Count(_) => Contribution::decode(v).is_ok(),
+                Elem::Reset(_, seq) => seq == e.seq && ResetRecord::decode(v).is_ok(),
+                Elem::Key => true,
+            };
+            if !valid {
+                return bad("a counter element that does not decode");
+            }
+        }
         Ok(())
     }
 
@@ -551,7 +838,7 @@ impl Replica {
             );
             self.vv.set(self.id, entry.seq);
         }
-        let current = self.record(&entry.key);
+        let current = self.slot(&entry.key, entry.elem);
         if current.is_none() && entry.seq <= self.vv.get(entry.version.origin) {
             // We held this write or a newer one of its key, and collected it (a delete or an
             // expiry, stable everywhere): this copy is stale, from a message that took long
@@ -581,11 +868,12 @@ impl Replica {
             self.shadowed.insert(old.seq(), entry.seq);
         }
         if let Some(undo) = self.undo.as_mut() {
-            undo.entry(entry.key.clone()).or_insert(old);
+            undo.entry((entry.key.clone(), entry.elem)).or_insert(old);
         }
         if let Some(changes) = self.changes.as_mut() {
             changes.push(Change {
                 key: entry.key.clone(),
+                elem: entry.elem,
                 entry: Some(entry),
                 source,
             });
@@ -608,38 +896,106 @@ impl Replica {
     /// Sets the record's key to it, indexes in step; returns what the key held. No bookkeeping
     /// beyond the indexes.
     fn put_record(&mut self, record: Record) -> Option<Record> {
-        let hash = self.hash(record.key());
-        let old = self.take_record(hash, record.key());
+        let elem = record.elem();
+        let hash = self.hash(record.key(), elem);
+        let old = self.take_record_only(hash, record.key(), elem);
         self.index(hash, &record);
+        let key = (elem != Elem::Key
+            || (!self.typed.is_empty() && self.typed.contains_key(record.key())))
+        .then(|| Bytes::copy_from_slice(record.key()));
         let hasher = &self.hasher;
         self.map
-            .insert_unique(hash, record, |r| hasher.hash_one(r.key()));
+            .insert_unique(hash, record, |r| slot_hash(hasher, r.key(), r.elem()));
+        if let Some(key) = key {
+            if elem != Elem::Key {
+                self.typed
+                    .entry(key.clone())
+                    .or_default()
+                    .elems
+                    .insert(elem);
+            }
+            self.refresh_typed(&key);
+        }
         old
     }
 
-    /// Takes the record of `key` (whose hash is `hash`) out of the map and the indexes.
-    fn take_record(&mut self, hash: u64, key: &[u8]) -> Option<Record> {
-        let found = self.map.find_entry(hash, |r| r.key() == key).ok()?;
-        let (old, _) = found.remove();
-        self.unindex(&old);
+    /// Takes the record of `key`'s element `elem` (whose hash is `hash`) out of the map and
+    /// the indexes.
+    fn take_record(&mut self, hash: u64, key: &[u8], elem: Elem) -> Option<Record> {
+        let old = self.take_record_only(hash, key, elem)?;
+        self.refresh_typed(key);
         Some(old)
     }
 
-    /// Drops what `key` holds (no tombstone is left). Returns whether it held anything.
-    fn remove(&mut self, key: &[u8], source: ChangeSource) -> bool {
-        let Some(old) = self.take_record(self.hash(key), key) else {
+    /// [`Replica::take_record`] without refreshing the key's counter state.
+    fn take_record_only(&mut self, hash: u64, key: &[u8], elem: Elem) -> Option<Record> {
+        let found = self
+            .map
+            .find_entry(hash, |r| r.key() == key && r.elem() == elem)
+            .ok()?;
+        let (old, _) = found.remove();
+        self.unindex(&old);
+        if elem != Elem::Key
+            && let Some(t) = self.typed.get_mut(key)
+        {
+            t.elems.remove(&elem);
+        }
+        Some(old)
+    }
+
+    /// Recomputes what `key`'s counter elements add to the digest, and whether its counter
+    /// counts, after one of them changed.
+    fn refresh_typed(&mut self, key: &[u8]) {
+        if self.typed.is_empty() {
+            return;
+        }
+        let Some(t) = self.typed.get(key) else {
+            return;
+        };
+        let old = t.digest;
+        let (digest, rendered) = if t.elems.is_empty() {
+            (0, None)
+        } else {
+            match self.counter_view(key).sum() {
+                Some(sum) => {
+                    let digest = self.counter_digest(key);
+                    // A counter counts from the string it was set to, or from 0 when that is
+                    // not a number (a SET of a non-number concurrent with an INCR).
+                    let base = self.record(key).and_then(Record::value).and_then(as_number);
+                    (digest, Some(render(base, sum).into_boxed_slice()))
+                }
+                None => (0, None),
+            }
+        };
+        self.valued_hash = self.valued_hash.wrapping_sub(old).wrapping_add(digest);
+        if let Some(t) = self.typed.get_mut(key) {
+            if t.elems.is_empty() {
+                self.typed.remove(key);
+            } else {
+                t.digest = digest;
+                t.effective = rendered.is_some();
+                t.rendered = rendered;
+            }
+        }
+    }
+
+    /// Drops what `key`'s element `elem` holds (no tombstone is left). Returns whether it
+    /// held anything.
+    fn remove(&mut self, key: &[u8], elem: Elem, source: ChangeSource) -> bool {
+        let Some(old) = self.take_record(self.hash(key, elem), key, elem) else {
             return false;
         };
         let key = Bytes::copy_from_slice(old.key());
         if let Some(changes) = self.changes.as_mut() {
             changes.push(Change {
                 key: key.clone(),
+                elem,
                 entry: None,
                 source,
             });
         }
         if let Some(undo) = self.undo.as_mut() {
-            undo.entry(key).or_insert(Some(old));
+            undo.entry((key, elem)).or_insert(Some(old));
         }
         true
     }
@@ -658,14 +1014,19 @@ impl Replica {
 
     /// `key` is durably in the state `now` (`None`: absent): forget its undo record, or, when
     /// it changed again since (`changed_since`), make `now` the state to go back to.
-    pub(crate) fn settle_undo(&mut self, key: &Bytes, now: Option<&Entry>, changed_since: bool) {
+    pub(crate) fn settle_undo(
+        &mut self,
+        slot: &(Bytes, Elem),
+        now: Option<&Entry>,
+        changed_since: bool,
+    ) {
         let Some(undo) = self.undo.as_mut() else {
             return;
         };
         if changed_since {
-            undo.insert(key.clone(), now.map(Record::new));
+            undo.insert(slot.clone(), now.map(Record::new));
         } else {
-            undo.remove(key);
+            undo.remove(slot);
         }
     }
 
@@ -682,9 +1043,9 @@ impl Replica {
         self.floors = floors.clone();
         self.shadowed.clear();
         let n = undo.len();
-        for (key, before) in undo {
-            let hash = self.hash(&key);
-            self.take_record(hash, &key);
+        for ((key, elem), before) in undo {
+            let hash = self.hash(&key, elem);
+            self.take_record(hash, &key, elem);
             let entry = before.map(|r| {
                 let e = r.to_entry();
                 self.put_record(r);
@@ -693,6 +1054,7 @@ impl Replica {
             if let Some(changes) = self.changes.as_mut() {
                 changes.push(Change {
                     key,
+                    elem,
                     entry,
                     source: ChangeSource::RolledBack,
                 });
@@ -724,6 +1086,11 @@ impl Replica {
         let (origin, seq) = (r.origin(), r.seq());
         self.vv.touch(origin);
         self.by_dot.entry(origin).or_default().insert(seq, hash);
+        if !r.is_key() {
+            // Counter elements count in the digest through their key (`refresh_typed`) and
+            // are collected with their key's counter (`gc_counters`).
+            return;
+        }
         if r.is_tombstone() {
             self.tombstones
                 .insert((r.version().hlc.physical_ms(), origin, seq));
@@ -743,6 +1110,9 @@ impl Replica {
             if seqs.is_empty() {
                 self.by_dot.remove(&origin);
             }
+        }
+        if !r.is_key() {
+            return;
         }
         if r.is_tombstone() {
             self.tombstones
@@ -878,12 +1248,111 @@ impl Replica {
             else {
                 continue;
             };
-            self.remove(&key, ChangeSource::Dropped);
+            // An expired string over a counter goes with the counter (`gc_counters`): alone,
+            // the increments it hid would read again.
+            if self.typed.contains_key(&key) && self.record(&key).is_some_and(|r| !r.is_tombstone())
+            {
+                continue;
+            }
+            self.remove(&key, Elem::Key, ChangeSource::Dropped);
             self.floors.raise(origin, seq);
             report.dropped += 1;
         }
+        report.dropped += self.gc_counters(horizon, shareable);
         self.stats.gc_dropped += report.dropped as u64;
         report
+    }
+
+    /// Drops the counters that read as nothing (every contribution observed by a reset, or
+    /// the key expired), once every element of theirs is stable and older than the grace:
+    /// all their elements at once (and the expired string over one). Then a late copy of any
+    /// of them is stale (our version vector covers it), and the next increment of any node
+    /// starts a new run (it holds no contribution, or one a reset observed whole), so nothing
+    /// collected counts again.
+    fn gc_counters(&mut self, horizon: u64, shareable: u64) -> usize {
+        if self.typed.is_empty() {
+            return 0;
+        }
+        let live: Vec<&VersionVector> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.left_out)
+            .map(|(_, m)| &m.acked)
+            .collect();
+        let stable = |origin: NodeId, seq: u64| live.iter().all(|a| a.get(origin) >= seq);
+        let ripe = |r: &Record| {
+            let (o, s) = (r.origin(), r.seq());
+            r.version().hlc.physical_ms() <= horizon
+                && stable(o, s)
+                && s <= self.vv.get(o)
+                && (o != self.id || s <= shareable)
+        };
+        let mut doomed: Vec<(Bytes, Vec<Slot>)> = Vec::new();
+        for (key, t) in &self.typed {
+            let header = self.record(key);
+            let expired_header = header.filter(|r| {
+                r.value().is_some() && r.expires_at_ms().is_some_and(|at| at <= horizon)
+            });
+            if t.effective && expired_header.is_none() {
+                // A counter that counts keeps its elements, but a reset another stable reset
+                // observed at least as much as can go: every node holds the other (or
+                // collected the whole counter).
+                let resets: Vec<(&Record, ResetRecord)> = t
+                    .elems
+                    .iter()
+                    .filter(|e| matches!(e, Elem::Reset(..)))
+                    .filter_map(|e| self.slot(key, *e))
+                    .filter(|r| ripe(r))
+                    .filter_map(|r| Some((r, ResetRecord::decode(r.value()?).ok()?)))
+                    .collect();
+                let dominated: Vec<(Elem, NodeId, u64)> = resets
+                    .iter()
+                    .filter(|(r1, o1)| {
+                        resets.iter().any(|(r2, o2)| {
+                            r2.seq() != r1.seq() || r2.origin() != r1.origin()
+                        } && covers(o2, o1)
+                            && (!covers(o1, o2) || (r2.origin(), r2.seq()) > (r1.origin(), r1.seq())))
+                    })
+                    .map(|(r, _)| (r.elem(), r.origin(), r.seq()))
+                    .collect();
+                if !dominated.is_empty() {
+                    doomed.push((key.clone(), dominated));
+                }
+                continue;
+            }
+            let mut slots: Vec<(Elem, NodeId, u64)> = Vec::new();
+            let mut ok = true;
+            for e in &t.elems {
+                let Some(r) = self.slot(key, *e) else {
+                    continue;
+                };
+                if !ripe(r) {
+                    ok = false;
+                    break;
+                }
+                slots.push((*e, r.origin(), r.seq()));
+            }
+            if let Some(r) = expired_header {
+                let (o, s) = (r.origin(), r.seq());
+                if !stable(o, s) || s > self.vv.get(o) || (o == self.id && s > shareable) {
+                    ok = false;
+                }
+                slots.push((Elem::Key, o, s));
+            }
+            if ok && !slots.is_empty() {
+                doomed.push((key.clone(), slots));
+            }
+        }
+        let mut dropped = 0;
+        for (key, slots) in doomed {
+            for (elem, origin, seq) in slots {
+                if self.remove(&key, elem, ChangeSource::Dropped) {
+                    self.floors.raise(origin, seq);
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
     }
 
     /// Whether the next catch-up session must be a full resync (a peer told us we are behind
@@ -1090,18 +1559,21 @@ impl Replica {
     /// (the peer deleted and collected them, or holds something newer), and adopts its floors.
     pub(crate) fn finish_full_resync(
         &mut self,
-        received: &HashSet<Bytes>,
+        received: &HashSet<(Bytes, Elem)>,
         covered: &VersionVector,
         floors: &VersionVector,
     ) -> usize {
-        let doomed: Vec<Bytes> = self
+        let doomed: Vec<(Bytes, Elem)> = self
             .map
             .iter()
-            .filter(|r| !received.contains(r.key()) && r.seq() <= covered.get(r.origin()))
-            .map(|r| Bytes::copy_from_slice(r.key()))
+            .map(|r| (Bytes::copy_from_slice(r.key()), r.elem(), r))
+            .filter(|(k, e, r)| {
+                !received.contains(&(k.clone(), *e)) && r.seq() <= covered.get(r.origin())
+            })
+            .map(|(k, e, _)| (k, e))
             .collect();
-        for k in &doomed {
-            self.remove(k, ChangeSource::Dropped);
+        for (k, e) in &doomed {
+            self.remove(k, *e, ChangeSource::Dropped);
         }
         self.floors.merge(floors);
         self.vv.merge(covered);
@@ -1134,10 +1606,29 @@ fn expiry_bound(now_ms: u64) -> (u64, NodeId, u64) {
 
 /// The hash of one entry for the digest: its key, value, version and expiry. Each field is
 /// length-prefixed or tagged, so that no two different entries feed xxh3 the same bytes.
-fn entry_hash(key: &[u8], value: Option<&[u8]>, v: Version, expires_at_ms: Option<u64>) -> u64 {
+fn entry_hash(
+    key: &[u8],
+    elem: Elem,
+    value: Option<&[u8]>,
+    v: Version,
+    expires_at_ms: Option<u64>,
+) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&(key.len() as u64).to_le_bytes());
     h.update(key);
+    // The key's own element hashes as before elements existed; the others are tagged.
+    match elem {
+        Elem::Key => {}
+        Elem::Count(o) => {
+            h.update(&[0xc1]);
+            h.update(&o.as_u64().to_le_bytes());
+        }
+        Elem::Reset(o, s) => {
+            h.update(&[0xc2]);
+            h.update(&o.as_u64().to_le_bytes());
+            h.update(&s.to_le_bytes());
+        }
+    }
     match value {
         Some(value) => {
             h.update(&[1]);
@@ -1159,24 +1650,52 @@ fn entry_hash(key: &[u8], value: Option<&[u8]>, v: Version, expires_at_ms: Optio
 }
 
 fn record_hash(r: &Record) -> u64 {
-    entry_hash(r.key(), r.value(), r.version(), r.expires_at_ms())
+    entry_hash(r.key(), r.elem(), r.value(), r.version(), r.expires_at_ms())
 }
 
-impl Cell {
-    /// A register holding `value` at `version`.
-    pub fn register(
-        value: Option<Bytes>,
-        expires_at_ms: Option<u64>,
-        seq: u64,
-        version: Version,
-    ) -> Register {
-        LWWReg {
-            val: Cell {
-                value,
-                expires_at_ms,
-                seq,
-            },
-            marker: version,
-        }
+/// Where an element of a key sits in the map: the hash of the key alone for the key's own
+/// element (a string), of the key and the element otherwise.
+fn slot_hash(hasher: &foldhash::fast::RandomState, key: &[u8], elem: Elem) -> u64 {
+    match elem {
+        Elem::Key => hasher.hash_one(key),
+        other => hasher.hash_one((key, other)),
     }
+}
+
+/// An element of a key about to be collected, and its dot.
+type Slot = (Elem, NodeId, u64);
+
+/// Whether reset `a` observed at least as much of every origin as reset `b`.
+fn covers(a: &ResetRecord, b: &ResetRecord) -> bool {
+    b.0.iter().all(|ob| {
+        a.0.iter()
+            .any(|oa| oa.origin == ob.origin && oa.seq >= ob.seq)
+    })
+}
+
+/// A string as the number a counter counts from: an integer, else a float, else none.
+fn as_number(v: &[u8]) -> Option<Number> {
+    parse_int(v)
+        .map(Number::Int)
+        .or_else(|| parse_float(v).map(Number::Float))
+}
+
+/// The amount `INCRBY` or `INCRBYFLOAT` adds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Increment {
+    /// `INCRBY` (and `INCR`, `DECR`, `DECRBY`).
+    Int(i64),
+    /// `INCRBYFLOAT`.
+    Float(f64),
+}
+
+/// A key holding counter elements: which, what they add to the digest, and whether the
+/// counter counts (some contribution is not observed by a reset).
+#[derive(Debug, Default)]
+struct Typed {
+    elems: BTreeSet<Elem>,
+    digest: u64,
+    effective: bool,
+    /// What the key reads as while its counter counts (kept, so reads borrow it).
+    rendered: Option<Box<[u8]>>,
 }

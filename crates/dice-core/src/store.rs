@@ -1,7 +1,7 @@
 //! SQLite persistence through sqlx: the data directory, its lock, the schema, loading and
 //! group commits. Only the cache's writer task touches a `Store`.
 
-use crate::entry::{Entry, Limits, NodeId, Version};
+use crate::entry::{Elem, Entry, Limits, NodeId, Version};
 use crate::error::SqlContext;
 use crate::hlc::Hlc;
 use crate::replica::Replica;
@@ -26,7 +26,7 @@ pub const LOCK_FILE: &str = "LOCK";
 /// SQLite `application_id` of a dice database ("DICE").
 pub const APPLICATION_ID: i64 = 0x4449_4345;
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How durable an acknowledged write is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,12 +51,21 @@ fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         migration(1, "init", include_str!("../migrations/0001_init.sql")),
         migration(2, "log", include_str!("../migrations/0002_log.sql")),
+        migration(
+            3,
+            "elements",
+            include_str!("../migrations/0003_elements.sql"),
+        ),
     ])
 }
 
 /// Format byte in front of every log and snapshot blob written: the postcard body follows an
-/// xxh3-64 checksum of it (8 bytes, little-endian), verified on open.
-const BLOB_FORMAT: u8 = 2;
+/// xxh3-64 checksum of it (8 bytes, little-endian), verified on open. In format 3 every entry
+/// (and every removal) names the element of its key ([`Elem`]).
+const BLOB_FORMAT: u8 = 3;
+/// Format 2: checksummed like format 3; its entries are all keys' strings ([`Elem::Key`]).
+/// Still read: a data directory of an older dice upgrades as it is opened.
+const BLOB_FORMAT_KEYS: u8 = 2;
 /// The format of blobs written before checksums: the postcard body right after the byte.
 /// Still read, unverified.
 const BLOB_FORMAT_UNCHECKED: u8 = 1;
@@ -87,7 +96,7 @@ pub(crate) struct Loaded {
 /// replica's bookkeeping after it.
 #[derive(Default)]
 pub(crate) struct CommitBatch {
-    pub removals: Vec<Bytes>,
+    pub removals: Vec<(Bytes, Elem)>,
     pub upserts: Vec<Entry>,
     pub vv: VersionVector,
     pub floors: VersionVector,
@@ -103,8 +112,23 @@ struct LogRecordOut<'a> {
     entries: u64,
     vv: &'a VersionVector,
     floors: &'a VersionVector,
-    removed: &'a [&'a serde_bytes::Bytes],
+    removed: &'a [RemovedOut<'a>],
     set: &'a [Entry],
+}
+
+/// A dropped element, as written in a log row.
+#[derive(Serialize)]
+struct RemovedOut<'a> {
+    key: &'a serde_bytes::Bytes,
+    elem: Elem,
+}
+
+/// A dropped element, as read back.
+#[derive(Deserialize)]
+struct RemovedRef<'a> {
+    #[serde(borrow)]
+    key: &'a serde_bytes::Bytes,
+    elem: Elem,
 }
 
 const INSERT_LOG_ROW: &str = "INSERT INTO log (id, batch) VALUES (?1, ?2)";
@@ -131,9 +155,23 @@ fn split_by_bytes(entries: &[Entry], max_bytes: usize) -> Vec<&[Entry]> {
     out
 }
 
-/// A log row, as read back, borrowing from the row's bytes.
+/// A log row of format 3, as read back, borrowing from the row's bytes.
 #[derive(Deserialize)]
 struct LogRecord<'a> {
+    hlc: u64,
+    #[allow(dead_code)]
+    entries: u64,
+    vv: VersionVector,
+    floors: VersionVector,
+    #[serde(borrow)]
+    removed: Vec<RemovedRef<'a>>,
+    #[serde(borrow)]
+    set: Vec<EntryRef<'a>>,
+}
+
+/// A log row of formats 1 and 2 (keys only), as read back.
+#[derive(Deserialize)]
+struct LogRecordKeys<'a> {
     hlc: u64,
     /// Entries the map held after this commit: a load sizes the map from the newest row
     /// (read through [`LogHead`]).
@@ -144,7 +182,7 @@ struct LogRecord<'a> {
     #[serde(borrow)]
     removed: Vec<&'a serde_bytes::Bytes>,
     #[serde(borrow)]
-    set: Vec<EntryRef<'a>>,
+    set: Vec<KeyEntryRef<'a>>,
 }
 
 /// An [`Entry`] as read back, borrowing its key and value from the blob (same encoding): a
@@ -153,6 +191,7 @@ struct LogRecord<'a> {
 struct EntryRef<'a> {
     #[serde(borrow, with = "serde_bytes")]
     key: &'a [u8],
+    elem: Elem,
     #[serde(borrow, with = "serde_bytes")]
     value: Option<&'a [u8]>,
     version: Version,
@@ -164,6 +203,32 @@ impl EntryRef<'_> {
     fn load_into(&self, replica: &mut Replica) {
         replica.load_parts(
             self.key,
+            self.elem,
+            self.value,
+            self.version,
+            self.seq,
+            self.expires_at_ms,
+        );
+    }
+}
+
+/// An entry of formats 1 and 2: a key's string.
+#[derive(Deserialize)]
+struct KeyEntryRef<'a> {
+    #[serde(borrow, with = "serde_bytes")]
+    key: &'a [u8],
+    #[serde(borrow, with = "serde_bytes")]
+    value: Option<&'a [u8]>,
+    version: Version,
+    seq: u64,
+    expires_at_ms: Option<u64>,
+}
+
+impl KeyEntryRef<'_> {
+    fn load_into(&self, replica: &mut Replica) {
+        replica.load_parts(
+            self.key,
+            Elem::Key,
             self.value,
             self.version,
             self.seq,
@@ -385,10 +450,13 @@ impl Store {
 
     /// Writes one group: one log row, in one transaction.
     pub async fn commit(&mut self, batch: &CommitBatch) -> Result<()> {
-        let removed: Vec<&serde_bytes::Bytes> = batch
+        let removed: Vec<RemovedOut<'_>> = batch
             .removals
             .iter()
-            .map(|k| serde_bytes::Bytes::new(k))
+            .map(|(k, elem)| RemovedOut {
+                key: serde_bytes::Bytes::new(k),
+                elem: *elem,
+            })
             .collect();
         // One row per at most `MAX_BLOB_BYTES` of entries (a group of large values would
         // otherwise pass SQLite's blob limit), all in one transaction.
@@ -713,7 +781,7 @@ fn decode_blob<'a, T: Deserialize<'a>>(
         reason: format!("{what}: {reason}; {CORRUPT_REMEDY}"),
     };
     let body = match blob.split_first() {
-        Some((&BLOB_FORMAT, rest)) => {
+        Some((&(BLOB_FORMAT | BLOB_FORMAT_KEYS), rest)) => {
             let Some((sum, body)) = rest.split_first_chunk::<CHECKSUM_LEN>() else {
                 return Err(corrupt(format!(
                     "{} bytes, too short to hold its checksum",
@@ -742,12 +810,18 @@ fn decode_blob<'a, T: Deserialize<'a>>(
     Ok(value)
 }
 
+/// The format byte of a blob (`None`: empty).
+fn blob_format(blob: &[u8]) -> Option<u8> {
+    blob.first().copied()
+}
+
 fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Entry> {
     let key: Vec<u8> = row.try_get(0).ctx("decoding a key")?;
     let value: Option<Vec<u8>> = row.try_get(1).ctx("decoding a value")?;
     let origin = NodeId::new(to_u64(row.try_get(3).ctx("decoding an origin")?)).unwrap_or_default();
     Ok(Entry {
         key: Bytes::from(key),
+        elem: Elem::Key,
         value: value.map(Bytes::from),
         version: Version {
             hlc: Hlc::from_u64(to_u64(row.try_get(2).ctx("decoding a timestamp")?)),
@@ -836,10 +910,18 @@ async fn load(
             let id: i64 = row.try_get(0).ctx("reading a snapshot chunk id")?;
             let blob: &[u8] = row.try_get(1).ctx("reading a snapshot chunk")?;
             let what = format!("table snapshot, generation {snapshot_gen}, chunk row id {id}");
-            let chunk: Vec<EntryRef<'_>> = decode_blob(blob, &what, path, false)?;
-            replica.reserve(chunk.len());
-            for e in &chunk {
-                e.load_into(&mut replica);
+            if blob_format(blob) == Some(BLOB_FORMAT) {
+                let chunk: Vec<EntryRef<'_>> = decode_blob(blob, &what, path, false)?;
+                replica.reserve(chunk.len());
+                for e in &chunk {
+                    e.load_into(&mut replica);
+                }
+            } else {
+                let chunk: Vec<KeyEntryRef<'_>> = decode_blob(blob, &what, path, false)?;
+                replica.reserve(chunk.len());
+                for e in &chunk {
+                    e.load_into(&mut replica);
+                }
             }
         }
     }
@@ -852,17 +934,30 @@ async fn load(
             last_log_id = row.try_get(0).ctx("reading a log id")?;
             let blob: &[u8] = row.try_get(1).ctx("reading a log row")?;
             let what = format!("table log, row id {last_log_id}");
-            let record: LogRecord = decode_blob(blob, &what, path, false)?;
-            log_entries += (record.removed.len() + record.set.len()) as u64;
-            for k in &record.removed {
-                replica.load_remove(k);
-            }
-            for e in &record.set {
-                e.load_into(&mut replica);
-            }
-            vv.merge(&record.vv);
-            floors.merge(&record.floors);
-            hlc = hlc.max(Hlc::from_u64(record.hlc));
+            let (row_vv, row_floors, row_hlc) = if blob_format(blob) == Some(BLOB_FORMAT) {
+                let record: LogRecord = decode_blob(blob, &what, path, false)?;
+                log_entries += (record.removed.len() + record.set.len()) as u64;
+                for r in &record.removed {
+                    replica.load_remove(r.key, r.elem);
+                }
+                for e in &record.set {
+                    e.load_into(&mut replica);
+                }
+                (record.vv, record.floors, record.hlc)
+            } else {
+                let record: LogRecordKeys = decode_blob(blob, &what, path, false)?;
+                log_entries += (record.removed.len() + record.set.len()) as u64;
+                for k in &record.removed {
+                    replica.load_remove(k, Elem::Key);
+                }
+                for e in &record.set {
+                    e.load_into(&mut replica);
+                }
+                (record.vv, record.floors, record.hlc)
+            };
+            vv.merge(&row_vv);
+            floors.merge(&row_floors);
+            hlc = hlc.max(Hlc::from_u64(row_hlc));
         }
     }
     // Rows past the newest id replay would read (a snapshot switch may have left them, or a

@@ -13,7 +13,7 @@
 //! Nothing here opens a socket: a test can wire replicas together in a loop and lose, repeat
 //! or reorder messages at will.
 
-use crate::entry::{Entry, NodeId};
+use crate::entry::{Elem, Entry, NodeId};
 use crate::replica::Replica;
 use crate::version_vector::VersionVector;
 use crate::{Error, Result};
@@ -28,7 +28,10 @@ use std::collections::HashSet;
 /// each other's clock offsets (see [`crate::skew`]), the sender's node id in requests, pages
 /// and pushes, and an explicit acknowledgement of pushes ([`Ack`]), on which garbage
 /// collection waits.
-pub const SYNC_PROTOCOL_VERSION: u16 = 2;
+///
+/// Version 3 made the unit of replication an element of a key ([`Entry::elem`]): a key's
+/// string, or a counter's contribution or reset, each with its own version and dot.
+pub const SYNC_PROTOCOL_VERSION: u16 = 3;
 
 /// Bytes before a message's postcard body: the protocol version (2, big-endian) and the
 /// sender's wall-clock milliseconds at send time (8, big-endian).
@@ -357,7 +360,7 @@ pub enum SessionStep {
 pub struct SyncSession {
     full: bool,
     max_entries: u32,
-    received: HashSet<Bytes>,
+    received: HashSet<(Bytes, Elem)>,
     covered: VersionVector,
     stats: SessionStats,
 }
@@ -416,11 +419,11 @@ impl SyncSession {
                         // still on its way): applying it would resurrect deleted data.
                         replica.validate_remote(&e)?;
                         if e.seq <= replica.vv().get(e.version.origin)
-                            && replica.entry(&e.key).is_none()
+                            && replica.element(&e.key, e.elem).is_none()
                         {
                             continue;
                         }
-                        self.received.insert(e.key.clone());
+                        self.received.insert((e.key.clone(), e.elem));
                     }
                     if replica.apply(e, now_ms)? {
                         self.stats.entries_applied += 1;

@@ -1,9 +1,11 @@
 //! Stored rows carry checksums: a byte changed inside a log row or a snapshot chunk is a clear
-//! error on open that names the row and says what to do, and rows written before checksums
-//! (blob format 1) still load.
+//! error on open that names the row and says what to do, and rows written by older versions
+//! (blob format 1, before checksums; format 2, before elements) still load.
 #![allow(clippy::unwrap_used)]
 
-use dice_core::{Cache, CacheOptions, Entry, Error};
+use dice_core::{Cache, CacheOptions, Elem, Entry, Error, Increment, Version, VersionVector};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use std::path::Path;
@@ -18,7 +20,7 @@ async fn sqlite(dir: &Path) -> SqliteConnection {
 
 fn held(cache: &Cache) -> Vec<Entry> {
     let mut all: Vec<Entry> = cache.with_replica(|r| r.entries().collect());
-    all.sort_by(|a, b| a.key.cmp(&b.key));
+    all.sort_by(|a, b| (&a.key, a.elem).cmp(&(&b.key, b.elem)));
     all
 }
 
@@ -155,8 +157,92 @@ async fn a_flipped_byte_in_a_snapshot_chunk_is_named_on_open() {
     );
 }
 
+/// A log row of format 3, as stored.
+#[derive(Deserialize)]
+struct Row3 {
+    hlc: u64,
+    entries: u64,
+    vv: VersionVector,
+    floors: VersionVector,
+    removed: Vec<(ByteBuf, Elem)>,
+    set: Vec<Entry>,
+}
+
+/// A log row of formats 1 and 2: keys only.
+#[derive(Serialize)]
+struct Row2 {
+    hlc: u64,
+    entries: u64,
+    vv: VersionVector,
+    floors: VersionVector,
+    removed: Vec<ByteBuf>,
+    set: Vec<Entry2>,
+}
+
+/// An entry of formats 1 and 2: a key's string.
+#[derive(Serialize)]
+struct Entry2 {
+    key: ByteBuf,
+    value: Option<ByteBuf>,
+    version: Version,
+    seq: u64,
+    expires_at_ms: Option<u64>,
+}
+
+fn entry2(e: Entry) -> Entry2 {
+    assert_eq!(e.elem, Elem::Key, "only strings exist in the old formats");
+    Entry2 {
+        key: ByteBuf::from(e.key.to_vec()),
+        value: e.value.map(|v| ByteBuf::from(v.to_vec())),
+        version: e.version,
+        seq: e.seq,
+        expires_at_ms: e.expires_at_ms,
+    }
+}
+
+/// A blob of format 3 rewritten in `format` (1: no checksum; 2: checksummed), entries in the
+/// layout of those formats.
+fn old_blob(table: &str, blob: &[u8], format: u8) -> Vec<u8> {
+    assert_eq!(blob[0], 3, "{table}: not in format 3");
+    let body = &blob[9..];
+    let old_body = if table == "log" {
+        let row: Row3 = postcard::from_bytes(body).unwrap();
+        postcard::to_allocvec(&Row2 {
+            hlc: row.hlc,
+            entries: row.entries,
+            vv: row.vv,
+            floors: row.floors,
+            removed: row
+                .removed
+                .into_iter()
+                .map(|(k, e)| {
+                    assert_eq!(e, Elem::Key);
+                    k
+                })
+                .collect(),
+            set: row.set.into_iter().map(entry2).collect(),
+        })
+        .unwrap()
+    } else {
+        let chunk: Vec<Entry> = postcard::from_bytes(body).unwrap();
+        postcard::to_allocvec(&chunk.into_iter().map(entry2).collect::<Vec<_>>()).unwrap()
+    };
+    let mut out = vec![format];
+    if format == 2 {
+        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&old_body).to_le_bytes());
+    }
+    out.extend_from_slice(&old_body);
+    out
+}
+
 /// Rewrites every stored blob in the format before checksums: format byte 1, then the body.
 async fn downgrade_blobs(dir: &Path) -> usize {
+    downgrade_blobs_to(dir, 1).await
+}
+
+/// Rewrites every stored blob in an older `format`, and the schema version to 2, as a data
+/// dir of an older dice holds them.
+async fn downgrade_blobs_to(dir: &Path, format: u8) -> usize {
     let mut conn = sqlite(dir).await;
     let mut n = 0;
     for (table, column) in [("log", "batch"), ("snapshot", "chunk")] {
@@ -167,12 +253,8 @@ async fn downgrade_blobs(dir: &Path) -> usize {
         .await
         .unwrap();
         for (id, blob) in rows {
-            assert_eq!(
-                blob[0], 2,
-                "{table} row {id} is not in the checksummed format"
-            );
-            let mut old = vec![1u8];
-            old.extend_from_slice(&blob[9..]);
+            let old = old_blob(table, &blob, format);
+            let _ = id;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE {table} SET {column} = ?1 WHERE id = ?2"
             )))
@@ -184,8 +266,68 @@ async fn downgrade_blobs(dir: &Path) -> usize {
             n += 1;
         }
     }
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version > 2")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM meta WHERE name = 'blob_format'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     conn.close().await.unwrap();
     n
+}
+
+/// A data dir written by the previous dice (blob format 2, schema 2) opens as it was, takes
+/// counters, and reads back the same after a restart, old and new rows together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_the_previous_format_upgrades_on_open() {
+    let (dir, entries) = dir_with_log_rows().await;
+    assert!(downgrade_blobs_to(dir.path(), 2).await >= 5);
+    let (snap, _) = dir_with_snapshot().await;
+    let before_snap = {
+        let cache = Cache::open(snap.path()).await.unwrap();
+        let e = held(&cache);
+        cache.close().await.unwrap();
+        e
+    };
+    assert!(downgrade_blobs_to(snap.path(), 2).await >= 1);
+    let cache = Cache::open(snap.path()).await.unwrap();
+    assert_eq!(held(&cache), before_snap);
+    cache.close().await.unwrap();
+
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    cache.put("n", "41").await.unwrap();
+    assert_eq!(
+        cache.incr("n", Increment::Int(1)).await.unwrap().as_ref(),
+        b"42"
+    );
+    assert_eq!(
+        cache.incr("c", Increment::Int(-3)).await.unwrap().as_ref(),
+        b"-3"
+    );
+    let digest = cache.digest();
+    let entries = held(&cache);
+    cache.close().await.unwrap();
+    let mut conn = sqlite(dir.path()).await;
+    let formats: Vec<Vec<u8>> = sqlx::query_scalar("SELECT substr(batch, 1, 1) FROM log")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let schema: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(schema, dice_core::store::SCHEMA_VERSION);
+    assert!(formats.contains(&vec![2u8]) && formats.contains(&vec![3u8]));
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    assert_eq!(cache.digest(), digest);
+    assert_eq!(cache.get(b"n").as_deref(), Some(&b"42"[..]));
+    assert_eq!(cache.get(b"c").as_deref(), Some(&b"-3"[..]));
+    cache.close().await.unwrap();
 }
 
 #[tokio::test]
@@ -205,7 +347,7 @@ async fn rows_of_the_format_before_checksums_still_load() {
         .unwrap();
     conn.close().await.unwrap();
     let newest = formats.iter().max_by_key(|(id, _)| *id).unwrap();
-    assert_eq!(newest.1, vec![2u8], "{formats:?}");
+    assert_eq!(newest.1, vec![3u8], "{formats:?}");
     assert!(formats.iter().any(|(_, f)| f == &vec![1u8]), "{formats:?}");
     let cache = Cache::open(dir.path()).await.unwrap();
     assert_eq!(held(&cache), entries);

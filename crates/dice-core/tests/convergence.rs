@@ -8,8 +8,8 @@
 
 use bytes::Bytes;
 use dice_core::{
-    Ack, CatchUpPage, CatchUpRequest, Cursor, Entry, Hlc, Limits, NodeId, Push, Refusal, Replica,
-    SessionStep, SyncLimits, SyncMessage, SyncSession, Version, VersionVector,
+    Ack, CatchUpPage, CatchUpRequest, Cursor, Elem, Entry, Hlc, Increment, Limits, NodeId, Push,
+    Refusal, Replica, SessionStep, SyncLimits, SyncMessage, SyncSession, Version, VersionVector,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -28,7 +28,7 @@ fn key(k: usize) -> Bytes {
 
 fn sorted_entries(r: &Replica) -> Vec<Entry> {
     let mut v: Vec<Entry> = r.entries().collect();
-    v.sort_by(|a, b| a.key.cmp(&b.key));
+    v.sort_by(|a, b| (&a.key, a.elem).cmp(&(&b.key, b.elem)));
     v
 }
 
@@ -64,6 +64,7 @@ fn entries_from_raw(raw: &[RawWrite]) -> Vec<Entry> {
             seq[o] += 1;
             Entry {
                 key: key(k),
+                elem: dice_core::Elem::Key,
                 value: v.map(|b| Bytes::from(vec![b; 1 + usize::from(b % 3)])),
                 version: Version {
                     hlc,
@@ -265,6 +266,27 @@ enum Op {
     Gc {
         node: usize,
     },
+    /// `INCRBY` on counter key `key` (a key space of its own, `cNN`).
+    Incr {
+        node: usize,
+        key: usize,
+        by: i16,
+    },
+    /// `SET` of a number (or `DEL`, `None`) on counter key `key`: resets what it observed.
+    CounterReset {
+        node: usize,
+        key: usize,
+        set: Option<u8>,
+    },
+}
+
+/// A counter key (never a key of the string model).
+fn counter_key(k: usize) -> Bytes {
+    Bytes::from(format!("c{:02}", k % 4))
+}
+
+fn is_counter_key(k: &[u8]) -> bool {
+    k.first() == Some(&b'c')
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -291,6 +313,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::HealAll),
         1 => Just(Op::SyncAll),
         3 => (0..5usize).prop_map(|node| Op::Gc { node }),
+        5 => (0..5usize, 0..4usize, any::<i16>())
+            .prop_map(|(node, key, by)| Op::Incr { node, key, by }),
+        1 => (0..5usize, 0..4usize, prop::option::of(0..100u8))
+            .prop_map(|(node, key, set)| Op::CounterReset { node, key, set }),
     ]
 }
 
@@ -336,6 +362,11 @@ struct Sim {
     model: BTreeMap<Bytes, Entry>,
     /// Every write made.
     log: Vec<Entry>,
+    /// The sum of every increment of each counter key.
+    counter_sums: BTreeMap<Bytes, i128>,
+    /// Counter keys that were reset (set or deleted): their value depends on what each reset
+    /// observed, so only agreement is checked for them.
+    counters_reset: BTreeSet<Bytes>,
     stats: SimStats,
 }
 
@@ -361,6 +392,8 @@ impl Sim {
             split: None,
             model: BTreeMap::new(),
             log: Vec::new(),
+            counter_sums: BTreeMap::new(),
+            counters_reset: BTreeSet::new(),
             stats: SimStats::default(),
         }
     }
@@ -576,6 +609,28 @@ impl Sim {
                 self.sync_rounds(&all);
             }
             Op::Gc { node } => self.gc(node % n),
+            Op::Incr { node, key, by } => {
+                let key = counter_key(key);
+                let node = &mut self.nodes[node % n];
+                node.record_changes(true);
+                node.incr(key.clone(), Increment::Int(i64::from(by)), self.now)
+                    .unwrap();
+                let written = node.take_changes();
+                node.record_changes(false);
+                self.log.extend(written.into_iter().filter_map(|c| c.entry));
+                *self.counter_sums.entry(key).or_default() += i128::from(by);
+            }
+            Op::CounterReset { node, key, set } => {
+                let key = counter_key(key);
+                let node = &mut self.nodes[node % n];
+                node.record_changes(true);
+                let value = set.map(|v| Bytes::from(v.to_string()));
+                node.write(key.clone(), value, None, self.now).unwrap();
+                let written = node.take_changes();
+                node.record_changes(false);
+                self.log.extend(written.into_iter().filter_map(|c| c.entry));
+                self.counters_reset.insert(key);
+            }
         }
     }
 
@@ -642,16 +697,18 @@ impl Sim {
             let live = |r: &Replica| -> Vec<Entry> {
                 sorted_entries(r)
                     .into_iter()
-                    .filter(|e| !e.is_dead(now))
+                    .filter(|e| !e.is_dead(now) && !is_counter_key(&e.key))
                     .collect()
             };
             assert_eq!(live(r), live(first), "live entries of node {i} and node 0");
             // The digest covers the entries holding a value, expired or not: equal wherever
             // those are (GC may have dropped an expired one on one node and not yet on another).
+            // Counter elements count only while their counter counts, and those are the same
+            // on converged nodes: compare the strings.
             let valued = |r: &Replica| -> Vec<Entry> {
                 sorted_entries(r)
                     .into_iter()
-                    .filter(|e| e.value.is_some())
+                    .filter(|e| e.value.is_some() && e.elem == Elem::Key)
                     .collect()
             };
             if exact || valued(r) == valued(first) {
@@ -671,11 +728,38 @@ impl Sim {
                 );
             }
             for e in r.entries() {
-                assert!(self.model.contains_key(&e.key), "node {i} invented {e:?}");
+                assert!(
+                    self.model.contains_key(&e.key) || self.log.contains(&e),
+                    "node {i} invented {e:?}"
+                );
             }
             if exact {
                 let want: Vec<Entry> = self.model.values().cloned().collect();
-                assert_eq!(sorted_entries(r), want, "entries of node {i}");
+                let strings: Vec<Entry> = sorted_entries(r)
+                    .into_iter()
+                    .filter(|e| !is_counter_key(&e.key))
+                    .collect();
+                assert_eq!(strings, want, "entries of node {i}");
+            }
+            // Counters: every increment counts, exactly, wherever it was made; reset ones
+            // read the same on every node.
+            for k in 0..4 {
+                let key = counter_key(k);
+                let read = r.get(&key, now).map(Bytes::copy_from_slice);
+                assert_eq!(
+                    read,
+                    first.get(&key, now).map(Bytes::copy_from_slice),
+                    "node {i} reads counter {key:?}"
+                );
+                if !self.counters_reset.contains(&key)
+                    && let Some(sum) = self.counter_sums.get(&key)
+                {
+                    assert_eq!(
+                        read,
+                        Some(Bytes::from(sum.to_string())),
+                        "node {i}: counter {key:?} is not the sum of its increments"
+                    );
+                }
             }
         }
         // Every origin's version vector entry is its last local write.
@@ -1131,6 +1215,7 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
     )
         .prop_map(|(key, value, hlc, origin, seq, expires_at_ms)| Entry {
             key,
+            elem: dice_core::Elem::Key,
             value,
             version: Version {
                 hlc: Hlc::from_u64(hlc),
@@ -1230,6 +1315,8 @@ struct RawPush {
 #[derive(serde::Serialize)]
 struct RawEntry {
     key: Vec<u8>,
+    /// The element's variant index (0: the key's string, as postcard writes it).
+    elem: u8,
     value: Option<Vec<u8>>,
     hlc: u64,
     origin: u64,
@@ -1270,6 +1357,7 @@ enum Bad {
 fn bad_entry(kind: Bad, seed: u8) -> Entry {
     let good = RawEntry {
         key: vec![b'k', seed],
+        elem: 0,
         value: Some(vec![seed; 3]),
         hlc: Hlc::new(T0 + 5, 0).as_u64(),
         origin: 7,

@@ -27,6 +27,7 @@ fn entry(
 ) -> Entry {
     Entry {
         key: Bytes::copy_from_slice(key.as_bytes()),
+        elem: dice_core::Elem::Key,
         value: value.map(Bytes::copy_from_slice),
         version: Version {
             hlc: Hlc::new(hlc_ms, 0),

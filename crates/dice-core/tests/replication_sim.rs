@@ -1,14 +1,15 @@
 //! The real replication policy under a simulated network: every node is a [`Replica`] driven by
 //! the same [`Replicator`] the libp2p event loop uses (pushes, acks, pacing, retries, catch-up
 //! scheduling), over a network that loses, delays and reorders messages and is cut and healed
-//! at random. After healing, everything converges to the greatest write of every key, with
-//! garbage collection running throughout.
+//! at random. After healing, everything converges to the greatest write of every key, and
+//! every counter to the exact sum of its increments, with garbage collection running
+//! throughout.
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use dice_core::{
-    Entry, Failure, Limits, NodeId, Outgoing, Purpose, Replica, ReplicaEndpoint, ReplicationConfig,
-    Replicator, SyncLimits, SyncMessage,
+    Entry, Failure, Increment, Limits, NodeId, Outgoing, Purpose, Replica, ReplicaEndpoint,
+    ReplicationConfig, Replicator, SyncLimits, SyncMessage,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,6 +50,12 @@ enum Op {
         b: usize,
     },
     Gc(usize),
+    /// `INCRBY` on counter key `key` (its own key space, `cNN`).
+    Incr {
+        node: usize,
+        key: u8,
+        by: i32,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +79,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..5usize, 0..5usize).prop_map(|(a, b)| Op::Cut { a, b }),
         1 => (0..5usize, 0..5usize).prop_map(|(a, b)| Op::Heal { a, b }),
         2 => (0..5usize).prop_map(Op::Gc),
+        4 => (0..5usize, 0..3u8, any::<i32>()).prop_map(|(node, key, by)| Op::Incr { node, key, by }),
     ]
 }
 
@@ -105,6 +113,8 @@ struct Sim {
     wire: Vec<Wire>,
     cut: BTreeSet<(usize, usize)>,
     model: BTreeMap<Bytes, Entry>,
+    /// Every counter key's sum of increments.
+    sums: BTreeMap<Bytes, i128>,
     grace: u64,
 }
 
@@ -136,6 +146,7 @@ impl Sim {
             wire: Vec::new(),
             cut: BTreeSet::new(),
             model: BTreeMap::new(),
+            sums: BTreeMap::new(),
             grace,
         };
         for a in 0..n {
@@ -339,6 +350,14 @@ impl Sim {
                 let now = self.now_ms;
                 self.nodes[i % n].replica.gc(now, self.grace);
             }
+            Op::Incr { node, key, by } => {
+                let key = Bytes::from(format!("c{key:02}"));
+                self.nodes[node % n]
+                    .replica
+                    .incr(key.clone(), Increment::Int(i64::from(by)), self.now_ms)
+                    .unwrap();
+                *self.sums.entry(key).or_default() += i128::from(by);
+            }
         }
     }
 
@@ -347,7 +366,7 @@ impl Sim {
             .iter()
             .map(|node| {
                 let mut v: Vec<Entry> = node.replica.entries().collect();
-                v.sort_by(|a, b| a.key.cmp(&b.key));
+                v.sort_by(|a, b| (&a.key, a.elem).cmp(&(&b.key, b.elem)));
                 v
             })
             .collect()
@@ -402,6 +421,13 @@ impl Sim {
                     r.get(key, now).map(Bytes::copy_from_slice),
                     expected,
                     "node {i} reads {key:?}; greatest write {e:?}"
+                );
+            }
+            for (key, sum) in &self.sums {
+                assert_eq!(
+                    r.get(key, now).map(Bytes::copy_from_slice),
+                    Some(Bytes::from(sum.to_string())),
+                    "node {i}: counter {key:?} is not the sum of its increments"
                 );
             }
         }

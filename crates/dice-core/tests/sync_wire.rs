@@ -22,7 +22,26 @@ fn the_send_time_round_trips_and_zero_means_none() {
 
 #[test]
 fn a_message_of_the_previous_version_is_refused_saying_so() {
-    assert_eq!(SYNC_PROTOCOL_VERSION, 2);
+    assert_eq!(SYNC_PROTOCOL_VERSION, 3);
+    // Version 2: the header of today, entries without elements.
+    let mut v2 = 2u16.to_be_bytes().to_vec();
+    v2.extend(5u64.to_be_bytes());
+    v2.extend(postcard::to_allocvec(&msg()).unwrap());
+    let err = SyncMessage::decode(&v2, &SyncLimits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WireError::UnsupportedVersion {
+                found: 2,
+                supported: 3
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "sync protocol version 2 is not supported (this node speaks version 3)"
+    );
     // Version 1: the postcard body right after the version, no send time.
     let mut v1 = 1u16.to_be_bytes().to_vec();
     v1.extend(postcard::to_allocvec(&msg()).unwrap());
@@ -32,14 +51,14 @@ fn a_message_of_the_previous_version_is_refused_saying_so() {
             err,
             WireError::UnsupportedVersion {
                 found: 1,
-                supported: 2
+                supported: 3
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "sync protocol version 1 is not supported (this node speaks version 2)"
+        "sync protocol version 1 is not supported (this node speaks version 3)"
     );
     // Even when the rest is too short for a version-2 header.
     let err = SyncMessage::decode(&[0, 1, 3], &SyncLimits::default()).unwrap_err();

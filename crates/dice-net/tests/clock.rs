@@ -71,7 +71,7 @@ async fn the_clock_offset_between_two_local_nodes_is_reported_and_small() {
     }
 }
 
-/// A peer that speaks the sync protocol of version 1 (the name `/dice/<cluster>/sync/1`) is
+/// A peer that speaks the previous sync protocol (the name `/dice/<cluster>/sync/2`) is
 /// not taken for a member: our catch-up request to it fails to negotiate, and it is counted
 /// as foreign and disconnected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +98,7 @@ async fn a_peer_of_the_previous_sync_version_is_refused() {
             request_response::Behaviour::with_codec(
                 dice_net::codec::FrameCodec::new(1024 * 1024),
                 [(
-                    StreamProtocol::new("/dice/default/sync/1"),
+                    StreamProtocol::new("/dice/default/sync/2"),
                     ProtocolSupport::Full,
                 )],
                 request_response::Config::default(),
