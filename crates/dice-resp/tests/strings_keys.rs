@@ -305,35 +305,111 @@ async fn randomkey_object_memory() {
 }
 
 #[tokio::test]
-async fn counters_are_refused_not_lossy() {
+async fn counters_answer_as_redis() {
     let s = start_default().await;
     let mut c = s.client().await;
-    let () = q(&mut c, &[b"SET", b"n", b"1"]).await;
-    for (args, name) in [
-        (&[&b"INCR"[..], b"n"][..], "INCR"),
-        (&[b"incrby", b"n", b"2"], "INCRBY"),
-        (&[b"DECR", b"n"], "DECR"),
-        (&[b"DECRBY", b"n", b"2"], "DECRBY"),
-        (&[b"INCRBYFLOAT", b"n", b"1.5"], "INCRBYFLOAT"),
+    assert_eq!(q::<i64>(&mut c, &[b"INCR", b"n"]).await, 1);
+    assert_eq!(q::<i64>(&mut c, &[b"incrby", b"n", b"41"]).await, 42);
+    assert_eq!(q::<i64>(&mut c, &[b"DECR", b"n"]).await, 41);
+    assert_eq!(q::<i64>(&mut c, &[b"DECRBY", b"n", b"-9"]).await, 50);
+    assert_eq!(q::<String>(&mut c, &[b"GET", b"n"]).await, "50");
+    assert_eq!(q::<String>(&mut c, &[b"TYPE", b"n"]).await, "string");
+    assert_eq!(q::<i64>(&mut c, &[b"STRLEN", b"n"]).await, 2);
+    assert_eq!(q::<i64>(&mut c, &[b"DBSIZE"]).await, 1);
+    // A string counts from its number.
+    let () = q(&mut c, &[b"SET", b"s", b"10"]).await;
+    assert_eq!(q::<i64>(&mut c, &[b"INCR", b"s"]).await, 11);
+    assert_eq!(
+        q::<String>(&mut c, &[b"INCRBYFLOAT", b"s", b"0.5"]).await,
+        "11.5"
+    );
+    assert_eq!(
+        q::<String>(&mut c, &[b"INCRBYFLOAT", b"s", b"-0.5"]).await,
+        "11"
+    );
+    assert_eq!(q::<i64>(&mut c, &[b"INCR", b"s"]).await, 12);
+    // SET replaces the counter; DEL removes it.
+    let () = q(&mut c, &[b"SET", b"n", b"7"]).await;
+    assert_eq!(q::<i64>(&mut c, &[b"INCR", b"n"]).await, 8);
+    assert_eq!(q::<i64>(&mut c, &[b"DEL", b"n"]).await, 1);
+    assert_eq!(q::<Value>(&mut c, &[b"GET", b"n"]).await, Value::Nil);
+    assert_eq!(q::<i64>(&mut c, &[b"EXISTS", b"n"]).await, 0);
+    assert_eq!(q::<i64>(&mut c, &[b"INCR", b"n"]).await, 1);
+    // EXPIRE, TTL and PERSIST on a counter.
+    assert_eq!(q::<i64>(&mut c, &[b"EXPIRE", b"n", b"100"]).await, 1);
+    assert!(q::<i64>(&mut c, &[b"TTL", b"n"]).await > 90);
+    assert_eq!(q::<i64>(&mut c, &[b"INCR", b"n"]).await, 2);
+    assert!(q::<i64>(&mut c, &[b"TTL", b"n"]).await > 90);
+    assert_eq!(q::<i64>(&mut c, &[b"PERSIST", b"n"]).await, 1);
+    assert_eq!(q::<i64>(&mut c, &[b"TTL", b"n"]).await, -1);
+    assert_eq!(q::<String>(&mut c, &[b"GET", b"n"]).await, "2");
+    let () = q(&mut c, &[b"PSETEX", b"gone", b"1", b"5"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(q::<i64>(&mut c, &[b"INCR", b"gone"]).await, 1);
+
+    // Redis's errors; nothing written.
+    let () = q(&mut c, &[b"SET", b"w", b"word"]).await;
+    for args in [
+        &[&b"INCR"[..], b"w"][..],
+        &[b"INCRBY", b"n", b"x"],
+        &[b"INCRBY", b"n", b"1.5"],
+        &[b"DECRBY", b"w", b"1"],
     ] {
         assert_eq!(
             err(&mut c, args).await,
-            format!(
-                "ERR {name} is not supported yet: counters need a conflict-free counter type \
-                 (an LWW read-modify-write would lose concurrent increments across nodes)"
-            )
+            "ERR value is not an integer or out of range"
         );
     }
     assert_eq!(
-        q::<String>(&mut c, &[b"GET", b"n"]).await,
-        "1",
-        "nothing written"
+        err(&mut c, &[b"INCRBYFLOAT", b"w", b"1"]).await,
+        "ERR value is not a valid float"
     );
+    assert_eq!(
+        err(&mut c, &[b"INCRBYFLOAT", b"n", b"abc"]).await,
+        "ERR value is not a valid float"
+    );
+    assert_eq!(
+        err(&mut c, &[b"INCRBYFLOAT", b"n", b"inf"]).await,
+        "ERR value is not a valid float"
+    );
+    let () = q(&mut c, &[b"SET", b"big", b"9223372036854775807"]).await;
+    assert_eq!(
+        err(&mut c, &[b"INCR", b"big"]).await,
+        "ERR increment or decrement would overflow"
+    );
+    assert_eq!(
+        err(&mut c, &[b"DECRBY", b"n", b"-9223372036854775808"]).await,
+        "ERR decrement would overflow"
+    );
+    assert_eq!(
+        q::<String>(&mut c, &[b"GET", b"big"]).await,
+        "9223372036854775807"
+    );
+    assert_eq!(q::<String>(&mut c, &[b"GET", b"w"]).await, "word");
+    assert_eq!(q::<String>(&mut c, &[b"GET", b"n"]).await, "2");
     // Arity is still checked first, as in Redis.
     assert_eq!(
         err(&mut c, &[b"INCR"]).await,
         "ERR wrong number of arguments for 'incr' command"
     );
+}
+
+#[tokio::test]
+async fn counters_in_transactions_and_under_watch() {
+    let s = start_default().await;
+    let mut c = s.client().await;
+    let mut other = s.client().await;
+    let () = q(&mut c, &[b"MULTI"]).await;
+    let _: Value = q(&mut c, &[b"INCR", b"t"]).await;
+    let _: Value = q(&mut c, &[b"INCRBY", b"t", b"4"]).await;
+    assert_eq!(q::<Vec<i64>>(&mut c, &[b"EXEC"]).await, vec![1, 5]);
+    // An increment from another client is a change WATCH sees.
+    let () = q(&mut c, &[b"WATCH", b"t"]).await;
+    assert_eq!(q::<i64>(&mut other, &[b"INCR", b"t"]).await, 6);
+    let () = q(&mut c, &[b"MULTI"]).await;
+    let _: Value = q(&mut c, &[b"INCR", b"t"]).await;
+    assert_eq!(q::<Value>(&mut c, &[b"EXEC"]).await, Value::Nil);
+    assert_eq!(q::<String>(&mut c, &[b"GET", b"t"]).await, "6");
 }
 
 #[tokio::test]

@@ -80,6 +80,9 @@ pub(crate) trait Db {
         expires_at_ms: Option<u64>,
     ) -> dice_core::Result<()>;
 
+    /// Adds `by` to the counter of `key`; what it reads as afterwards.
+    fn incr(&mut self, key: Bytes, by: dice_core::Increment) -> dice_core::Result<Bytes>;
+
     /// The live value of `key`.
     fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.replica().get(key, self.now())
@@ -106,6 +109,9 @@ impl Db for Transaction<'_> {
     ) -> dice_core::Result<()> {
         Transaction::write(self, key, value, expires_at_ms).map(|_| ())
     }
+    fn incr(&mut self, key: Bytes, by: dice_core::Increment) -> dice_core::Result<Bytes> {
+        Transaction::incr(self, key, by).map(|(v, _)| v)
+    }
 }
 
 /// The replica under the read lock, for commands that only read.
@@ -123,6 +129,12 @@ impl Db for ReadOnly<'_> {
     }
     fn write(&mut self, _: Bytes, _: Option<Bytes>, _: Option<u64>) -> dice_core::Result<()> {
         // Never reached: commands flagged `write` run in a transaction.
+        debug_assert!(false, "a read-only command wrote");
+        Err(dice_core::Error::Protocol(
+            "a read-only command tried to write".into(),
+        ))
+    }
+    fn incr(&mut self, _: Bytes, _: dice_core::Increment) -> dice_core::Result<Bytes> {
         debug_assert!(false, "a read-only command wrote");
         Err(dice_core::Error::Protocol(
             "a read-only command tried to write".into(),
@@ -776,7 +788,7 @@ pub(crate) fn run_on_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, kind: Kind, req: Req
         Kind::Publish => pubsub::publish(ctx, req),
         Kind::Pubsub => pubsub::pubsub(ctx, req),
         Kind::Append => strings::append(ctx, db, req),
-        Kind::Counter => strings::counter(ctx, req),
+        Kind::Counter => strings::counter(ctx, db, req),
         Kind::Get => strings::get(ctx, db, req),
         Kind::Getdel => strings::getdel(ctx, db, req),
         Kind::Getex => strings::getex(ctx, db, req),

@@ -1,9 +1,11 @@
 //! String commands: `GET`, `SET`, `SETEX`, `PSETEX`, `SETNX`, `GETDEL`, `GETSET`, `GETEX`,
 //! `GETRANGE` (`SUBSTR`), `SETRANGE`, `APPEND`, `STRLEN`, `MGET`, `MSET`, `MSETNX`, and the
-//! counters (`INCR` and co.), refused until dice has a conflict-free counter.
+//! counters (`INCR`, `INCRBY`, `DECR`, `DECRBY`, `INCRBYFLOAT`).
 //!
 //! Every read-modify-write runs under the cache's write lock (see [`super::Db`]), so it is
-//! atomic on this node; across nodes it is a last-writer-wins write like any other.
+//! atomic on this node; across nodes it is a last-writer-wins write like any other, except
+//! the counters: an increment writes this node's contribution to the key's counter
+//! ([`dice_core::counter`]), so increments made at once on several nodes all count.
 
 use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, expiry_ms, is, now_ms};
 use crate::frame::{
@@ -11,6 +13,8 @@ use crate::frame::{
 };
 use crate::server::OUTPUT_FLUSH_AT;
 use bytes::Bytes;
+use dice_core::Increment;
+use dice_core::counter::parse_float;
 
 /// Redis's error for a string that would pass the largest value.
 const TOO_LONG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
@@ -425,16 +429,43 @@ pub(crate) fn mset(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, nx: boo
     }
 }
 
-/// `INCR`, `INCRBY`, `DECR`, `DECRBY`, `INCRBYFLOAT`: refused. A counter built as a
-/// last-writer-wins read-modify-write would lose increments made at once on two nodes;
-/// they wait for a conflict-free counter type.
-pub(crate) fn counter(ctx: &mut Ctx<'_>, req: Request<'_>) {
-    let name = String::from_utf8_lossy(req.arg(0)).to_uppercase();
-    let text = format!(
-        "ERR {name} is not supported yet: counters need a conflict-free counter type (an LWW \
-         read-modify-write would lose concurrent increments across nodes)"
-    );
-    ctx.error(&text);
+/// `INCR`, `INCRBY`, `DECR`, `DECRBY` (an integer reply) and `INCRBYFLOAT` (a bulk string).
+/// A key holding nothing counts from 0, a string from its number. Only this node's
+/// contribution is written, so increments made at once on other nodes all count; a `SET` or
+/// `DEL` resets what it observed of them.
+pub(crate) fn counter(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
+    let name = req.arg(0).to_ascii_lowercase();
+    let by = match name.as_slice() {
+        b"incr" => Increment::Int(1),
+        b"decr" => Increment::Int(-1),
+        b"incrby" | b"decrby" => {
+            let Some(n) = parse_i64(req.arg(2)) else {
+                return ctx.error(NOT_AN_INTEGER);
+            };
+            if name == b"incrby" {
+                Increment::Int(n)
+            } else {
+                let Some(n) = n.checked_neg() else {
+                    return ctx.error("ERR decrement would overflow");
+                };
+                Increment::Int(n)
+            }
+        }
+        _ => match parse_float(req.arg(2)) {
+            Some(f) => Increment::Float(f),
+            None => return ctx.error("ERR value is not a valid float"),
+        },
+    };
+    match db.incr(Bytes::copy_from_slice(req.arg(1)), by) {
+        Ok(v) => match by {
+            Increment::Int(_) => match parse_i64(&v) {
+                Some(n) => write_integer(ctx.out, n),
+                None => ctx.error(NOT_AN_INTEGER),
+            },
+            Increment::Float(_) => write_bulk(ctx.out, &v),
+        },
+        Err(e) => ctx.cache_error(&e),
+    }
 }
 
 #[cfg(test)]

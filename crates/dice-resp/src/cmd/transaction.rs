@@ -63,10 +63,10 @@ pub(crate) struct Watched {
 impl Watched {
     /// Whether a watched key was written (here or by a peer) or expired since `WATCH`.
     fn changed(&self, replica: &Replica, now: u64) -> bool {
+        // The greatest version among the key's elements: any write to it, a counter's
+        // increment included, changes it.
         self.keys.iter().any(|(key, &(version, live))| {
-            let current = replica.entry(key);
-            current.as_ref().map(|e| e.version) != version
-                || (live && current.is_none_or(|e| e.is_dead(now)))
+            replica.key_version(key) != version || (live && !replica.contains(key, now))
         })
     }
 }
@@ -159,11 +159,7 @@ pub(crate) fn watch(ctx: &mut Ctx<'_>, req: Request<'_>) {
                 // Redis keeps what the first WATCH saw.
                 continue;
             }
-            let entry = r.entry(key);
-            let state = (
-                entry.as_ref().map(|e| e.version),
-                entry.is_some_and(|e| !e.is_dead(now)),
-            );
+            let state = (r.key_version(key), r.contains(key, now));
             watched.keys.insert(Bytes::copy_from_slice(key), state);
             watched.bytes += key.len() + OVERHEAD;
         }
