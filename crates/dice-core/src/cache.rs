@@ -1,6 +1,7 @@
 //! The embeddable cache: a [`Replica`] in memory, persisted by one writer task in group
 //! commits, with change subscriptions and the sync entry points the network layer uses.
 
+use crate::antientropy::{AeSession, AeStep};
 use crate::entry::{Entry, Limits, NodeId};
 use crate::hlc::now_ms;
 use crate::replica::{ChangeSource, GcReport, Replica, ReplicaStats};
@@ -693,7 +694,66 @@ impl Cache {
             SyncMessage::Page(_) => Err(Error::Protocol(
                 "a catch-up page outside of a session".into(),
             )),
+            SyncMessage::AntiEntropy(m) => {
+                let reply = {
+                    let mut st = shared.state.write();
+                    refuse_if_failing(&st)?;
+                    let reply = crate::antientropy::serve(
+                        &mut st.replica,
+                        m,
+                        &shared.options.sync_limits,
+                        now_ms(),
+                    );
+                    record(shared, &mut st);
+                    reply
+                };
+                shared.wake_writer.notify_one();
+                reply.map(Some)
+            }
         }
+    }
+
+    // --- anti-entropy entry points (see `crate::antientropy`) ---
+
+    /// Starts an anti-entropy exchange with a peer; send the returned message to it. `None`
+    /// while this node holds writes past its version vector (a catch-up is due first).
+    pub fn start_antientropy(&self) -> Option<(AeSession, SyncMessage)> {
+        AeSession::start(&self.shared().state.read().replica)
+    }
+
+    /// Feeds a peer's answer to an anti-entropy exchange; persists what it repaired.
+    pub fn continue_antientropy(
+        &self,
+        session: &mut AeSession,
+        reply: SyncMessage,
+    ) -> Result<AeStep> {
+        let shared = self.shared();
+        let step = {
+            let mut st = shared.state.write();
+            refuse_if_failing(&st)?;
+            let step = session.handle(
+                &mut st.replica,
+                reply,
+                &shared.options.sync_limits,
+                now_ms(),
+            );
+            record(shared, &mut st);
+            step
+        };
+        shared.wake_writer.notify_one();
+        step
+    }
+
+    /// Sets what `key` holds (`None`: nothing) in memory only, behind the sync protocol's
+    /// back: nothing is persisted or sent, the version vector is unchanged. Makes the
+    /// divergences anti-entropy must repair, in tests.
+    #[doc(hidden)]
+    pub fn set_behind_protocol(&self, key: &[u8], entry: Option<&Entry>) {
+        self.shared()
+            .state
+            .write()
+            .replica
+            .set_behind_protocol(key, entry);
     }
 
     /// A push of this node's writes after `after_seq` (at most a page of them), and the last
