@@ -355,6 +355,9 @@ fn status_from_info(info: &str, addr: &str) -> serde_json::Value {
         "digest": fields.get("dice_digest").copied().unwrap_or(""),
         "full_resyncs": fields.get("dice_full_resyncs").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
         "refused_connections": fields.get("dice_refused_connections").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+        "repairs": fields.get("dice_repairs").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+        "repaired_entries": fields.get("dice_repaired_entries").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+        "repair_conflicts": fields.get("dice_repair_conflicts").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
         "writes_refused": fields.get("dice_writes_refused_reason").copied(),
         "peers": peers,
     })
@@ -387,6 +390,15 @@ fn print_status(s: &serde_json::Value, json: bool) -> Result<()> {
     lines.push(format!("digest:   {}", field("digest").unwrap_or_default()));
     if let Some(why) = s["writes_refused"].as_str() {
         lines.push(format!("writes:   REFUSED: {why}"));
+    }
+    // Anti-entropy repairs: 0 in normal operation (older nodes do not report them).
+    if s["repairs"].is_number() {
+        lines.push(format!(
+            "repairs:  {} ({} entries, {} conflicts)",
+            field("repairs").unwrap_or_default(),
+            field("repaired_entries").unwrap_or_default(),
+            field("repair_conflicts").unwrap_or_default()
+        ));
     }
     let peers = s["peers"].as_array().cloned().unwrap_or_default();
     lines.push(format!("peers:    {}", peers.len()));
@@ -478,6 +490,9 @@ async fn local_request(cache: &Cache, dir: &Path, request: Request) -> Result<Ex
                 "keys": s.keys,
                 "entries": s.entries,
                 "digest": format!("{:016x}", s.digest),
+                "repairs": s.replica.repairs,
+                "repaired_entries": s.replica.repaired_entries,
+                "repair_conflicts": s.replica.repair_conflicts,
                 "peers": [],
             });
             print_status(&status, json)?;

@@ -67,6 +67,9 @@ pub struct NodeConfig {
     /// Inbound sync requests allowed per peer per second (burst: twice that). Default 5000; a
     /// dice sender paces its pushes to at most one per peer per 250 µs, under it.
     pub max_requests_per_sec: u32,
+    /// How often to run an anti-entropy exchange with the next connected member (default
+    /// 30 s): see `dice_core::antientropy`.
+    pub antientropy_interval: Duration,
 }
 
 /// Builds and starts a [`Node`].
@@ -106,6 +109,7 @@ impl NodeBuilder {
                 ping_interval: Duration::from_secs(1),
                 ping_timeout: Duration::from_secs(2),
                 max_requests_per_sec: 5000,
+                antientropy_interval: Duration::from_secs(30),
             },
             explicit_listen: false,
         }
@@ -151,6 +155,12 @@ impl NodeBuilder {
     /// Sets the periodic catch-up interval.
     pub fn catchup_interval(mut self, every: Duration) -> Self {
         self.config.catchup_interval = every;
+        self
+    }
+
+    /// Sets the anti-entropy interval.
+    pub fn antientropy_interval(mut self, every: Duration) -> Self {
+        self.config.antientropy_interval = every;
         self
     }
 
@@ -340,7 +350,8 @@ impl Node {
         let (acked_tx, acked_rx) = watch::channel(HashMap::new());
         let known = KnownPeers::load(&config.data_dir);
         let replication = ReplicationConfig::default()
-            .with_catchup_interval(config.catchup_interval.max(Duration::from_millis(50)));
+            .with_catchup_interval(config.catchup_interval.max(Duration::from_millis(50)))
+            .with_antientropy_interval(config.antientropy_interval.max(Duration::from_millis(50)));
         let mut event_loop = EventLoop {
             shareable: cache.watch_shareable(),
             cache: cache.clone(),
@@ -1040,6 +1051,22 @@ impl EventLoop {
                 tracing::debug!(%peer, applied = stats.entries_applied, "catch-up done");
             }
         }
+        if let Some(stats) = outcome.antientropy_done {
+            if stats.repaired() || stats.conflicts > 0 {
+                tracing::warn!(
+                    %peer,
+                    differing_buckets = stats.differing_buckets,
+                    repaired_here = stats.applied_here,
+                    repaired_there = stats.applied_there,
+                    entries_received = stats.entries_received,
+                    entries_sent = stats.entries_sent,
+                    conflicts = stats.conflicts,
+                    "anti-entropy repaired a divergence the sync protocol had missed"
+                );
+            } else {
+                tracing::debug!(%peer, compared = stats.compared, "anti-entropy exchange done");
+            }
+        }
         self.send_all(outcome.send);
         self.poll_wanted = true;
     }
@@ -1452,6 +1479,7 @@ fn message_entries(msg: &SyncMessage) -> u64 {
     match msg {
         SyncMessage::Page(p) => p.entries.len() as u64,
         SyncMessage::Push(p) => p.entries.len() as u64,
+        SyncMessage::AntiEntropy(m) => m.entry_count() as u64,
         _ => 0,
     }
 }
