@@ -511,7 +511,8 @@ mod tests {
         let info = "# Server\r\nredis_version:7.2.0\r\n# Cluster\r\ncluster_enabled:0\r\n\
                     dice_node_id:00000000000000aa\r\ndice_keys:3\r\ndice_digest:00000000deadbeef\r\n\
                     dice_peers:1\r\ndice_peer0:id=12D3,node=bb,addr=/ip4/127.0.0.1/tcp/1,connected=1,unacked=0,missing=2,clock_offset_ms=-1500\r\n\
-                    dice_peer1:id=12D4,node=cc,addr=-,connected=0,unacked=0,missing=0,clock_offset_ms=-\r\n";
+                    dice_peer1:id=12D4,node=cc,addr=-,connected=0,unacked=0,missing=0,clock_offset_ms=-\r\n\
+                    dice_repairs:2\r\ndice_repaired_entries:5\r\ndice_repair_conflicts:1\r\n";
         let s = status_from_info(info, "127.0.0.1:7379");
         assert_eq!(s["node_id"], "00000000000000aa");
         assert_eq!(s["keys"], 3);
@@ -522,5 +523,11 @@ mod tests {
         assert_eq!(s["peers"][0]["clock_offset_ms"], -1500);
         assert_eq!(s["peers"][1]["clock_offset_ms"], "-");
         assert_eq!(s["peers"].as_array().unwrap().len(), 2);
+        assert_eq!(s["repairs"], 2);
+        assert_eq!(s["repaired_entries"], 5);
+        assert_eq!(s["repair_conflicts"], 1);
+        // A node that reports none (an older one) shows zeros.
+        let s = status_from_info("dice_keys:0\r\n", "127.0.0.1:7379");
+        assert_eq!(s["repairs"], 0);
     }
 }
