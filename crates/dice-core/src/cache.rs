@@ -54,6 +54,15 @@ pub struct CacheOptions {
     /// Fault injection for tests: while set, every group commit fails as a full disk would.
     #[doc(hidden)]
     pub fail_commits: Arc<AtomicBool>,
+    /// Told of every group commit that succeeded, with its duration (for metrics; default
+    /// none). Called on the writer task: keep it short.
+    pub commit_observer: Option<Arc<dyn CommitObserver>>,
+}
+
+/// Observes group commits (see [`CacheOptions::commit_observer`]).
+pub trait CommitObserver: Send + Sync + std::fmt::Debug {
+    /// A group of `entries` writes (and removals) became durable in `elapsed`.
+    fn committed(&self, elapsed: Duration, entries: usize);
 }
 
 impl Default for CacheOptions {
@@ -71,6 +80,7 @@ impl Default for CacheOptions {
             snapshot_min_log_entries: 65_536,
             commit_delay: Duration::ZERO,
             fail_commits: Arc::new(AtomicBool::new(false)),
+            commit_observer: None,
         }
     }
 }
@@ -1080,6 +1090,7 @@ async fn commit_group(
         fail(shared, store, Some(generation), why, true);
         return false;
     }
+    let started = std::time::Instant::now();
     let result = if shared.options.fail_commits.load(Ordering::Relaxed) {
         Err(Error::CommitFailed(
             "database or disk is full (injected fault)".into(),
@@ -1093,6 +1104,12 @@ async fn commit_group(
         return false;
     }
     shared.commits.fetch_add(1, Ordering::Relaxed);
+    if let Some(observer) = &shared.options.commit_observer {
+        observer.committed(
+            started.elapsed(),
+            batch.upserts.len() + batch.removals.len(),
+        );
+    }
     shared
         .log_entries
         .store(store.log_entries(), Ordering::Relaxed);

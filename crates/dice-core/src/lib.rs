@@ -50,7 +50,7 @@ pub mod sync;
 pub mod version_vector;
 
 pub use antientropy::{AeMessage, AeSession, AeStats, AeStep};
-pub use cache::{Cache, CacheOptions, CacheStats, Event, Transaction};
+pub use cache::{Cache, CacheOptions, CacheStats, CommitObserver, Event, Transaction};
 pub use entry::{Entry, Limits, NodeId, ParseNodeIdError, Version};
 pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcClock, now_ms};
