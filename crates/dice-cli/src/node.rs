@@ -141,6 +141,17 @@ fn peer_lines(status: &dice_net::NodeStatus) -> Vec<String> {
         format!("dice_full_resyncs:{}", status.full_resyncs),
         format!("dice_refused_messages:{}", status.refused_messages),
         format!("dice_refused_connections:{}", status.refused_connections),
+        // Anti-entropy: exchanges that repaired something here, and what they installed;
+        // both stay 0 unless the sync protocol missed a divergence.
+        format!("dice_repairs:{}", status.cache.replica.repairs),
+        format!(
+            "dice_repaired_entries:{}",
+            status.cache.replica.repaired_entries
+        ),
+        format!(
+            "dice_repair_conflicts:{}",
+            status.cache.replica.repair_conflicts
+        ),
         format!("dice_peers:{}", status.peers.len()),
     ];
     for (i, p) in status.peers.iter().enumerate() {

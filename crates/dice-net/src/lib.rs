@@ -7,8 +7,13 @@
 //!
 //! # A tour of the modules
 //!
-//! * [`node`]: [`NodeBuilder`], [`Node`] (the cloneable handle), and the event loop that owns
-//!   the swarm: peer bookkeeping, pushes, catch-up sessions, redial with backoff.
+//! * [`node`]: [`NodeBuilder`], [`Node`] (the cloneable handle) and its status types.
+//! * `event_loop`: the task that owns the swarm and only translates: swarm events and
+//!   commands in, calls on the peer table, the replicator (dice-core) and the cache, and
+//!   messages out.
+//! * `peers`: the peer table: connections, traffic, one redial backoff for peers and
+//!   bootstrap addresses, liveness, the per-peer request rate limit. No I/O.
+//! * `swarm`: behaviour and swarm setup: transport, protocols, identify names.
 //! * [`codec`]: the request-response codec: one bounded, length-prefixed frame per message.
 //! * [`frame`]: the length-prefixed framing itself, sans-IO.
 //! * [`protocol`]: protocol names carrying the cluster name and version.
@@ -19,13 +24,16 @@
 //! Merge rules are not here: the network only moves bytes; dice-core decides.
 
 pub mod codec;
+mod event_loop;
 pub mod frame;
 pub mod keys;
 pub mod known_peers;
 pub mod lan_only;
 pub mod node;
+mod peers;
 pub mod protocol;
 pub mod pubsub;
+mod swarm;
 
 pub use libp2p::pnet::PreSharedKey;
 pub use libp2p::{Multiaddr, PeerId};

@@ -197,4 +197,4 @@ pub mod server;
 pub use cluster::ClusterInfo;
 pub use frame::{FrameError, FrameLimits};
 pub use pubsub::{PubSubBus, PubSubHandle};
-pub use server::{RespConfig, RespHandle, RespServer, serve};
+pub use server::{CommandObserver, RespConfig, RespHandle, RespServer, serve};

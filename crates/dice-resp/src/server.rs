@@ -77,6 +77,16 @@ pub struct RespConfig {
     /// channel, pattern and payload plus 64 bytes). A subscriber past it is disconnected
     /// (logged, `dice_pubsub_output_disconnects` in `INFO stats`).
     pub pubsub_output_limit: usize,
+    /// Told of every command run, with its duration (for metrics; default none).
+    pub command_observer: Option<Arc<dyn CommandObserver>>,
+}
+
+/// Observes the commands a server runs (see [`RespConfig::command_observer`]).
+pub trait CommandObserver: Send + Sync {
+    /// `command` (a lower-case name, `"unknown"` for one the server does not know) ran in
+    /// `elapsed` (not counting the wait for its group commit) and answered an error if
+    /// `failed`. Called on the connection's task: keep it short.
+    fn command(&self, command: &'static str, elapsed: Duration, failed: bool);
 }
 
 impl Default for RespConfig {
@@ -98,6 +108,7 @@ impl Default for RespConfig {
             max_subscriptions_total: 1_000_000,
             max_channel_len: 4096,
             pubsub_output_limit: 32 * 1024 * 1024,
+            command_observer: None,
         }
     }
 }
