@@ -665,3 +665,75 @@ fn no_acknowledged_write_is_lost_when_a_node_is_killed_under_load() {
     }
     println!("every acknowledged write (or a later one) is on all 3 hosts");
 }
+
+/// Counters across a partition: host 2 is cut off; both sides `INCR` the same key 1000 times
+/// (and `DECRBY` another); the link is healed; every host reads the exact sum: no increment
+/// made on either side is lost, whatever the order the two sides' writes meet in.
+#[test]
+fn a_partition_heals_and_counters_add_up_to_every_increment() {
+    if !dice_tests::netns::lan_tests_enabled(
+        "a_partition_heals_and_counters_add_up_to_every_increment",
+    ) {
+        return;
+    }
+    const N: usize = 1000;
+    let mut lan = Lan::new(3);
+    start_mesh(&mut lan, &[0, 1, 2], &[]);
+    let mut c0 = lan.connect(0);
+    let _: i64 = redis::cmd("INCRBY")
+        .arg("hits")
+        .arg(7)
+        .query(&mut c0)
+        .unwrap();
+    assert!(
+        dice_tests::wait_for(Duration::from_secs(10), || {
+            (lan.get(2, "hits").as_deref() == Some("7")).then_some(())
+        })
+        .is_some(),
+        "the first increment never reached host 2"
+    );
+
+    lan.cut(2);
+    let incr_side = |i: usize, by: i64| {
+        let mut conn = lan.connect(i);
+        let mut pipe = redis::pipe();
+        for _ in 0..N {
+            pipe.cmd("INCR").arg("hits").ignore();
+            pipe.cmd("DECRBY").arg("stock").arg(by).ignore();
+        }
+        let () = pipe.query(&mut conn).unwrap();
+        let v: i64 = redis::cmd("GET").arg("hits").query(&mut conn).unwrap();
+        v
+    };
+    let t0 = Instant::now();
+    let side_a = incr_side(0, 2);
+    let side_b = incr_side(2, 3);
+    println!(
+        "{} increments on each side of the cut in {:.2?}; reads {side_a} and {side_b}",
+        2 * N,
+        t0.elapsed()
+    );
+    assert_eq!(side_a, 7 + N as i64, "side A counts its own");
+    assert_eq!(side_b, 7 + N as i64, "side B counts its own");
+
+    lan.heal(2);
+    let Some((digest, took)) = lan.wait_converged(&[0, 1, 2], CONVERGE) else {
+        let s: Vec<_> = (0..3).map(|i| lan.status(i)).collect();
+        panic!("no convergence within {CONVERGE:?} after healing; status: {s:#?}");
+    };
+    println!("converged {took:.2?} after healing (digest {digest})");
+    let want_hits = (7 + 2 * N).to_string();
+    let want_stock = (-(5 * N as i64)).to_string();
+    for i in 0..3 {
+        assert_eq!(
+            lan.get(i, "hits").as_deref(),
+            Some(want_hits.as_str()),
+            "host {i}: hits"
+        );
+        assert_eq!(
+            lan.get(i, "stock").as_deref(),
+            Some(want_stock.as_str()),
+            "host {i}: stock"
+        );
+    }
+}
