@@ -62,16 +62,24 @@ pub(crate) fn check_port_free(addr: &Multiaddr) -> Result<(), NetError> {
         Ok(_) => Ok(()),
         Err(e) => Err(NetError::Listen {
             addr: addr.clone(),
-            reason: if e.kind() == std::io::ErrorKind::AddrInUse {
-                format!(
-                    "port {port} is already in use (another dice node on this host?); pick \
-                     another with --listen"
-                )
+            source: if e.kind() == std::io::ErrorKind::AddrInUse {
+                Box::new(PortInUse { port, source: e })
             } else {
-                e.to_string()
+                Box::new(e)
             },
         }),
     }
+}
+
+/// A listen port another process holds.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "port {port} is already in use (another dice node on this host?); pick another with --listen"
+)]
+pub(crate) struct PortInUse {
+    port: u16,
+    #[source]
+    source: std::io::Error,
 }
 
 /// The identify protocol version of a cluster: peers announcing another are not members.
@@ -127,7 +135,10 @@ pub(crate) fn build_swarm(
                 .timeout(Duration::from_secs(10))
                 .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))))
         })
-        .map_err(|e| NetError::Transport(e.to_string()))?
+        .map_err(|e| NetError::Transport {
+            part: "transport",
+            source: Box::new(e),
+        })?
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let kad_protocol = StreamProtocol::try_from_owned(format!("/dice/{cluster}/kad/1"))?;
@@ -176,7 +187,10 @@ pub(crate) fn build_swarm(
                 gossipsub: crate::pubsub::behaviour(key, &cluster, max_message)?,
             })
         })
-        .map_err(|e| NetError::Transport(e.to_string()))?
+        .map_err(|e| NetError::Transport {
+            part: "swarm's protocols",
+            source: Box::new(e),
+        })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(24 * 3600)))
         .build();
     Ok(swarm)
