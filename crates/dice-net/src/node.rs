@@ -27,6 +27,15 @@ use tokio::task::JoinHandle;
 /// Default libp2p listen address.
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/7380";
 
+/// [`DEFAULT_LISTEN`] as a [`Multiaddr`].
+fn default_listen() -> Multiaddr {
+    Multiaddr::empty()
+        .with(libp2p::multiaddr::Protocol::Ip4(
+            std::net::Ipv4Addr::UNSPECIFIED,
+        ))
+        .with(libp2p::multiaddr::Protocol::Tcp(7380))
+}
+
 /// Everything a node is started with. Build it with [`NodeBuilder`].
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -158,9 +167,7 @@ impl NodeBuilder {
     /// Opens the cache, starts the swarm and its event loop, and waits until it listens.
     pub async fn start(mut self) -> Result<Node, NetError> {
         if !self.explicit_listen {
-            self.config.listen = vec![DEFAULT_LISTEN.parse().map_err(|_| {
-                NetError::Transport("the default listen address does not parse".into())
-            })?];
+            self.config.listen = vec![default_listen()];
         }
         Node::start(self.config).await
     }
@@ -258,8 +265,13 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     async fn start(config: NodeConfig) -> Result<Node, NetError> {
-        let protocol = StreamProtocol::try_from_owned(sync_protocol(&config.cluster)?)
-            .map_err(|e| NetError::Transport(e.to_string()))?;
+        let protocol =
+            StreamProtocol::try_from_owned(sync_protocol(&config.cluster)?).map_err(|e| {
+                NetError::Transport {
+                    part: "sync protocol name",
+                    source: Box::new(e),
+                }
+            })?;
         let cache = Cache::open_with(&config.data_dir, config.cache.clone()).await?;
         let keypair = load_or_create_identity(&config.data_dir)?;
         let peer_id = keypair.public().to_peer_id();
@@ -288,7 +300,7 @@ impl Node {
                 .listen_on(addr.clone())
                 .map_err(|e| NetError::Listen {
                     addr: addr.clone(),
-                    reason: e.to_string(),
+                    source: Box::new(e),
                 })?;
         }
         // Wait until every listener is bound, so the caller can read the actual ports.
@@ -297,18 +309,24 @@ impl Node {
         while listen_addrs.len() < config.listen.len() {
             let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
                 .await
-                .map_err(|_| NetError::Transport("timed out binding listen addresses".into()))?;
+                .map_err(|_| NetError::ListenTimeout)?;
             match event {
                 SwarmEvent::NewListenAddr { address, .. } => listen_addrs.push(address),
                 SwarmEvent::ListenerError { error, .. } => {
-                    return Err(NetError::Transport(format!("listener error: {error}")));
+                    return Err(NetError::Transport {
+                        part: "listener",
+                        source: Box::new(error),
+                    });
                 }
                 SwarmEvent::ListenerClosed {
                     addresses, reason, ..
                 } => {
                     return Err(NetError::Listen {
                         addr: addresses.first().cloned().unwrap_or_else(Multiaddr::empty),
-                        reason: format!("{reason:?}"),
+                        source: match reason {
+                            Err(e) => Box::new(e),
+                            Ok(()) => "the listener closed".into(),
+                        },
                     });
                 }
                 _ => {}
@@ -433,5 +451,13 @@ impl Node {
         }
         self.cache.close().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_listen_address_is_the_documented_one() {
+        assert_eq!(super::default_listen().to_string(), super::DEFAULT_LISTEN);
     }
 }
