@@ -193,6 +193,7 @@ pub mod frame;
 pub mod glob;
 pub mod pubsub;
 pub mod server;
+mod tracking;
 
 pub use cluster::ClusterInfo;
 pub use frame::{FrameError, FrameLimits};

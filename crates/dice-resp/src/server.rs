@@ -5,6 +5,7 @@ use crate::cluster::ClusterInfo;
 use crate::cmd::{self, Batch, Ctx, Session};
 use crate::frame::{FrameLimits, Parse, Protocol, RequestParser, write_error};
 use crate::pubsub::{Delivery, Hub, PubSubBus, PubSubHandle};
+use crate::tracking::{Inbox, Push, Tracking};
 use bytes::{Buf, BytesMut};
 use dice_core::Cache;
 use std::collections::BTreeMap;
@@ -77,6 +78,19 @@ pub struct RespConfig {
     /// channel, pattern and payload plus 64 bytes). A subscriber past it is disconnected
     /// (logged, `dice_pubsub_output_disconnects` in `INFO stats`).
     pub pubsub_output_limit: usize,
+    /// Most keys the client-tracking table remembers for all clients together (Redis's
+    /// `tracking-table-max-keys`, default 1 000 000; 0: no bound on the count, the bytes
+    /// bound still holds). Past it the oldest keys are dropped and their clients told, as if
+    /// the keys had changed. `CONFIG SET tracking-table-max-keys` changes it at run time.
+    pub tracking_table_max_keys: usize,
+    /// Most bytes the client-tracking table takes (keys, client ids and 64 bytes per key;
+    /// default 256 MiB): the same eviction past it.
+    pub tracking_table_max_bytes: usize,
+    /// Most prefixes one client names in `CLIENT TRACKING ON BCAST PREFIX ...` (default
+    /// 1 000).
+    pub max_tracking_prefixes_per_client: usize,
+    /// Most distinct tracking prefixes of all clients together (default 100 000).
+    pub max_tracking_prefixes_total: usize,
 }
 
 impl Default for RespConfig {
@@ -98,6 +112,10 @@ impl Default for RespConfig {
             max_subscriptions_total: 1_000_000,
             max_channel_len: 4096,
             pubsub_output_limit: 32 * 1024 * 1024,
+            tracking_table_max_keys: 1_000_000,
+            tracking_table_max_bytes: 256 * 1024 * 1024,
+            max_tracking_prefixes_per_client: 1_000,
+            max_tracking_prefixes_total: 100_000,
         }
     }
 }
@@ -126,6 +144,16 @@ impl fmt::Debug for RespConfig {
             .field("max_subscriptions_total", &self.max_subscriptions_total)
             .field("max_channel_len", &self.max_channel_len)
             .field("pubsub_output_limit", &self.pubsub_output_limit)
+            .field("tracking_table_max_keys", &self.tracking_table_max_keys)
+            .field("tracking_table_max_bytes", &self.tracking_table_max_bytes)
+            .field(
+                "max_tracking_prefixes_per_client",
+                &self.max_tracking_prefixes_per_client,
+            )
+            .field(
+                "max_tracking_prefixes_total",
+                &self.max_tracking_prefixes_total,
+            )
             .finish()
     }
 }
@@ -174,6 +202,8 @@ pub(crate) struct ServerState {
     /// Hands the keyspace notifier a subscription to the cache's changes.
     pub keyspace_subscribe:
         tokio::sync::mpsc::UnboundedSender<tokio::sync::broadcast::Receiver<dice_core::Event>>,
+    /// Client-side caching: who may hold which key.
+    pub tracking: Arc<Tracking>,
 }
 
 /// What other connections may see of, and do to, one connection (`CLIENT LIST`, `CLIENT
@@ -198,6 +228,12 @@ pub(crate) struct ClientEntry {
     pub sub: AtomicU64,
     pub psub: AtomicU64,
     pub killed: tokio::sync::Notify,
+    /// Invalidation messages for this connection (its own, or redirected to it).
+    pub inbox: Inbox,
+    /// Client tracking flags (`t`, `R`, `B` in `CLIENT LIST`), see [`crate::tracking`].
+    pub tracking: std::sync::atomic::AtomicU8,
+    /// Where its invalidations go (`redir=`): -1 without tracking, 0 to itself.
+    pub redirect: std::sync::atomic::AtomicI64,
 }
 
 /// Counters shown by `INFO stats`.
@@ -385,6 +421,13 @@ impl RespServer {
         let max_permits = self.config.max_clients.min(Semaphore::MAX_PERMITS);
         let timeout_ms = AtomicU64::new(self.config.timeout.as_millis() as u64);
         let (keyspace_subscribe, subscriptions) = tokio::sync::mpsc::unbounded_channel();
+        let (tracking, tracking_subscriptions) = Tracking::new(crate::tracking::Bounds {
+            max_keys: self.config.tracking_table_max_keys,
+            max_bytes: self.config.tracking_table_max_bytes,
+            max_prefixes_per_client: self.config.max_tracking_prefixes_per_client,
+            max_prefixes_total: self.config.max_tracking_prefixes_total,
+            output_limit: self.config.pubsub_output_limit,
+        });
         let state = Arc::new(ServerState {
             frame_limits: self.config.frame_limits(&self.cache),
             cache: self.cache,
@@ -405,6 +448,7 @@ impl RespServer {
             pubsub: self.pubsub,
             keyspace_events: watch::Sender::new(0),
             keyspace_subscribe,
+            tracking: Arc::new(tracking),
         });
         let notifier = tokio::spawn(crate::pubsub::notify::run(
             state.pubsub.clone(),
@@ -412,6 +456,11 @@ impl RespServer {
             subscriptions,
         ));
         let _notifier = AbortOnDrop(notifier);
+        let _tracker = AbortOnDrop(tokio::spawn(crate::tracking::run(
+            state.tracking.clone(),
+            state.cache.clone(),
+            tracking_subscriptions,
+        )));
         let listener = self.listener;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
@@ -681,6 +730,7 @@ async fn run_connection(
     let fd = i64::from(std::os::fd::AsRawFd::as_raw_fd(&stream));
     #[cfg(not(unix))]
     let fd = -1;
+    let (inbox, pushes) = Inbox::new();
     let entry = Arc::new(ClientEntry {
         id,
         peer,
@@ -696,6 +746,9 @@ async fn run_connection(
         sub: AtomicU64::new(0),
         psub: AtomicU64::new(0),
         killed: tokio::sync::Notify::new(),
+        inbox,
+        tracking: std::sync::atomic::AtomicU8::new(0),
+        redirect: std::sync::atomic::AtomicI64::new(-1),
     });
     if let Ok(mut r) = state.registry.lock() {
         r.insert(id, entry.clone());
@@ -715,6 +768,8 @@ async fn run_connection(
         watched: Default::default(),
         pubsub: None,
         last_write_seq: 0,
+        tracking: Default::default(),
+        pushes,
     };
     tracing::debug!(%peer, id = session.id, "RESP client connected");
     let mut parser = RequestParser::new(state.frame_limits);
@@ -838,6 +893,7 @@ async fn run_connection(
             tokio::time::sleep(idle_timeout).await;
         };
         let mut delivery = None;
+        let mut push = None;
         let timed_out = tokio::select! {
             read = wire.stream.read_buf(&mut input) => match read {
                 Ok(0) | Err(_) => break,
@@ -850,6 +906,10 @@ async fn run_connection(
                 delivery = Some(first);
                 false
             }
+            Some(first) = session.pushes.recv() => {
+                push = Some(first);
+                false
+            }
             () = idle => true,
             () = entry.killed.notified() => {
                 tracing::debug!(%peer, id, "closing a client (CLIENT KILL)");
@@ -859,6 +919,12 @@ async fn run_connection(
         };
         if let Some(first) = delivery.take() {
             if !deliver(&state, &mut session, first, &mut out, &mut batch, &mut wire).await {
+                break;
+            }
+            continue;
+        }
+        if let Some(first) = push.take() {
+            if !deliver_pushes(&state, &mut session, first, &mut out, &mut batch, &mut wire).await {
                 break;
             }
             continue;
@@ -905,6 +971,32 @@ async fn deliver(
     send(state, out, batch, wire).await
 }
 
+/// Writes `first` and whatever other invalidation is queued (up to [`OUTPUT_FLUSH_AT`] at a
+/// time) to the client. False once the connection must close.
+pub(crate) async fn deliver_pushes(
+    state: &ServerState,
+    session: &mut Session,
+    first: Push,
+    out: &mut Vec<u8>,
+    batch: &mut Batch,
+    wire: &mut Wire,
+) -> bool {
+    let mut next = Some(first);
+    while let Some(p) = next {
+        session.entry.inbox.taken(&p);
+        let subscribed = session.pubsub.as_ref().is_some_and(|s| s.count() > 0);
+        crate::tracking::write_push(out, &p, session.proto, subscribed);
+        if out.len() >= OUTPUT_FLUSH_AT && !send(state, out, batch, wire).await {
+            return false;
+        }
+        next = session.pushes.try_recv().ok();
+    }
+    if session.entry.inbox.overflowed() {
+        return false;
+    }
+    send(state, out, batch, wire).await
+}
+
 /// A fresh run id: a hash of the time, the process id and an address in this process.
 fn run_id() -> u128 {
     let now = std::time::SystemTime::now()
@@ -932,6 +1024,7 @@ struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
+        self.state.tracking.disable(self.id);
         if let Ok(mut r) = self.state.registry.lock() {
             r.remove(&self.id);
         }

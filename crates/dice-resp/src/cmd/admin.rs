@@ -42,6 +42,10 @@ fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("proto-max-bulk-len", limits.max_bulk_len.to_string()),
         ("save", String::new()),
         ("timeout", timeout.to_string()),
+        (
+            "tracking-table-max-keys",
+            server.tracking.max_keys.load(Ordering::Relaxed).to_string(),
+        ),
     ]
 }
 
@@ -92,6 +96,7 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, req: Request<'_>) {
         }
         ctx.server.stats.reset();
         ctx.server.pubsub.reset_stats();
+        ctx.server.tracking.stats.reset();
         write_simple(ctx.out, "OK");
     } else if is(sub, "rewrite") {
         if argc != 2 {
@@ -116,6 +121,7 @@ fn config_set(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let params = parameters(ctx);
     let mut timeout = None;
     let mut events = None;
+    let mut tracking_max = None;
     for j in (2..req.len()).step_by(2) {
         let (name, value) = (req.arg(j).to_ascii_lowercase(), req.arg(j + 1));
         let Some((name, current)) = params.iter().find(|(n, _)| n.as_bytes() == name) else {
@@ -152,6 +158,17 @@ fn config_set(ctx: &mut Ctx<'_>, req: Request<'_>) {
                     );
                 }
             }
+        } else if *name == "tracking-table-max-keys" {
+            match parse_i64(value) {
+                Some(n) if n >= 0 => tracking_max = Some(n as usize),
+                _ => {
+                    return ctx.error(
+                        "ERR CONFIG SET failed (possibly related to argument \
+                         'tracking-table-max-keys') - argument couldn't be parsed into an \
+                         integer",
+                    );
+                }
+            }
         } else if current.as_bytes() != value {
             let text = format!(
                 "ERR CONFIG SET failed (possibly related to argument '{name}') - can't set \
@@ -168,6 +185,10 @@ fn config_set(ctx: &mut Ctx<'_>, req: Request<'_>) {
             let changes = ctx.server.cache.subscribe();
             let _ = ctx.server.keyspace_subscribe.send(changes);
         }
+    }
+    if let Some(max) = tracking_max {
+        // Takes effect at the next read remembered (as in Redis, evicting then).
+        ctx.server.tracking.max_keys.store(max, Ordering::Relaxed);
     }
     if let Some(secs) = timeout {
         ctx.server

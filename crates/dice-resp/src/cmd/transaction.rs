@@ -211,6 +211,7 @@ fn run_queue(ctx: &mut Ctx<'_>, db: &mut dyn Db, multi: &Multi, watched: &Watche
     for q in &multi.queued {
         ctx.reply_start = ctx.out.len();
         run_on_db(ctx, db, q.spec.kind, q.request());
+        super::remember_reads(ctx, db, q.spec, q.request());
         // A read passes the bound by at most one value; a write checks before it writes.
         if !q.spec.writes() && ctx.out.len() > ctx.limit {
             ctx.too_big();
