@@ -204,6 +204,17 @@ pub(crate) struct ServerState {
         tokio::sync::mpsc::UnboundedSender<tokio::sync::broadcast::Receiver<dice_core::Event>>,
     /// Client-side caching: who may hold which key.
     pub tracking: Arc<Tracking>,
+    /// `CLIENT PAUSE`: until when, and which commands.
+    pub pause: watch::Sender<Pause>,
+}
+
+/// A `CLIENT PAUSE` in force (or none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Pause {
+    /// Until when commands wait (`None`: no pause).
+    pub until: Option<tokio::time::Instant>,
+    /// Every command waits (`ALL`), or only those that write (`WRITE`).
+    pub all: bool,
 }
 
 /// What other connections may see of, and do to, one connection (`CLIENT LIST`, `CLIENT
@@ -449,6 +460,7 @@ impl RespServer {
             keyspace_events: watch::Sender::new(0),
             keyspace_subscribe,
             tracking: Arc::new(tracking),
+            pause: watch::Sender::new(Pause::default()),
         });
         let notifier = tokio::spawn(crate::pubsub::notify::run(
             state.pubsub.clone(),
@@ -940,7 +952,9 @@ async fn run_connection(
 }
 
 /// The next pub/sub message for a connection; never, while it has no subscription queue.
-async fn next_delivery(subs: &mut Option<Box<crate::pubsub::ClientSubs>>) -> Option<Delivery> {
+pub(crate) async fn next_delivery(
+    subs: &mut Option<Box<crate::pubsub::ClientSubs>>,
+) -> Option<Delivery> {
     match subs {
         Some(s) => s.next().await,
         None => std::future::pending().await,
@@ -949,7 +963,7 @@ async fn next_delivery(subs: &mut Option<Box<crate::pubsub::ClientSubs>>) -> Opt
 
 /// Writes `first` and whatever else is queued (up to [`OUTPUT_FLUSH_AT`] at a time) to the
 /// client. False once the connection must close (gone, stalled, or past its pub/sub limit).
-async fn deliver(
+pub(crate) async fn deliver(
     state: &ServerState,
     session: &mut Session,
     first: Delivery,

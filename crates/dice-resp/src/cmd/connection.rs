@@ -251,6 +251,10 @@ const CLIENT_HELP: &[&str] = &[
     "      Return clients of specified type.",
     "    * ID <client-id> [<client-id> ...]",
     "      Return clients of specified IDs only.",
+    "UNPAUSE",
+    "    Stop the current client pause, resuming traffic.",
+    "PAUSE <timeout> [WRITE|ALL]",
+    "    Suspend all, or just write, clients for <timeout> milliseconds.",
     "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
     "         [OPTIN] [OPTOUT] [NOLOOP]",
     "    Control server assisted client side caching.",
@@ -393,6 +397,8 @@ pub(crate) fn client(ctx: &mut Ctx<'_>, req: Request<'_>) {
         ("caching", 3),
         ("getredir", 2),
         ("trackinginfo", 2),
+        ("pause", -3),
+        ("unpause", 2),
     ]
     .into_iter()
     .find(|(n, _)| is(sub, n));
@@ -487,6 +493,9 @@ pub(crate) fn client(ctx: &mut Ctx<'_>, req: Request<'_>) {
         "caching" => super::tracking::caching(ctx, req),
         "getredir" => super::tracking::getredir(ctx),
         "trackinginfo" => super::tracking::trackinginfo(ctx),
+        "pause" if req.len() > 4 => ctx.error(SYNTAX_ERROR),
+        "pause" => super::admin::client_pause(ctx, req),
+        "unpause" => super::admin::client_unpause(ctx),
         "no-evict" | "no-touch" => {
             // dice evicts nothing and keeps no access statistics: both are no-ops.
             if is(req.arg(2), "on") || is(req.arg(2), "off") {

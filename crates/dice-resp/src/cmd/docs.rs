@@ -135,6 +135,20 @@ pub(crate) static DOCS: &[Doc] = &[
         "",
     ),
     (
+        "client|pause",
+        "Suspends commands processing.",
+        "3.0.0",
+        "connection",
+        "timeout:integer [WRITE | ALL]",
+    ),
+    (
+        "client|unpause",
+        "Resumes processing commands from paused clients.",
+        "6.2.0",
+        "connection",
+        "",
+    ),
+    (
         "client|setname",
         "Sets the connection name.",
         "2.6.9",

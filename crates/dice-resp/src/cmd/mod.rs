@@ -696,6 +696,9 @@ async fn execute_spec(ctx: &mut Ctx<'_>, spec: &'static Spec, req: Request<'_>) 
         transaction::flag(ctx);
         return;
     }
+    if !admin::wait_unpaused(ctx, spec).await {
+        return;
+    }
     if ctx.session.multi.is_some() && !spec.runs_in_multi() {
         if spec.no_multi() {
             ctx.error("ERR Command not allowed inside a transaction");

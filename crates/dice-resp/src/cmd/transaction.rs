@@ -45,6 +45,11 @@ impl Multi {
     pub fn len(&self) -> usize {
         self.queued.len()
     }
+
+    /// Whether a queued command writes.
+    pub fn writes(&self) -> bool {
+        self.queued.iter().any(|q| q.spec.writes())
+    }
 }
 
 impl Queued {
