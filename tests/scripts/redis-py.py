@@ -192,7 +192,7 @@ def run(host, port, password, protocol):
 
     # INFO: a dict, the honest Redis version and dice's own.
     info = r.info("server")
-    check(f"[{label}] INFO redis_version", "7.2.0", str(info["redis_version"]))
+    check(f"[{label}] INFO redis_version", "7.4.0", str(info["redis_version"]))
     check_true(f"[{label}] INFO dice_version", "dice_version" in info, repr(info))
     check_true(f"[{label}] INFO stats", "dice_auth_failures" in r.info("stats"))
 

@@ -56,7 +56,7 @@
 //! A connection speaks RESP2 until `HELLO 3` (what redis-py 8, Jedis, Lettuce, go-redis and
 //! StackExchange.Redis send first), and RESP2 again after `HELLO 2`; a `HELLO` that fails
 //! (wrong password, bad option) changes nothing. Every reply follows the connection's
-//! protocol, with the types Redis 7.2 uses: in RESP3 a missing value (`GET`, `MGET`
+//! protocol, with the types Redis 7.4 uses: in RESP3 a missing value (`GET`, `MGET`
 //! elements, `SET ... NX|GET`, `GETDEL`, `CLIENT GETNAME`, `COMMAND INFO` of an unknown
 //! command, an `EXEC` aborted by `WATCH`, `RANDOMKEY` of an empty node) is `_` instead of
 //! `$-1`/`*-1`; `HELLO` answers a map (`%7`) instead of a flat array; `INFO`, `CLIENT LIST`
@@ -115,13 +115,12 @@
 //! `SCAN`'s cursor is a position in the order of a 64-bit hash of the keys; each call walks
 //! the whole map, so on a large map a page holds at least 1/64 of it (`COUNT` is a hint in
 //! Redis too). For clients that pick features by version, `HELLO` answers `server: redis`,
-//! `version: 7.2.0` (the Redis whose replies dice follows) and `INFO` says
-//! `redis_version:7.2.0`, with `dice_version` and `dice_node_id` beside it. Claiming more
-//! would be a lie clients act on: redis-py 8 turns on its client-side cache for 7.4 and
-//! later, which needs `CLIENT TRACKING`. `CLIENT SETINFO` is kept for `CLIENT LIST`;
-//! `FLUSHDB` is `FLUSHALL`. A client that breaks the protocol gets Redis's `-ERR Protocol error: ...`
-//! and is disconnected; before it authenticates, a client may send at most 10 arguments
-//! and 16 KiB per argument, as in Redis.
+//! `version: 7.4.0` (the Redis whose replies dice follows; redis-py 8 turns its client-side
+//! cache on for 7.4 and later, and dice has the `CLIENT TRACKING` it needs) and `INFO` says
+//! `redis_version:7.4.0`, with `dice_version` and `dice_node_id` beside it. `CLIENT SETINFO`
+//! is kept for `CLIENT LIST`; `FLUSHDB` is `FLUSHALL`. A client that breaks the protocol
+//! gets Redis's `-ERR Protocol error: ...` and is disconnected; before it authenticates, a
+//! client may send at most 10 arguments and 16 KiB per argument, as in Redis.
 //!
 //! # Limits: what one client can take
 //!

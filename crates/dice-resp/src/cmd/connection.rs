@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// The Redis version dice's protocol subset follows, reported by `HELLO` and `INFO`
-/// (clients pick features by it). Honest, not flattering: 7.2 is the Redis whose replies
-/// dice follows, and clients switch on features of later versions by it (redis-py 8 turns
-/// on its client-side cache for 7.4 and later, which needs `CLIENT TRACKING`, which dice
-/// lacks). dice's own version is `dice_version`, beside it.
-pub(crate) const REDIS_VERSION: &str = "7.2.0";
+/// (clients pick features by it). 7.4: the replies of the commands dice has are those of
+/// Redis 7.4 (unchanged since 7.2), and what clients switch on for 7.4 is there: redis-py
+/// 8 turns on its client-side cache for 7.4 and later, which needs `CLIENT TRACKING`. The
+/// data types dice lacks are refused as unknown commands whatever the version says.
+/// dice's own version is `dice_version`, beside it.
+pub(crate) const REDIS_VERSION: &str = "7.4.0";
 
 pub(crate) fn ping(ctx: &mut Ctx<'_>, req: Request<'_>) {
     match req.len() {
