@@ -19,6 +19,11 @@
 //! Creating namespaces needs root (`CAP_SYS_ADMIN`, `CAP_NET_ADMIN`) and iproute2's `ip`;
 //! without them [`Lan::new`] panics with a message saying so. It never skips.
 //!
+//! [`Lan::add_network`] adds a second bridge (`br1`, hosts `10.77.1.<i+1>/24`) joined to the
+//! first by a router namespace (`10.77.0.254` and `10.77.1.254`) that forwards unicast only:
+//! no multicast crosses it, so mDNS finds only the hosts of one's own network, as on two
+//! subnets of a real site. [`Lan::cut_router`] partitions the two networks.
+//!
 //! [`Lan`]s of one process run one at a time (each holds a process-wide lock), so that the
 //! timings the tests print are not skewed by another LAN's load.
 
@@ -301,6 +306,8 @@ static CLEAN: Once = Once::new();
 pub struct Lan {
     name: String,
     bridge_ns: String,
+    /// The router between the networks, once [`Lan::add_network`] made a second one.
+    router_ns: Option<String>,
     hosts: Vec<Host>,
     /// Namespaces created so far, deleted on drop.
     created: Vec<String>,
@@ -358,6 +365,7 @@ impl Lan {
         );
         let mut lan = Lan {
             bridge_ns: format!("{name}-br"),
+            router_ns: None,
             name,
             hosts: Vec::new(),
             created: Vec::new(),
@@ -398,22 +406,136 @@ impl Lan {
         self.created.push(ns.to_string());
     }
 
-    /// Adds a host on the bridge; its index.
+    /// Adds a host on the (first) bridge; its index.
     ///
     /// # Panics
     /// If its namespace or links cannot be set up.
     pub fn add_host(&mut self) -> usize {
+        self.add_host_on(0)
+    }
+
+    /// Adds a second network, `br1` (`10.77.1.0/24`), and a router namespace joining it to
+    /// the first; hosts of either network reach the other's through it, unicast only.
+    /// Add hosts to it with [`Lan::add_host_on`]`(1)`.
+    ///
+    /// # Panics
+    /// If it exists already, or a namespace or link cannot be set up.
+    pub fn add_network(&mut self) {
+        assert!(
+            self.router_ns.is_none(),
+            "this LAN has two networks already"
+        );
+        let br = self.bridge_ns.clone();
+        ip_ok(&["-n", &br, "link", "add", "br1", "type", "bridge"]);
+        ip_ok(&["-n", &br, "link", "set", "br1", "up"]);
+        let router = format!("{}-rt", self.name);
+        self.add_netns(&router);
+        ip_ok(&["-n", &router, "link", "set", "lo", "up"]);
+        for net in 0..2u8 {
+            let (port, inside) = (format!("rt{net}"), format!("eth{net}"));
+            ip_ok(&[
+                "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", &inside, "netns",
+                &router,
+            ]);
+            ip_ok(&[
+                "-n",
+                &br,
+                "link",
+                "set",
+                &port,
+                "master",
+                &format!("br{net}"),
+            ]);
+            ip_ok(&["-n", &br, "link", "set", &port, "up"]);
+            ip_ok(&[
+                "-n",
+                &router,
+                "addr",
+                "add",
+                &format!("10.77.{net}.254/24"),
+                "dev",
+                &inside,
+            ]);
+            ip_ok(&["-n", &router, "link", "set", &inside, "up"]);
+        }
+        run_ok(Command::new("ip").args([
+            "netns",
+            "exec",
+            &router,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_forward=1",
+        ]));
+        self.router_ns = Some(router);
+        for i in 0..self.hosts.len() {
+            self.route_to_other_network(i);
+        }
+    }
+
+    /// Gives host `i` a route to the other network through the router.
+    fn route_to_other_network(&self, i: usize) {
+        let host = &self.hosts[i];
+        let net = host.addr.octets()[2];
+        ip_ok(&[
+            "-n",
+            &host.ns,
+            "route",
+            "add",
+            &format!("10.77.{}.0/24", 1 - net),
+            "via",
+            &format!("10.77.{net}.254"),
+        ]);
+    }
+
+    /// Partitions the two networks: the router's links go down (hosts of one network still
+    /// reach each other).
+    ///
+    /// # Panics
+    /// Without a second network.
+    pub fn cut_router(&self) {
+        self.set_router("down");
+    }
+
+    /// Joins the two networks again.
+    ///
+    /// # Panics
+    /// Without a second network.
+    pub fn heal_router(&self) {
+        self.set_router("up");
+    }
+
+    fn set_router(&self, state: &str) {
+        let router = self
+            .router_ns
+            .as_ref()
+            .expect("a second network (add_network)");
+        for inside in ["eth0", "eth1"] {
+            ip_ok(&["-n", router, "link", "set", inside, state]);
+        }
+    }
+
+    /// Adds a host on network `net` (0, or 1 after [`Lan::add_network`]); its index.
+    ///
+    /// # Panics
+    /// If `net` does not exist, or its namespace or links cannot be set up.
+    pub fn add_host_on(&mut self, net: u8) -> usize {
+        assert!(
+            net == 0 || (net == 1 && self.router_ns.is_some()),
+            "no network {net} (add_network makes network 1)"
+        );
         let i = self.hosts.len();
         assert!(i < 250, "at most 250 hosts on one test LAN");
         let ns = format!("{}-h{i}", self.name);
         let port = format!("h{i}");
-        let addr = Ipv4Addr::new(10, 77, 0, i as u8 + 1);
+        let addr = Ipv4Addr::new(10, 77, net, i as u8 + 1);
         self.add_netns(&ns);
         let br = self.bridge_ns.clone();
         ip_ok(&[
             "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
         ]);
-        ip_ok(&["-n", &br, "link", "set", &port, "master", BRIDGE]);
+        let bridge = if net == 0 { BRIDGE } else { "br1" };
+        ip_ok(&["-n", &br, "link", "set", &port, "master", bridge]);
         ip_ok(&["-n", &br, "link", "set", &port, "up"]);
         ip_ok(&["-n", &ns, "link", "set", "lo", "up"]);
         ip_ok(&[
@@ -442,6 +564,9 @@ impl Lan {
             tmpfs: false,
             blocked: Vec::new(),
         });
+        if self.router_ns.is_some() {
+            self.route_to_other_network(i);
+        }
         i
     }
 

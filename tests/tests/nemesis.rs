@@ -1123,6 +1123,28 @@ fn nemesis_faults_lose_no_acknowledged_write_and_the_nodes_converge() {
     for p in &nem.problems {
         let _ = writeln!(summary, "  problem: {p}");
     }
+    // Anti-entropy repairs since each node's last start: divergences the sync protocol left.
+    let repairs: Vec<String> = conns
+        .iter_mut()
+        .map(|c| {
+            info(c).map_or_else(
+                || "?".to_string(),
+                |i| {
+                    let f = |k: &str| i.get(k).cloned().unwrap_or_else(|| "?".into());
+                    format!(
+                        "{} ({} entries, {} conflicts)",
+                        f("dice_repairs"),
+                        f("dice_repaired_entries"),
+                        f("dice_repair_conflicts")
+                    )
+                },
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        summary,
+        "  anti-entropy repairs per node since its last start: {repairs:?}"
+    );
     println!("{summary}");
     let failed = findings.iter().any(|f| f.total() > 0)
         || !diverged.is_empty()

@@ -355,6 +355,9 @@ fn status_from_info(info: &str, addr: &str) -> serde_json::Value {
         "digest": fields.get("dice_digest").copied().unwrap_or(""),
         "full_resyncs": fields.get("dice_full_resyncs").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
         "refused_connections": fields.get("dice_refused_connections").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+        "repairs": fields.get("dice_repairs").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+        "repaired_entries": fields.get("dice_repaired_entries").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+        "repair_conflicts": fields.get("dice_repair_conflicts").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
         "writes_refused": fields.get("dice_writes_refused_reason").copied(),
         "peers": peers,
     })
@@ -387,6 +390,15 @@ fn print_status(s: &serde_json::Value, json: bool) -> Result<()> {
     lines.push(format!("digest:   {}", field("digest").unwrap_or_default()));
     if let Some(why) = s["writes_refused"].as_str() {
         lines.push(format!("writes:   REFUSED: {why}"));
+    }
+    // Anti-entropy repairs: 0 in normal operation (older nodes do not report them).
+    if s["repairs"].is_number() {
+        lines.push(format!(
+            "repairs:  {} ({} entries, {} conflicts)",
+            field("repairs").unwrap_or_default(),
+            field("repaired_entries").unwrap_or_default(),
+            field("repair_conflicts").unwrap_or_default()
+        ));
     }
     let peers = s["peers"].as_array().cloned().unwrap_or_default();
     lines.push(format!("peers:    {}", peers.len()));
@@ -478,6 +490,9 @@ async fn local_request(cache: &Cache, dir: &Path, request: Request) -> Result<Ex
                 "keys": s.keys,
                 "entries": s.entries,
                 "digest": format!("{:016x}", s.digest),
+                "repairs": s.replica.repairs,
+                "repaired_entries": s.replica.repaired_entries,
+                "repair_conflicts": s.replica.repair_conflicts,
                 "peers": [],
             });
             print_status(&status, json)?;
@@ -496,7 +511,8 @@ mod tests {
         let info = "# Server\r\nredis_version:7.2.0\r\n# Cluster\r\ncluster_enabled:0\r\n\
                     dice_node_id:00000000000000aa\r\ndice_keys:3\r\ndice_digest:00000000deadbeef\r\n\
                     dice_peers:1\r\ndice_peer0:id=12D3,node=bb,addr=/ip4/127.0.0.1/tcp/1,connected=1,unacked=0,missing=2,clock_offset_ms=-1500\r\n\
-                    dice_peer1:id=12D4,node=cc,addr=-,connected=0,unacked=0,missing=0,clock_offset_ms=-\r\n";
+                    dice_peer1:id=12D4,node=cc,addr=-,connected=0,unacked=0,missing=0,clock_offset_ms=-\r\n\
+                    dice_repairs:2\r\ndice_repaired_entries:5\r\ndice_repair_conflicts:1\r\n";
         let s = status_from_info(info, "127.0.0.1:7379");
         assert_eq!(s["node_id"], "00000000000000aa");
         assert_eq!(s["keys"], 3);
@@ -507,5 +523,11 @@ mod tests {
         assert_eq!(s["peers"][0]["clock_offset_ms"], -1500);
         assert_eq!(s["peers"][1]["clock_offset_ms"], "-");
         assert_eq!(s["peers"].as_array().unwrap().len(), 2);
+        assert_eq!(s["repairs"], 2);
+        assert_eq!(s["repaired_entries"], 5);
+        assert_eq!(s["repair_conflicts"], 1);
+        // A node that reports none (an older one) shows zeros.
+        let s = status_from_info("dice_keys:0\r\n", "127.0.0.1:7379");
+        assert_eq!(s["repairs"], 0);
     }
 }

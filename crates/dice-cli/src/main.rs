@@ -10,6 +10,7 @@
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 mod client;
+mod metrics;
 mod node;
 
 use anyhow::{Context, Result};

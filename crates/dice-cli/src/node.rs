@@ -85,6 +85,10 @@ pub struct NodeArgs {
     /// Close API clients idle for this many seconds (0: never, as in Redis).
     #[arg(long, value_name = "SECS", env = "DICE_TIMEOUT", default_value_t = 0)]
     timeout: u64,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (off by default). They tell
+    /// about the cluster (peer ids, traffic, key counts): bind a private address.
+    #[arg(long, value_name = "HOST:PORT", env = "DICE_METRICS")]
+    metrics: Option<std::net::SocketAddr>,
     /// Worker threads serving clients and peers (default: one per CPU). On a machine shared
     /// with busy clients, fewer can be faster (BENCHMARKS.md).
     #[arg(long, value_name = "N", env = "DICE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -141,6 +145,17 @@ fn peer_lines(status: &dice_net::NodeStatus) -> Vec<String> {
         format!("dice_full_resyncs:{}", status.full_resyncs),
         format!("dice_refused_messages:{}", status.refused_messages),
         format!("dice_refused_connections:{}", status.refused_connections),
+        // Anti-entropy: exchanges that repaired something here, and what they installed;
+        // both stay 0 unless the sync protocol missed a divergence.
+        format!("dice_repairs:{}", status.cache.replica.repairs),
+        format!(
+            "dice_repaired_entries:{}",
+            status.cache.replica.repaired_entries
+        ),
+        format!(
+            "dice_repair_conflicts:{}",
+            status.cache.replica.repair_conflicts
+        ),
         format!("dice_peers:{}", status.peers.len()),
     ];
     for (i, p) in status.peers.iter().enumerate() {
@@ -232,6 +247,14 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.api)
         .await
         .with_context(|| format!("cannot listen for the API on {}", args.api))?;
+    let metrics = match &args.metrics {
+        Some(addr) => {
+            let metrics = Arc::new(crate::metrics::Metrics::new());
+            builder.config_mut().cache.commit_observer = Some(metrics.commit_observer());
+            Some((crate::metrics::bind(addr).await?, metrics))
+        }
+        None => None,
+    };
     let node = builder
         .start()
         .await
@@ -260,8 +283,15 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
     let config = RespConfig {
         requirepass,
         timeout: Duration::from_secs(args.timeout),
+        command_observer: metrics.as_ref().map(|(_, m)| m.command_observer()),
         ..RespConfig::default()
     };
+    let metrics_task = metrics.map(|(listener, metrics)| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving metrics at /metrics");
+        }
+        tokio::spawn(crate::metrics::serve(listener, metrics, node.clone()))
+    });
     let server = RespServer::new(listener, node.cache().clone(), config)
         .with_cluster_info(Arc::new(ClusterLines {
             node: node.clone(),
@@ -303,6 +333,9 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
     );
     let _ = std::fs::remove_file(dir.join(API_ADDR_FILE));
     refresher.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     if let Some(t) = from_peers {
         t.abort();
     }

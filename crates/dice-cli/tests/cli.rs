@@ -32,6 +32,8 @@ fn put_get_del_keys_status() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["keys"], 1);
     assert_eq!(status["node_id"].as_str().unwrap().len(), 16);
+    assert_eq!(status["repairs"], 0);
+    assert_eq!(status["repaired_entries"], 0);
 
     assert!(dice(dir.path(), &["del", "elixir"]).status.success());
     let out = dice(dir.path(), &["get", "elixir"]);

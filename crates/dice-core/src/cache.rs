@@ -1,6 +1,7 @@
 //! The embeddable cache: a [`Replica`] in memory, persisted by one writer task in group
 //! commits, with change subscriptions and the sync entry points the network layer uses.
 
+use crate::antientropy::{AeSession, AeStep};
 use crate::entry::{Entry, Limits, NodeId};
 use crate::hlc::now_ms;
 use crate::replica::{ChangeSource, GcReport, Replica, ReplicaStats};
@@ -53,6 +54,15 @@ pub struct CacheOptions {
     /// Fault injection for tests: while set, every group commit fails as a full disk would.
     #[doc(hidden)]
     pub fail_commits: Arc<AtomicBool>,
+    /// Told of every group commit that succeeded, with its duration (for metrics; default
+    /// none). Called on the writer task: keep it short.
+    pub commit_observer: Option<Arc<dyn CommitObserver>>,
+}
+
+/// Observes group commits (see [`CacheOptions::commit_observer`]).
+pub trait CommitObserver: Send + Sync + std::fmt::Debug {
+    /// A group of `entries` writes (and removals) became durable in `elapsed`.
+    fn committed(&self, elapsed: Duration, entries: usize);
 }
 
 impl Default for CacheOptions {
@@ -70,6 +80,7 @@ impl Default for CacheOptions {
             snapshot_min_log_entries: 65_536,
             commit_delay: Duration::ZERO,
             fail_commits: Arc::new(AtomicBool::new(false)),
+            commit_observer: None,
         }
     }
 }
@@ -693,7 +704,66 @@ impl Cache {
             SyncMessage::Page(_) => Err(Error::Protocol(
                 "a catch-up page outside of a session".into(),
             )),
+            SyncMessage::AntiEntropy(m) => {
+                let reply = {
+                    let mut st = shared.state.write();
+                    refuse_if_failing(&st)?;
+                    let reply = crate::antientropy::serve(
+                        &mut st.replica,
+                        m,
+                        &shared.options.sync_limits,
+                        now_ms(),
+                    );
+                    record(shared, &mut st);
+                    reply
+                };
+                shared.wake_writer.notify_one();
+                reply.map(Some)
+            }
         }
+    }
+
+    // --- anti-entropy entry points (see `crate::antientropy`) ---
+
+    /// Starts an anti-entropy exchange with a peer; send the returned message to it. `None`
+    /// while this node holds writes past its version vector (a catch-up is due first).
+    pub fn start_antientropy(&self) -> Option<(AeSession, SyncMessage)> {
+        AeSession::start(&self.shared().state.read().replica)
+    }
+
+    /// Feeds a peer's answer to an anti-entropy exchange; persists what it repaired.
+    pub fn continue_antientropy(
+        &self,
+        session: &mut AeSession,
+        reply: SyncMessage,
+    ) -> Result<AeStep> {
+        let shared = self.shared();
+        let step = {
+            let mut st = shared.state.write();
+            refuse_if_failing(&st)?;
+            let step = session.handle(
+                &mut st.replica,
+                reply,
+                &shared.options.sync_limits,
+                now_ms(),
+            );
+            record(shared, &mut st);
+            step
+        };
+        shared.wake_writer.notify_one();
+        step
+    }
+
+    /// Sets what `key` holds (`None`: nothing) in memory only, behind the sync protocol's
+    /// back: nothing is persisted or sent, the version vector is unchanged. Makes the
+    /// divergences anti-entropy must repair, in tests.
+    #[doc(hidden)]
+    pub fn set_behind_protocol(&self, key: &[u8], entry: Option<&Entry>) {
+        self.shared()
+            .state
+            .write()
+            .replica
+            .set_behind_protocol(key, entry);
     }
 
     /// A push of this node's writes after `after_seq` (at most a page of them), and the last
@@ -1020,6 +1090,7 @@ async fn commit_group(
         fail(shared, store, Some(generation), why, true);
         return false;
     }
+    let started = std::time::Instant::now();
     let result = if shared.options.fail_commits.load(Ordering::Relaxed) {
         Err(Error::CommitFailed(
             "database or disk is full (injected fault)".into(),
@@ -1033,6 +1104,12 @@ async fn commit_group(
         return false;
     }
     shared.commits.fetch_add(1, Ordering::Relaxed);
+    if let Some(observer) = &shared.options.commit_observer {
+        observer.committed(
+            started.elapsed(),
+            batch.upserts.len() + batch.removals.len(),
+        );
+    }
     shared
         .log_entries
         .store(store.log_entries(), Ordering::Relaxed);

@@ -15,6 +15,8 @@
 //! * [`replication`]: the per-peer replication policy as a sans-IO state machine
 //!   ([`Replicator`]): acknowledged seqs, the push in flight, pacing, retry, catch-up
 //!   scheduling; the network layer and the simulation tests both drive it.
+//! * [`antientropy`]: the safety net under sync: per-bucket digests compared between
+//!   replicas with equal version vectors, and the repair of the buckets that differ.
 //! * [`skew`]: estimates of peers' clock offsets from the send times sync messages carry.
 //! * [`store`]: SQLite through sqlx: the data directory, its lock, migrations, group commits.
 //! * [`cache`]: [`Cache`], the persistent cache a program embeds: reads from memory, writes
@@ -34,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod antientropy;
 pub mod cache;
 pub mod entry;
 mod error;
@@ -46,7 +49,8 @@ pub mod store;
 pub mod sync;
 pub mod version_vector;
 
-pub use cache::{Cache, CacheOptions, CacheStats, Event, Transaction};
+pub use antientropy::{AeMessage, AeSession, AeStats, AeStep};
+pub use cache::{Cache, CacheOptions, CacheStats, CommitObserver, Event, Transaction};
 pub use entry::{Entry, Limits, NodeId, ParseNodeIdError, Version};
 pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcClock, now_ms};

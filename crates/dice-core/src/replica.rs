@@ -63,6 +63,18 @@ pub struct ReplicaStats {
     /// Garbage collections that dropped nothing because a member's own writes, as of its
     /// last acknowledgement, had not all reached us yet.
     pub gc_waiting: u64,
+    // --- anti-entropy (see `crate::antientropy`) ---
+    /// Anti-entropy exchanges started here that compared digests (the version vectors were
+    /// equal and gap-free on both sides).
+    pub ae_compared: u64,
+    /// Anti-entropy exchanges in which this replica installed at least one repaired entry.
+    pub repairs: u64,
+    /// Entries this replica installed through anti-entropy: each a divergence that the sync
+    /// protocol had missed. Zero in normal operation.
+    pub repaired_entries: u64,
+    /// Keys found holding the same version with different contents: anti-entropy cannot
+    /// tell which copy is right, so it leaves them (logged).
+    pub repair_conflicts: u64,
 }
 
 /// What a replica knows of another member of its cluster.
@@ -124,6 +136,9 @@ pub struct Replica {
     valued: usize,
     /// Wrapping sum of the hashes of the entries holding a value, expired or not: the digest.
     valued_hash: u64,
+    /// The digest split by key bucket (`antientropy::bucket_of`): per bucket, the wrapping
+    /// sum of the hashes of its entries holding a value. They add up to `valued_hash`.
+    buckets: Box<[u64]>,
     resync_needed: AtomicBool,
     changes: Option<Vec<Change>>,
     stats: ReplicaStats,
@@ -168,6 +183,7 @@ impl Replica {
             tombstones: BTreeSet::new(),
             valued: 0,
             valued_hash: 0,
+            buckets: vec![0; crate::antientropy::BUCKETS].into_boxed_slice(),
             resync_needed: AtomicBool::new(false),
             changes: None,
             stats: ReplicaStats::default(),
@@ -516,6 +532,84 @@ impl Replica {
             .fold(0u64, u64::wrapping_add)
     }
 
+    // --- anti-entropy bookkeeping (see `crate::antientropy`) ---
+
+    /// The digest split into [`crate::antientropy::BUCKETS`] buckets by a hash of the key:
+    /// per bucket, what [`Replica::digest`] covers of its keys (tombstones left out). Kept up
+    /// to date with the digest, in `index`/`unindex`.
+    pub fn bucket_digests(&self) -> &[u64] {
+        &self.buckets
+    }
+
+    /// The bucket digests computed from every entry, for tests of the kept ones.
+    #[doc(hidden)]
+    pub fn bucket_digests_by_scan(&self) -> Vec<u64> {
+        let mut out = vec![0u64; crate::antientropy::BUCKETS];
+        for r in self.map.iter().filter(|r| !r.is_tombstone()) {
+            let b = crate::antientropy::bucket_of_key(r.key());
+            out[b] = out[b].wrapping_add(record_hash(r));
+        }
+        out
+    }
+
+    /// Every record held, in no order (anti-entropy walks them to list a few buckets).
+    pub(crate) fn records(&self) -> impl Iterator<Item = &Record> + '_ {
+        self.map.iter()
+    }
+
+    /// Whether some entry held is past the version vector (received ahead of a gap): then
+    /// the vector does not describe the state, and digests are not compared.
+    pub(crate) fn holds_beyond_vv(&self) -> bool {
+        self.by_dot.iter().any(|(o, seqs)| {
+            seqs.keys()
+                .next_back()
+                .is_some_and(|&s| s > self.vv.get(*o))
+        })
+    }
+
+    /// The counters, for anti-entropy to update.
+    pub(crate) fn stats_mut(&mut self) -> &mut ReplicaStats {
+        &mut self.stats
+    }
+
+    /// Merges an entry received by anti-entropy. As [`Replica::apply`], except for one case:
+    /// when `vv_equal` (the sender's version vector equals ours and neither holds entries
+    /// past it), a **live** entry for a key we hold nothing for is installed although our
+    /// vector covers it. `apply` would ignore it as a stale copy of a collected write, but
+    /// with equal vectors it cannot be one: had we collected it or a newer (dead) write of
+    /// the key, that dead write was stable, so the sender acknowledged it and holds it or
+    /// something newer, not this entry. We lost it behind the protocol's back. A dead entry
+    /// is still ignored (we may well have collected it; either way it reads as absent).
+    pub(crate) fn apply_repair(
+        &mut self,
+        entry: Entry,
+        now_ms: u64,
+        vv_equal: bool,
+    ) -> Result<bool> {
+        self.validate_remote(&entry)?;
+        let absent_but_covered =
+            self.record(&entry.key).is_none() && entry.seq <= self.vv.get(entry.version.origin);
+        if !(vv_equal && absent_but_covered && !entry.is_dead(now_ms)) {
+            return self.apply(entry, now_ms);
+        }
+        self.clock.observe(entry.version.hlc, now_ms);
+        self.install(entry, ChangeSource::Remote);
+        self.stats.remote_applied += 1;
+        Ok(true)
+    }
+
+    /// Sets what `key` holds (`None`: nothing) behind the protocol's back: no change is
+    /// recorded (so nothing is persisted or sent), the version vector is left alone. Only to
+    /// make divergences that anti-entropy must find, in tests.
+    #[doc(hidden)]
+    pub fn set_behind_protocol(&mut self, key: &[u8], entry: Option<&Entry>) {
+        let hash = self.hash(key);
+        self.take_record(hash, key);
+        if let Some(e) = entry.filter(|e| e.key.as_ref() == key) {
+            self.put_record(Record::new(e));
+        }
+    }
+
     /// A local write: `value` `None` deletes. Returns the entry written.
     pub fn write(
         &mut self,
@@ -763,7 +857,10 @@ impl Replica {
                 .insert((r.version().hlc.physical_ms(), origin, seq));
         } else {
             self.valued += 1;
-            self.valued_hash = self.valued_hash.wrapping_add(record_hash(r));
+            let h = record_hash(r);
+            self.valued_hash = self.valued_hash.wrapping_add(h);
+            let b = crate::antientropy::bucket_of_key(r.key());
+            self.buckets[b] = self.buckets[b].wrapping_add(h);
             if let Some(t) = r.expires_at_ms() {
                 self.expiring.insert((t, origin, seq));
             }
@@ -783,7 +880,10 @@ impl Replica {
                 .remove(&(r.version().hlc.physical_ms(), origin, seq));
         } else {
             self.valued -= 1;
-            self.valued_hash = self.valued_hash.wrapping_sub(record_hash(r));
+            let h = record_hash(r);
+            self.valued_hash = self.valued_hash.wrapping_sub(h);
+            let b = crate::antientropy::bucket_of_key(r.key());
+            self.buckets[b] = self.buckets[b].wrapping_sub(h);
             if let Some(t) = r.expires_at_ms() {
                 self.expiring.remove(&(t, origin, seq));
             }
@@ -1192,7 +1292,7 @@ fn entry_hash(key: &[u8], value: Option<&[u8]>, v: Version, expires_at_ms: Optio
     h.digest()
 }
 
-fn record_hash(r: &Record) -> u64 {
+pub(crate) fn record_hash(r: &Record) -> u64 {
     entry_hash(r.key(), r.value(), r.version(), r.expires_at_ms())
 }
 

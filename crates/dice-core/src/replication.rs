@@ -17,7 +17,11 @@
 //! * **Catch-up**: one session when a peer connects (if no session is running: several peers
 //!   answering at once would send the same entries several times), and one every
 //!   `catchup_interval` with the next member in turn.
+//! * **Anti-entropy**: every `antientropy_interval`, one exchange of bucket digests
+//!   ([`crate::antientropy`]) with the next member in turn that has neither a catch-up nor an
+//!   exchange running: the safety net under pushes and catch-up.
 
+use crate::antientropy::{AeSession, AeStats, AeStep};
 use crate::replica::Replica;
 use crate::sync::{SessionStats, SessionStep, SyncMessage, SyncSession};
 use crate::{Cache, Result};
@@ -34,6 +38,8 @@ pub struct ReplicationConfig {
     pub push_retry_delay: Duration,
     /// How often to catch up with one member (default 5 s).
     pub catchup_interval: Duration,
+    /// How often to compare digests with one member (default 30 s).
+    pub antientropy_interval: Duration,
 }
 
 impl Default for ReplicationConfig {
@@ -42,6 +48,7 @@ impl Default for ReplicationConfig {
             min_push_interval: Duration::from_micros(250),
             push_retry_delay: Duration::from_millis(100),
             catchup_interval: Duration::from_secs(5),
+            antientropy_interval: Duration::from_secs(30),
         }
     }
 }
@@ -50,6 +57,12 @@ impl ReplicationConfig {
     /// The defaults with another catch-up interval.
     pub fn with_catchup_interval(mut self, every: Duration) -> Self {
         self.catchup_interval = every;
+        self
+    }
+
+    /// The same with another anti-entropy interval.
+    pub fn with_antientropy_interval(mut self, every: Duration) -> Self {
+        self.antientropy_interval = every;
         self
     }
 }
@@ -67,8 +80,13 @@ pub trait SyncEndpoint {
     fn continue_sync(&mut self, session: &mut SyncSession, msg: SyncMessage)
     -> Result<SessionStep>;
     /// Handles a message that is not part of one of our sessions (a request, a push, an ack,
-    /// a refusal); returns the reply to send, if any.
+    /// a refusal, an anti-entropy request); returns the reply to send, if any.
     fn handle_sync(&mut self, msg: SyncMessage) -> Result<Option<SyncMessage>>;
+    /// Starts an anti-entropy exchange; `None` while we hold writes past our version vector.
+    fn start_antientropy(&self) -> Option<(AeSession, SyncMessage)>;
+    /// Feeds an anti-entropy answer to an exchange.
+    fn continue_antientropy(&mut self, session: &mut AeSession, msg: SyncMessage)
+    -> Result<AeStep>;
 }
 
 impl SyncEndpoint for Cache {
@@ -90,6 +108,16 @@ impl SyncEndpoint for Cache {
     }
     fn handle_sync(&mut self, msg: SyncMessage) -> Result<Option<SyncMessage>> {
         Cache::handle_sync(self, msg)
+    }
+    fn start_antientropy(&self) -> Option<(AeSession, SyncMessage)> {
+        Cache::start_antientropy(self)
+    }
+    fn continue_antientropy(
+        &mut self,
+        session: &mut AeSession,
+        msg: SyncMessage,
+    ) -> Result<AeStep> {
+        Cache::continue_antientropy(self, session, msg)
     }
 }
 
@@ -143,7 +171,20 @@ impl SyncEndpoint for ReplicaEndpoint<'_> {
             SyncMessage::Page(_) => Err(crate::Error::Protocol(
                 "a catch-up page outside of a session".into(),
             )),
+            SyncMessage::AntiEntropy(m) => {
+                crate::antientropy::serve(self.replica, m, &self.limits, self.now_ms).map(Some)
+            }
         }
+    }
+    fn start_antientropy(&self) -> Option<(AeSession, SyncMessage)> {
+        AeSession::start(self.replica)
+    }
+    fn continue_antientropy(
+        &mut self,
+        session: &mut AeSession,
+        msg: SyncMessage,
+    ) -> Result<AeStep> {
+        session.handle(self.replica, msg, &self.limits, self.now_ms)
     }
 }
 
@@ -162,6 +203,13 @@ pub enum Purpose {
         /// repeated message) is ignored.
         session: u64,
         /// The request's number within the session.
+        step: u64,
+    },
+    /// A step of our anti-entropy exchange with the peer.
+    AntiEntropy {
+        /// Which exchange, as `CatchUp::session`.
+        session: u64,
+        /// The request's number within the exchange.
         step: u64,
     },
 }
@@ -193,6 +241,8 @@ pub struct ReplyOutcome<K> {
     pub send: Vec<Outgoing<K>>,
     /// A catch-up session that ended, with its figures.
     pub session_done: Option<SessionStats>,
+    /// An anti-entropy exchange that ended, with its figures.
+    pub antientropy_done: Option<AeStats>,
     /// The reply broke the protocol (count it against the peer).
     pub protocol_error: Option<String>,
 }
@@ -211,12 +261,18 @@ pub struct PeerReplication {
     push_in_flight: bool,
     push_not_before: Duration,
     session: Option<(u64, u64, SyncSession)>,
+    antientropy: Option<(u64, u64, AeSession)>,
 }
 
 impl PeerReplication {
     /// Whether a catch-up session with this peer is running.
     pub fn in_session(&self) -> bool {
         self.session.is_some()
+    }
+
+    /// Whether an anti-entropy exchange with this peer is running.
+    pub fn in_antientropy(&self) -> bool {
+        self.antientropy.is_some()
     }
 }
 
@@ -229,6 +285,9 @@ pub struct Replicator<K> {
     next_catch_up: Duration,
     /// Round-robin position of the periodic catch-up.
     turn: usize,
+    next_antientropy: Duration,
+    /// Round-robin position of the periodic anti-entropy exchange.
+    antientropy_turn: usize,
     /// Id of the next session started.
     next_session: u64,
 }
@@ -241,6 +300,8 @@ impl<K: Ord + Clone> Replicator<K> {
             peers: BTreeMap::new(),
             next_catch_up: now + config.catchup_interval,
             turn: 0,
+            next_antientropy: now + config.antientropy_interval,
+            antientropy_turn: 0,
             next_session: 1,
         }
     }
@@ -292,14 +353,38 @@ impl<K: Ord + Clone> Replicator<K> {
             p.connected = false;
             p.push_in_flight = false;
             p.session = None;
+            p.antientropy = None;
         }
     }
 
-    /// Stops any session with `k` (a partition made by the driver, a blocked peer).
+    /// Stops any session or exchange with `k` (a partition made by the driver, a blocked
+    /// peer).
     pub fn abandon_session(&mut self, k: &K) {
         if let Some(p) = self.peers.get_mut(k) {
             p.session = None;
+            p.antientropy = None;
         }
+    }
+
+    /// Starts an anti-entropy exchange with `k` unless one (or a catch-up) is running, or we
+    /// hold writes past our version vector (a catch-up is due first).
+    pub fn start_antientropy(&mut self, k: K, end: &impl SyncEndpoint) -> Option<Outgoing<K>> {
+        let id = self.next_session;
+        let p = self.peers.entry(k.clone()).or_default();
+        if p.antientropy.is_some() || p.session.is_some() {
+            return None;
+        }
+        let (session, msg) = end.start_antientropy()?;
+        p.antientropy = Some((id, 0, session));
+        self.next_session += 1;
+        Some(Outgoing {
+            to: k,
+            msg,
+            purpose: Purpose::AntiEntropy {
+                session: id,
+                step: 0,
+            },
+        })
     }
 
     /// Starts a catch-up with `k` unless one is running.
@@ -381,7 +466,24 @@ impl<K: Ord + Clone> Replicator<K> {
                 out.extend(self.start_catch_up(k, end));
             }
         }
-        let wake = Some(wake.map_or(self.next_catch_up, |w| w.min(self.next_catch_up)));
+        if now >= self.next_antientropy {
+            self.next_antientropy = now + self.config.antientropy_interval;
+            let idle: Vec<K> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| {
+                    p.connected && p.member && p.session.is_none() && p.antientropy.is_none()
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            if !idle.is_empty() {
+                self.antientropy_turn = self.antientropy_turn.wrapping_add(1);
+                let k = idle[self.antientropy_turn % idle.len()].clone();
+                out.extend(self.start_antientropy(k, end));
+            }
+        }
+        let next = self.next_catch_up.min(self.next_antientropy);
+        let wake = Some(wake.map_or(next, |w| w.min(next)));
         (out, wake)
     }
 
@@ -422,6 +524,7 @@ impl<K: Ord + Clone> Replicator<K> {
         let mut outcome = ReplyOutcome {
             send: Vec::new(),
             session_done: None,
+            antientropy_done: None,
             protocol_error: None,
         };
         let retry = self.config.push_retry_delay;
@@ -495,6 +598,44 @@ impl<K: Ord + Clone> Replicator<K> {
                 p.session = None;
                 if failure == Failure::Malformed {
                     outcome.protocol_error = Some("malformed catch-up reply".into());
+                }
+            }
+            (Purpose::AntiEntropy { session: id, step }, Ok(msg)) => {
+                let Some((_, _, mut session)) = p
+                    .antientropy
+                    .take_if(|(current, at, _)| *current == id && *at == step)
+                else {
+                    return outcome;
+                };
+                match end.continue_antientropy(&mut session, msg) {
+                    Ok(AeStep::Send(next)) => {
+                        if let Some(p) = self.peers.get_mut(k) {
+                            p.antientropy = Some((id, step + 1, session));
+                        }
+                        outcome.send.push(Outgoing {
+                            to: k.clone(),
+                            msg: next,
+                            purpose: Purpose::AntiEntropy {
+                                session: id,
+                                step: step + 1,
+                            },
+                        });
+                    }
+                    Ok(AeStep::Done(stats)) => outcome.antientropy_done = Some(stats),
+                    Err(crate::Error::WritesRefused(_)) => {}
+                    Err(e) => outcome.protocol_error = Some(e.to_string()),
+                }
+            }
+            (Purpose::AntiEntropy { session: id, step }, Err(failure)) => {
+                if p.antientropy
+                    .as_ref()
+                    .is_none_or(|(current, at, _)| *current != id || *at != step)
+                {
+                    return outcome;
+                }
+                p.antientropy = None;
+                if failure == Failure::Malformed {
+                    outcome.protocol_error = Some("malformed anti-entropy reply".into());
                 }
             }
         }

@@ -166,6 +166,10 @@ pub enum SyncMessage {
     Ack(Ack),
     /// A refusal to serve or accept.
     Refused(Refusal),
+    /// Anti-entropy: digest comparison and repair (see [`crate::antientropy`]). Added to
+    /// version 2 before any release of it: appended last, it leaves every other message's
+    /// encoding as it was.
+    AntiEntropy(crate::antientropy::AeMessage),
 }
 
 /// A sync message that could not be encoded or decoded.
@@ -295,6 +299,10 @@ impl SyncMessage {
         let count = match &msg {
             SyncMessage::Page(p) => p.entries.len(),
             SyncMessage::Push(p) => p.entries.len(),
+            SyncMessage::AntiEntropy(m) => {
+                m.validate().map_err(WireError::Invalid)?;
+                m.entry_count()
+            }
             _ => 0,
         };
         if count > limits.page_max_entries {
@@ -475,9 +483,12 @@ impl SyncSession {
                 self.stats.peer_behind = true;
                 Ok(SessionStep::Done(self.stats))
             }
-            SyncMessage::Request(_) | SyncMessage::Push(_) | SyncMessage::Ack(_) => Err(
-                Error::Protocol("expected a catch-up page or a refusal".into()),
-            ),
+            SyncMessage::Request(_)
+            | SyncMessage::Push(_)
+            | SyncMessage::Ack(_)
+            | SyncMessage::AntiEntropy(_) => Err(Error::Protocol(
+                "expected a catch-up page or a refusal".into(),
+            )),
         }
     }
 }

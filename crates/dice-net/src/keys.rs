@@ -15,16 +15,18 @@ pub const IDENTITY_FILE: &str = "node.key";
 pub fn load_or_create_identity(dir: &Path) -> Result<Keypair, NetError> {
     let path = dir.join(IDENTITY_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| NetError::Identity {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|source| NetError::Identity {
             path: path.clone(),
-            reason: format!("not a libp2p keypair: {e}"),
+            source,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|e| NetError::Identity {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            let bytes = key
+                .to_protobuf_encoding()
+                .map_err(|source| NetError::Identity {
+                    path: path.clone(),
+                    source,
+                })?;
             let tmp = path.with_extension("tmp");
             let write = || -> std::io::Result<()> {
                 let mut opts = std::fs::OpenOptions::new();
@@ -36,15 +38,17 @@ pub fn load_or_create_identity(dir: &Path) -> Result<Keypair, NetError> {
                 f.sync_all()?;
                 std::fs::rename(&tmp, &path)
             };
-            write().map_err(|e| NetError::Identity {
+            write().map_err(|source| NetError::File {
+                action: "write the node identity",
                 path: path.clone(),
-                reason: e.to_string(),
+                source,
             })?;
             Ok(key)
         }
-        Err(e) => Err(NetError::Identity {
+        Err(source) => Err(NetError::File {
+            action: "read the node identity",
             path,
-            reason: e.to_string(),
+            source,
         }),
     }
 }
@@ -63,31 +67,44 @@ pub fn generate_cluster_key() -> String {
 pub fn parse_cluster_key(text: &str) -> Result<PreSharedKey, NetError> {
     text.trim()
         .parse::<PreSharedKey>()
-        .map_err(|e| NetError::ClusterKey(e.to_string()))
+        .map_err(NetError::ClusterKey)
 }
 
 /// Reads a cluster key file. A file that others may read is refused: anyone who can read
 /// the key can join the cluster.
 pub fn read_cluster_key(path: &Path) -> Result<PreSharedKey, NetError> {
-    check_private_file(path).map_err(NetError::ClusterKey)?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| NetError::ClusterKey(format!("reading {}: {e}", path.display())))?;
+    private_file_mode(path)?;
+    let text = std::fs::read_to_string(path).map_err(|source| NetError::File {
+        action: "read the cluster key",
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_cluster_key(&text)
 }
 
 /// Fails, with the command that fixes it, if `path` is readable or writable by group or
 /// others.
 pub fn check_private_file(path: &Path) -> Result<(), String> {
+    private_file_mode(path).map_err(|e| match e {
+        NetError::File { source, .. } => format!("reading {}: {source}", path.display()),
+        other => other.to_string(),
+    })
+}
+
+/// [`check_private_file`] as a [`NetError`].
+fn private_file_mode(path: &Path) -> Result<(), NetError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|source| NetError::File {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} is accessible by other users (mode {mode:o}); a secret must be readable by its \
-             owner only: run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        ));
+        return Err(NetError::NotPrivate {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -100,8 +117,51 @@ pub fn write_new_cluster_key(path: &Path) -> Result<(), NetError> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| NetError::ClusterKey(format!("creating {}: {e}", path.display())))?;
+        .map_err(|source| NetError::File {
+            action: "create the cluster key",
+            path: path.to_path_buf(),
+            source,
+        })?;
     writeln!(f, "{}", generate_cluster_key())
         .and_then(|()| f.sync_all())
-        .map_err(|e| NetError::ClusterKey(format!("writing {}: {e}", path.display())))
+        .map_err(|source| NetError::File {
+            action: "write the cluster key",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Each error says what failed, and keeps why as its source.
+    #[test]
+    fn errors_keep_their_causes_as_sources() {
+        use std::error::Error;
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.key");
+        let e = read_cluster_key(&missing).unwrap_err();
+        assert!(e.to_string().starts_with("cannot read "), "{e}");
+        assert!(e.source().unwrap().is::<std::io::Error>());
+
+        let key = dir.path().join("cluster.key");
+        std::fs::write(&key, "not a key\n").unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let e = read_cluster_key(&key).unwrap_err();
+        assert!(matches!(e, NetError::ClusterKey(_)), "{e}");
+        assert!(e.source().is_some());
+
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let e = read_cluster_key(&key).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+
+        std::fs::write(dir.path().join(IDENTITY_FILE), b"garbage").unwrap();
+        let e = load_or_create_identity(dir.path()).unwrap_err();
+        assert!(matches!(e, NetError::Identity { .. }), "{e}");
+        assert!(e.source().is_some());
+    }
 }

@@ -214,4 +214,4 @@ mod tracking;
 pub use cluster::ClusterInfo;
 pub use frame::{FrameError, FrameLimits};
 pub use pubsub::{PubSubBus, PubSubHandle};
-pub use server::{RespConfig, RespHandle, RespServer, serve};
+pub use server::{CommandObserver, RespConfig, RespHandle, RespServer, serve};

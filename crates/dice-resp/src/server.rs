@@ -91,6 +91,16 @@ pub struct RespConfig {
     pub max_tracking_prefixes_per_client: usize,
     /// Most distinct tracking prefixes of all clients together (default 100 000).
     pub max_tracking_prefixes_total: usize,
+    /// Told of every command run, with its duration (for metrics; default none).
+    pub command_observer: Option<Arc<dyn CommandObserver>>,
+}
+
+/// Observes the commands a server runs (see [`RespConfig::command_observer`]).
+pub trait CommandObserver: Send + Sync {
+    /// `command` (a lower-case name, `"unknown"` for one the server does not know) ran in
+    /// `elapsed` (not counting the wait for its group commit) and answered an error if
+    /// `failed`. Called on the connection's task: keep it short.
+    fn command(&self, command: &'static str, elapsed: Duration, failed: bool);
 }
 
 impl Default for RespConfig {
@@ -116,6 +126,7 @@ impl Default for RespConfig {
             tracking_table_max_bytes: 256 * 1024 * 1024,
             max_tracking_prefixes_per_client: 1_000,
             max_tracking_prefixes_total: 100_000,
+            command_observer: None,
         }
     }
 }

@@ -652,8 +652,25 @@ pub(crate) fn lookup(name: &[u8]) -> Option<&'static Spec> {
         .map(|i| &TABLE[i])
 }
 
-/// Runs one request (with at least one argument) and appends its reply.
+/// Runs one request (with at least one argument) and appends its reply; tells the
+/// configured observer what ran, how long it took and whether it answered an error.
 pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
+    let Some(observer) = ctx.server.config.command_observer.clone() else {
+        execute_request(ctx, req).await;
+        return;
+    };
+    let started = std::time::Instant::now();
+    let name = lookup(req.arg(0)).map_or("unknown", |s| s.name);
+    let out_before = ctx.out.len();
+    execute_request(ctx, req).await;
+    // A streamed reply may have been flushed already: then its first byte is gone, and an
+    // error reply (always short) was not streamed.
+    let failed = ctx.out.len() > out_before && ctx.out.get(out_before) == Some(&b'-');
+    observer.command(name, started.elapsed(), failed);
+}
+
+/// Runs one request, then ends what `CLIENT CACHING yes|no` set up for it.
+async fn execute_request(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let kind = execute_command(ctx, req).await;
     // `CLIENT CACHING yes|no` applies to the next command, or to the whole transaction
     // that follows (Redis clears it after any command but `CLIENT`, outside `MULTI`).

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# bench/scale.sh: dice clusters of N hosts on one LAN, each host in a network namespace on one
+# bridge (mDNS only), one `dice node` each; prints a Markdown table row per N: time to full
+# membership, idle CPU per node, sync bytes and entries sent per write per node, a burst of
+# writes on one host and spread over all hosts until on every node, RSS per node. Figures are
+# read from the nodes' Prometheus metrics (`--metrics`) and /proc.
+#
+#   bench/scale.sh 8 16 32 64
+#
+# Env: DICE_SCALE_IDLE_SECS (idle window, default 10), DICE_SCALE_BURST (writes per burst,
+# default 5000), PROFILE (cargo profile of the dice binary, default release).
+#
+# Needs root (network namespaces) and iproute2. All traffic stays on the namespaces' bridge;
+# every namespace and node it starts is removed when it ends. All nodes share this machine's
+# cores: per-node CPU figures include the contention of N nodes on them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "bench/scale.sh needs root (network namespaces)" >&2
+  exit 2
+fi
+command -v ip >/dev/null || { echo "bench/scale.sh needs iproute2 (apt-get install iproute2)" >&2; exit 2; }
+profile=${PROFILE:-release}
+if [ "$profile" = release ]; then flag=--release; else flag=; fi
+cargo build --quiet $flag -p dice-cli --bin dice
+echo "command: bench/scale.sh $* (DICE_SCALE_IDLE_SECS=${DICE_SCALE_IDLE_SECS:-10} DICE_SCALE_BURST=${DICE_SCALE_BURST:-5000} PROFILE=$profile)"
+cargo run --quiet $flag -p dice-tests --example scale -- "${@:-4}"

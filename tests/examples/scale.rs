@@ -1,0 +1,223 @@
+//! The scale benchmark behind `bench/scale.sh`: for each N given, N hosts in network
+//! namespaces on one bridge (mDNS only, no `--peer`), one `dice node` each with `--metrics`,
+//! and the figures of issue "Scale", read from the nodes' Prometheus metrics and `/proc`:
+//!
+//! * time from the last node's start to full membership (every node connected to all others);
+//! * idle CPU per node (mean and max over the nodes, % of one core) over `DICE_SCALE_IDLE_SECS`
+//!   (default 10 s) after the mesh settled;
+//! * a burst of `DICE_SCALE_BURST` (default 5000) pipelined `SET`s on one host: time until
+//!   every node holds them, and sync bytes and entries sent per write, per node (from the
+//!   `dice_peer_sent_*` counters);
+//! * the same number of writes spread over every host at once: time until every node holds
+//!   them all;
+//! * resident memory per node at the end (mean and max).
+//!
+//! Needs root (network namespaces) and runs only on this machine's bridge: no traffic leaves
+//! it. Every namespace and node it starts is removed when it ends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use dice_tests::netns::{Lan, connect_api, in_netns, set_pipelined};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const METRICS: &str = "127.0.0.1:9379";
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One scrape of host `i`'s metrics (from inside its namespace).
+fn scrape(lan: &Lan, i: usize) -> String {
+    in_netns(lan.host(i).ns(), || {
+        let Ok(mut s) = TcpStream::connect(METRICS) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: dice\r\nConnection: close\r\n\r\n"
+        );
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+}
+
+/// The sum of every sample of metric `name` (any labels).
+fn sum(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// CPU seconds (user + system) process `pid` used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn mean_max(v: &[f64]) -> (f64, f64) {
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    (mean, v.iter().copied().fold(0.0, f64::max))
+}
+
+/// Polls until every host reports `keys` live keys; how long it took.
+fn wait_keys(lan: &Lan, keys: f64, timeout: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if (0..lan.len()).all(|i| sum(&scrape(lan, i), "dice_keys") >= keys) {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn run(n: usize, idle_secs: u64, burst: usize) {
+    let mut lan = Lan::new(n);
+    for i in 0..n {
+        lan.start(i, &["--metrics", METRICS]);
+    }
+    let started = Instant::now();
+    let mut mesh = None;
+    while started.elapsed() < Duration::from_secs(300) {
+        if (0..n).all(|i| sum(&scrape(&lan, i), "dice_peers_connected") >= (n - 1) as f64) {
+            mesh = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Let the catch-ups of joining finish before measuring idle.
+    std::thread::sleep(Duration::from_secs(3));
+    let pids: Vec<u32> = (0..n).map(|i| lan.pid(i).expect("node running")).collect();
+    let before: Vec<f64> = pids.iter().map(|&p| cpu_secs(p)).collect();
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let idle: Vec<f64> = pids
+        .iter()
+        .zip(&before)
+        .map(|(&p, b)| (cpu_secs(p) - b) / idle_secs as f64 * 100.0)
+        .collect();
+    let (idle_mean, idle_max) = mean_max(&idle);
+
+    // A burst on one host.
+    let sent = |lan: &Lan| -> Vec<(f64, f64)> {
+        (0..lan.len())
+            .map(|i| {
+                let s = scrape(lan, i);
+                (
+                    sum(&s, "dice_peer_sent_bytes_total"),
+                    sum(&s, "dice_peer_sent_entries_total"),
+                )
+            })
+            .collect()
+    };
+    let sent0 = sent(&lan);
+    let pairs: Vec<(String, String)> = (0..burst)
+        .map(|k| (format!("one:{k:06}"), "x".repeat(100)))
+        .collect();
+    let t0 = Instant::now();
+    in_netns(lan.host(0).ns(), || {
+        let mut c = connect_api().expect("API of host 0");
+        set_pipelined(&mut c, &pairs, 500).expect("burst on host 0");
+    });
+    let one = wait_keys(&lan, burst as f64, Duration::from_secs(600)).map(|_| t0.elapsed());
+    let sent1 = sent(&lan);
+    let per_write: Vec<(f64, f64)> = sent0
+        .iter()
+        .zip(&sent1)
+        .map(|(a, b)| ((b.0 - a.0) / burst as f64, (b.1 - a.1) / burst as f64))
+        .collect();
+    let (bytes_mean, bytes_max) = mean_max(&per_write.iter().map(|p| p.0).collect::<Vec<_>>());
+    let (entries_mean, entries_max) = mean_max(&per_write.iter().map(|p| p.1).collect::<Vec<_>>());
+
+    // The same number of writes, spread over every host at once.
+    let per_host = burst.div_ceil(n);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..n {
+            let ns = lan.host(i).ns().to_string();
+            s.spawn(move || {
+                let pairs: Vec<(String, String)> = (0..per_host)
+                    .map(|k| (format!("all:{i:03}:{k:06}"), "x".repeat(100)))
+                    .collect();
+                in_netns(&ns, || {
+                    let mut c = connect_api().expect("API");
+                    set_pipelined(&mut c, &pairs, 500).expect("burst");
+                });
+            });
+        }
+    });
+    let all = wait_keys(
+        &lan,
+        (burst + per_host * n) as f64,
+        Duration::from_secs(600),
+    )
+    .map(|_| t0.elapsed());
+    let rss: Vec<f64> = pids.iter().map(|&p| rss_mib(p)).collect();
+    let (rss_mean, rss_max) = mean_max(&rss);
+    let secs = |d: Option<Duration>| {
+        d.map_or("timeout".to_string(), |d| format!("{:.1}", d.as_secs_f64()))
+    };
+    println!(
+        "| {n} | {} | {idle_mean:.2} (max {idle_max:.2}) | {bytes_mean:.0} (max {bytes_max:.0}) | \
+         {entries_mean:.2} (max {entries_max:.2}) | {} | {} | {rss_mean:.0} (max {rss_max:.0}) |",
+        secs(mesh),
+        secs(one),
+        secs(all),
+    );
+}
+
+fn main() {
+    let ns: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("usage: scale N [N ...]"))
+        .collect();
+    let ns = if ns.is_empty() { vec![4] } else { ns };
+    let idle_secs = env_u64("DICE_SCALE_IDLE_SECS", 10);
+    let burst = env_u64("DICE_SCALE_BURST", 5000) as usize;
+    println!(
+        "scale: {} cores, idle window {idle_secs} s, burst {burst} writes of 100 bytes",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "| nodes | full mesh (s) | idle CPU per node (% of a core) | sync bytes sent per write per node | entries sent per write per node | {burst} writes on one host, on all nodes (s) | {burst} writes spread over all hosts, on all nodes (s) | RSS per node (MiB) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for n in ns {
+        run(n, idle_secs, burst);
+    }
+}
