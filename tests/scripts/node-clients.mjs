@@ -4,7 +4,9 @@
 //
 // The same scenario for each: basics (set/get/mget/del/exists), TTLs, a pipeline, a
 // transaction, WATCH aborted by another connection's write, a value written on A read on
-// B, WAIT, and error replies. Exits non-zero on the first failure.
+// B, WAIT, and error replies. Then node-redis's client-side cache (RESP3): a read on A is
+// served from the cache until a write or a delete on B invalidates it. Exits non-zero on
+// the first failure.
 //
 // Usage: node node-clients.mjs DEPS_DIR HOST_A PORT_A HOST_B PORT_B PASSWORD
 //   DEPS_DIR holds node_modules with `redis` and `ioredis` (see node-clients.sh, which
@@ -234,6 +236,40 @@ async function scenario(name, label, api) {
   for (const c of [a, other, b]) await api.close(c);
 }
 
+// The number of commands node A has answered (INFO stats), read on a plain connection.
+async function commandsProcessed(c) {
+  const info = await c.info('stats');
+  return Number(/total_commands_processed:(\d+)/.exec(info)[1]);
+}
+
+// node-redis's client-side cache (RESP3 only) against two nodes: a read on A is cached,
+// repeated reads are served from the cache, and a write or a delete on B invalidates it
+// on A once replicated (CLIENT TRACKING ON, invalidation pushes).
+async function clientSideCache() {
+  const t = (what) => `[node-redis, client-side cache] ${what}`;
+  const connect = async (host, port, extra) => {
+    const c = nodeRedis.createClient({ socket: { host, port: Number(port) }, password, RESP: 3, ...extra });
+    c.on('error', (e) => console.error(`node-redis client error: ${e.message}`));
+    await c.connect();
+    return c;
+  };
+  const cached = await connect(hostA, portA, { clientSideCache: { ttl: 0, maxEntries: 0 } });
+  const plain = await connect(hostA, portA, {});
+  const b = await connect(hostB, portB, {});
+  const key = 'csc:node-redis';
+  await b.set(key, 'v1');
+  await eventually(t('A has the value written on B'), async () => (await cached.get(key)) === 'v1');
+  const before = await commandsProcessed(plain);
+  for (let i = 0; i < 5; i++) check(t(`cached read ${i + 1}`), 'v1', await cached.get(key));
+  const after = await commandsProcessed(plain);
+  check(t('repeated reads are served from the cache (no command reached A)'), 1, after - before);
+  await b.set(key, 'v2');
+  await eventually(t('a write on B invalidates the cached read on A'), async () => (await cached.get(key)) === 'v2');
+  await b.del(key);
+  await eventually(t('a delete on B invalidates it too'), async () => (await cached.get(key)) === null);
+  for (const c of [cached, plain, b]) await c.quit();
+}
+
 const major = Number(versions['node-redis'].split('.')[0]);
 if (major < 5) {
   console.error(`node-redis ${versions['node-redis']} is too old: this checks node-redis 5 or later`);
@@ -248,6 +284,7 @@ try {
   const ioDefault = Number(versions.ioredis.split('.')[0]) >= 6 ? 'RESP3' : 'RESP2';
   await scenario('ioredis', `default options (${ioDefault})`, adapters.ioredis(undefined));
   if (ioDefault === 'RESP3') await scenario('ioredis', 'RESP2', adapters.ioredis(2));
+  await clientSideCache();
 } catch (e) {
   console.error(`FAIL ${e.message}`);
   if (!(e instanceof assert.AssertionError)) console.error(e);

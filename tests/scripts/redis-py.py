@@ -3,9 +3,12 @@
 Runs the same checks with the client's default protocol (RESP3: redis-py 8 opens every
 connection with HELLO 3) and with protocol=2: strings, misses, TTLs, a non-transactional
 pipeline, transactions (pipeline() and WATCH), string and key commands, CONFIG, CLIENT,
-keys and scans, INFO, pub/sub, and error replies. Exits non-zero on the first failure.
+keys and scans, INFO, pub/sub, and error replies. Given a second node (B, a peer of the
+first), then redis-py's client-side cache: a read on the first node stays cached until a
+write or a delete on B invalidates it. Exits non-zero on the first failure.
 
-Usage: python3 redis-py.py HOST PORT PASSWORD   (see redis-py.sh, which starts a node)
+Usage: python3 redis-py.py HOST PORT PASSWORD [HOST_B PORT_B]
+  (see redis-py.sh, which starts the nodes)
 """
 
 import sys
@@ -192,7 +195,7 @@ def run(host, port, password, protocol):
 
     # INFO: a dict, the honest Redis version and dice's own.
     info = r.info("server")
-    check(f"[{label}] INFO redis_version", "7.2.0", str(info["redis_version"]))
+    check(f"[{label}] INFO redis_version", "7.4.0", str(info["redis_version"]))
     check_true(f"[{label}] INFO dice_version", "dice_version" in info, repr(info))
     check_true(f"[{label}] INFO stats", "dice_auth_failures" in r.info("stats"))
 
@@ -268,8 +271,51 @@ def run(host, port, password, protocol):
     r.close()
 
 
+def commands_processed(r):
+    return int(r.info("stats")["total_commands_processed"])
+
+
+def client_side_cache(host, port, password, host_b, port_b):
+    """redis-py's client-side cache (RESP3, CacheConfig) on node A, writes on node B: a read
+    on A is cached, repeated reads are served from the cache, and a write or a delete on B
+    invalidates it on A once replicated (CLIENT TRACKING, invalidation pushes)."""
+    from redis.cache import CacheConfig
+
+    label = "client-side cache"
+    common = {"password": password, "socket_timeout": 30}
+    cached = redis.Redis(host=host, port=port, protocol=3, cache_config=CacheConfig(), **common)
+    plain = redis.Redis(host=host, port=port, **common)
+    b = redis.Redis(host=host_b, port=port_b, **common)
+    print(f"-- redis-py {redis.__version__}, {label} (RESP3), node A read, node B written")
+    key = "csc:redis-py"
+    b.set(key, "v1")
+    deadline = time.monotonic() + 10
+    while cached.get(key) != b"v1" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check(f"[{label}] A has the value written on B", b"v1", cached.get(key))
+    before = commands_processed(plain)
+    for i in range(5):
+        check(f"[{label}] cached read {i + 1}", b"v1", cached.get(key))
+    after = commands_processed(plain)
+    check(f"[{label}] repeated reads are served from the cache (no command reached A)", 1,
+          after - before)
+    check_true(f"[{label}] the cache holds the key", cached.get_cache().size >= 1)
+    b.set(key, "v2")
+    deadline = time.monotonic() + 10
+    while cached.get(key) != b"v2" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check(f"[{label}] a write on B invalidates the cached read on A", b"v2", cached.get(key))
+    b.delete(key)
+    deadline = time.monotonic() + 10
+    while cached.get(key) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check(f"[{label}] a delete on B invalidates it too", None, cached.get(key))
+    for c in (cached, plain, b):
+        c.close()
+
+
 def main():
-    if len(sys.argv) != 4:
+    if len(sys.argv) not in (4, 6):
         sys.exit(__doc__)
     host, port, password = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     major = int(redis.__version__.split(".")[0])
@@ -277,6 +323,8 @@ def main():
         sys.exit(f"redis-py {redis.__version__} is too old: this checks redis-py 8 or later")
     for protocol in (None, 2):
         run(host, port, password, protocol)
+    if len(sys.argv) == 6:
+        client_side_cache(host, port, password, sys.argv[4], int(sys.argv[5]))
     print("redis-py: all checks passed")
 
 

@@ -572,6 +572,40 @@ impl Replica {
         self.expiring.len() - self.expiring.range(..expiry_bound(now_ms)).count()
     }
 
+    /// The expiry of the entry held for `key`, dead or alive (`None`: no entry, or one
+    /// without an expiry). Copies nothing.
+    pub fn expires_at(&self, key: &[u8]) -> Option<u64> {
+        self.record(key)?.expires_at_ms()
+    }
+
+    /// The keys holding a value whose expiry is in `(after_ms, until_ms]`, in expiry order,
+    /// with their expiry, borrowed from the map: the keys that stop reading as present in
+    /// that window (for whoever must hear about it, such as a client-side cache).
+    pub fn expiring_between(
+        &self,
+        after_ms: u64,
+        until_ms: u64,
+    ) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        let range = (after_ms < until_ms)
+            .then(|| {
+                self.expiring
+                    .range(expiry_bound(after_ms)..expiry_bound(until_ms))
+            })
+            .into_iter()
+            .flatten();
+        range.filter_map(move |&(at, origin, seq)| {
+            self.record_of_dot(origin, seq).map(|r| (at, r.key()))
+        })
+    }
+
+    /// The earliest expiry later than `after_ms` of a key holding a value.
+    pub fn next_expiry_after(&self, after_ms: u64) -> Option<u64> {
+        self.expiring
+            .range(expiry_bound(after_ms)..)
+            .next()
+            .map(|&(at, _, _)| at)
+    }
+
     /// Live keys starting with `prefix`, with their values, sorted by key.
     pub fn scan_prefix(&self, prefix: &[u8], now_ms: u64) -> Vec<(Bytes, Bytes)> {
         let mut out: Vec<(Bytes, Bytes)> = self

@@ -18,13 +18,23 @@
 //! * [`cluster`]: [`ClusterInfo`], how a dice-net node fills the `INFO cluster` section.
 //! * [`pubsub`]: the hub of channels and patterns, [`PubSubBus`] (how `PUBLISH` reaches the
 //!   other nodes) and [`PubSubHandle`] (how their messages reach this node's subscribers).
+//! * `tracking` (private): client-side caching: who may hold which key, and the task that
+//!   turns the cache's changes (local, replicated, expiries) into invalidations.
 //!
 //! # Commands
 //!
 //! * **Connection**: `PING`, `ECHO`, `QUIT`, `RESET`, `AUTH`, `HELLO [2|3] [AUTH user pass] [SETNAME
 //!   name]`, `SELECT 0`, `CLIENT ID|GETNAME|SETNAME|SETINFO|LIST|INFO|KILL|NO-EVICT|NO-TOUCH|
 //!   HELP` (`KILL` in its address form and its filter form: `ID`, `ADDR`, `LADDR`, `USER`,
-//!   `TYPE`, `MAXAGE`, `SKIPME`; only the targeted connections close).
+//!   `TYPE`, `MAXAGE`, `SKIPME`; only the targeted connections close), `CLIENT PAUSE
+//!   timeout [WRITE|ALL]|UNPAUSE` (paused commands wait, as in Redis; replicated writes
+//!   keep applying).
+//! * **Client-side caching**: `CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX p ...] [BCAST]
+//!   [OPTIN] [OPTOUT] [NOLOOP]`, `CLIENT CACHING YES|NO`, `CLIENT GETREDIR`, `CLIENT
+//!   TRACKINGINFO`: RESP3 `invalidate` pushes, or messages on `__redis__:invalidate` for a
+//!   RESP2 redirect target, for every change this node applies: its clients' writes, the
+//!   writes replicated from other nodes (so a near cache is invalidated by a write made
+//!   anywhere, once it arrived here), expiries; a null invalidation on `FLUSHALL`.
 //! * **Server**: `COMMAND [COUNT|INFO|LIST|DOCS]` (docs with arguments for every command, so
 //!   `redis-cli` shows hints), `INFO [server|clients|memory|persistence|stats|keyspace|
 //!   cluster]`, `CONFIG GET|SET|RESETSTAT|REWRITE|HELP`, `TIME`, `SHUTDOWN`, `DBSIZE`,
@@ -56,7 +66,7 @@
 //! A connection speaks RESP2 until `HELLO 3` (what redis-py 8, Jedis, Lettuce, go-redis and
 //! StackExchange.Redis send first), and RESP2 again after `HELLO 2`; a `HELLO` that fails
 //! (wrong password, bad option) changes nothing. Every reply follows the connection's
-//! protocol, with the types Redis 7.2 uses: in RESP3 a missing value (`GET`, `MGET`
+//! protocol, with the types Redis 7.4 uses: in RESP3 a missing value (`GET`, `MGET`
 //! elements, `SET ... NX|GET`, `GETDEL`, `CLIENT GETNAME`, `COMMAND INFO` of an unknown
 //! command, an `EXEC` aborted by `WATCH`, `RANDOMKEY` of an empty node) is `_` instead of
 //! `$-1`/`*-1`; `HELLO` answers a map (`%7`) instead of a flat array; `INFO`, `CLIENT LIST`
@@ -101,7 +111,9 @@
 //! # Differences from Redis
 //!
 //! One database (`SELECT 0` only), strings only (no lists, hashes...), one user
-//! (`default`), no scripts, `CLIENT TRACKING`, `CLIENT PAUSE` or sharded pub/sub; keyspace
+//! (`default`), no scripts or sharded pub/sub; an invalidation for a write made on another
+//! node comes once that write is replicated here; `CLIENT PAUSE` pauses this node's
+//! clients only; keyspace
 //! notifications (`CONFIG SET notify-keyspace-events`) fire `set`, `expire` and `del` for
 //! every change this node applies, its own writes and replicated ones (the README tells
 //! more); counters are
@@ -115,13 +127,12 @@
 //! `SCAN`'s cursor is a position in the order of a 64-bit hash of the keys; each call walks
 //! the whole map, so on a large map a page holds at least 1/64 of it (`COUNT` is a hint in
 //! Redis too). For clients that pick features by version, `HELLO` answers `server: redis`,
-//! `version: 7.2.0` (the Redis whose replies dice follows) and `INFO` says
-//! `redis_version:7.2.0`, with `dice_version` and `dice_node_id` beside it. Claiming more
-//! would be a lie clients act on: redis-py 8 turns on its client-side cache for 7.4 and
-//! later, which needs `CLIENT TRACKING`. `CLIENT SETINFO` is kept for `CLIENT LIST`;
-//! `FLUSHDB` is `FLUSHALL`. A client that breaks the protocol gets Redis's `-ERR Protocol error: ...`
-//! and is disconnected; before it authenticates, a client may send at most 10 arguments
-//! and 16 KiB per argument, as in Redis.
+//! `version: 7.4.0` (the Redis whose replies dice follows; redis-py 8 turns its client-side
+//! cache on for 7.4 and later, and dice has the `CLIENT TRACKING` it needs) and `INFO` says
+//! `redis_version:7.4.0`, with `dice_version` and `dice_node_id` beside it. `CLIENT SETINFO`
+//! is kept for `CLIENT LIST`; `FLUSHDB` is `FLUSHALL`. A client that breaks the protocol
+//! gets Redis's `-ERR Protocol error: ...` and is disconnected; before it authenticates, a
+//! client may send at most 10 arguments and 16 KiB per argument, as in Redis.
 //!
 //! # Limits: what one client can take
 //!
@@ -153,6 +164,11 @@
 //!   connection watches. `EXEC` holds the lock, so its replies are not streamed: they are
 //!   bounded by `max_exec_reply` (64 MiB); a command that would pass it answers an error
 //!   and does not run (a write checks before it writes).
+//! * **Client tracking**: the table of keys clients read, `tracking_table_max_keys`
+//!   (1 000 000) and `tracking_table_max_bytes` (256 MiB), its oldest keys evicted with an
+//!   invalidation; `max_tracking_prefixes_per_client` (1 000) and
+//!   `max_tracking_prefixes_total` (100 000) `BCAST` prefixes; each connection's queue of
+//!   invalidations, `pubsub_output_limit` (disconnected past it).
 //! * **Pub/sub**: `max_subscriptions_per_client` (10 000) channels plus patterns per
 //!   connection, `max_subscriptions_total` (1 000 000) for all, `max_channel_len` (4 KiB)
 //!   per channel name or pattern, and `pubsub_output_limit` (32 MiB) of messages queued for
@@ -193,6 +209,7 @@ pub mod frame;
 pub mod glob;
 pub mod pubsub;
 pub mod server;
+mod tracking;
 
 pub use cluster::ClusterInfo;
 pub use frame::{FrameError, FrameLimits};

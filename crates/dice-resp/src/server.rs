@@ -5,6 +5,7 @@ use crate::cluster::ClusterInfo;
 use crate::cmd::{self, Batch, Ctx, Session};
 use crate::frame::{FrameLimits, Parse, Protocol, RequestParser, write_error};
 use crate::pubsub::{Delivery, Hub, PubSubBus, PubSubHandle};
+use crate::tracking::{Inbox, Push, Tracking};
 use bytes::{Buf, BytesMut};
 use dice_core::Cache;
 use std::collections::BTreeMap;
@@ -77,6 +78,19 @@ pub struct RespConfig {
     /// channel, pattern and payload plus 64 bytes). A subscriber past it is disconnected
     /// (logged, `dice_pubsub_output_disconnects` in `INFO stats`).
     pub pubsub_output_limit: usize,
+    /// Most keys the client-tracking table remembers for all clients together (Redis's
+    /// `tracking-table-max-keys`, default 1 000 000; 0: no bound on the count, the bytes
+    /// bound still holds). Past it the oldest keys are dropped and their clients told, as if
+    /// the keys had changed. `CONFIG SET tracking-table-max-keys` changes it at run time.
+    pub tracking_table_max_keys: usize,
+    /// Most bytes the client-tracking table takes (keys, client ids and 64 bytes per key;
+    /// default 256 MiB): the same eviction past it.
+    pub tracking_table_max_bytes: usize,
+    /// Most prefixes one client names in `CLIENT TRACKING ON BCAST PREFIX ...` (default
+    /// 1 000).
+    pub max_tracking_prefixes_per_client: usize,
+    /// Most distinct tracking prefixes of all clients together (default 100 000).
+    pub max_tracking_prefixes_total: usize,
     /// Told of every command run, with its duration (for metrics; default none).
     pub command_observer: Option<Arc<dyn CommandObserver>>,
 }
@@ -108,6 +122,10 @@ impl Default for RespConfig {
             max_subscriptions_total: 1_000_000,
             max_channel_len: 4096,
             pubsub_output_limit: 32 * 1024 * 1024,
+            tracking_table_max_keys: 1_000_000,
+            tracking_table_max_bytes: 256 * 1024 * 1024,
+            max_tracking_prefixes_per_client: 1_000,
+            max_tracking_prefixes_total: 100_000,
             command_observer: None,
         }
     }
@@ -137,6 +155,16 @@ impl fmt::Debug for RespConfig {
             .field("max_subscriptions_total", &self.max_subscriptions_total)
             .field("max_channel_len", &self.max_channel_len)
             .field("pubsub_output_limit", &self.pubsub_output_limit)
+            .field("tracking_table_max_keys", &self.tracking_table_max_keys)
+            .field("tracking_table_max_bytes", &self.tracking_table_max_bytes)
+            .field(
+                "max_tracking_prefixes_per_client",
+                &self.max_tracking_prefixes_per_client,
+            )
+            .field(
+                "max_tracking_prefixes_total",
+                &self.max_tracking_prefixes_total,
+            )
             .finish()
     }
 }
@@ -185,6 +213,19 @@ pub(crate) struct ServerState {
     /// Hands the keyspace notifier a subscription to the cache's changes.
     pub keyspace_subscribe:
         tokio::sync::mpsc::UnboundedSender<tokio::sync::broadcast::Receiver<dice_core::Event>>,
+    /// Client-side caching: who may hold which key.
+    pub tracking: Arc<Tracking>,
+    /// `CLIENT PAUSE`: until when, and which commands.
+    pub pause: watch::Sender<Pause>,
+}
+
+/// A `CLIENT PAUSE` in force (or none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Pause {
+    /// Until when commands wait (`None`: no pause).
+    pub until: Option<tokio::time::Instant>,
+    /// Every command waits (`ALL`), or only those that write (`WRITE`).
+    pub all: bool,
 }
 
 /// What other connections may see of, and do to, one connection (`CLIENT LIST`, `CLIENT
@@ -209,6 +250,12 @@ pub(crate) struct ClientEntry {
     pub sub: AtomicU64,
     pub psub: AtomicU64,
     pub killed: tokio::sync::Notify,
+    /// Invalidation messages for this connection (its own, or redirected to it).
+    pub inbox: Inbox,
+    /// Client tracking flags (`t`, `R`, `B` in `CLIENT LIST`), see [`crate::tracking`].
+    pub tracking: std::sync::atomic::AtomicU8,
+    /// Where its invalidations go (`redir=`): -1 without tracking, 0 to itself.
+    pub redirect: std::sync::atomic::AtomicI64,
 }
 
 /// Counters shown by `INFO stats`.
@@ -396,6 +443,13 @@ impl RespServer {
         let max_permits = self.config.max_clients.min(Semaphore::MAX_PERMITS);
         let timeout_ms = AtomicU64::new(self.config.timeout.as_millis() as u64);
         let (keyspace_subscribe, subscriptions) = tokio::sync::mpsc::unbounded_channel();
+        let (tracking, tracking_subscriptions) = Tracking::new(crate::tracking::Bounds {
+            max_keys: self.config.tracking_table_max_keys,
+            max_bytes: self.config.tracking_table_max_bytes,
+            max_prefixes_per_client: self.config.max_tracking_prefixes_per_client,
+            max_prefixes_total: self.config.max_tracking_prefixes_total,
+            output_limit: self.config.pubsub_output_limit,
+        });
         let state = Arc::new(ServerState {
             frame_limits: self.config.frame_limits(&self.cache),
             cache: self.cache,
@@ -416,6 +470,8 @@ impl RespServer {
             pubsub: self.pubsub,
             keyspace_events: watch::Sender::new(0),
             keyspace_subscribe,
+            tracking: Arc::new(tracking),
+            pause: watch::Sender::new(Pause::default()),
         });
         let notifier = tokio::spawn(crate::pubsub::notify::run(
             state.pubsub.clone(),
@@ -423,6 +479,11 @@ impl RespServer {
             subscriptions,
         ));
         let _notifier = AbortOnDrop(notifier);
+        let _tracker = AbortOnDrop(tokio::spawn(crate::tracking::run(
+            state.tracking.clone(),
+            state.cache.clone(),
+            tracking_subscriptions,
+        )));
         let listener = self.listener;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
@@ -692,6 +753,7 @@ async fn run_connection(
     let fd = i64::from(std::os::fd::AsRawFd::as_raw_fd(&stream));
     #[cfg(not(unix))]
     let fd = -1;
+    let (inbox, pushes) = Inbox::new();
     let entry = Arc::new(ClientEntry {
         id,
         peer,
@@ -707,6 +769,9 @@ async fn run_connection(
         sub: AtomicU64::new(0),
         psub: AtomicU64::new(0),
         killed: tokio::sync::Notify::new(),
+        inbox,
+        tracking: std::sync::atomic::AtomicU8::new(0),
+        redirect: std::sync::atomic::AtomicI64::new(-1),
     });
     if let Ok(mut r) = state.registry.lock() {
         r.insert(id, entry.clone());
@@ -726,6 +791,8 @@ async fn run_connection(
         watched: Default::default(),
         pubsub: None,
         last_write_seq: 0,
+        tracking: Default::default(),
+        pushes,
     };
     tracing::debug!(%peer, id = session.id, "RESP client connected");
     let mut parser = RequestParser::new(state.frame_limits);
@@ -849,6 +916,7 @@ async fn run_connection(
             tokio::time::sleep(idle_timeout).await;
         };
         let mut delivery = None;
+        let mut push = None;
         let timed_out = tokio::select! {
             read = wire.stream.read_buf(&mut input) => match read {
                 Ok(0) | Err(_) => break,
@@ -859,6 +927,10 @@ async fn run_connection(
             },
             Some(first) = next_delivery(&mut session.pubsub) => {
                 delivery = Some(first);
+                false
+            }
+            Some(first) = session.pushes.recv() => {
+                push = Some(first);
                 false
             }
             () = idle => true,
@@ -874,6 +946,12 @@ async fn run_connection(
             }
             continue;
         }
+        if let Some(first) = push.take() {
+            if !deliver_pushes(&state, &mut session, first, &mut out, &mut batch, &mut wire).await {
+                break;
+            }
+            continue;
+        }
         if timed_out {
             state.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, id = session.id, "closing an idle client (timeout)");
@@ -885,7 +963,9 @@ async fn run_connection(
 }
 
 /// The next pub/sub message for a connection; never, while it has no subscription queue.
-async fn next_delivery(subs: &mut Option<Box<crate::pubsub::ClientSubs>>) -> Option<Delivery> {
+pub(crate) async fn next_delivery(
+    subs: &mut Option<Box<crate::pubsub::ClientSubs>>,
+) -> Option<Delivery> {
     match subs {
         Some(s) => s.next().await,
         None => std::future::pending().await,
@@ -894,7 +974,7 @@ async fn next_delivery(subs: &mut Option<Box<crate::pubsub::ClientSubs>>) -> Opt
 
 /// Writes `first` and whatever else is queued (up to [`OUTPUT_FLUSH_AT`] at a time) to the
 /// client. False once the connection must close (gone, stalled, or past its pub/sub limit).
-async fn deliver(
+pub(crate) async fn deliver(
     state: &ServerState,
     session: &mut Session,
     first: Delivery,
@@ -911,6 +991,32 @@ async fn deliver(
         next = session.pubsub.as_mut().and_then(|s| s.try_next());
     }
     if session.pubsub.as_ref().is_some_and(|s| s.overflowed()) {
+        return false;
+    }
+    send(state, out, batch, wire).await
+}
+
+/// Writes `first` and whatever other invalidation is queued (up to [`OUTPUT_FLUSH_AT`] at a
+/// time) to the client. False once the connection must close.
+pub(crate) async fn deliver_pushes(
+    state: &ServerState,
+    session: &mut Session,
+    first: Push,
+    out: &mut Vec<u8>,
+    batch: &mut Batch,
+    wire: &mut Wire,
+) -> bool {
+    let mut next = Some(first);
+    while let Some(p) = next {
+        session.entry.inbox.taken(&p);
+        let subscribed = session.pubsub.as_ref().is_some_and(|s| s.count() > 0);
+        crate::tracking::write_push(out, &p, session.proto, subscribed);
+        if out.len() >= OUTPUT_FLUSH_AT && !send(state, out, batch, wire).await {
+            return false;
+        }
+        next = session.pushes.try_recv().ok();
+    }
+    if session.entry.inbox.overflowed() {
         return false;
     }
     send(state, out, batch, wire).await
@@ -943,6 +1049,7 @@ struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
+        self.state.tracking.disable(self.id);
         if let Ok(mut r) = self.state.registry.lock() {
             r.remove(&self.id);
         }

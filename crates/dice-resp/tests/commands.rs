@@ -706,7 +706,7 @@ async fn dbsize_info_flushall() {
     let info: String = q(&mut c, &[b"INFO"]).await;
     for needle in [
         "# Server\r\n",
-        "redis_version:7.2.0\r\n",
+        "redis_version:7.4.0\r\n",
         "redis_mode:standalone\r\n",
         &format!("tcp_port:{}\r\n", s.handle.local_addr().port()),
         &format!("dice_node_id:{}\r\n", s.cache.node_id()),

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 fn hello_map(proto: u8, id: i64) -> Vec<u8> {
     let head = if proto == 3 { "%7" } else { "*14" };
     format!(
-        "{head}\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.2.0\r\n\
+        "{head}\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.4.0\r\n\
          $5\r\nproto\r\n:{proto}\r\n$2\r\nid\r\n:{id}\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n\
          $4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"
     )
@@ -97,7 +97,7 @@ async fn every_reply_kind_in_resp3() {
     let (len, rest) = head.split_once("\r\n").unwrap();
     let len: usize = len.parse().unwrap();
     assert!(
-        rest.starts_with("txt:# Server\r\nredis_version:7.2.0\r\ndice_version:"),
+        rest.starts_with("txt:# Server\r\nredis_version:7.4.0\r\ndice_version:"),
         "{rest}"
     );
     let mut tail = vec![0u8; len + 2 - rest.len()];
@@ -198,7 +198,7 @@ async fn a_resp3_client_library_works() {
         vec![Some("v".to_string()), None]
     );
     let info: String = q(&mut c, &[b"INFO", b"server"]).await;
-    assert!(info.contains("redis_version:7.2.0"), "{info}");
+    assert!(info.contains("redis_version:7.4.0"), "{info}");
     assert!(info.contains("dice_version:"), "{info}");
     let hello: Value = q(&mut c, &[b"HELLO", b"3"]).await;
     let Value::Map(fields) = hello else {

@@ -1,11 +1,12 @@
 //! Server commands: `CONFIG GET | SET | RESETSTAT | REWRITE | HELP`, `TIME`, `SHUTDOWN`,
-//! `WAIT`, `WAITAOF`.
+//! `WAIT`, `WAITAOF`, and `CLIENT PAUSE | UNPAUSE` with the wait a paused command makes.
 
-use super::{Ctx, NOT_AN_INTEGER, SYNTAX_ERROR, is, truncated};
+use super::{Ctx, Kind, NOT_AN_INTEGER, SYNTAX_ERROR, Spec, is, truncated};
 use crate::frame::{
     Request, parse_i64, write_array_len, write_bulk, write_integer, write_map_len, write_simple,
 };
 use crate::glob::glob_match;
+use crate::server::{deliver, deliver_pushes, next_delivery, send};
 use std::sync::atomic::Ordering;
 
 /// The parameters `CONFIG GET` shows: what dice has, and what Redis clients ask of a server
@@ -42,6 +43,10 @@ fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("proto-max-bulk-len", limits.max_bulk_len.to_string()),
         ("save", String::new()),
         ("timeout", timeout.to_string()),
+        (
+            "tracking-table-max-keys",
+            server.tracking.max_keys.load(Ordering::Relaxed).to_string(),
+        ),
     ]
 }
 
@@ -92,6 +97,7 @@ pub(crate) fn config(ctx: &mut Ctx<'_>, req: Request<'_>) {
         }
         ctx.server.stats.reset();
         ctx.server.pubsub.reset_stats();
+        ctx.server.tracking.stats.reset();
         write_simple(ctx.out, "OK");
     } else if is(sub, "rewrite") {
         if argc != 2 {
@@ -116,6 +122,7 @@ fn config_set(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let params = parameters(ctx);
     let mut timeout = None;
     let mut events = None;
+    let mut tracking_max = None;
     for j in (2..req.len()).step_by(2) {
         let (name, value) = (req.arg(j).to_ascii_lowercase(), req.arg(j + 1));
         let Some((name, current)) = params.iter().find(|(n, _)| n.as_bytes() == name) else {
@@ -152,6 +159,17 @@ fn config_set(ctx: &mut Ctx<'_>, req: Request<'_>) {
                     );
                 }
             }
+        } else if *name == "tracking-table-max-keys" {
+            match parse_i64(value) {
+                Some(n) if n >= 0 => tracking_max = Some(n as usize),
+                _ => {
+                    return ctx.error(
+                        "ERR CONFIG SET failed (possibly related to argument \
+                         'tracking-table-max-keys') - argument couldn't be parsed into an \
+                         integer",
+                    );
+                }
+            }
         } else if current.as_bytes() != value {
             let text = format!(
                 "ERR CONFIG SET failed (possibly related to argument '{name}') - can't set \
@@ -168,6 +186,10 @@ fn config_set(ctx: &mut Ctx<'_>, req: Request<'_>) {
             let changes = ctx.server.cache.subscribe();
             let _ = ctx.server.keyspace_subscribe.send(changes);
         }
+    }
+    if let Some(max) = tracking_max {
+        // Takes effect at the next read remembered (as in Redis, evicting then).
+        ctx.server.tracking.max_keys.store(max, Ordering::Relaxed);
     }
     if let Some(secs) = timeout {
         ctx.server
@@ -283,4 +305,115 @@ pub(crate) fn waitaof(ctx: &mut Ctx<'_>) {
         "ERR WAITAOF cannot be used when appendonly is disabled: dice has no AOF (every \
          write is committed to disk before it is acknowledged); use WAIT for replicas",
     );
+}
+
+/// Whether `spec` waits out a `CLIENT PAUSE ... WRITE`: what may write or be replicated,
+/// as in Redis (writes, `PUBLISH`, an `EXEC` with a queued write).
+fn pauses_on_write(ctx: &Ctx<'_>, spec: &Spec) -> bool {
+    spec.writes()
+        || spec.kind == Kind::Publish
+        || (spec.kind == Kind::Exec && ctx.session.multi.as_ref().is_some_and(|m| m.writes()))
+}
+
+/// Waits while a `CLIENT PAUSE` holds `spec` (every command in `ALL` mode, those that write
+/// in `WRITE` mode), as Redis makes a paused client's commands wait, never fail. What this
+/// connection has already answered is sent first, and pub/sub messages and invalidations
+/// keep flowing meanwhile. False if the connection must close (gone, or killed).
+pub(crate) async fn wait_unpaused(ctx: &mut Ctx<'_>, spec: &Spec) -> bool {
+    let mut pause = ctx.server.pause.subscribe();
+    let mut sent = false;
+    let mut watch_socket = true;
+    loop {
+        let p = *pause.borrow_and_update();
+        let Some(until) = p.until else {
+            return true;
+        };
+        if until <= tokio::time::Instant::now() || !(p.all || pauses_on_write(ctx, spec)) {
+            return true;
+        }
+        if !sent {
+            sent = true;
+            if !send(ctx.server, ctx.out, ctx.batch, ctx.wire).await {
+                return false;
+            }
+            ctx.reply_start = ctx.out.len();
+        }
+        let mut probe = [0u8; 1];
+        let mut delivery = None;
+        let mut push = None;
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            changed = pause.changed() => if changed.is_err() {
+                return true;
+            },
+            peeked = ctx.wire.stream.peek(&mut probe), if watch_socket => match peeked {
+                Ok(0) | Err(_) => {
+                    ctx.wire.broken = true;
+                    return false;
+                }
+                Ok(_) => watch_socket = false,
+            },
+            Some(d) = next_delivery(&mut ctx.session.pubsub) => delivery = Some(d),
+            Some(p) = ctx.session.pushes.recv() => push = Some(p),
+            () = ctx.session.entry.killed.notified() => {
+                ctx.wire.broken = true;
+                return false;
+            }
+        }
+        let server = ctx.server;
+        if let Some(d) = delivery
+            && !deliver(server, ctx.session, d, ctx.out, ctx.batch, ctx.wire).await
+        {
+            ctx.wire.broken = true;
+            return false;
+        }
+        if let Some(p) = push
+            && !deliver_pushes(server, ctx.session, p, ctx.out, ctx.batch, ctx.wire).await
+        {
+            ctx.wire.broken = true;
+            return false;
+        }
+        ctx.reply_start = ctx.out.len();
+    }
+}
+
+/// `CLIENT PAUSE timeout [WRITE | ALL]`: commands wait for `timeout` milliseconds (all of
+/// them, or only those that write). A pause already in force keeps its later end and its
+/// `ALL` mode, as in Redis. Peers' replicated writes keep applying meanwhile.
+pub(crate) fn client_pause(ctx: &mut Ctx<'_>, req: Request<'_>) {
+    let mut all = true;
+    if let Some(mode) = req.get(3) {
+        if is(mode, "write") {
+            all = false;
+        } else if !is(mode, "all") {
+            return ctx.error("ERR CLIENT PAUSE mode must be WRITE or ALL");
+        }
+    }
+    let Some(ms) = parse_i64(req.arg(2)) else {
+        return ctx.error("ERR timeout is not an integer or out of range");
+    };
+    if ms < 0 {
+        return ctx.error("ERR timeout is negative");
+    }
+    let now = tokio::time::Instant::now();
+    // A timeout too far to represent pauses for a year (longer than any wait in practice).
+    let until = now
+        .checked_add(std::time::Duration::from_millis(ms.unsigned_abs()))
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(365 * 86_400));
+    ctx.server.pause.send_modify(|p| {
+        let active = p.until.is_some_and(|u| u > now);
+        p.all = all || (active && p.all);
+        p.until = Some(match p.until {
+            Some(u) if active => u.max(until),
+            _ => until,
+        });
+    });
+    tracing::info!(peer = %ctx.session.peer, ms, all, "clients paused (CLIENT PAUSE)");
+    write_simple(ctx.out, "OK");
+}
+
+/// `CLIENT UNPAUSE`: ends the pause; waiting commands run.
+pub(crate) fn client_unpause(ctx: &mut Ctx<'_>) {
+    ctx.server.pause.send_replace(Default::default());
+    write_simple(ctx.out, "OK");
 }

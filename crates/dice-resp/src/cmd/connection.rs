@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// The Redis version dice's protocol subset follows, reported by `HELLO` and `INFO`
-/// (clients pick features by it). Honest, not flattering: 7.2 is the Redis whose replies
-/// dice follows, and clients switch on features of later versions by it (redis-py 8 turns
-/// on its client-side cache for 7.4 and later, which needs `CLIENT TRACKING`, which dice
-/// lacks). dice's own version is `dice_version`, beside it.
-pub(crate) const REDIS_VERSION: &str = "7.2.0";
+/// (clients pick features by it). 7.4: the replies of the commands dice has are those of
+/// Redis 7.4 (unchanged since 7.2), and what clients switch on for 7.4 is there: redis-py
+/// 8 turns on its client-side cache for 7.4 and later, which needs `CLIENT TRACKING`. The
+/// data types dice lacks are refused as unknown commands whatever the version says.
+/// dice's own version is `dice_version`, beside it.
+pub(crate) const REDIS_VERSION: &str = "7.4.0";
 
 pub(crate) fn ping(ctx: &mut Ctx<'_>, req: Request<'_>) {
     match req.len() {
@@ -217,6 +218,10 @@ fn set_name(ctx: &mut Ctx<'_>, name: &[u8]) -> bool {
 
 const CLIENT_HELP: &[&str] = &[
     "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CACHING (YES|NO)",
+    "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+    "GETREDIR",
+    "    Return the client ID we are redirecting to when tracking is enabled.",
     "GETNAME",
     "    Return the name of the current connection.",
     "ID",
@@ -247,6 +252,15 @@ const CLIENT_HELP: &[&str] = &[
     "      Return clients of specified type.",
     "    * ID <client-id> [<client-id> ...]",
     "      Return clients of specified IDs only.",
+    "UNPAUSE",
+    "    Stop the current client pause, resuming traffic.",
+    "PAUSE <timeout> [WRITE|ALL]",
+    "    Suspend all, or just write, clients for <timeout> milliseconds.",
+    "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+    "         [OPTIN] [OPTOUT] [NOLOOP]",
+    "    Control server assisted client side caching.",
+    "TRACKINGINFO",
+    "    Report tracking status for the current connection.",
     "NO-EVICT (ON|OFF)",
     "    Protect current client connection from eviction.",
     "NO-TOUCH (ON|OFF)",
@@ -277,10 +291,28 @@ fn client_line(e: &ClientEntry) -> String {
     let psub = e.psub.load(Ordering::Relaxed);
     let cmd = e.last_cmd.lock().map(|c| *c).unwrap_or("NULL");
     let laddr = e.local.map(|a| a.to_string()).unwrap_or_default();
+    // Redis's flags, in its order.
+    let tracking = e.tracking.load(Ordering::Relaxed);
+    let mut flags = String::new();
+    for (on, c) in [
+        (sub + psub > 0, 'P'),
+        (multi >= 0, 'x'),
+        (tracking & crate::tracking::FLAG_ON != 0, 't'),
+        (tracking & crate::tracking::FLAG_BROKEN_REDIRECT != 0, 'R'),
+        (tracking & crate::tracking::FLAG_BCAST != 0, 'B'),
+    ] {
+        if on {
+            flags.push(c);
+        }
+    }
+    if flags.is_empty() {
+        flags.push('N');
+    }
+    let redir = e.redirect.load(Ordering::Relaxed);
     format!(
         "id={} addr={} laddr={laddr} fd={} name={} age={} idle={} flags={} db=0 sub={} psub={} \
          ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 \
-         oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default redir=-1 resp={} lib-name={} \
+         oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default redir={redir} resp={} lib-name={} \
          lib-ver={}\n",
         e.id,
         e.peer,
@@ -288,13 +320,7 @@ fn client_line(e: &ClientEntry) -> String {
         String::from_utf8_lossy(&name),
         age.as_secs(),
         idle_ms / 1000,
-        if multi >= 0 {
-            "x"
-        } else if sub + psub > 0 {
-            "P"
-        } else {
-            "N"
-        },
+        flags,
         sub,
         psub,
         e.resp.load(Ordering::Relaxed),
@@ -368,6 +394,12 @@ pub(crate) fn client(ctx: &mut Ctx<'_>, req: Request<'_>) {
         ("no-evict", 3),
         ("no-touch", 3),
         ("help", 2),
+        ("tracking", -3),
+        ("caching", 3),
+        ("getredir", 2),
+        ("trackinginfo", 2),
+        ("pause", -3),
+        ("unpause", 2),
     ]
     .into_iter()
     .find(|(n, _)| is(sub, n));
@@ -458,6 +490,13 @@ pub(crate) fn client(ctx: &mut Ctx<'_>, req: Request<'_>) {
             write_verbatim(ctx.out, "txt", line.as_bytes(), proto);
         }
         "kill" => client_kill(ctx, req),
+        "tracking" => super::tracking::tracking(ctx, req),
+        "caching" => super::tracking::caching(ctx, req),
+        "getredir" => super::tracking::getredir(ctx),
+        "trackinginfo" => super::tracking::trackinginfo(ctx),
+        "pause" if req.len() > 4 => ctx.error(SYNTAX_ERROR),
+        "pause" => super::admin::client_pause(ctx, req),
+        "unpause" => super::admin::client_unpause(ctx),
         "no-evict" | "no-touch" => {
             // dice evicts nothing and keeps no access statistics: both are no-ops.
             if is(req.arg(2), "on") || is(req.arg(2), "off") {

@@ -95,10 +95,11 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
             let _ = write!(
                 t,
                 "connected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\n\
-                 blocked_clients:0\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n\
+                 blocked_clients:0\r\ntracking_clients:{}\r\nclients_in_timeout_table:0\r\n\
                  total_blocking_keys:0\r\n",
                 server.connected_clients(),
                 server.config.max_clients,
+                server.tracking.clients(),
             );
         });
     }
@@ -167,6 +168,8 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
         section("Stats", &|t| {
             let st = &server.stats;
             let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            let tracking = server.tracking.totals();
+            let ts = &server.tracking.stats;
             let _ = write!(
                 t,
                 "total_connections_received:{}\r\n\
@@ -185,7 +188,14 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                  pubsub_patterns:{}\r\n\
                  dice_pubsub_subscriptions:{}\r\n\
                  dice_pubsub_output_disconnects:{}\r\n\
-                 dice_pubsub_remote_received:{}\r\n",
+                 dice_pubsub_remote_received:{}\r\n\
+                 tracking_total_keys:{}\r\n\
+                 tracking_total_items:{}\r\n\
+                 tracking_total_prefixes:{}\r\n\
+                 dice_tracking_invalidations:{}\r\n\
+                 dice_tracking_evictions:{}\r\n\
+                 dice_tracking_resets:{}\r\n\
+                 dice_tracking_output_disconnects:{}\r\n",
                 n(&st.connections_received),
                 n(&st.commands_processed),
                 n(&st.net_input_bytes),
@@ -202,6 +212,13 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                 server.pubsub.total(),
                 n(&server.pubsub.output_disconnects),
                 n(&server.pubsub.remote_received),
+                tracking.0,
+                tracking.1,
+                tracking.2,
+                n(&ts.messages),
+                n(&ts.evictions),
+                n(&ts.resets),
+                n(&ts.output_disconnects),
             );
         });
     }

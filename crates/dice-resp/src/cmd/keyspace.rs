@@ -653,6 +653,8 @@ pub(crate) async fn flushall(ctx: &mut Ctx<'_>, req: Request<'_>) {
             Err(e) => return ctx.cache_error(&e),
         }
     }
+    // Client tracking: every client drops everything (a null invalidation), as in Redis.
+    ctx.server.tracking.flush_all();
     write_simple(ctx.out, "OK");
 }
 
@@ -672,6 +674,7 @@ pub(crate) fn flushall_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) 
             return ctx.cache_error(&e);
         }
     }
+    ctx.server.tracking.flush_all();
     write_simple(ctx.out, "OK");
 }
 

@@ -18,6 +18,7 @@ pub(crate) mod info;
 pub(crate) mod keyspace;
 pub(crate) mod pubsub;
 pub(crate) mod strings;
+pub(crate) mod tracking;
 pub(crate) mod transaction;
 
 use crate::frame::{Protocol, Request, write_error, write_null};
@@ -63,6 +64,10 @@ pub(crate) struct Session {
     /// The seq of this connection's latest write ([`dice_core::Entry::seq`]; 0: none yet),
     /// for `WAIT`.
     pub last_write_seq: u64,
+    /// `CLIENT TRACKING` as this connection set it.
+    pub tracking: crate::tracking::SessionTracking,
+    /// Invalidation messages for this connection (see [`crate::tracking`]).
+    pub pushes: tokio::sync::mpsc::UnboundedReceiver<crate::tracking::Push>,
 }
 
 /// Where a command on keys reads and writes: the replica under the cache's read lock
@@ -111,6 +116,36 @@ impl Db for Transaction<'_> {
     }
     fn incr(&mut self, key: Bytes, by: dice_core::Increment) -> dice_core::Result<Bytes> {
         Transaction::incr(self, key, by).map(|(v, _)| v)
+    }
+}
+
+/// A transaction that notes the keys it wrote (for client tracking's `NOLOOP`).
+struct Recorded<'t, 'a> {
+    tx: &'t mut Transaction<'a>,
+    keys: Vec<Bytes>,
+}
+
+impl Db for Recorded<'_, '_> {
+    fn replica(&self) -> &Replica {
+        self.tx.replica()
+    }
+    fn now(&self) -> u64 {
+        self.tx.now_ms()
+    }
+    fn write(
+        &mut self,
+        key: Bytes,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+    ) -> dice_core::Result<()> {
+        self.tx.write(key.clone(), value, expires_at_ms)?;
+        self.keys.push(key);
+        Ok(())
+    }
+    fn incr(&mut self, key: Bytes, by: dice_core::Increment) -> dice_core::Result<Bytes> {
+        let value = self.tx.incr(key.clone(), by).map(|(v, _)| v)?;
+        self.keys.push(key);
+        Ok(value)
     }
 }
 
@@ -651,14 +686,31 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) {
     observer.command(name, started.elapsed(), failed);
 }
 
+/// Runs one request, then ends what `CLIENT CACHING yes|no` set up for it.
 async fn execute_request(ctx: &mut Ctx<'_>, req: Request<'_>) {
+    let kind = execute_command(ctx, req).await;
+    // `CLIENT CACHING yes|no` applies to the next command, or to the whole transaction
+    // that follows (Redis clears it after any command but `CLIENT`, outside `MULTI`).
+    if ctx.session.multi.is_none() && kind != Some(Kind::Client) {
+        ctx.session.tracking.caching = false;
+    }
+}
+
+/// Runs one request; the kind of command it was, if known.
+async fn execute_command(ctx: &mut Ctx<'_>, req: Request<'_>) -> Option<Kind> {
     ctx.reply_start = ctx.out.len();
     ctx.wrote = false;
     let Some(spec) = lookup(req.arg(0)) else {
         unknown_command(ctx, req);
         transaction::flag(ctx);
-        return;
+        return None;
     };
+    execute_spec(ctx, spec, req).await;
+    Some(spec.kind)
+}
+
+/// Runs a known command.
+async fn execute_spec(ctx: &mut Ctx<'_>, spec: &'static Spec, req: Request<'_>) {
     note_command(ctx, spec);
     if !spec.arity_ok(req.len()) {
         ctx.wrong_arity(spec.name);
@@ -676,6 +728,9 @@ async fn execute_request(ctx: &mut Ctx<'_>, req: Request<'_>) {
     {
         ctx.error(&pubsub::not_allowed_text(spec.name));
         transaction::flag(ctx);
+        return;
+    }
+    if !admin::wait_unpaused(ctx, spec).await {
         return;
     }
     if ctx.session.multi.is_some() && !spec.runs_in_multi() {
@@ -753,9 +808,52 @@ fn note_command(ctx: &mut Ctx<'_>, spec: &'static Spec) {
 
 /// Runs a command on keys against the cache: in a transaction of its own if it may write,
 /// else under the read lock.
-async fn run_on_cache(ctx: &mut Ctx<'_>, spec: &Spec, req: Request<'_>) {
+async fn run_on_cache(ctx: &mut Ctx<'_>, spec: &'static Spec, req: Request<'_>) {
     let kind = spec.kind;
-    on_cache(ctx, spec.writes(), |ctx, db| run_on_db(ctx, db, kind, req)).await;
+    on_cache(ctx, spec.writes(), |ctx, db| {
+        run_on_db(ctx, db, kind, req);
+        remember_reads(ctx, db, spec, req);
+    })
+    .await;
+}
+
+/// The keys a command names: its key arguments as `COMMAND` describes them, and the key of
+/// `OBJECT <sub> key` and `MEMORY USAGE key` (which Redis's key specs name too).
+pub(crate) fn key_args<'a>(spec: &Spec, req: Request<'a>) -> Vec<&'a [u8]> {
+    let n = req.len() as i64;
+    if spec.first_key <= 0 {
+        return match spec.kind {
+            Kind::Object | Kind::Memory if n > 2 => vec![req.arg(2)],
+            _ => Vec::new(),
+        };
+    }
+    let first = i64::from(spec.first_key);
+    let last = match i64::from(spec.last_key) {
+        l if l < 0 => n + l,
+        l => l,
+    };
+    let step = i64::from(spec.step).max(1);
+    let mut keys = Vec::new();
+    let mut i = first;
+    while i <= last && i < n {
+        keys.push(req.arg(i as usize));
+        i += step;
+    }
+    keys
+}
+
+/// Client tracking (default mode): remembers the keys a read-only command read, under the
+/// cache's lock the read held (see [`crate::tracking`]).
+pub(crate) fn remember_reads(ctx: &Ctx<'_>, db: &dyn Db, spec: &Spec, req: Request<'_>) {
+    if spec.writes() || !ctx.session.tracking.remembers_reads() {
+        return;
+    }
+    let keys = key_args(spec, req);
+    if !keys.is_empty() {
+        ctx.server
+            .tracking
+            .remember(ctx.session.id, keys.into_iter(), db.replica(), db.now());
+    }
 }
 
 /// Runs `f` against the cache under one hold of its lock: in a transaction whose writes commit
@@ -767,10 +865,22 @@ pub(crate) async fn on_cache<'a>(
 ) {
     let server = ctx.server;
     if writes {
+        let record = server.tracking.records_writers();
         match server
             .cache
             .transact(|tx| {
-                f(ctx, tx);
+                if record {
+                    // Some client is in NOLOOP mode: say who made these writes, under the
+                    // lock that made them.
+                    let mut db = Recorded {
+                        tx: &mut *tx,
+                        keys: Vec::new(),
+                    };
+                    f(ctx, &mut db);
+                    server.tracking.note_local_writes(ctx.session.id, &db.keys);
+                } else {
+                    f(ctx, tx);
+                }
                 tx.replica().local_seq()
             })
             .await

@@ -262,12 +262,14 @@ pub(crate) fn ping_subscribed(ctx: &mut Ctx<'_>, req: Request<'_>) {
     write_bulk(ctx.out, req.get(1).unwrap_or(b""));
 }
 
-/// `RESET`: out of any transaction, watch and subscription, back to RESP2, no name, and
-/// logged out when a password is set; `+RESET`.
+/// `RESET`: out of any transaction, watch, subscription and client tracking, back to RESP2,
+/// no name, and logged out when a password is set; `+RESET`.
 pub(crate) fn reset(ctx: &mut Ctx<'_>) {
     ctx.session.multi = None;
     ctx.session.watched = Default::default();
     unsubscribe_all(ctx);
+    ctx.server.tracking.disable(ctx.session.id);
+    ctx.session.tracking = Default::default();
     ctx.session.proto = Protocol::Resp2;
     ctx.session
         .entry

@@ -48,19 +48,29 @@ pub(crate) const KEYS_PER_LOCK: usize = 64;
 pub(crate) async fn mget(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let now = dice_core::now_ms();
     write_array_len(ctx.out, req.len() - 1);
-    let mut keys = req.args().skip(1).peekable();
     let proto = ctx.proto();
-    while keys.peek().is_some() {
+    let track = ctx.session.tracking.remembers_reads();
+    let mut next = 1;
+    while next < req.len() {
         let out = &mut *ctx.out;
-        ctx.server.cache.with_replica(|r| {
-            for (i, key) in keys.by_ref().enumerate() {
-                match r.get(key, now) {
+        let start = next;
+        let server = ctx.server;
+        let id = ctx.session.id;
+        server.cache.with_replica(|r| {
+            while next < req.len() {
+                match r.get(req.arg(next), now) {
                     Some(v) => write_bulk(out, v),
                     None => write_null(out, proto),
                 }
-                if out.len() >= OUTPUT_FLUSH_AT || i + 1 == KEYS_PER_LOCK {
+                next += 1;
+                if out.len() >= OUTPUT_FLUSH_AT || next - start == KEYS_PER_LOCK {
                     break;
                 }
+            }
+            if track {
+                // Under the lock these reads held (see crate::tracking).
+                let keys = (start..next).map(|i| req.arg(i));
+                server.tracking.remember(id, keys, r, now);
             }
         });
         if !ctx.flush_if_full().await {

@@ -45,6 +45,11 @@ impl Multi {
     pub fn len(&self) -> usize {
         self.queued.len()
     }
+
+    /// Whether a queued command writes.
+    pub fn writes(&self) -> bool {
+        self.queued.iter().any(|q| q.spec.writes())
+    }
 }
 
 impl Queued {
@@ -207,6 +212,7 @@ fn run_queue(ctx: &mut Ctx<'_>, db: &mut dyn Db, multi: &Multi, watched: &Watche
     for q in &multi.queued {
         ctx.reply_start = ctx.out.len();
         run_on_db(ctx, db, q.spec.kind, q.request());
+        super::remember_reads(ctx, db, q.spec, q.request());
         // A read passes the bound by at most one value; a write checks before it writes.
         if !q.spec.writes() && ctx.out.len() > ctx.limit {
             ctx.too_big();
