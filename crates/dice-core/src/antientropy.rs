@@ -22,7 +22,7 @@
 //! 5. The initiator applies those and sends the wanted entries, which the responder applies.
 //!
 //! Received entries go through the normal LWW merge, with one exception to the stale-copy
-//! rule, argued at [`Replica::apply_repair`]: with equal version vectors, a live entry for a
+//! rule, argued at `Replica::apply_repair`: with equal version vectors, a live entry for a
 //! key the receiver holds nothing for is one it lost, not one it collected. Without that
 //! exception a key lost on one side would never come back: its version vector covers it, and
 //! `apply` ignores such an entry as a stale copy. Dead entries are still ignored then: the
