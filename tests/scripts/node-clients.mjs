@@ -229,7 +229,13 @@ async function scenario(name, label, api) {
   await expectError(t('wrong arity'), api.raw(a, 'GET'), 'wrong number of arguments');
   await expectError(t('syntax error'), api.raw(a, 'SET', 'k', 'v', 'EX'), 'syntax error');
   await expectError(t('not an integer'), api.raw(a, 'EXPIRE', `${p}a`, 'soon'), 'not an integer');
-  await expectError(t('counters are refused'), api.raw(a, 'INCR', `${p}n`), 'not supported yet');
+  // Counters: an increment on each node, both count everywhere.
+  check(t('INCR'), 1, Number(await api.raw(a, 'INCR', `${p}n`)));
+  await api.raw(b, 'INCRBY', `${p}n`, '5');
+  await eventually(t('increments on A and B both count, on A'), async () => (await api.get(a, `${p}n`)) === '6');
+  await eventually(t('increments on A and B both count, on B'), async () => (await api.get(b, `${p}n`)) === '6');
+  await api.raw(a, 'SET', `${p}word`, 'abc');
+  await expectError(t('INCR of a value that is not a number'), api.raw(a, 'INCR', `${p}word`), 'not an integer');
   await expectError(t('WAITAOF'), api.raw(a, 'WAITAOF', '1', '0', '0'), 'appendonly');
   check(t('the connection works after errors'), '1', await api.get(a, `${p}a`));
 

@@ -206,11 +206,18 @@ def run(host, port, password, protocol):
         redis.ResponseError,
         "unknown command 'LPUSH'",
     )
+    # Counters (conflict-free: increments on several nodes all count).
+    counter = f"counter:{label}"
+    check(f"[{label}] incr", 1, r.incr(counter))
+    check(f"[{label}] incrby", 6, r.incrby(counter, 5))
+    check(f"[{label}] decr", 5, r.decr(counter))
+    check(f"[{label}] incrbyfloat", 5.5, float(r.incrbyfloat(counter, 0.5)))
+    r.set(f"notanumber:{label}", "abc")
     expect_error(
-        f"[{label}] counters are refused, not lossy",
-        lambda: r.incr("counter"),
+        f"[{label}] incr of a value that is not a number",
+        lambda: r.incr(f"notanumber:{label}"),
         redis.ResponseError,
-        "is not supported yet: counters need a conflict-free counter type",
+        "value is not an integer",
     )
     expect_error(
         f"[{label}] wrong arity",
