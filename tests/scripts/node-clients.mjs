@@ -4,7 +4,8 @@
 //
 // The same scenario for each: basics (set/get/mget/del/exists), TTLs, a pipeline, a
 // transaction, WATCH aborted by another connection's write, a value written on A read on
-// B, WAIT, and error replies. Then node-redis's client-side cache (RESP3): a read on A is
+// B, WAIT, pub/sub across nodes, keyspace notifications for a write on the other node,
+// counters incremented on both nodes, and error replies. Then node-redis's client-side cache (RESP3): a read on A is
 // served from the cache until a write or a delete on B invalidates it. Exits non-zero on
 // the first failure.
 //
@@ -104,6 +105,20 @@ const adapters = {
     },
     wait: (c, n, ms) => c.wait(n, ms),
     close: (c) => c.quit(),
+    // A subscriber connection: `received` fills with {channel, message}.
+    async subscriber(host, port) {
+      const opts = { socket: { host, port: Number(port) }, password };
+      if (RESP) opts.RESP = RESP;
+      const c = nodeRedis.createClient(opts);
+      c.on('error', (e) => console.error(`node-redis subscriber error: ${e.message}`));
+      await c.connect();
+      const received = [];
+      return {
+        received,
+        subscribe: (ch) => c.subscribe(ch, (message, channel) => received.push({ channel, message })),
+        close: () => c.quit(),
+      };
+    },
   }),
   ioredis: (protocol) => ({
     async connect(host, port) {
@@ -148,6 +163,16 @@ const adapters = {
     },
     wait: (c, n, ms) => c.wait(n, ms),
     close: (c) => c.quit(),
+    async subscriber(host, port) {
+      const opts = { host, port: Number(port), password, lazyConnect: true, maxRetriesPerRequest: 1 };
+      if (protocol) opts.protocol = protocol;
+      const c = new Redis(opts);
+      c.on('error', (e) => console.error(`ioredis subscriber error: ${e.message}`));
+      await c.connect();
+      const received = [];
+      c.on('message', (channel, message) => received.push({ channel: String(channel), message: String(message) }));
+      return { received, subscribe: (ch) => c.subscribe(ch), close: () => c.quit() };
+    },
   }),
 };
 
@@ -223,6 +248,23 @@ async function scenario(name, label, api) {
   await eventually(t('B has the pipeline\'s writes'), async () => (await api.get(b, `${p}k49`)) === 'v49');
   await api.set(b, `${p}back`, 'from B');
   await eventually(t('written on B, read on A'), async () => (await api.get(a, `${p}back`)) === 'from B');
+
+  // Pub/sub across nodes: subscribed on B, published on A (again until the subscription
+  // has reached A's gossip mesh).
+  const sub = await api.subscriber(hostB, portB);
+  await sub.subscribe(`${p}news`);
+  await eventually(t('a message published on A reaches a subscriber on B'), async () => {
+    await api.raw(a, 'PUBLISH', `${p}news`, 'hello');
+    return sub.received.some((m) => m.channel === `${p}news` && m.message === 'hello');
+  });
+  // Keyspace notifications on B for a write made on A.
+  check(t('CONFIG SET notify-keyspace-events on B'), 'OK', String(await api.raw(b, 'CONFIG', 'SET', 'notify-keyspace-events', 'KEA')));
+  await sub.subscribe(`__keyspace@0__:${p}watched`);
+  await eventually(t('a write on A fires a keyspace notification on B'), async () => {
+    await api.set(a, `${p}watched`, 'x');
+    return sub.received.some((m) => m.channel === `__keyspace@0__:${p}watched` && m.message === 'set');
+  });
+  await sub.close();
 
   // Error replies; the connection goes on.
   await expectError(t('unknown command'), api.raw(a, 'NOSUCHCMD', 'x'), "unknown command 'NOSUCHCMD'");

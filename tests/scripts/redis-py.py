@@ -4,8 +4,10 @@ Runs the same checks with the client's default protocol (RESP3: redis-py 8 opens
 connection with HELLO 3) and with protocol=2: strings, misses, TTLs, a non-transactional
 pipeline, transactions (pipeline() and WATCH), string and key commands, CONFIG, CLIENT,
 keys and scans, INFO, pub/sub, and error replies. Given a second node (B, a peer of the
-first), then redis-py's client-side cache: a read on the first node stays cached until a
-write or a delete on B invalidates it. Exits non-zero on the first failure.
+first), then, in both protocols, pub/sub across the nodes, a keyspace notification on B
+for a write on the first node and counters incremented on both; and redis-py's client-side
+cache: a read on the first node stays cached until a write or a delete on B invalidates
+it. Exits non-zero on the first failure.
 
 Usage: python3 redis-py.py HOST PORT PASSWORD [HOST_B PORT_B]
   (see redis-py.sh, which starts the nodes)
@@ -278,6 +280,53 @@ def run(host, port, password, protocol):
     r.close()
 
 
+def across_nodes(host, port, password, host_b, port_b, protocol):
+    """Two nodes: a subscriber on B gets what is published on A, a keyspace notification on
+    B for a write made on A, and increments made on both count on both."""
+    label = f"protocol={protocol or 'default'}, across nodes"
+    common = {"password": password, "socket_timeout": 30}
+    if protocol is not None:
+        common["protocol"] = protocol
+    a = redis.Redis(host=host, port=port, **common)
+    b = redis.Redis(host=host_b, port=port_b, **common)
+    print(f"-- redis-py {redis.__version__}, {label}")
+    p = b.pubsub(ignore_subscribe_messages=True)
+
+    def arrives(channel, data, act):
+        # Act again until it arrives: the subscription needs a moment to reach A.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            act()
+            m = p.get_message(timeout=0.2)
+            while m is not None:
+                if m["channel"] == channel.encode() and m["data"] == data.encode():
+                    return True
+                m = p.get_message(timeout=0.05)
+        return False
+
+    chan = f"news:{label}"
+    p.subscribe(chan)
+    check_true(f"[{label}] a message published on A reaches a subscriber on B",
+               arrives(chan, "hello", lambda: a.publish(chan, "hello")))
+    check(f"[{label}] CONFIG SET notify-keyspace-events on B", True,
+          b.config_set("notify-keyspace-events", "KEA"))
+    key = f"watched:{label}"
+    p.subscribe(f"__keyspace@0__:{key}")
+    check_true(f"[{label}] a write on A fires a keyspace notification on B",
+               arrives(f"__keyspace@0__:{key}", "set", lambda: a.set(key, "x")))
+    counter = f"counter:{label}"
+    a.incr(counter)
+    b.incrby(counter, 5)
+    deadline = time.monotonic() + 10
+    while (a.get(counter), b.get(counter)) != (b"6", b"6") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check(f"[{label}] increments on A and B both count, on both", (b"6", b"6"),
+          (a.get(counter), b.get(counter)))
+    p.close()
+    a.close()
+    b.close()
+
+
 def commands_processed(r):
     return int(r.info("stats")["total_commands_processed"])
 
@@ -331,6 +380,8 @@ def main():
     for protocol in (None, 2):
         run(host, port, password, protocol)
     if len(sys.argv) == 6:
+        for protocol in (None, 2):
+            across_nodes(host, port, password, sys.argv[4], int(sys.argv[5]), protocol)
         client_side_cache(host, port, password, sys.argv[4], int(sys.argv[5]))
     print("redis-py: all checks passed")
 

@@ -1,7 +1,8 @@
 //! The Rust `redis` crate against two `dice node` processes on 127.0.0.1 (one a peer of the
 //! other), in RESP2 and RESP3: basics, TTLs, a pipeline, a transaction with `WATCH`, a
-//! value written on A read on B, error replies, and `WAIT` (1 once the peer acknowledged;
-//! 0 once the peer is gone).
+//! value written on A read on B, pub/sub across the nodes, a keyspace notification on B for
+//! a write on A, counters incremented on both, error replies, and `WAIT` (1 once the peer
+//! acknowledged; 0 once the peer is gone).
 #![allow(clippy::unwrap_used)]
 
 use dice_tests::{NodeProcess, api_addr, dial_addr, wait_for};
@@ -194,6 +195,30 @@ fn scenario(a: std::net::SocketAddr, b: std::net::SocketAddr, resp: u8) {
     });
     assert!(seen.is_some(), "B never saw A's pipeline");
 
+    // Pub/sub across nodes and keyspace notifications on B for a write on A.
+    across_nodes(a, b, resp, &p);
+    // Counters: an increment on each node; both count on both.
+    let _: i64 = redis::cmd("INCR")
+        .arg(format!("{p}n"))
+        .query(&mut c)
+        .unwrap();
+    let _: i64 = redis::cmd("INCRBY")
+        .arg(format!("{p}n"))
+        .arg(5)
+        .query(&mut on_b)
+        .unwrap();
+    let both = wait_for(Duration::from_secs(10), || {
+        let (x, y) = (
+            get(&mut c, &format!("{p}n")),
+            get(&mut on_b, &format!("{p}n")),
+        );
+        (x.as_deref() == Some("6") && y.as_deref() == Some("6")).then_some(())
+    });
+    assert!(
+        both.is_some(),
+        "increments on A and B did not both count on both"
+    );
+
     // Errors, and the connection goes on.
     let e = error_of(&mut c, redis::cmd("NOSUCHCMD").arg("x"));
     assert!(e.contains("unknown command 'NOSUCHCMD'"), "{e}");
@@ -208,6 +233,64 @@ fn scenario(a: std::net::SocketAddr, b: std::net::SocketAddr, resp: u8) {
     let e = error_of(&mut c, redis::cmd("WAITAOF").arg(1).arg(0).arg(0));
     assert!(e.contains("appendonly"), "{e}");
     assert_eq!(get(&mut c, &format!("{p}a")).as_deref(), Some("1"));
+}
+
+/// A subscriber on B receives what is published on A, and a keyspace notification for a
+/// write made on A.
+fn across_nodes(a: std::net::SocketAddr, b: std::net::SocketAddr, resp: u8, p: &str) {
+    let mut c = connect(a, resp);
+    let mut on_b = connect(b, resp);
+    let ok: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("KEA")
+        .query(&mut on_b)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let mut sub_conn = connect(b, resp);
+    let mut sub = sub_conn.as_pubsub();
+    sub.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let news = format!("{p}news");
+    let watched = format!("{p}watched");
+    let keyspace = format!("__keyspace@0__:{watched}");
+    sub.subscribe(&news).unwrap();
+    sub.subscribe(&keyspace).unwrap();
+    // Act again until it arrives: the subscription needs a moment to reach A.
+    let mut arrives = |channel: &str, payload: &str, act: &mut dyn FnMut()| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            act();
+            while let Ok(m) = sub.get_message() {
+                if m.get_channel_name() == channel
+                    && m.get_payload::<String>().is_ok_and(|s| s == payload)
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    assert!(
+        arrives(&news, "hello", &mut || {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(&news)
+                .arg("hello")
+                .query(&mut c)
+                .unwrap();
+        }),
+        "RESP{resp}: a message published on A did not reach a subscriber on B"
+    );
+    assert!(
+        arrives(&keyspace, "set", &mut || {
+            let _: () = redis::cmd("SET")
+                .arg(&watched)
+                .arg("x")
+                .query(&mut c)
+                .unwrap();
+        }),
+        "RESP{resp}: a write on A fired no keyspace notification on B"
+    );
 }
 
 #[test]
