@@ -55,9 +55,12 @@ pub struct NodeConfig {
     pub cache: CacheOptions,
     /// How often to run a catch-up with a random peer (default 5 s).
     pub catchup_interval: Duration,
-    /// Ping period (default 1 s); a peer that misses one ping timeout is disconnected.
+    /// Ping period (default 5 s); a peer that misses one ping timeout is disconnected, and
+    /// one silent for a period plus the timeout plus 1 s (9 s by default) too. Pings are
+    /// per connection, so in a full mesh their cost grows with the cluster: at 1 s they
+    /// were most of a node's idle CPU (`BENCHMARKS.md`, "Scale").
     pub ping_interval: Duration,
-    /// How long a ping may take (default 2 s).
+    /// How long a ping may take (default 3 s).
     pub ping_timeout: Duration,
     /// Inbound sync requests allowed per peer per second (burst: twice that). Default 5000; a
     /// dice sender paces its pushes to at most one per peer per 250 µs, under it.
@@ -101,8 +104,8 @@ impl NodeBuilder {
                 mdns: true,
                 cache: CacheOptions::default(),
                 catchup_interval: Duration::from_secs(5),
-                ping_interval: Duration::from_secs(1),
-                ping_timeout: Duration::from_secs(2),
+                ping_interval: Duration::from_secs(5),
+                ping_timeout: Duration::from_secs(3),
                 max_requests_per_sec: 5000,
                 antientropy_interval: Duration::from_secs(30),
             },
