@@ -203,13 +203,17 @@
 //! # Ok(()) }
 //! ```
 
+mod client;
 pub mod cluster;
 mod cmd;
+mod config;
 pub mod frame;
 pub mod glob;
 pub mod pubsub;
 pub mod server;
+mod state;
 mod tracking;
+mod wire;
 
 pub use cluster::ClusterInfo;
 pub use frame::{FrameError, FrameLimits};

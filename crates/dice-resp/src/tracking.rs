@@ -33,7 +33,7 @@
 //! comes before the invalidation of what it returned.
 
 use crate::frame::{Protocol, write_array_len, write_bulk, write_integer};
-use crate::server::ClientEntry;
+use crate::state::ClientEntry;
 use bytes::Bytes;
 use dice_core::{Cache, ChangeSource, Event, Replica};
 use std::collections::{BTreeMap, HashMap, VecDeque};

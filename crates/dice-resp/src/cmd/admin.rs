@@ -1,12 +1,14 @@
 //! Server commands: `CONFIG GET | SET | RESETSTAT | REWRITE | HELP`, `TIME`, `SHUTDOWN`,
 //! `WAIT`, `WAITAOF`, and `CLIENT PAUSE | UNPAUSE` with the wait a paused command makes.
 
+use super::pubsub::{deliver, next_delivery};
+use super::tracking::deliver_pushes;
 use super::{Ctx, Kind, NOT_AN_INTEGER, SYNTAX_ERROR, Spec, is, truncated};
 use crate::frame::{
     Request, parse_i64, write_array_len, write_bulk, write_integer, write_map_len, write_simple,
 };
 use crate::glob::glob_match;
-use crate::server::{deliver, deliver_pushes, next_delivery, send};
+use crate::wire::send;
 use std::sync::atomic::Ordering;
 
 /// The parameters `CONFIG GET` shows: what dice has, and what Redis clients ask of a server

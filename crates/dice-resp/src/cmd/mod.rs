@@ -22,10 +22,11 @@ pub(crate) mod tracking;
 pub(crate) mod transaction;
 
 use crate::frame::{Protocol, Request, write_error, write_null};
-use crate::server::{OUTPUT_FLUSH_AT, ServerState, Wire, send};
+use crate::state::ServerState;
+pub(crate) use crate::wire::Batch;
+use crate::wire::{OUTPUT_FLUSH_AT, Wire, send};
 use bytes::Bytes;
 use dice_core::{Replica, Transaction};
-use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 /// Redis's error texts that several commands share.
@@ -36,7 +37,7 @@ pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of r
 #[derive(Debug)]
 pub(crate) struct Session {
     /// What other connections see of this one (`CLIENT LIST`, `CLIENT KILL`).
-    pub entry: std::sync::Arc<crate::server::ClientEntry>,
+    pub entry: std::sync::Arc<crate::state::ClientEntry>,
     /// `CLIENT ID`.
     pub id: u64,
     /// `CLIENT SETNAME`.
@@ -175,16 +176,6 @@ impl Db for ReadOnly<'_> {
             "a read-only command tried to write".into(),
         ))
     }
-}
-
-/// The writes made while answering one batch of requests.
-#[derive(Debug, Default)]
-pub(crate) struct Batch {
-    /// The highest commit generation of a write in the batch (0: none).
-    pub max_generation: u64,
-    /// The byte ranges of the output holding replies to commands that wrote: if the commit
-    /// fails they are replaced by the error.
-    pub write_replies: Vec<Range<usize>>,
 }
 
 /// Everything a command runs with.

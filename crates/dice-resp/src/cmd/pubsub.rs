@@ -282,3 +282,39 @@ pub(crate) fn reset(ctx: &mut Ctx<'_>) {
     ctx.session.authenticated = ctx.server.config.requirepass.is_none();
     write_simple(ctx.out, "RESET");
 }
+
+/// The next pub/sub message for a connection; never, while it has no subscription queue.
+pub(crate) async fn next_delivery(
+    subs: &mut Option<Box<crate::pubsub::ClientSubs>>,
+) -> Option<Delivery> {
+    match subs {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to [`crate::wire::OUTPUT_FLUSH_AT`] at a time) to the
+/// client. False once the connection must close (gone, stalled, or past its pub/sub limit).
+pub(crate) async fn deliver(
+    state: &crate::state::ServerState,
+    session: &mut super::Session,
+    first: Delivery,
+    out: &mut Vec<u8>,
+    batch: &mut crate::wire::Batch,
+    wire: &mut crate::wire::Wire,
+) -> bool {
+    let mut next = Some(first);
+    while let Some(d) = next {
+        write_delivery(out, &d, session.proto);
+        if out.len() >= crate::wire::OUTPUT_FLUSH_AT
+            && !crate::wire::send(state, out, batch, wire).await
+        {
+            return false;
+        }
+        next = session.pubsub.as_mut().and_then(|s| s.try_next());
+    }
+    if session.pubsub.as_ref().is_some_and(|s| s.overflowed()) {
+        return false;
+    }
+    crate::wire::send(state, out, batch, wire).await
+}

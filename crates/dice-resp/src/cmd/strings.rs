@@ -11,7 +11,7 @@ use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, expiry_ms, is, now_ms};
 use crate::frame::{
     Request, parse_i64, write_array_len, write_bulk, write_integer, write_null, write_simple,
 };
-use crate::server::OUTPUT_FLUSH_AT;
+use crate::wire::OUTPUT_FLUSH_AT;
 use bytes::Bytes;
 use dice_core::Increment;
 use dice_core::counter::parse_float;

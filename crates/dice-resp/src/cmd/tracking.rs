@@ -257,3 +257,31 @@ pub(crate) fn trackinginfo(ctx: &mut Ctx<'_>) {
         write_bulk(ctx.out, p);
     }
 }
+
+/// Writes `first` and whatever other invalidation is queued (up to [`crate::wire::OUTPUT_FLUSH_AT`] at a
+/// time) to the client. False once the connection must close.
+pub(crate) async fn deliver_pushes(
+    state: &crate::state::ServerState,
+    session: &mut super::Session,
+    first: crate::tracking::Push,
+    out: &mut Vec<u8>,
+    batch: &mut crate::wire::Batch,
+    wire: &mut crate::wire::Wire,
+) -> bool {
+    let mut next = Some(first);
+    while let Some(p) = next {
+        session.entry.inbox.taken(&p);
+        let subscribed = session.pubsub.as_ref().is_some_and(|s| s.count() > 0);
+        crate::tracking::write_push(out, &p, session.proto, subscribed);
+        if out.len() >= crate::wire::OUTPUT_FLUSH_AT
+            && !crate::wire::send(state, out, batch, wire).await
+        {
+            return false;
+        }
+        next = session.pushes.try_recv().ok();
+    }
+    if session.entry.inbox.overflowed() {
+        return false;
+    }
+    crate::wire::send(state, out, batch, wire).await
+}
