@@ -3,7 +3,7 @@
 
 use crate::antientropy::{AeSession, AeStep};
 use crate::entry::{Elem, Entry, Limits, NodeId};
-use crate::hlc::now_ms;
+use crate::hlc::{Clock, SystemClock};
 use crate::replica::{ChangeSource, GcReport, Increment, Replica, ReplicaStats};
 use crate::store::{CommitBatch, Durability, MAX_BLOB_BYTES, SnapshotRun, Store};
 use crate::sync::{Refusal, SessionStep, SyncLimits, SyncMessage, SyncSession};
@@ -57,6 +57,9 @@ pub struct CacheOptions {
     /// Told of every group commit that succeeded, with its duration (for metrics; default
     /// none). Called on the writer task: keep it short.
     pub commit_observer: Option<Arc<dyn CommitObserver>>,
+    /// Where the cache reads the time: the hybrid logical clock's physical part, expiry and
+    /// garbage collection (default: the system clock; a [`crate::ManualClock`] in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Observes group commits (see [`CacheOptions::commit_observer`]).
@@ -81,6 +84,7 @@ impl Default for CacheOptions {
             commit_delay: Duration::ZERO,
             fail_commits: Arc::new(AtomicBool::new(false)),
             commit_observer: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -160,6 +164,12 @@ struct CommitProgress {
     done: u64,
     /// Recent failed generations and why.
     failed: Vec<(u64, Arc<str>)>,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.options.clock.now_ms()
+    }
 }
 
 struct Shared {
@@ -294,6 +304,12 @@ impl Cache {
         &self.inner.shared
     }
 
+    /// The time by this cache's clock ([`CacheOptions::clock`]), in milliseconds since the
+    /// Unix epoch: what expiry is measured against.
+    pub fn now_ms(&self) -> u64 {
+        self.shared().now_ms()
+    }
+
     /// This node's id: the origin of its writes.
     pub fn node_id(&self) -> NodeId {
         self.shared().node_id
@@ -317,7 +333,12 @@ impl Cache {
     /// Calls `f` with the value of `key`, if present and not expired, without copying it out
     /// (the cache's read lock is held while `f` runs: keep it short).
     pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        self.shared().state.read().replica.get(key, now_ms()).map(f)
+        self.shared()
+            .state
+            .read()
+            .replica
+            .get(key, self.now_ms())
+            .map(f)
     }
 
     /// The value of `key` and its expiry (milliseconds since the Unix epoch).
@@ -326,7 +347,7 @@ impl Cache {
             .state
             .read()
             .replica
-            .get_with_expiry(key, now_ms())
+            .get_with_expiry(key, self.now_ms())
     }
 
     /// The entry held for `key`, with its version, dead or alive.
@@ -340,12 +361,12 @@ impl Cache {
             .state
             .read()
             .replica
-            .scan_prefix(prefix, now_ms())
+            .scan_prefix(prefix, self.now_ms())
     }
 
     /// Number of keys present (not deleted, not expired).
     pub fn len(&self) -> usize {
-        self.shared().state.read().replica.live_len(now_ms())
+        self.shared().state.read().replica.live_len(self.now_ms())
     }
 
     /// Whether no key is present.
@@ -371,7 +392,7 @@ impl Cache {
         value: impl Into<Bytes>,
         ttl: Duration,
     ) -> Result<Entry> {
-        let at = now_ms().saturating_add(ttl.as_millis() as u64);
+        let at = self.now_ms().saturating_add(ttl.as_millis() as u64);
         self.write(key.into(), Some(value.into()), Some(at)).await
     }
 
@@ -447,7 +468,7 @@ impl Cache {
         let (entry, generation) = {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
-            let entry = st.replica.write(key, value, expires_at_ms, now_ms())?;
+            let entry = st.replica.write(key, value, expires_at_ms, self.now_ms())?;
             let generation = st.generation;
             record(shared, &mut st);
             (entry, generation)
@@ -486,7 +507,7 @@ impl Cache {
         let written = {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
-            let now = now_ms();
+            let now = self.now_ms();
             let current = st.replica.get_with_expiry(&key, now);
             let Some((value, expires_at_ms)) = decide(current) else {
                 return Ok(None);
@@ -537,7 +558,7 @@ impl Cache {
             refuse_if_failing(&st)?;
             let mut tx = Transaction {
                 replica: &mut st.replica,
-                now_ms: now_ms(),
+                now_ms: self.now_ms(),
                 wrote: false,
             };
             let result = f(&mut tx);
@@ -614,7 +635,7 @@ impl Cache {
     pub fn stats(&self) -> CacheStats {
         let shared = self.shared();
         let st = shared.state.read();
-        let now = now_ms();
+        let now = self.now_ms();
         CacheStats {
             node_id: shared.node_id,
             keys: st.replica.live_len(now),
@@ -680,7 +701,7 @@ impl Cache {
         let step = {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
-            let step = session.handle(&mut st.replica, reply, now_ms());
+            let step = session.handle(&mut st.replica, reply, self.now_ms());
             record(shared, &mut st);
             step
         };
@@ -700,7 +721,7 @@ impl Cache {
                     .state
                     .write()
                     .replica
-                    .note_member(req.from, Some(&req.vv), now_ms());
+                    .note_member(req.from, Some(&req.vv), self.now_ms());
                 let st = shared.state.read();
                 Ok(Some(st.replica.serve(&req, &shared.options.sync_limits)))
             }
@@ -709,14 +730,14 @@ impl Cache {
                     .state
                     .write()
                     .replica
-                    .note_member(ack.from, Some(&ack.vv), now_ms());
+                    .note_member(ack.from, Some(&ack.vv), self.now_ms());
                 Ok(None)
             }
             SyncMessage::Push(push) => {
                 let reply = {
                     let mut st = shared.state.write();
                     refuse_if_failing(&st)?;
-                    let reply = st.replica.receive_push(push, now_ms());
+                    let reply = st.replica.receive_push(push, self.now_ms());
                     record(shared, &mut st);
                     reply
                 };
@@ -739,7 +760,7 @@ impl Cache {
                         &mut st.replica,
                         m,
                         &shared.options.sync_limits,
-                        now_ms(),
+                        self.now_ms(),
                     );
                     record(shared, &mut st);
                     reply
@@ -772,7 +793,7 @@ impl Cache {
                 &mut st.replica,
                 reply,
                 &shared.options.sync_limits,
-                now_ms(),
+                self.now_ms(),
             );
             record(shared, &mut st);
             step
@@ -882,7 +903,7 @@ impl Transaction<'_> {
 /// Moves the replica's recorded changes into the dirty set and to subscribers.
 fn record(shared: &Shared, st: &mut State) {
     let changes = st.replica.take_changes();
-    let now = now_ms();
+    let now = shared.now_ms();
     for (i, change) in changes.iter().enumerate() {
         // The newest change of an element is what it holds: the commit writes it as is.
         st.dirty
@@ -931,7 +952,7 @@ fn gc_once(shared: &Shared) -> GcReport {
         if st.refused.is_some() {
             return GcReport::default();
         }
-        let report = st.replica.gc(now_ms(), grace);
+        let report = st.replica.gc(shared.now_ms(), grace);
         record(shared, &mut st);
         report
     };

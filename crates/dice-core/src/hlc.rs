@@ -83,6 +83,78 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where a cache reads the time: milliseconds since the Unix epoch. It drives the physical
+/// part of the hybrid logical clock, expiry and garbage collection.
+///
+/// [`SystemClock`] (the default of [`crate::CacheOptions::clock`]) reads the system clock;
+/// [`ManualClock`] is moved by hand, for tests of expiry that must not sleep.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock (see [`now_ms`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+}
+
+/// A clock that only moves when told to: tests of expiry run without sleeping.
+///
+/// ```
+/// use dice_core::{Cache, CacheOptions, ManualClock};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+/// let options = CacheOptions { clock: clock.clone(), ..CacheOptions::default() };
+/// let dir = tempfile::tempdir()?;
+/// let cache = Cache::open_with(dir.path(), options).await?;
+/// cache.put_with_ttl("session", "abc", Duration::from_secs(30)).await?;
+/// clock.advance(Duration::from_millis(29_999));
+/// assert!(cache.get(b"session").is_some());
+/// clock.advance(Duration::from_millis(1));
+/// assert!(cache.get(b"session").is_none());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    ms: std::sync::atomic::AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock that reads `ms` until moved.
+    pub fn new(ms: u64) -> Self {
+        ManualClock {
+            ms: std::sync::atomic::AtomicU64::new(ms),
+        }
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.ms.fetch_add(
+            u64::try_from(by.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// Sets the clock to `ms` (backwards too: a clock stepped back by an operator).
+    pub fn set(&self, ms: u64) {
+        self.ms.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// A node's hybrid logical clock.
 ///
 /// `tick` gives a timestamp for a local event, strictly greater than every timestamp this clock

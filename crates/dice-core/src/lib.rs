@@ -55,7 +55,7 @@ pub use antientropy::{AeMessage, AeSession, AeStats, AeStep};
 pub use cache::{Cache, CacheOptions, CacheStats, CommitObserver, Event, Transaction};
 pub use entry::{Elem, Entry, Limits, NodeId, ParseNodeIdError, Version};
 pub use error::{Error, Result};
-pub use hlc::{Hlc, HlcClock, now_ms};
+pub use hlc::{Clock, Hlc, HlcClock, ManualClock, SystemClock, now_ms};
 pub use replica::{Change, ChangeSource, GcReport, Increment, Member, Replica, ReplicaStats};
 pub use replication::{
     Failure, Outgoing, PeerReplication, Purpose, ReplicaEndpoint, ReplicationConfig, Replicator,

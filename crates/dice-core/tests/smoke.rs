@@ -1,7 +1,8 @@
 //! Quick end-to-end checks of the persistent cache.
 #![allow(clippy::unwrap_used)]
 
-use dice_core::{Cache, Error};
+use dice_core::{Cache, CacheOptions, Error, ManualClock};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::test]
@@ -42,13 +43,20 @@ async fn second_open_of_a_dir_is_refused() {
 #[tokio::test]
 async fn ttl_expires() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path()).await.unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let options = CacheOptions {
+        clock: clock.clone(),
+        ..CacheOptions::default()
+    };
+    let cache = Cache::open_with(dir.path(), options).await.unwrap();
     cache
         .put_with_ttl("t", "v", Duration::from_millis(50))
         .await
         .unwrap();
-    assert!(cache.get(b"t").is_some());
-    tokio::time::sleep(Duration::from_millis(80)).await;
-    assert!(cache.get(b"t").is_none());
+    clock.advance(Duration::from_millis(49));
+    assert!(cache.get(b"t").is_some(), "alive until its expiry");
+    assert_eq!(cache.len(), 1);
+    clock.advance(Duration::from_millis(1));
+    assert!(cache.get(b"t").is_none(), "gone at its expiry");
     assert_eq!(cache.len(), 0);
 }

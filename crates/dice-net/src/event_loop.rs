@@ -11,7 +11,6 @@ use crate::pubsub::PubSubLoop;
 use crate::swarm::{Behaviour, BehaviourEvent, cluster_version, node_id_from_agent};
 use dice_core::{
     Cache, Failure, Outgoing, Purpose, ReplicationConfig, Replicator, ReplyOutcome, SyncMessage,
-    now_ms,
     skew::{OffsetSample, SKEW_WARN_MS, SkewNotice},
 };
 use futures::StreamExt;
@@ -318,7 +317,7 @@ impl EventLoop {
     /// Encodes and sends a request, stamped with our wall clock, recording what it was for.
     fn send(&mut self, o: Outgoing<PeerId>) {
         let limits = self.config.cache.sync_limits;
-        let now = now_ms();
+        let now = self.cache.now_ms();
         let peer = o.to;
         let bytes = match o.msg.encode_at(&limits, now) {
             Ok(b) => b,
@@ -386,8 +385,8 @@ impl EventLoop {
 
     /// A reply to our request sent at `sent_ms`, stamped `peer_ms` by the peer (if it was).
     fn note_round_trip(&mut self, peer: PeerId, sent_ms: u64, peer_ms: Option<u64>) {
-        if let Some(sample) =
-            peer_ms.and_then(|peer_ms| OffsetSample::round_trip(sent_ms, peer_ms, now_ms()))
+        if let Some(sample) = peer_ms
+            .and_then(|peer_ms| OffsetSample::round_trip(sent_ms, peer_ms, self.cache.now_ms()))
         {
             self.note_clock(peer, sample);
         }
@@ -444,7 +443,7 @@ impl EventLoop {
         let msg = match SyncMessage::decode_timed(&request, &limits) {
             Ok((m, sent)) => {
                 if let Some(sent) = sent {
-                    self.note_clock(peer, OffsetSample::one_way(sent, now_ms()));
+                    self.note_clock(peer, OffsetSample::one_way(sent, self.cache.now_ms()));
                 }
                 m
             }
@@ -478,7 +477,7 @@ impl EventLoop {
         };
         let bytes = match &reply {
             None => Vec::new(),
-            Some(r) => match r.encode_at(&limits, now_ms()) {
+            Some(r) => match r.encode_at(&limits, self.cache.now_ms()) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(%peer, error = %e, "cannot encode a reply");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{err, exchange, q, start_default};
+use common::{err, exchange, q, start_default, start_with_clock};
 use redis::Value;
 
 #[tokio::test]
@@ -306,7 +306,7 @@ async fn randomkey_object_memory() {
 
 #[tokio::test]
 async fn counters_answer_as_redis() {
-    let s = start_default().await;
+    let (s, clock) = start_with_clock().await;
     let mut c = s.client().await;
     assert_eq!(q::<i64>(&mut c, &[b"INCR", b"n"]).await, 1);
     assert_eq!(q::<i64>(&mut c, &[b"incrby", b"n", b"41"]).await, 42);
@@ -343,9 +343,20 @@ async fn counters_answer_as_redis() {
     assert_eq!(q::<i64>(&mut c, &[b"PERSIST", b"n"]).await, 1);
     assert_eq!(q::<i64>(&mut c, &[b"TTL", b"n"]).await, -1);
     assert_eq!(q::<String>(&mut c, &[b"GET", b"n"]).await, "2");
-    let () = q(&mut c, &[b"PSETEX", b"gone", b"1", b"5"]).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert_eq!(q::<i64>(&mut c, &[b"INCR", b"gone"]).await, 1);
+    let () = q(&mut c, &[b"PSETEX", b"gone", b"5", b"5"]).await;
+    clock.advance(std::time::Duration::from_millis(4));
+    assert_eq!(
+        q::<i64>(&mut c, &[b"INCR", b"gone"]).await,
+        6,
+        "not expired yet"
+    );
+    let () = q(&mut c, &[b"PSETEX", b"gone", b"5", b"5"]).await;
+    clock.advance(std::time::Duration::from_millis(5));
+    assert_eq!(
+        q::<i64>(&mut c, &[b"INCR", b"gone"]).await,
+        1,
+        "expired: a new counter"
+    );
 
     // Redis's errors; nothing written.
     let () = q(&mut c, &[b"SET", b"w", b"word"]).await;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{bounded, exchange, q, start, start_default};
+use common::{bounded, exchange, q, start, start_default, start_with_clock};
 use dice_resp::RespConfig;
 use redis::Value;
 use std::sync::Arc;
@@ -233,7 +233,7 @@ async fn watch_aborts_exec_when_another_client_writes() {
 
 #[tokio::test]
 async fn watch_sees_replicated_writes_and_expiry() {
-    let s = start_default().await;
+    let (s, clock) = start_with_clock().await;
     let peer_dir = tempfile::tempdir().unwrap();
     let peer = dice_core::Cache::open(peer_dir.path()).await.unwrap();
     let mut raw = s.raw().await;
@@ -253,7 +253,7 @@ async fn watch_sees_replicated_writes_and_expiry() {
     // A watched key that expires meanwhile aborts EXEC too (as in Redis 7).
     exchange(&mut raw, &cmd(&["SET", "e", "v", "PX", "50"]), b"+OK\r\n").await;
     exchange(&mut raw, &cmd(&["WATCH", "e"]), b"+OK\r\n").await;
-    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    clock.advance(std::time::Duration::from_millis(50));
     exchange(&mut raw, &cmd(&["MULTI"]), b"+OK\r\n").await;
     exchange(&mut raw, &cmd(&["SET", "e", "new"]), b"+QUEUED\r\n").await;
     exchange(&mut raw, &cmd(&["EXEC"]), b"*-1\r\n").await;

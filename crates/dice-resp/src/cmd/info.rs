@@ -224,7 +224,7 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
     }
     if wanted[KEYSPACE] {
         section("Keyspace", &|t| {
-            let now = dice_core::now_ms();
+            let now = server.cache.now_ms();
             let (keys, expires) = server
                 .cache
                 .with_replica(|r| (r.live_len(now), r.live_with_ttl(now)));

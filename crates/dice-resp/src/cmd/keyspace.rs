@@ -3,7 +3,7 @@
 //! `RENAMENX`, `COPY`, `RANDOMKEY`, `OBJECT`, `MEMORY USAGE`, `KEYS`, `SCAN`, `DBSIZE`,
 //! `FLUSHALL`.
 
-use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, expiry_ms, is, now_ms, truncated};
+use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, expiry_ms, is, truncated};
 use crate::frame::{Request, parse_i64, write_array_len, write_bulk, write_integer, write_simple};
 use crate::glob::glob_match;
 use bytes::Bytes;
@@ -74,7 +74,7 @@ pub(crate) fn expire(
     let Some(amount) = parse_i64(req.arg(2)) else {
         return ctx.error(NOT_AN_INTEGER);
     };
-    let now = now_ms();
+    let now = ctx.now_ms();
     let Some(when) = expiry_ms(amount, unit_ms, absolute, now) else {
         let text = format!("ERR invalid expire time in '{command}' command");
         return ctx.error(&text);
@@ -109,7 +109,7 @@ pub(crate) fn ttl(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, millis: 
         None => -2,
         Some((_, None)) => -1,
         Some((_, Some(at))) => {
-            let left = (at as i64).saturating_sub(now_ms()).max(0);
+            let left = (at as i64).saturating_sub(db.now() as i64).max(0);
             if millis { left } else { (left + 500) / 1000 }
         }
     };
@@ -382,7 +382,7 @@ pub(crate) fn memory(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
 pub(crate) async fn keys(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let pattern = req.arg(1);
     let all = pattern == b"*";
-    let now = dice_core::now_ms();
+    let now = ctx.server.cache.now_ms();
     let keys: Vec<Bytes> = ctx.server.cache.with_replica(|r| {
         r.live_keys(now)
             .filter(|k| all || glob_match(pattern, k))
@@ -552,7 +552,7 @@ pub(crate) async fn scan(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let Some(args) = scan_args(ctx, &req) else {
         return;
     };
-    let now = dice_core::now_ms();
+    let now = ctx.server.cache.now_ms();
     let (next, keys) = ctx.server.cache.with_replica(|r| scan_once(r, now, &args));
     write_array_len(ctx.out, 2);
     let mut digits = [0u8; 20];
@@ -622,7 +622,7 @@ pub(crate) async fn flushall(ctx: &mut Ctx<'_>, req: Request<'_>) {
     if !flush_args(ctx, &req) {
         return;
     }
-    let now = dice_core::now_ms();
+    let now = ctx.server.cache.now_ms();
     let keys: Vec<Bytes> = ctx
         .server
         .cache

@@ -195,6 +195,11 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    /// The time by the cache's clock, as Redis's signed milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        i64::try_from(self.server.cache.now_ms()).unwrap_or(i64::MAX)
+    }
+
     pub fn new(
         server: &'a ServerState,
         session: &'a mut Session,
@@ -884,7 +889,7 @@ pub(crate) async fn on_cache<'a>(
         server.cache.with_replica(|replica| {
             let mut db = ReadOnly {
                 replica,
-                now: dice_core::now_ms(),
+                now: server.cache.now_ms(),
             };
             f(ctx, &mut db);
         });
@@ -1003,11 +1008,6 @@ pub(crate) fn expiry_ms(amount: i64, unit_ms: i64, absolute: bool, now_ms: i64) 
     } else {
         ms.checked_add(now_ms)
     }
-}
-
-/// The current time as Redis's signed milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    i64::try_from(dice_core::now_ms()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

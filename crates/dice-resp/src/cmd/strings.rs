@@ -7,7 +7,7 @@
 //! the counters: an increment writes this node's contribution to the key's counter
 //! ([`dice_core::counter`]), so increments made at once on several nodes all count.
 
-use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, expiry_ms, is, now_ms};
+use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, expiry_ms, is};
 use crate::frame::{
     Request, parse_i64, write_array_len, write_bulk, write_integer, write_null, write_simple,
 };
@@ -46,7 +46,7 @@ pub(crate) const KEYS_PER_LOCK: usize = 64;
 /// hold of the read lock, and the reply goes out whenever it passes the flush size, so
 /// `MGET big big big ...` costs the connection about one value of memory, not all of them.
 pub(crate) async fn mget(ctx: &mut Ctx<'_>, req: Request<'_>) {
-    let now = dice_core::now_ms();
+    let now = ctx.server.cache.now_ms();
     write_array_len(ctx.out, req.len() - 1);
     let proto = ctx.proto();
     let track = ctx.session.tracking.remembers_reads();
@@ -140,7 +140,7 @@ fn positive_expiry(
         ctx.error(NOT_AN_INTEGER);
         return None;
     };
-    match expiry_ms(amount, unit_ms, absolute, now_ms()) {
+    match expiry_ms(amount, unit_ms, absolute, ctx.now_ms()) {
         Some(at) if amount > 0 && at > 0 => Some(at as u64),
         _ => {
             let text = format!("ERR invalid expire time in '{command}' command");

@@ -157,7 +157,7 @@ pub(crate) fn watch(ctx: &mut Ctx<'_>, req: Request<'_>) {
         ctx.error(&text);
         return;
     }
-    let now = dice_core::now_ms();
+    let now = ctx.server.cache.now_ms();
     ctx.server.cache.with_replica(|r| {
         for key in req.args().skip(1) {
             if watched.keys.contains_key(key) {

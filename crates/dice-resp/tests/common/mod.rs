@@ -1,9 +1,10 @@
 //! A dice cache in a temp dir served on 127.0.0.1:0, and helpers to talk to it.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use dice_core::Cache;
+use dice_core::{Cache, CacheOptions, ManualClock};
 use dice_resp::{RespConfig, RespHandle, RespServer};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,8 +20,23 @@ pub struct TestServer {
 }
 
 pub async fn start(config: RespConfig) -> TestServer {
+    start_with(config, CacheOptions::default()).await
+}
+
+/// A server whose cache reads the time from a [`ManualClock`]: tests of expiry move it
+/// instead of sleeping.
+pub async fn start_with_clock() -> (TestServer, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(dice_core::now_ms()));
+    let options = CacheOptions {
+        clock: clock.clone(),
+        ..CacheOptions::default()
+    };
+    (start_with(RespConfig::default(), options).await, clock)
+}
+
+pub async fn start_with(config: RespConfig, options: CacheOptions) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path()).await.unwrap();
+    let cache = Cache::open_with(dir.path(), options).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let handle = RespServer::new(listener, cache.clone(), config)
         .spawn()
