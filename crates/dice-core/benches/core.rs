@@ -53,7 +53,7 @@ fn runtime() -> Runtime {
 /// Writes keys `0..n` without waiting for each commit, then waits for all of them.
 async fn fill(cache: &Cache, n: u64) {
     for i in 0..n {
-        cache
+        let _ticket = cache
             .write_unacked(key(i), Some(value(i)), None)
             .await
             .unwrap();

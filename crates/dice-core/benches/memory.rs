@@ -88,7 +88,7 @@ fn child(mode: &str, n: u64, dir: &Path) {
                 let cache = Cache::open(dir).await.unwrap();
                 if mode == "cache_write" {
                     for i in 0..n {
-                        cache
+                        let _ticket = cache
                             .write_unacked(key(i), Some(value(i)), None)
                             .await
                             .unwrap();

@@ -89,6 +89,33 @@ impl Default for CacheOptions {
     }
 }
 
+/// A claim on the group commit that makes some writes durable: returned by the writes that
+/// come back as soon as they are in memory ([`Cache::write_unacked`],
+/// [`Cache::update_unacked`], [`Cache::transact`]), redeemed by [`Cache::wait_committed`].
+/// Tickets are ordered: waiting for the greatest of several waits for all of them, since
+/// group commits finish in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[must_use = "a write is not durable until its ticket's commit is waited for"]
+pub struct CommitTicket(u64);
+
+/// What [`Cache::update_unacked`]'s `decide` sees of a key: its live value and expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Current {
+    /// The live value.
+    pub value: Bytes,
+    /// Its expiry, milliseconds since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// The write [`Cache::update_unacked`]'s `decide` chooses to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Update {
+    /// The new value; `None` deletes the key.
+    pub value: Option<Bytes>,
+    /// The new expiry, milliseconds since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
+}
+
 /// A change seen by subscribers: a key now holds `value` (`None`: deleted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -437,8 +464,8 @@ impl Cache {
             .transact(|tx| tx.incr(key, by))
             .await
             .and_then(|(r, g)| r.map(|v| (v, g)))?;
-        if let Some(generation) = generation {
-            self.wait_committed(generation).await?;
+        if let Some(ticket) = generation {
+            self.wait_committed(ticket).await?;
         }
         Ok(value)
     }
@@ -455,21 +482,21 @@ impl Cache {
         Ok(entry)
     }
 
-    /// A local write that returns as soon as it is in memory, with the generation of the group
+    /// A local write that returns as soon as it is in memory, with the ticket of the group
     /// commit that will make it durable (see [`Cache::wait_committed`]).
     pub async fn write_unacked(
         &self,
         key: Bytes,
         value: Option<Bytes>,
         expires_at_ms: Option<u64>,
-    ) -> Result<(Entry, u64)> {
+    ) -> Result<(Entry, CommitTicket)> {
         self.wait_for_room().await?;
         let shared = self.shared();
         let (entry, generation) = {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
             let entry = st.replica.write(key, value, expires_at_ms, self.now_ms())?;
-            let generation = st.generation;
+            let generation = CommitTicket(st.generation);
             record(shared, &mut st);
             (entry, generation)
         };
@@ -479,41 +506,54 @@ impl Cache {
 
     /// A local read-modify-write of one key that returns once it is in memory, atomic with
     /// respect to every other write on this node (conditional writes such as Redis's `SET NX`
-    /// or `EXPIRE` are built on it). `decide` gets the key's live value and expiry and
-    /// returns the write to make, `(value, expires_at_ms)` with a `None` value deleting, or
-    /// `None` to leave the key alone. It runs under the cache's write lock: keep it short.
-    /// Returns the entry written and the generation of its group commit (see
-    /// [`Cache::wait_committed`]), if `decide` chose to write.
+    /// or `EXPIRE` are built on it). `decide` gets the key's live value and expiry, if it
+    /// has one, and returns the write to make, or `None` to leave the key alone. It runs
+    /// under the cache's write lock: keep it short. Returns the entry written and the ticket
+    /// of its group commit (see [`Cache::wait_committed`]), if `decide` chose to write.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> dice_core::Result<()> {
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let cache = dice_core::Cache::open(dir.path()).await?;
-    /// let set_if_absent = |cur: Option<_>| cur.is_none().then(|| (Some("v".into()), None));
+    /// use dice_core::cache::{Current, Update};
+    /// let set_if_absent = |cur: Option<Current>| {
+    ///     cur.is_none().then(|| Update { value: Some("v".into()), expires_at_ms: None })
+    /// };
     /// let first = cache.update_unacked("k".into(), set_if_absent).await?;
     /// let second = cache.update_unacked("k".into(), set_if_absent).await?;
     /// assert!(first.is_some() && second.is_none());
-    /// cache.wait_committed(first.unwrap().1).await?;
+    /// let (_entry, ticket) = first.unwrap();
+    /// cache.wait_committed(ticket).await?;
     /// # Ok(()) }
     /// ```
     pub async fn update_unacked(
         &self,
         key: Bytes,
-        decide: impl FnOnce(Option<(Bytes, Option<u64>)>) -> Option<(Option<Bytes>, Option<u64>)>,
-    ) -> Result<Option<(Entry, u64)>> {
+        decide: impl FnOnce(Option<Current>) -> Option<Update>,
+    ) -> Result<Option<(Entry, CommitTicket)>> {
         self.wait_for_room().await?;
         let shared = self.shared();
         let written = {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
             let now = self.now_ms();
-            let current = st.replica.get_with_expiry(&key, now);
-            let Some((value, expires_at_ms)) = decide(current) else {
+            let current = st
+                .replica
+                .get_with_expiry(&key, now)
+                .map(|(value, expires_at_ms)| Current {
+                    value,
+                    expires_at_ms,
+                });
+            let Some(Update {
+                value,
+                expires_at_ms,
+            }) = decide(current)
+            else {
                 return Ok(None);
             };
             let entry = st.replica.write(key, value, expires_at_ms, now)?;
-            let generation = st.generation;
+            let generation = CommitTicket(st.generation);
             record(shared, &mut st);
             (entry, generation)
         };
@@ -523,7 +563,7 @@ impl Cache {
 
     /// Runs `f` with several local reads and writes under one hold of the cache's write lock,
     /// so no other write (local or from a peer) interleaves with them, and returns once they
-    /// are in memory: what `f` returned, and the generation of the group commit that makes
+    /// are in memory: what `f` returned, and the ticket of the group commit that makes
     /// its writes durable if it wrote (see [`Cache::wait_committed`]). Every write of one
     /// call lands in the same group commit. Redis's `MULTI`/`EXEC` runs on it. `f` runs
     /// under the lock: keep it short. Writes are refused (`Error::WritesRefused`) before `f`
@@ -550,7 +590,7 @@ impl Cache {
     pub async fn transact<R>(
         &self,
         f: impl FnOnce(&mut Transaction<'_>) -> R,
-    ) -> Result<(R, Option<u64>)> {
+    ) -> Result<(R, Option<CommitTicket>)> {
         self.wait_for_room().await?;
         let shared = self.shared();
         let (result, generation) = {
@@ -563,7 +603,7 @@ impl Cache {
             };
             let result = f(&mut tx);
             let wrote = tx.wrote;
-            let generation = wrote.then_some(st.generation);
+            let generation = wrote.then_some(CommitTicket(st.generation));
             if wrote {
                 record(shared, &mut st);
             }
@@ -575,8 +615,13 @@ impl Cache {
         Ok((result, generation))
     }
 
-    /// Waits until group commit `generation` is done.
-    pub async fn wait_committed(&self, generation: u64) -> Result<()> {
+    /// Waits until the group commit of `ticket` is done: the writes that returned it are
+    /// durable. Its error if that commit failed (the writes are then undone here).
+    pub async fn wait_committed(&self, ticket: CommitTicket) -> Result<()> {
+        self.wait_generation(ticket.0).await
+    }
+
+    async fn wait_generation(&self, generation: u64) -> Result<()> {
         let mut rx = self.shared().progress.subscribe();
         let p = rx
             .wait_for(|p| p.done >= generation)
@@ -599,7 +644,7 @@ impl Cache {
             }
         };
         self.shared().wake_writer.notify_one();
-        self.wait_committed(generation).await
+        self.wait_generation(generation).await
     }
 
     async fn wait_for_room(&self) -> Result<()> {
@@ -616,7 +661,7 @@ impl Cache {
                 st.generation
             };
             shared.wake_writer.notify_one();
-            self.wait_committed(generation).await.ok();
+            self.wait_generation(generation).await.ok();
         }
     }
 

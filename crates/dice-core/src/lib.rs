@@ -52,7 +52,9 @@ pub mod sync;
 pub mod version_vector;
 
 pub use antientropy::{AeMessage, AeSession, AeStats, AeStep};
-pub use cache::{Cache, CacheOptions, CacheStats, CommitObserver, Event, Transaction};
+pub use cache::{
+    Cache, CacheOptions, CacheStats, CommitObserver, CommitTicket, Event, Transaction,
+};
 pub use entry::{Elem, Entry, Limits, NodeId, ParseNodeIdError, Version};
 pub use error::{Error, Result};
 pub use hlc::{Clock, Hlc, HlcClock, ManualClock, SystemClock, now_ms};

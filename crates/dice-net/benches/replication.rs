@@ -293,7 +293,8 @@ async fn part3_catchup(keys: usize, missed: &[usize]) {
     let value = bytes::Bytes::from(vec![b'v'; VALUE_BYTES]);
     let t0 = Instant::now();
     for k in 0..keys {
-        a.cache()
+        let _ticket = a
+            .cache()
             .write_unacked(key_of(k).into(), Some(value.clone()), None)
             .await
             .unwrap();
@@ -370,7 +371,8 @@ async fn part3_catchup(keys: usize, missed: &[usize]) {
         let value = bytes::Bytes::from(vec![b'a' + (round % 26) as u8; VALUE_BYTES]);
         for (i, &k) in chosen.iter().enumerate() {
             let on = if i % 2 == 0 { &a } else { &b };
-            on.cache()
+            let _ticket = on
+                .cache()
                 .write_unacked(key_of(k).into(), Some(value.clone()), None)
                 .await
                 .unwrap();

@@ -134,8 +134,10 @@ async fn restarted_node_catches_up_with_only_what_it_missed() {
 
     a.put("elixir", "awesome sauce").await.unwrap();
     let value = [b'x'; 100];
+    // Not waited for one by one: the flush below waits for them all.
     for k in 0..10_000u32 {
-        a.cache()
+        let _ticket = a
+            .cache()
             .write_unacked(
                 format!("key{k:05}").into(),
                 Some(value.to_vec().into()),

@@ -35,8 +35,8 @@ pub(crate) struct Wire {
 /// The writes made while answering one batch of requests.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    /// The highest commit generation of a write in the batch (0: none).
-    pub max_generation: u64,
+    /// The greatest commit ticket of a write in the batch (`None`: no write).
+    pub ticket: Option<dice_core::CommitTicket>,
     /// The byte ranges of the output holding replies to commands that wrote: if the commit
     /// fails they are replaced by the error.
     pub write_replies: Vec<Range<usize>>,
@@ -53,12 +53,11 @@ pub(crate) async fn send(
     wire: &mut Wire,
 ) -> bool {
     // Acknowledge the batch's writes only once they are committed: one wait for all.
-    if batch.max_generation > 0 {
-        if let Err(e) = state.cache.wait_committed(batch.max_generation).await {
+    if let Some(ticket) = batch.ticket.take() {
+        if let Err(e) = state.cache.wait_committed(ticket).await {
             tracing::warn!(error = %e, "a group commit failed; failing the batch's writes");
             *out = replace_ranges(out, &batch.write_replies, &format!("ERR {e}"));
         }
-        batch.max_generation = 0;
         batch.write_replies.clear();
     }
     if out.is_empty() || wire.broken {

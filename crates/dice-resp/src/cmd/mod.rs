@@ -7,7 +7,7 @@
 //! [`Db`]: a read-only view of the replica under the cache's read lock, or a
 //! [`dice_core::Transaction`] under its write lock ([`dice_core::Cache::transact`]) for
 //! commands that write, so every command is atomic on this node; `EXEC` runs all its
-//! queued commands in one transaction. Writes report their commit generation to the
+//! queued commands in one transaction. Writes report their commit ticket to the
 //! [`Batch`]; the connection waits for the highest one once before it sends the batch's
 //! replies.
 
@@ -257,11 +257,12 @@ impl<'a> Ctx<'a> {
         write_error(self.out, &text);
     }
 
-    /// Records a write of the current command, made durable by commit `generation`; `seq`
-    /// is this node's local seq right after it (the write's own seq, read under the lock).
-    pub fn wrote(&mut self, generation: u64, seq: u64) {
+    /// Records a write of the current command, made durable by the commit of `ticket`;
+    /// `seq` is this node's local seq right after it (the write's own seq, read under the
+    /// lock).
+    pub fn wrote(&mut self, ticket: dice_core::CommitTicket, seq: u64) {
         self.wrote = true;
-        self.batch.max_generation = self.batch.max_generation.max(generation);
+        self.batch.ticket = self.batch.ticket.max(Some(ticket));
         self.session.last_write_seq = self.session.last_write_seq.max(seq);
     }
 
@@ -881,7 +882,7 @@ pub(crate) async fn on_cache<'a>(
             })
             .await
         {
-            Ok((seq, Some(generation))) => ctx.wrote(generation, seq),
+            Ok((seq, Some(ticket))) => ctx.wrote(ticket, seq),
             Ok((_, None)) => {}
             Err(e) => ctx.cache_error(&e),
         }
