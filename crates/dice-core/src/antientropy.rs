@@ -269,6 +269,7 @@ pub fn comparable(replica: &Replica, vv: &VersionVector) -> bool {
 
 /// What one exchange did, seen from the initiator.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AeStats {
     /// The digests were compared (the version vectors were equal).
     pub compared: bool,

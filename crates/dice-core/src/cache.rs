@@ -131,6 +131,7 @@ pub struct Event {
 
 /// A snapshot of a cache's state and counters.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CacheStats {
     /// This node's id (the origin of its writes).
     pub node_id: NodeId,

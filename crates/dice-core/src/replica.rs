@@ -48,6 +48,7 @@ pub struct Change {
 
 /// Counters a replica keeps about what it has done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplicaStats {
     /// Remote entries that won and were installed.
     pub remote_applied: u64,
@@ -102,6 +103,7 @@ pub const DEFAULT_MEMBER_HORIZON_MS: u64 = 3_600_000;
 
 /// What one garbage collection pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GcReport {
     /// Dead entries dropped.
     pub dropped: usize,

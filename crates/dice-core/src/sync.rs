@@ -320,6 +320,7 @@ impl SyncMessage {
 
 /// What a session did, once done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionStats {
     /// Pages received.
     pub pages: u64,

@@ -178,6 +178,7 @@ impl NodeBuilder {
 
 /// What a node knows about one peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerStatus {
     /// The peer's libp2p id.
     pub peer_id: PeerId,
@@ -209,6 +210,7 @@ pub struct PeerStatus {
 
 /// A node's state: its cache, its peers and its counters.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NodeStatus {
     /// libp2p peer id.
     pub peer_id: PeerId,
