@@ -8,7 +8,8 @@
 #   bench/scale.sh 8 16 32 64
 #
 # Env: DICE_SCALE_IDLE_SECS (idle window, default 10), DICE_SCALE_BURST (writes per burst,
-# default 5000), PROFILE (cargo profile of the dice binary, default release).
+# default 5000), DICE_SCALE_MAX_PEERS (each node's --max-peers, default 32), PROFILE (cargo
+# profile of the dice binary, default release).
 #
 # Needs root (network namespaces) and iproute2. All traffic stays on the namespaces' bridge;
 # every namespace and node it starts is removed when it ends. All nodes share this machine's
@@ -23,5 +24,5 @@ command -v ip >/dev/null || { echo "bench/scale.sh needs iproute2 (apt-get insta
 profile=${PROFILE:-release}
 if [ "$profile" = release ]; then flag=--release; else flag=; fi
 cargo build --quiet $flag -p dice-cli --bin dice
-echo "command: bench/scale.sh $* (DICE_SCALE_IDLE_SECS=${DICE_SCALE_IDLE_SECS:-10} DICE_SCALE_BURST=${DICE_SCALE_BURST:-5000} PROFILE=$profile)"
+echo "command: bench/scale.sh $* (DICE_SCALE_IDLE_SECS=${DICE_SCALE_IDLE_SECS:-10} DICE_SCALE_BURST=${DICE_SCALE_BURST:-5000} DICE_SCALE_MAX_PEERS=${DICE_SCALE_MAX_PEERS:-32} PROFILE=$profile)"
 cargo run --quiet $flag -p dice-tests --example scale -- "${@:-4}"
