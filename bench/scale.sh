@@ -21,6 +21,29 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 command -v ip >/dev/null || { echo "bench/scale.sh needs iproute2 (apt-get install iproute2)" >&2; exit 2; }
+# The kernel's ARP table is one for all network namespaces, with at most gc_thresh3 (1024 by
+# default) entries: 64 hosts that each talk to 32 others need 2048, and past the limit new
+# neighbours are not resolved ("neighbor table overflow" in dmesg), so hosts that start last
+# cannot reach anyone. Raise the thresholds for the run (never lower them) and put the old
+# values back when it ends.
+largest=4
+for n in "$@"; do [ "$n" -gt "$largest" ] && largest=$n; done
+need=$((largest * largest * 2))
+declare -A old_neigh=()
+for t in gc_thresh1 gc_thresh2 gc_thresh3; do
+  old_neigh[$t]=$(sysctl -n net.ipv4.neigh.default.$t)
+done
+restore_neigh() {
+  for t in gc_thresh1 gc_thresh2 gc_thresh3; do
+    sysctl -q -w net.ipv4.neigh.default.$t="${old_neigh[$t]}" || true
+  done
+}
+if [ "${old_neigh[gc_thresh3]}" -lt $((need * 4)) ]; then
+  trap restore_neigh EXIT
+  sysctl -q -w net.ipv4.neigh.default.gc_thresh3=$((need * 4))
+  sysctl -q -w net.ipv4.neigh.default.gc_thresh2=$((need * 2))
+  sysctl -q -w net.ipv4.neigh.default.gc_thresh1=$need
+fi
 profile=${PROFILE:-release}
 if [ "$profile" = release ]; then flag=--release; else flag=; fi
 cargo build --quiet $flag -p dice-cli --bin dice
