@@ -206,6 +206,12 @@ impl Collector for StatusCollector {
         )?;
         counter(
             &mut e,
+            "dice_closed_over_max_peers",
+            "Peer connections closed as they opened: this node had its --max-peers connected.",
+            s.closed_over_max_peers,
+        )?;
+        counter(
+            &mut e,
             "dice_refused_not_local",
             "Incoming peer connections refused as not local (no cluster key).",
             s.refused_not_local,

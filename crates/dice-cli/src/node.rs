@@ -64,6 +64,11 @@ pub struct NodeArgs {
     /// Do not discover peers with mDNS.
     #[arg(long, env = "DICE_NO_MDNS")]
     no_mdns: bool,
+    /// Most peers connected at once. The node dials while it has fewer than three quarters
+    /// of this, leaves the rest for peers that dial it, and reaches the rest of a larger
+    /// cluster through its neighbours (docs/SCALE.md).
+    #[arg(long, value_name = "N", env = "DICE_MAX_PEERS", default_value_t = dice_net::DEFAULT_MAX_PEERS as u16, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    max_peers: u16,
     /// Require this password on the API (AUTH).
     #[arg(
         long,
@@ -226,7 +231,8 @@ fn fault_commit_delay_ms() -> Option<u64> {
 pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
     let mut builder = NodeBuilder::new(dir)
         .cluster(args.cluster)
-        .mdns(!args.no_mdns);
+        .mdns(!args.no_mdns)
+        .max_peers(usize::from(args.max_peers));
     if let Some(ms) = fault_commit_delay_ms() {
         tracing::warn!(
             ms,

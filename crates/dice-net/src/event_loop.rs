@@ -4,7 +4,7 @@
 //! they return.
 
 use crate::known_peers::KnownPeers;
-use crate::node::{Command, NodeConfig, NodeStatus, PeerStatus};
+use crate::node::{Command, NodeConfig, NodeStatus, PeerStatus, dial_target};
 use crate::peers::{PeerState, PeerTable, split_peer_id};
 use crate::protocol::sync_protocol;
 use crate::pubsub::PubSubLoop;
@@ -16,14 +16,17 @@ use dice_core::{
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns, ping};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+
+/// Dials in flight at most: see [`EventLoop::redial`].
+const MAX_DIALS_IN_FLIGHT: usize = 4;
 
 /// A request in flight: what it is for, and our wall clock when it left (for the round-trip
 /// clock offset).
@@ -39,6 +42,7 @@ struct Counters {
     refused_messages: u64,
     foreign_peers: u64,
     refused_connections: u64,
+    over_max_peers: u64,
     catchups: u64,
 }
 
@@ -71,6 +75,9 @@ pub(crate) struct EventLoop {
     /// assumed (unlike the replicator's `acked_seq`, which a new connection raises to what
     /// the catch-up will bring). Read by [`Node::acked_by`] (Redis's `WAIT`).
     acked: watch::Sender<HashMap<PeerId, u64>>,
+    /// Connections being closed because they opened past `--max-peers` (each closes soon
+    /// after it opened, so this stays small).
+    over_max: HashMap<ConnectionId, PeerId>,
 }
 
 impl EventLoop {
@@ -111,9 +118,15 @@ impl EventLoop {
             counters: Counters::default(),
             pubsub,
             acked,
+            over_max: HashMap::new(),
         };
         event_loop.dial_initial();
         event_loop
+    }
+
+    /// Connections to `peer` closed at the bound (`--max-peers`) and not closed yet.
+    fn refused_open(&self, peer: &PeerId) -> usize {
+        self.over_max.values().filter(|p| *p == peer).count()
     }
 
     /// Marks `peer` as a member of our cluster or not, here and in the replicator.
@@ -258,6 +271,7 @@ impl EventLoop {
             refused_messages: self.counters.refused_messages,
             foreign_peers: self.counters.foreign_peers,
             refused_connections: self.counters.refused_connections,
+            closed_over_max_peers: self.counters.over_max_peers,
             refused_not_local: self.denied_not_local.load(Ordering::Relaxed),
             catchups: self.counters.catchups,
         }
@@ -281,7 +295,18 @@ impl EventLoop {
             tracing::info!(%peer, "peer stopped answering; disconnecting");
             let _ = self.swarm.disconnect_peer_id(peer);
         }
-        let due = self.peers.take_due_dials(Instant::now());
+        // Dial only while under the dial target (`--max-peers`), a few at a time: nodes that
+        // start together would otherwise all dial all of each other before any connection
+        // counts, and fill every node up to its bound.
+        let pending = self
+            .swarm
+            .network_info()
+            .connection_counters()
+            .num_pending_outgoing() as usize;
+        let room = dial_target(self.config.max_peers)
+            .saturating_sub(self.peers.connected_count() + pending)
+            .min(MAX_DIALS_IN_FLIGHT.saturating_sub(pending));
+        let due = self.peers.take_due_dials(Instant::now(), room);
         for peer in due.peers {
             self.dial_peer(peer);
         }
@@ -596,14 +621,30 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
             } => {
                 let remote = endpoint.get_remote_address().clone();
-                self.peers
-                    .connected(peer_id, &remote, num_established.get() as usize);
-                if num_established.get() == 1 {
+                // Connections of ours to this peer, not counting those closed at the bound.
+                let before = (num_established.get() as usize - 1)
+                    .saturating_sub(self.refused_open(&peer_id));
+                if before == 0 && self.peers.connected_count() >= self.config.max_peers {
+                    // At the bound: the peer (or Kademlia, for a query) goes elsewhere.
+                    self.counters.over_max_peers += 1;
+                    tracing::debug!(
+                        peer = %peer_id,
+                        address = %remote,
+                        max_peers = self.config.max_peers,
+                        "connection closed: at --max-peers"
+                    );
+                    self.over_max.insert(connection_id, peer_id);
+                    self.swarm.close_connection(connection_id);
+                    return;
+                }
+                self.peers.connected(peer_id, &remote, before + 1);
+                if before == 0 {
                     tracing::info!(peer = %peer_id, address = %remote, "connected");
                     // Writes durable before now reach the peer through its catch-up with us,
                     // later ones by push; we catch up with it unless already catching up.
@@ -614,12 +655,21 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 cause,
                 ..
             } => {
+                if self.over_max.remove(&connection_id).is_some() {
+                    // Never counted: only a member we hold no connection to is dialed later,
+                    // when this node has room.
+                    self.peers.closed_at_bound(&peer_id);
+                    return;
+                }
+                let num_established =
+                    (num_established as usize).saturating_sub(self.refused_open(&peer_id));
                 let known = self.known.addrs(&peer_id).is_some();
-                self.peers.closed(peer_id, num_established as usize);
+                self.peers.closed(peer_id, num_established);
                 let member = self.peers.get(&peer_id).is_some_and(|s| s.member);
                 if num_established == 0 && !member && !known {
                     // A stranger (or a peer of another cluster): forget it, so that peers

@@ -37,7 +37,9 @@ mod swarm;
 
 pub use libp2p::pnet::PreSharedKey;
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::{Node, NodeBuilder, NodeConfig, NodeStatus, PeerStatus};
+pub use node::{
+    DEFAULT_MAX_PEERS, Node, NodeBuilder, NodeConfig, NodeStatus, PeerStatus, dial_target,
+};
 
 use std::path::PathBuf;
 

@@ -24,6 +24,25 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+/// Default bound on a node's connections (`--max-peers`).
+///
+/// A full mesh is the fastest way for a write to reach everyone (its origin pushes it to each
+/// member directly), and up to about 32 nodes it is cheap: 0.78 % of a core idle per node at
+/// 32 nodes (`BENCHMARKS.md`, "Scale"). Per-connection work (liveness, identify, gossipsub
+/// heartbeats, one push per write) grows with connections, so past that a node keeps at most
+/// this many and reaches the rest of the cluster through its neighbours (catch-up serves
+/// every origin's writes, so it is transitive). A node dials peers only while it has fewer
+/// than three quarters of this bound ([`dial_target`]); the last quarter is left for peers
+/// that dial it, so a newcomer always finds nodes that take it. Clusters of up to 25 nodes
+/// stay a full mesh with the default.
+pub const DEFAULT_MAX_PEERS: usize = 32;
+
+/// How many connections a node with a bound of `max_peers` dials up to: three quarters of
+/// the bound (at least 1). See [`DEFAULT_MAX_PEERS`].
+pub fn dial_target(max_peers: usize) -> usize {
+    (max_peers - max_peers / 4).max(1)
+}
+
 /// Default libp2p listen address.
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/7380";
 
@@ -68,6 +87,10 @@ pub struct NodeConfig {
     /// How often to run an anti-entropy exchange with the next connected member (default
     /// 30 s): see `dice_core::antientropy`.
     pub antientropy_interval: Duration,
+    /// Most connected peers (default [`DEFAULT_MAX_PEERS`], at least 1): a connection past
+    /// it is closed as soon as it opens, and the node dials only while it has fewer than
+    /// [`dial_target`] of it.
+    pub max_peers: usize,
 }
 
 /// Builds and starts a [`Node`].
@@ -108,6 +131,7 @@ impl NodeBuilder {
                 ping_timeout: Duration::from_secs(3),
                 max_requests_per_sec: 5000,
                 antientropy_interval: Duration::from_secs(30),
+                max_peers: DEFAULT_MAX_PEERS,
             },
             explicit_listen: false,
         }
@@ -159,6 +183,12 @@ impl NodeBuilder {
     /// Sets the anti-entropy interval.
     pub fn antientropy_interval(mut self, every: Duration) -> Self {
         self.config.antientropy_interval = every;
+        self
+    }
+
+    /// Sets the most peers connected at once (0 counts as 1; see [`NodeConfig::max_peers`]).
+    pub fn max_peers(mut self, n: usize) -> Self {
+        self.config.max_peers = n.max(1);
         self
     }
 
@@ -231,6 +261,9 @@ pub struct NodeStatus {
     /// Incoming connections that failed their handshake (e.g. no or another cluster key), or
     /// were refused as not local.
     pub refused_connections: u64,
+    /// Connections closed as soon as they opened because this node already had its
+    /// `--max-peers` connected peers.
+    pub closed_over_max_peers: u64,
     /// Incoming connections refused because they came from outside the local networks (no
     /// cluster key is set).
     pub refused_not_local: u64,

@@ -14,6 +14,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest pause between two dials of one peer or address.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// A connection that lasted this long resets its peer's redial pause.
+const LASTED: Duration = Duration::from_secs(10);
+
 /// When to dial next: due at once, or after a pause that doubles with every try, up to
 /// [`MAX_BACKOFF`]; a connection resets it.
 #[derive(Debug)]
@@ -119,6 +122,8 @@ pub(crate) struct PeerState {
     pub(crate) redial: Backoff,
     /// Last time the peer answered a ping or sent us anything.
     last_alive: Instant,
+    /// When the current connection opened.
+    connected_at: Option<Instant>,
 }
 
 impl PeerState {
@@ -137,6 +142,7 @@ impl PeerState {
             rate: RateLimit::new(burst),
             redial: Backoff::default(),
             last_alive: Instant::now(),
+            connected_at: None,
         }
     }
 
@@ -229,6 +235,11 @@ impl PeerTable {
         self.peers.get(peer).is_some_and(|s| s.connections > 0)
     }
 
+    /// How many peers have a connection open.
+    pub(crate) fn connected_count(&self) -> usize {
+        self.peers.values().filter(|s| s.connections > 0).count()
+    }
+
     /// Whether `peer` is blocked.
     pub(crate) fn is_blocked(&self, peer: &PeerId) -> bool {
         self.blocked.contains(peer)
@@ -276,17 +287,46 @@ impl PeerTable {
         let state = self.peer(peer);
         state.connections = connections;
         state.address = Some(bare_remote);
-        state.redial.reset();
+        // The pause is reset only once the connection has lasted (see `closed`): a peer at
+        // its `--max-peers` closes new connections at once, and must not be redialed at the
+        // first pause forever.
+        state.redial.cancel();
+        state.connected_at.get_or_insert_with(Instant::now);
         state.alive();
     }
 
     /// A connection to `peer` closed; `connections` remain. A member not blocked is redialed
-    /// after a pause once none remain.
+    /// after a pause once none remain: the first pause if the connection had lasted
+    /// [`LASTED`], else the next, longer one.
     pub(crate) fn closed(&mut self, peer: PeerId, connections: usize) {
         let blocked = self.blocked.contains(&peer);
         let state = self.peer(peer);
         state.connections = connections;
-        if connections == 0 && state.member && !blocked {
+        if connections > 0 {
+            return;
+        }
+        if state
+            .connected_at
+            .take()
+            .is_some_and(|t| t.elapsed() >= LASTED)
+        {
+            state.redial.reset();
+        }
+        if state.member && !blocked {
+            state.redial.due_after_pause(Instant::now());
+        }
+    }
+
+    /// A connection to `peer` was closed at once because this node was at its bound: a
+    /// member we hold no connection to is dialed after a pause (when this node has room).
+    pub(crate) fn closed_at_bound(&mut self, peer: &PeerId) {
+        let blocked = self.blocked.contains(peer);
+        if let Some(state) = self.peers.get_mut(peer)
+            && state.connections == 0
+            && state.member
+            && !blocked
+            && !state.redial.is_scheduled()
+        {
             state.redial.due_after_pause(Instant::now());
         }
     }
@@ -306,10 +346,15 @@ impl PeerTable {
         silent
     }
 
-    /// The dials due at `now`, each rescheduled with its backoff.
-    pub(crate) fn take_due_dials(&mut self, now: Instant) -> DueDials {
+    /// The dials due at `now`, each rescheduled with its backoff: at most `limit` known
+    /// peers (the others stay due, for when the node has room for them), every bootstrap
+    /// address due.
+    pub(crate) fn take_due_dials(&mut self, now: Instant, limit: usize) -> DueDials {
         let mut due = DueDials::default();
         for (p, s) in &mut self.peers {
+            if due.peers.len() >= limit {
+                break;
+            }
             if s.connections == 0 && !self.blocked.contains(p) && s.redial.take_due(now) {
                 due.peers.push(*p);
             }
@@ -361,11 +406,32 @@ mod tests {
         t.peer(a).redial.due_now(now);
         t.peer(b).redial.due_now(now);
         t.block(b);
-        assert_eq!(t.take_due_dials(now).peers, vec![a]);
+        assert_eq!(t.take_due_dials(now, 8).peers, vec![a]);
         t.connected(a, &"/ip4/127.0.0.1/tcp/1".parse().unwrap(), 1);
-        assert!(t.take_due_dials(now + MAX_BACKOFF).peers.is_empty());
+        assert!(t.take_due_dials(now + MAX_BACKOFF, 8).peers.is_empty());
         t.unblock(b);
-        assert_eq!(t.take_due_dials(Instant::now()).peers, vec![b]);
+        assert_eq!(t.take_due_dials(Instant::now(), 8).peers, vec![b]);
+    }
+
+    #[test]
+    fn dials_past_the_limit_stay_due_for_later() {
+        let mut t = PeerTable::new(10, Duration::from_secs(4));
+        let now = Instant::now();
+        let peers: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+        for p in &peers {
+            t.peer(*p).redial.due_now(now);
+        }
+        let first = t.take_due_dials(now, 2).peers;
+        assert_eq!(first.len(), 2);
+        let rest = t.take_due_dials(now, 8).peers;
+        assert_eq!(rest.len(), 3, "the peers not taken are still due");
+        assert!(first.iter().all(|p| !rest.contains(p)));
+        assert!(t.take_due_dials(now, 0).peers.is_empty());
+        t.connected(peers[0], &"/ip4/127.0.0.1/tcp/1".parse().unwrap(), 1);
+        t.connected(peers[1], &"/ip4/127.0.0.1/tcp/2".parse().unwrap(), 2);
+        assert_eq!(t.connected_count(), 2, "peers, not connections");
+        t.closed(peers[1], 0);
+        assert_eq!(t.connected_count(), 1);
     }
 
     #[test]
@@ -373,13 +439,16 @@ mod tests {
         let mut t = PeerTable::new(10, Duration::from_secs(4));
         let addr: Multiaddr = "/ip4/127.0.0.1/tcp/7380".parse().unwrap();
         t.add_bootstrap(addr.clone());
-        assert_eq!(t.take_due_dials(Instant::now()).addrs, vec![addr.clone()]);
+        assert_eq!(
+            t.take_due_dials(Instant::now(), 8).addrs,
+            vec![addr.clone()]
+        );
         let later = Instant::now() + MAX_BACKOFF;
-        assert_eq!(t.take_due_dials(later).addrs, vec![addr.clone()]);
+        assert_eq!(t.take_due_dials(later, 8).addrs, vec![addr.clone()]);
         let mut remote = addr.clone();
         remote.push(Protocol::P2p(PeerId::random()));
         t.connected(PeerId::random(), &remote, 1);
-        assert!(t.take_due_dials(later + MAX_BACKOFF).addrs.is_empty());
+        assert!(t.take_due_dials(later + MAX_BACKOFF, 8).addrs.is_empty());
     }
 
     #[test]
