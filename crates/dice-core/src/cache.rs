@@ -865,6 +865,17 @@ impl Transaction<'_> {
         Ok(written)
     }
 
+    /// Runs `f` on the replica for a write of another kind than [`Transaction::write`] and
+    /// [`Transaction::incr`] (the hash commands, [`Replica::remove_observed`], ...); what it
+    /// writes joins the transaction's group commit. `f` gets the transaction's time.
+    pub fn modify<R>(&mut self, f: impl FnOnce(&mut Replica, u64) -> Result<R>) -> Result<R> {
+        let before = self.replica.local_seq();
+        let out = f(self.replica, self.now_ms);
+        // Only a write joins the group commit (a command that wrote nothing waits for none).
+        self.wrote |= self.replica.local_seq() != before;
+        out
+    }
+
     /// A local write (`value` `None` deletes), like [`Cache::write_unacked`]; it joins the
     /// transaction's group commit.
     pub fn write(
