@@ -254,6 +254,10 @@ async fn wrongtype_both_ways_and_key_commands_on_a_hash() {
         vec![None, Some("1".into())]
     );
     assert_eq!(q::<String>(&mut c, &[b"TYPE", b"h"]).await, "hash");
+    assert_eq!(
+        q::<String>(&mut c, &[b"OBJECT", b"ENCODING", b"h"]).await,
+        "hashtable"
+    );
     assert_eq!(q::<String>(&mut c, &[b"TYPE", b"s"]).await, "string");
     assert_eq!(q::<i64>(&mut c, &[b"EXISTS", b"h", b"s", b"none"]).await, 2);
     assert_eq!(q::<i64>(&mut c, &[b"DBSIZE"]).await, 2);

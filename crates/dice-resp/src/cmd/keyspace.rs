@@ -406,12 +406,13 @@ pub(crate) fn object(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
         return ctx.wrong_arity(&format!("object|{name}"));
     }
     let key = req.arg(2);
-    let Some(value) = db.get(key) else {
+    if !db.exists(key) {
         return ctx.null();
-    };
+    }
     match name {
         "encoding" => {
-            let e = encoding(value);
+            // A hash is a field element each: Redis's name for a hash of any size.
+            let e = db.get(key).map_or("hashtable", encoding);
             write_bulk(ctx.out, e.as_bytes());
         }
         "freq" => ctx.error(
