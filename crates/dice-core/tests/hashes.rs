@@ -276,8 +276,8 @@ fn garbage_collection_drops_deleted_and_expired_fields() {
     let second = r.gc(T0 + 1_001, 100);
     assert_eq!(
         first.dropped + second.dropped,
-        4,
-        "a deleted field and three expired ones"
+        3,
+        "a deleted field and two expired ones"
     );
     assert_eq!(r.entry_count(), 1, "only the live field is left");
     assert_eq!(
