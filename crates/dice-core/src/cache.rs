@@ -96,6 +96,9 @@ pub struct Event {
     pub expires_at_ms: Option<u64>,
     /// Whether the write was made here or came from a peer.
     pub source: ChangeSource,
+    /// Whether the change is to a field of a hash (`HSET`, `HDEL`, ...): then `value` is the
+    /// field's new value (`None`: the field was deleted), not the key's.
+    pub hash_field: bool,
 }
 
 /// A snapshot of a cache's state and counters.
@@ -909,7 +912,16 @@ fn record(shared: &Shared, st: &mut State) {
         {
             continue;
         }
+        let hash_field = matches!(change.elem, Elem::Field(_));
         let (value, expires_at_ms) = match &change.entry {
+            Some(e) if hash_field => (
+                e.value
+                    .as_deref()
+                    .and_then(crate::entry::decode_field)
+                    .map(|(_, v)| Bytes::copy_from_slice(v)),
+                e.expires_at_ms,
+            ),
+            None if hash_field => (None, None),
             Some(e) if change.elem == Elem::Key && !st.replica.has_elements(&e.key) => {
                 (e.value.clone(), e.expires_at_ms)
             }
@@ -924,6 +936,7 @@ fn record(shared: &Shared, st: &mut State) {
             value,
             expires_at_ms,
             source: change.source,
+            hash_field,
         });
     }
 }

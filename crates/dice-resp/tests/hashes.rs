@@ -342,3 +342,32 @@ async fn hgetall_is_a_map_in_resp3() {
         got.extend_from_slice(&buf[..n]);
     }
 }
+
+#[tokio::test]
+async fn hash_writes_fire_hset_and_hdel_notifications() {
+    let s = start_default().await;
+    let mut c = s.client().await;
+    let () = q(
+        &mut c,
+        &[b"CONFIG", b"SET", b"notify-keyspace-events", b"KEA"],
+    )
+    .await;
+    let mut sub = s.raw().await;
+    common::exchange(
+        &mut sub,
+        b"SUBSCRIBE __keyspace@0__:h\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$16\r\n__keyspace@0__:h\r\n:1\r\n",
+    )
+    .await;
+    let () = q(&mut c, &[b"HSET", b"h", b"a", b"1", b"b", b"2"]).await;
+    let () = q(&mut c, &[b"HDEL", b"h", b"a"]).await;
+    let () = q(&mut c, &[b"DEL", b"h"]).await;
+    common::exchange(
+        &mut sub,
+        b"",
+        b"*3\r\n$7\r\nmessage\r\n$16\r\n__keyspace@0__:h\r\n$4\r\nhset\r\n\
+          *3\r\n$7\r\nmessage\r\n$16\r\n__keyspace@0__:h\r\n$4\r\nhdel\r\n\
+          *3\r\n$7\r\nmessage\r\n$16\r\n__keyspace@0__:h\r\n$3\r\ndel\r\n",
+    )
+    .await;
+}
