@@ -737,3 +737,92 @@ fn a_partition_heals_and_counters_add_up_to_every_increment() {
         );
     }
 }
+
+/// Hashes across a partition: host 2 is cut off; each side `HSET`s fields of its own (and one
+/// field both write, and one each deletes); the link is healed; every host holds every field
+/// written on either side, the same value of the field both wrote, and neither deleted field.
+#[test]
+fn a_partition_heals_and_hash_fields_of_both_sides_survive() {
+    if !dice_tests::netns::lan_tests_enabled(
+        "a_partition_heals_and_hash_fields_of_both_sides_survive",
+    ) {
+        return;
+    }
+    const N: usize = 200;
+    let mut lan = Lan::new(3);
+    start_mesh(&mut lan, &[0, 1, 2], &[]);
+    let mut c0 = lan.connect(0);
+    let _: i64 = redis::cmd("HSET")
+        .arg("h")
+        .arg(&["gone-a", "1", "gone-b", "1", "kept", "1"])
+        .query(&mut c0)
+        .unwrap();
+    let hlen = |i: usize| -> i64 {
+        let mut c = lan.connect(i);
+        redis::cmd("HLEN").arg("h").query(&mut c).unwrap()
+    };
+    assert!(
+        dice_tests::wait_for(Duration::from_secs(10), || (hlen(2) == 3).then_some(())).is_some(),
+        "the hash never reached host 2"
+    );
+
+    lan.cut(2);
+    let write_side = |i: usize, side: &str, deletes: &str| {
+        let mut conn = lan.connect(i);
+        let mut pipe = redis::pipe();
+        for n in 0..N {
+            pipe.cmd("HSET")
+                .arg("h")
+                .arg(format!("{side}-{n}"))
+                .arg(format!("{side}{n}"))
+                .ignore();
+        }
+        pipe.cmd("HSET").arg("h").arg("both").arg(side).ignore();
+        pipe.cmd("HDEL").arg("h").arg(deletes).ignore();
+        let () = pipe.query(&mut conn).unwrap();
+    };
+    write_side(0, "a", "gone-a");
+    write_side(2, "b", "gone-b");
+    assert_eq!(hlen(0), 3 + N as i64 - 1 + 1, "side A holds its own fields");
+    assert_eq!(hlen(2), 3 + N as i64 - 1 + 1, "side B holds its own fields");
+
+    lan.heal(2);
+    let Some((digest, took)) = lan.wait_converged(&[0, 1, 2], CONVERGE) else {
+        let s: Vec<_> = (0..3).map(|i| lan.status(i)).collect();
+        panic!("no convergence within {CONVERGE:?} after healing; status: {s:#?}");
+    };
+    println!("converged {took:.2?} after healing (digest {digest})");
+    let mut first: Option<BTreeMap<String, String>> = None;
+    for i in 0..3 {
+        let mut c = lan.connect(i);
+        let all: BTreeMap<String, String> = redis::cmd("HGETALL").arg("h").query(&mut c).unwrap();
+        assert_eq!(all.len(), 2 * N + 2, "host {i}: every field of both sides");
+        for n in 0..N {
+            assert_eq!(
+                all.get(&format!("a-{n}")),
+                Some(&format!("a{n}")),
+                "host {i}"
+            );
+            assert_eq!(
+                all.get(&format!("b-{n}")),
+                Some(&format!("b{n}")),
+                "host {i}"
+            );
+        }
+        assert!(
+            !all.contains_key("gone-a") && !all.contains_key("gone-b"),
+            "host {i}"
+        );
+        assert_eq!(all.get("kept").map(String::as_str), Some("1"), "host {i}");
+        assert!(matches!(
+            all.get("both").map(String::as_str),
+            Some("a" | "b")
+        ));
+        let t: String = redis::cmd("TYPE").arg("h").query(&mut c).unwrap();
+        assert_eq!(t, "hash", "host {i}");
+        match &first {
+            None => first = Some(all),
+            Some(f) => assert_eq!(f, &all, "host {i} and host 0"),
+        }
+    }
+}

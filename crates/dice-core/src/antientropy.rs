@@ -76,6 +76,11 @@ pub fn item_hash(key: &[u8], elem: Elem) -> u64 {
         Elem::Key => return h,
         Elem::Count(o) => (1u8, o.as_u64(), 0),
         Elem::Reset(o, s) => (2u8, o.as_u64(), s),
+        Elem::Field(f) => {
+            let (a, b) = f.0.split_at(8);
+            let word = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or_default());
+            (3u8, word(a), word(b))
+        }
     };
     let mut x = xxhash_rust::xxh3::Xxh3::with_seed(KEY_SEED);
     x.update(key);
@@ -557,7 +562,7 @@ fn records_in<'a>(
         // The elements of a counter that counts nothing are garbage some nodes may have
         // collected already: left out, as tombstones are from digests (a receiver could not
         // tell a lost one from a collected one, and would bring back what was deleted).
-        if !r.is_key() && !replica.counter_counts(r.key()) {
+        if r.elem().is_counter() && !replica.counter_counts(r.key()) {
             continue;
         }
         let h = item_hash(r.key(), r.elem());

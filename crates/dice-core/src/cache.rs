@@ -127,6 +127,9 @@ pub struct Event {
     pub expires_at_ms: Option<u64>,
     /// Whether the write was made here or came from a peer.
     pub source: ChangeSource,
+    /// Whether the change is to a field of a hash (`HSET`, `HDEL`, ...): then `value` is the
+    /// field's new value (`None`: the field was deleted), not the key's.
+    pub hash_field: bool,
 }
 
 /// A snapshot of a cache's state and counters.
@@ -932,6 +935,17 @@ impl Transaction<'_> {
         Ok(written)
     }
 
+    /// Runs `f` on the replica for a write of another kind than [`Transaction::write`] and
+    /// [`Transaction::incr`] (the hash commands, [`Replica::remove_observed`], ...); what it
+    /// writes joins the transaction's group commit. `f` gets the transaction's time.
+    pub fn modify<R>(&mut self, f: impl FnOnce(&mut Replica, u64) -> Result<R>) -> Result<R> {
+        let before = self.replica.local_seq();
+        let out = f(self.replica, self.now_ms);
+        // Only a write joins the group commit (a command that wrote nothing waits for none).
+        self.wrote |= self.replica.local_seq() != before;
+        out
+    }
+
     /// A local write (`value` `None` deletes), like [`Cache::write_unacked`]; it joins the
     /// transaction's group commit.
     pub fn write(
@@ -965,7 +979,16 @@ fn record(shared: &Shared, st: &mut State) {
         {
             continue;
         }
+        let hash_field = matches!(change.elem, Elem::Field(_));
         let (value, expires_at_ms) = match &change.entry {
+            Some(e) if hash_field => (
+                e.value
+                    .as_deref()
+                    .and_then(crate::entry::decode_field)
+                    .map(|(_, v)| Bytes::copy_from_slice(v)),
+                e.expires_at_ms,
+            ),
+            None if hash_field => (None, None),
             Some(e) if change.elem == Elem::Key && !st.replica.has_elements(&e.key) => {
                 (e.value.clone(), e.expires_at_ms)
             }
@@ -980,6 +1003,7 @@ fn record(shared: &Shared, st: &mut State) {
             value,
             expires_at_ms,
             source: change.source,
+            hash_field,
         });
     }
 }

@@ -95,16 +95,68 @@ pub enum Elem {
     /// [`crate::counter::ResetRecord`]. Written once; collected once another reset that
     /// observed at least as much is stable, or with its dead counter.
     Reset(NodeId, u64),
+    /// A hash field, named by the id of its name ([`FieldId`]); its value holds the name and
+    /// the field's value ([`encode_field`]), a tombstone a deleted field. Any node writes it;
+    /// the greater version wins, field by field.
+    Field(FieldId),
 }
 
 impl Elem {
     /// The node that alone may write this element, if one does.
     pub fn owner(&self) -> Option<NodeId> {
         match self {
-            Elem::Key => None,
+            Elem::Key | Elem::Field(_) => None,
             Elem::Count(o) | Elem::Reset(o, _) => Some(*o),
         }
     }
+
+    /// Whether this is a counter's element ([`Elem::Count`] or [`Elem::Reset`]).
+    pub fn is_counter(&self) -> bool {
+        matches!(self, Elem::Count(_) | Elem::Reset(..))
+    }
+}
+
+/// The id of a hash field: the first 16 bytes of the SHA-256 of its name. Fixed-size, so
+/// that [`Elem`] stays `Copy` and a field is found by its name in one hash lookup; a
+/// cryptographic hash, so that no client can make two names share an id (and a field that
+/// would is refused, see [`crate::Error::FieldCollision`]).
+///
+/// ```
+/// use dice_core::entry::FieldId;
+/// assert_eq!(FieldId::of(b"name"), FieldId::of(b"name"));
+/// assert_ne!(FieldId::of(b"name"), FieldId::of(b"other"));
+/// ```
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
+pub struct FieldId(pub [u8; 16]);
+
+impl FieldId {
+    /// The id of the field named `name`.
+    pub fn of(name: &[u8]) -> FieldId {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(name);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        FieldId(id)
+    }
+}
+
+/// A hash field's stored value: the name's length (4 bytes, little-endian), the name, then
+/// the field's value.
+pub fn encode_field(name: &[u8], value: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(4 + name.len() + value.len());
+    b.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    b.extend_from_slice(name);
+    b.extend_from_slice(value);
+    Bytes::from(b)
+}
+
+/// A stored field value as `(name, value)`; `None` if it does not decode.
+pub fn decode_field(stored: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = stored.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 /// An entry: a key and the write that currently holds it. This is what replicas exchange and

@@ -119,6 +119,19 @@ pub enum Error {
     /// A float increment whose result is not finite.
     #[error("increment would produce NaN or Infinity")]
     NanOrInfinity,
+    /// A command of one type on a key holding another (Redis's `WRONGTYPE`).
+    #[error("Operation against a key holding the wrong kind of value")]
+    WrongType,
+    /// A hash field whose name has the id of another field of the same hash (see
+    /// [`crate::entry::FieldId`]): refused, nothing written.
+    #[error("field name collides with another field of this hash")]
+    FieldCollision,
+    /// `HINCRBY` of a field that is not an integer.
+    #[error("hash value is not an integer")]
+    HashNotAnInteger,
+    /// `HINCRBYFLOAT` of a field that is not a number.
+    #[error("hash value is not a float")]
+    HashNotAFloat,
 }
 
 /// Results of dice-core.

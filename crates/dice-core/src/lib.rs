@@ -58,7 +58,9 @@ pub use cache::{
 pub use entry::{Elem, Entry, Limits, NodeId, ParseNodeIdError, Version};
 pub use error::{Error, Result};
 pub use hlc::{Clock, Hlc, HlcClock, ManualClock, SystemClock, now_ms};
-pub use replica::{Change, ChangeSource, GcReport, Increment, Member, Replica, ReplicaStats};
+pub use replica::{
+    Change, ChangeSource, GcReport, Increment, KeyType, Member, Replica, ReplicaStats,
+};
 pub use replication::{
     Failure, Outgoing, PeerReplication, Purpose, ReplicaEndpoint, ReplicationConfig, Replicator,
     ReplyOutcome, SyncEndpoint,

@@ -3,7 +3,7 @@
 //! per-entry register padding, the `Bytes` handles and their shared headers, and a separate
 //! allocation for the key and for the value (see BENCHMARKS.md, memory per key).
 
-use crate::entry::{Elem, Entry, NodeId, Version};
+use crate::entry::{Elem, Entry, FieldId, NodeId, Version};
 use crate::hlc::Hlc;
 use bytes::Bytes;
 
@@ -24,6 +24,8 @@ const ELEM_SHIFT: u32 = 1;
 const ELEM_MASK: u32 = 3 << ELEM_SHIFT;
 const ELEM_COUNT: u32 = 1;
 const ELEM_RESET: u32 = 2;
+/// Element kind 3: a hash field (its 16-byte id after the key).
+const ELEM_FIELD: u32 = 3;
 /// Stored expiry meaning "none" (valid expiries fit an `i64`).
 const NO_EXPIRY: u64 = u64::MAX;
 
@@ -37,6 +39,7 @@ fn elem_len(kind: u32) -> usize {
         0 => 0,
         ELEM_COUNT => 8,
         _ => 16,
+        // ELEM_RESET (node id and seq) and ELEM_FIELD (16-byte id) alike.
     }
 }
 
@@ -75,10 +78,11 @@ impl Record {
         expires_at_ms: Option<u64>,
     ) -> Record {
         let bytes = value.unwrap_or_default();
-        let (kind, id, elem_seq) = match elem {
-            Elem::Key => (0, None, None),
-            Elem::Count(o) => (ELEM_COUNT, Some(o), None),
-            Elem::Reset(o, s) => (ELEM_RESET, Some(o), Some(s)),
+        let (kind, id, elem_seq, field) = match elem {
+            Elem::Key => (0, None, None, None),
+            Elem::Count(o) => (ELEM_COUNT, Some(o), None, None),
+            Elem::Reset(o, s) => (ELEM_RESET, Some(o), Some(s), None),
+            Elem::Field(f) => (ELEM_FIELD, None, None, Some(f)),
         };
         let mut b = Vec::with_capacity(HEADER + key.len() + elem_len(kind) + bytes.len());
         b.extend_from_slice(&version.hlc.as_u64().to_le_bytes());
@@ -94,6 +98,9 @@ impl Record {
         }
         if let Some(s) = elem_seq {
             b.extend_from_slice(&s.to_le_bytes());
+        }
+        if let Some(f) = field {
+            b.extend_from_slice(&f.0);
         }
         b.extend_from_slice(bytes);
         Record(b.into_boxed_slice())
@@ -115,6 +122,11 @@ impl Record {
             return Elem::Key;
         }
         let at = HEADER + read_u32(&self.0, KEY_LEN) as usize;
+        if kind == ELEM_FIELD {
+            let mut f = [0u8; 16];
+            f.copy_from_slice(&self.0[at..at + 16]);
+            return Elem::Field(FieldId(f));
+        }
         let id = NodeId::new(read_u64(&self.0, at)).unwrap_or_default();
         if kind == ELEM_COUNT {
             Elem::Count(id)
@@ -210,6 +222,17 @@ mod tests {
                 expires_at_ms: Some(0),
             },
             Entry {
+                key: Bytes::from_static(b"h"),
+                elem: Elem::Field(FieldId::of(b"f")),
+                value: Some(crate::entry::encode_field(b"f", b"v")),
+                version: Version {
+                    hlc: Hlc::from_u64(5),
+                    origin,
+                },
+                seq: 3,
+                expires_at_ms: Some(10),
+            },
+            Entry {
                 key: Bytes::from_static(b"tomb"),
                 elem: Elem::Reset(origin, 77),
                 value: None,
@@ -235,7 +258,7 @@ mod tests {
                     + match e.elem {
                         Elem::Key => 0,
                         Elem::Count(_) => 8,
-                        Elem::Reset(..) => 16,
+                        Elem::Reset(..) | Elem::Field(_) => 16,
                     }
                     + e.value.map_or(0, |v| v.len())
             );

@@ -5,7 +5,9 @@
 use crate::counter::{
     Amount, Contribution, CounterView, Number, ResetRecord, parse_float, parse_int, render,
 };
-use crate::entry::{Elem, Entry, Limits, NodeId, Version, is_dead};
+use crate::entry::{
+    Elem, Entry, FieldId, Limits, NodeId, Version, decode_field, encode_field, is_dead,
+};
 use crate::hlc::{Hlc, HlcClock};
 use crate::record::Record;
 use crate::sync::{
@@ -129,8 +131,12 @@ pub struct Replica {
     /// The map: one packed record per element of a key, found by the hash of its key and
     /// element (of its key alone for [`Elem::Key`]).
     map: HashTable<Record>,
-    /// The keys holding elements other than [`Elem::Key`] (counters), with those elements.
+    /// The keys holding counter elements, with those elements.
     typed: HashMap<Bytes, Typed>,
+    /// The keys holding hash fields with a value (expired or not), with those fields.
+    hashes: HashMap<Bytes, HashState>,
+    /// Hash fields holding a value with an expiry: (expiry, dot), for garbage collection.
+    expiring_fields: BTreeSet<(u64, NodeId, u64)>,
     hasher: foldhash::fast::RandomState,
     vv: VersionVector,
     floors: VersionVector,
@@ -185,6 +191,8 @@ impl Replica {
             limits,
             map: HashTable::new(),
             typed: HashMap::new(),
+            hashes: HashMap::new(),
+            expiring_fields: BTreeSet::new(),
             hasher: foldhash::fast::RandomState::default(),
             vv: VersionVector::default(),
             floors: VersionVector::default(),
@@ -394,6 +402,10 @@ impl Replica {
     }
 
     fn get_with_expiry_ref(&self, key: &[u8], now_ms: u64) -> Option<(&[u8], Option<u64>)> {
+        if !self.hashes.is_empty() && self.hash_visible(key, now_ms).is_some() {
+            // A hash newer than the string: the key is a hash.
+            return None;
+        }
         let header = self.record(key);
         if let Some(r) = header
             && r.value().is_some()
@@ -419,6 +431,9 @@ impl Replica {
 
     /// Whether `key` reads as present at `now_ms`.
     pub fn contains(&self, key: &[u8], now_ms: u64) -> bool {
+        if !self.hashes.is_empty() && self.hash_live(key, now_ms).is_some() {
+            return true;
+        }
         if let Some(r) = self.record(key)
             && r.value().is_some()
         {
@@ -454,6 +469,9 @@ impl Replica {
     /// key, here or from a peer (Redis's `WATCH` compares it).
     pub fn key_version(&self, key: &[u8]) -> Option<Version> {
         let mut v = self.record(key).map(Record::version);
+        if let Some(h) = self.hashes.get(key) {
+            v = v.max(Some(h.last));
+        }
         if let Some(t) = self.typed.get(key) {
             for e in &t.elems {
                 if let Some(r) = self.slot(key, *e) {
@@ -488,7 +506,7 @@ impl Replica {
                         view.add_reset(&rr);
                     }
                 }
-                Elem::Key => {}
+                Elem::Key | Elem::Field(_) => {}
             }
         }
         view
@@ -515,7 +533,15 @@ impl Replica {
             .filter(|(_, t)| t.effective)
             .filter(|(k, _)| self.record(k).is_none_or(Record::is_tombstone))
             .map(|(k, _)| k.as_ref());
-        strings.chain(counters)
+        // Hashes with no live string under them.
+        let hashes = self
+            .hashes
+            .keys()
+            .filter(move |k| {
+                self.hash_live(k, now_ms).is_some() && self.string_version(k, now_ms).is_none()
+            })
+            .map(|k| k.as_ref());
+        strings.chain(counters).chain(hashes)
     }
 
     /// Up to `max` entries (and about `max_bytes`) in dot order (origin, then seq) from
@@ -566,7 +592,14 @@ impl Replica {
             .iter()
             .filter(|(k, t)| t.effective && self.record(k).is_none_or(Record::is_tombstone))
             .count();
-        self.valued - expired + counters
+        let hashes = self
+            .hashes
+            .keys()
+            .filter(|k| {
+                self.hash_live(k, now_ms).is_some() && self.string_version(k, now_ms).is_none()
+            })
+            .count();
+        self.valued - expired + counters + hashes
     }
 
     /// Number of keys that read as present at `now_ms` and carry a TTL.
@@ -649,12 +682,12 @@ impl Replica {
     pub fn digest_by_scan(&self) -> u64 {
         self.map
             .iter()
-            .filter(|r| !r.is_tombstone() && r.is_key())
+            .filter(|r| !r.is_tombstone() && !r.elem().is_counter())
             .map(record_hash)
             .chain(
                 self.map
                     .iter()
-                    .filter(|r| !r.is_key())
+                    .filter(|r| r.elem().is_counter())
                     .map(|r| r.key())
                     .collect::<BTreeSet<&[u8]>>()
                     .into_iter()
@@ -703,14 +736,18 @@ impl Replica {
     #[doc(hidden)]
     pub fn bucket_digests_by_scan(&self) -> Vec<u64> {
         let mut out = vec![0u64; crate::antientropy::BUCKETS];
-        for r in self.map.iter().filter(|r| !r.is_tombstone() && r.is_key()) {
+        for r in self
+            .map
+            .iter()
+            .filter(|r| !r.is_tombstone() && !r.elem().is_counter())
+        {
             let b = crate::antientropy::bucket_of_key(r.key());
             out[b] = out[b].wrapping_add(record_hash(r));
         }
         let typed: BTreeSet<&[u8]> = self
             .map
             .iter()
-            .filter(|r| !r.is_key())
+            .filter(|r| r.elem().is_counter())
             .map(|r| r.key())
             .collect();
         for k in typed {
@@ -806,6 +843,10 @@ impl Replica {
             if view.sum().is_some() {
                 self.write_reset(&key, &view, now_ms)?;
             }
+        }
+        // And so does it replace a hash: every field observed here is removed.
+        if !self.hashes.is_empty() && self.hashes.contains_key(&key) {
+            self.tombstone_fields(&key, now_ms)?;
         }
         self.write_elem(key, Elem::Key, value, expires_at_ms, now_ms)
     }
@@ -949,6 +990,12 @@ impl Replica {
         if e.expires_at_ms.is_some_and(|t| t > i64::MAX as u64) {
             return bad("expiry out of range");
         }
+        if let Elem::Field(id) = e.elem
+            && let Some(v) = &e.value
+            && decode_field(v).is_none_or(|(name, _)| FieldId::of(name) != id)
+        {
+            return bad("a hash field whose value does not name it");
+        }
         if let Some(owner) = e.elem.owner() {
             if owner != e.version.origin {
                 return bad("a counter element written by another node than its owner");
@@ -962,7 +1009,7 @@ impl Replica {
             let valid = match e.elem {
                 Elem::Count(_) => Contribution::decode(v).is_ok(),
                 Elem::Reset(_, seq) => seq == e.seq && ResetRecord::decode(v).is_ok(),
-                Elem::Key => true,
+                Elem::Key | Elem::Field(_) => true,
             };
             if !valid {
                 return bad("a counter element that does not decode");
@@ -1052,14 +1099,16 @@ impl Replica {
         let hash = self.hash(record.key(), elem);
         let old = self.take_record_only(hash, record.key(), elem);
         self.index(hash, &record);
-        let key = (elem != Elem::Key
-            || (!self.typed.is_empty() && self.typed.contains_key(record.key())))
+        let key = (elem.is_counter()
+            || (elem == Elem::Key
+                && !self.typed.is_empty()
+                && self.typed.contains_key(record.key())))
         .then(|| Bytes::copy_from_slice(record.key()));
         let hasher = &self.hasher;
         self.map
             .insert_unique(hash, record, |r| slot_hash(hasher, r.key(), r.elem()));
         if let Some(key) = key {
-            if elem != Elem::Key {
+            if elem.is_counter() {
                 self.typed
                     .entry(key.clone())
                     .or_default()
@@ -1087,7 +1136,7 @@ impl Replica {
             .ok()?;
         let (old, _) = found.remove();
         self.unindex(&old);
-        if elem != Elem::Key
+        if elem.is_counter()
             && let Some(t) = self.typed.get_mut(key)
         {
             t.elems.remove(&elem);
@@ -1240,6 +1289,10 @@ impl Replica {
         let (origin, seq) = (r.origin(), r.seq());
         self.vv.touch(origin);
         self.by_dot.entry(origin).or_default().insert(seq, hash);
+        if let Elem::Field(id) = r.elem() {
+            self.index_field(r, id);
+            return;
+        }
         if !r.is_key() {
             // Counter elements count in the digest through their key (`refresh_typed`) and
             // are collected with their key's counter (`gc_counters`).
@@ -1268,6 +1321,10 @@ impl Replica {
                 self.by_dot.remove(&origin);
             }
         }
+        if let Elem::Field(id) = r.elem() {
+            self.unindex_field(r, id);
+            return;
+        }
         if !r.is_key() {
             return;
         }
@@ -1283,6 +1340,79 @@ impl Replica {
             if let Some(t) = r.expires_at_ms() {
                 self.expiring.remove(&(t, origin, seq));
             }
+        }
+    }
+
+    /// Indexes a hash field: a tombstone as any tombstone; a value in the digest (as a
+    /// string is), its expiry in the field TTL index, and in its key's [`HashState`].
+    fn index_field(&mut self, r: &Record, id: FieldId) {
+        let (origin, seq) = (r.origin(), r.seq());
+        let key = r.key();
+        match self.hashes.get_mut(key) {
+            Some(h) => h.last = h.last.max(r.version()),
+            None => {
+                let h = HashState {
+                    last: r.version(),
+                    ..HashState::default()
+                };
+                self.hashes.insert(Bytes::copy_from_slice(key), h);
+            }
+        }
+        if r.is_tombstone() {
+            self.tombstones
+                .insert((r.version().hlc.physical_ms(), origin, seq));
+            if let Some(state) = self.hashes.get_mut(key) {
+                state.dead += 1;
+            }
+            return;
+        }
+        let h = record_hash(r);
+        self.valued_hash = self.valued_hash.wrapping_add(h);
+        let b = crate::antientropy::bucket_of_key(key);
+        self.buckets[b] = self.buckets[b].wrapping_add(h);
+        if let Some(t) = r.expires_at_ms() {
+            self.expiring_fields.insert((t, origin, seq));
+        }
+        if let Some(state) = self.hashes.get_mut(key) {
+            state.valued.insert((r.version(), id));
+            if let Some(t) = r.expires_at_ms() {
+                state.expiring.insert((t, id));
+            }
+        }
+    }
+
+    fn unindex_field(&mut self, r: &Record, id: FieldId) {
+        let (origin, seq) = (r.origin(), r.seq());
+        let key = r.key();
+        if r.is_tombstone() {
+            self.tombstones
+                .remove(&(r.version().hlc.physical_ms(), origin, seq));
+            if let Some(state) = self.hashes.get_mut(key) {
+                state.dead = state.dead.saturating_sub(1);
+            }
+        } else {
+            let h = record_hash(r);
+            self.valued_hash = self.valued_hash.wrapping_sub(h);
+            let b = crate::antientropy::bucket_of_key(key);
+            self.buckets[b] = self.buckets[b].wrapping_sub(h);
+            if let Some(t) = r.expires_at_ms() {
+                self.expiring_fields.remove(&(t, origin, seq));
+            }
+            if let Some(state) = self.hashes.get_mut(key) {
+                state.valued.remove(&(r.version(), id));
+                if let Some(t) = r.expires_at_ms() {
+                    state.expiring.remove(&(t, id));
+                }
+            }
+        }
+        // A hash whose every field is gone (or a tombstone) is forgotten once it holds no
+        // field element at all: tombstones keep it, for `key_version`.
+        if self
+            .hashes
+            .get(key)
+            .is_some_and(|h| h.valued.is_empty() && h.dead == 0)
+        {
+            self.hashes.remove(key);
         }
     }
 
@@ -1393,6 +1523,7 @@ impl Replica {
             .tombstones
             .range(..bound)
             .chain(self.expiring.range(..bound))
+            .chain(self.expiring_fields.range(..bound))
             .map(|&(_, origin, seq)| (origin, seq))
             .filter(|&(origin, seq)| stable(origin, seq))
             .collect();
@@ -1402,19 +1533,21 @@ impl Replica {
             if seq > self.vv.get(origin) || (origin == self.id && seq > shareable) {
                 continue;
             }
-            let Some(key) = self
+            let Some((key, elem)) = self
                 .record_of_dot(origin, seq)
-                .map(|r| Bytes::copy_from_slice(r.key()))
+                .map(|r| (Bytes::copy_from_slice(r.key()), r.elem()))
             else {
                 continue;
             };
             // An expired string over a counter goes with the counter (`gc_counters`): alone,
             // the increments it hid would read again.
-            if self.typed.contains_key(&key) && self.record(&key).is_some_and(|r| !r.is_tombstone())
+            if elem == Elem::Key
+                && self.typed.contains_key(&key)
+                && self.record(&key).is_some_and(|r| !r.is_tombstone())
             {
                 continue;
             }
-            self.remove(&key, Elem::Key, ChangeSource::Dropped);
+            self.remove(&key, elem, ChangeSource::Dropped);
             self.floors.raise(origin, seq);
             report.dropped += 1;
         }
@@ -1759,6 +1892,310 @@ impl Replica {
     }
 }
 
+/// Hashes, and what every type shares: the key's type, its expiry, removing it.
+impl Replica {
+    /// The version of `key`'s live string or counter: its string's version (and its
+    /// counter elements' when the counter counts); `None` if neither reads as present.
+    fn string_version(&self, key: &[u8], now_ms: u64) -> Option<Version> {
+        let counter = |v: Option<Version>| {
+            let t = self.typed.get(key).filter(|t| t.effective)?;
+            t.elems
+                .iter()
+                .filter_map(|e| self.slot(key, *e).map(Record::version))
+                .max()
+                .max(v)
+        };
+        match self.record(key) {
+            Some(r) if r.value().is_some() => {
+                if is_dead(false, r.expires_at_ms(), now_ms) {
+                    None
+                } else {
+                    counter(Some(r.version())).or(Some(r.version()))
+                }
+            }
+            _ => counter(None),
+        }
+    }
+
+    /// `key`'s hash, if some field of it reads as present: the version of its newest live
+    /// field and the number of live fields.
+    fn hash_live(&self, key: &[u8], now_ms: u64) -> Option<(Version, usize)> {
+        let h = self.hashes.get(key)?;
+        let expired = h
+            .expiring
+            .range(..(now_ms.saturating_add(1), FieldId::default()))
+            .count();
+        let live = h.valued.len() - expired;
+        if live == 0 {
+            return None;
+        }
+        let newest = h.valued.iter().rev().find(|(_, id)| {
+            self.slot(key, Elem::Field(*id))
+                .is_some_and(|r| !is_dead(false, r.expires_at_ms(), now_ms))
+        })?;
+        Some((newest.0, live))
+    }
+
+    /// `key`'s hash if the key is a hash: some field reads as present and is newer than any
+    /// live string or counter of the key (the key's type is the kind of its newest live
+    /// element).
+    fn hash_visible(&self, key: &[u8], now_ms: u64) -> Option<(Version, usize)> {
+        let (v, n) = self.hash_live(key, now_ms)?;
+        self.string_version(key, now_ms)
+            .is_none_or(|s| s < v)
+            .then_some((v, n))
+    }
+
+    /// The type of `key` at `now_ms`, `None` if it reads as absent. A key that holds both a
+    /// live string and a live hash (written at once on two nodes) is of the kind of its
+    /// newest element, the same on every node.
+    pub fn key_type(&self, key: &[u8], now_ms: u64) -> Option<KeyType> {
+        if !self.hashes.is_empty() && self.hash_visible(key, now_ms).is_some() {
+            return Some(KeyType::Hash);
+        }
+        self.get_with_expiry_ref(key, now_ms)
+            .map(|_| KeyType::String)
+    }
+
+    /// `key`'s expiry if it reads as present, whatever its type: `Some(None)` for a key with
+    /// none. A hash's expiry is that of its newest live field (`EXPIRE` gives every field
+    /// the same one, and fields written later take it).
+    pub fn key_expiry(&self, key: &[u8], now_ms: u64) -> Option<Option<u64>> {
+        if !self.hashes.is_empty()
+            && let Some((v, _)) = self.hash_visible(key, now_ms)
+        {
+            let h = self.hashes.get(key)?;
+            let id = h.valued.range((v, FieldId::default())..).next()?.1;
+            return Some(self.slot(key, Elem::Field(id))?.expires_at_ms());
+        }
+        self.get_with_expiry_ref(key, now_ms).map(|(_, t)| t)
+    }
+
+    /// Err([`Error::WrongType`]) if `key` holds a live string or counter.
+    fn not_a_string(&self, key: &[u8], now_ms: u64) -> Result<()> {
+        if self.get_with_expiry_ref(key, now_ms).is_some() {
+            return Err(Error::WrongType);
+        }
+        Ok(())
+    }
+
+    /// The live record of field `name` of `key`'s hash, whatever the key's type.
+    fn live_field(&self, key: &[u8], name: &[u8], now_ms: u64) -> Option<&Record> {
+        self.slot(key, Elem::Field(FieldId::of(name))).filter(|r| {
+            r.value().is_some()
+                && !is_dead(false, r.expires_at_ms(), now_ms)
+                && r.value()
+                    .and_then(decode_field)
+                    .is_some_and(|(n, _)| n == name)
+        })
+    }
+
+    /// `HGET`: the value of field `name` of `key`'s hash. [`Error::WrongType`] if the key is a
+    /// string or counter.
+    pub fn hget(&self, key: &[u8], name: &[u8], now_ms: u64) -> Result<Option<&[u8]>> {
+        self.not_a_string(key, now_ms)?;
+        if self.hashes.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .live_field(key, name, now_ms)
+            .and_then(Record::value)
+            .and_then(decode_field)
+            .map(|(_, v)| v))
+    }
+
+    /// `HLEN`: the number of fields of `key`'s hash (0 if absent). [`Error::WrongType`] if the
+    /// key is a string or counter.
+    pub fn hlen(&self, key: &[u8], now_ms: u64) -> Result<usize> {
+        self.not_a_string(key, now_ms)?;
+        Ok(self.hash_visible(key, now_ms).map_or(0, |(_, n)| n))
+    }
+
+    /// `HGETALL`: the fields of `key`'s hash as `(name, value)`, oldest write first, borrowed
+    /// from the map. [`Error::WrongType`] if the key is a string or counter.
+    pub fn hash_fields(&self, key: &[u8], now_ms: u64) -> Result<Vec<(&[u8], &[u8])>> {
+        self.not_a_string(key, now_ms)?;
+        let Some(h) = self.hashes.get(key) else {
+            return Ok(Vec::new());
+        };
+        if self.hash_visible(key, now_ms).is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(h.valued
+            .iter()
+            .filter_map(|(_, id)| self.slot(key, Elem::Field(*id)))
+            .filter(|r| !is_dead(false, r.expires_at_ms(), now_ms))
+            .filter_map(|r| r.value().and_then(decode_field))
+            .collect())
+    }
+
+    /// The expiry new fields of `key`'s hash take: the hash's, if it is live.
+    fn hash_expiry(&self, key: &[u8], now_ms: u64) -> Option<u64> {
+        if self.hashes.is_empty() {
+            return None;
+        }
+        self.key_expiry(key, now_ms).flatten()
+    }
+
+    /// `HSET` (and `HSETNX` with `nx`: only fields absent here): sets each `(name, value)`
+    /// of `key`'s hash, one element per field, so that a field travels alone. New fields take
+    /// the hash's expiry. Returns how many fields were new. Checked before anything is
+    /// written: [`Error::WrongType`] on a string or counter, the key and value limits (a
+    /// field's name and value together count as the value, with 4 bytes more), and
+    /// [`Error::FieldCollision`].
+    pub fn hset(
+        &mut self,
+        key: Bytes,
+        pairs: &[(Bytes, Bytes)],
+        nx: bool,
+        now_ms: u64,
+    ) -> Result<usize> {
+        self.limits.check(&key, None)?;
+        self.not_a_string(&key, now_ms)?;
+        let expiry = self.hash_expiry(&key, now_ms);
+        let mut plan: Vec<(FieldId, Bytes)> = Vec::with_capacity(pairs.len());
+        let mut new = HashSet::new();
+        for (name, value) in pairs {
+            let stored = encode_field(name, value);
+            self.limits.check(&key, Some(&stored))?;
+            let id = FieldId::of(name);
+            let present = match self.slot(&key, Elem::Field(id)) {
+                Some(r) if r.value().is_some() && !is_dead(false, r.expires_at_ms(), now_ms) => {
+                    if r.value().and_then(decode_field).map(|(n, _)| n) != Some(name.as_ref()) {
+                        return Err(Error::FieldCollision);
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if present && nx {
+                continue;
+            }
+            if !present {
+                new.insert(id);
+            }
+            plan.push((id, stored));
+        }
+        for (id, stored) in plan {
+            self.write_elem(key.clone(), Elem::Field(id), Some(stored), expiry, now_ms)?;
+        }
+        Ok(new.len())
+    }
+
+    /// `HDEL`: deletes the named fields of `key`'s hash that are present here (a tombstone
+    /// each: it removes the write it observed, and any older one). Returns how many.
+    pub fn hdel(&mut self, key: Bytes, names: &[Bytes], now_ms: u64) -> Result<usize> {
+        self.limits.check(&key, None)?;
+        self.not_a_string(&key, now_ms)?;
+        let mut ids = Vec::new();
+        for name in names {
+            let id = FieldId::of(name);
+            if self.live_field(&key, name, now_ms).is_some() && !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        for id in &ids {
+            self.write_elem(key.clone(), Elem::Field(*id), None, None, now_ms)?;
+        }
+        Ok(ids.len())
+    }
+
+    /// `HINCRBY` and `HINCRBYFLOAT`: adds `by` to field `name` of `key`'s hash (absent: 0) and
+    /// writes the result as the field's value (a last-writer-wins write of the field, see
+    /// docs/data-types.md). Returns the new value. Errors as Redis's:
+    /// [`Error::HashNotAnInteger`], [`Error::HashNotAFloat`], [`Error::Overflow`],
+    /// [`Error::NanOrInfinity`].
+    pub fn hincr(&mut self, key: Bytes, name: Bytes, by: Increment, now_ms: u64) -> Result<Bytes> {
+        let current = self.hget(&key, &name, now_ms)?.map(<[u8]>::to_vec);
+        let next = match by {
+            Increment::Int(d) => {
+                let cur = match &current {
+                    Some(v) => parse_int(v).ok_or(Error::HashNotAnInteger)?,
+                    None => 0,
+                };
+                cur.checked_add(d).ok_or(Error::Overflow)?.to_string()
+            }
+            Increment::Float(f) => {
+                let cur = match &current {
+                    Some(v) => parse_float(v).ok_or(Error::HashNotAFloat)?,
+                    None => 0.0,
+                };
+                let sum = cur + f;
+                if !f.is_finite() || !sum.is_finite() {
+                    return Err(Error::NanOrInfinity);
+                }
+                crate::counter::format_float(sum)
+            }
+        };
+        let next = Bytes::from(next);
+        self.hset(key, &[(name, next.clone())], false, now_ms)?;
+        Ok(next)
+    }
+
+    /// Sets the expiry of `key`'s hash (`None`: none): every live field is written again
+    /// with it. Returns whether the key is a hash here. Only for hashes: a string's expiry is
+    /// a write of its value ([`Replica::write`]).
+    pub fn expire_hash(
+        &mut self,
+        key: Bytes,
+        expires_at_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<bool> {
+        if self.hash_visible(&key, now_ms).is_none() {
+            return Ok(false);
+        }
+        let fields: Vec<(FieldId, Bytes)> = self
+            .hashes
+            .get(&key)
+            .map(|h| {
+                h.valued
+                    .iter()
+                    .filter_map(|(_, id)| {
+                        let r = self.slot(&key, Elem::Field(*id))?;
+                        let v = r.value()?;
+                        (!is_dead(false, r.expires_at_ms(), now_ms))
+                            .then(|| (*id, Bytes::copy_from_slice(v)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (id, stored) in fields {
+            self.write_elem(
+                key.clone(),
+                Elem::Field(id),
+                Some(stored),
+                expires_at_ms,
+                now_ms,
+            )?;
+        }
+        Ok(true)
+    }
+
+    /// Removes everything of `key` this replica holds, of every type, as observed here: a
+    /// reset of its counter, a tombstone on each field of its hash that holds a value, and a
+    /// tombstone on its string. What a peer writes concurrently and this replica has not seen
+    /// is not removed (fields, increments). `DEL` and `UNLINK` use it, and so does anything
+    /// that must drop a key (eviction). Returns whether the key read as present.
+    pub fn remove_observed(&mut self, key: Bytes, now_ms: u64) -> Result<bool> {
+        let existed = self.contains(&key, now_ms);
+        self.write(key, None, None, now_ms)?;
+        Ok(existed)
+    }
+
+    /// Tombstones every field of `key` that holds a value (a write that replaces the key).
+    fn tombstone_fields(&mut self, key: &Bytes, now_ms: u64) -> Result<()> {
+        let ids: Vec<FieldId> = self
+            .hashes
+            .get(key)
+            .map(|h| h.valued.iter().map(|(_, id)| *id).collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.write_elem(key.clone(), Elem::Field(id), None, None, now_ms)?;
+        }
+        Ok(())
+    }
+}
+
 /// The exclusive upper bound of the TTL index for "expired at `now_ms`".
 fn expiry_bound(now_ms: u64) -> (u64, NodeId, u64) {
     (now_ms.saturating_add(1), NodeId::default(), 0)
@@ -1787,6 +2224,10 @@ fn entry_hash(
             h.update(&[0xc2]);
             h.update(&o.as_u64().to_le_bytes());
             h.update(&s.to_le_bytes());
+        }
+        Elem::Field(f) => {
+            h.update(&[0xf1]);
+            h.update(&f.0);
         }
     }
     match value {
@@ -1847,6 +2288,38 @@ pub enum Increment {
     Int(i64),
     /// `INCRBYFLOAT`.
     Float(f64),
+}
+
+/// A key holding hash fields.
+#[derive(Debug, Default)]
+struct HashState {
+    /// The fields holding a value (expired or not), by version.
+    valued: BTreeSet<(Version, FieldId)>,
+    /// Those with an expiry, by expiry.
+    expiring: BTreeSet<(u64, FieldId)>,
+    /// The greatest version of a field element installed (for `WATCH`).
+    last: Version,
+    /// Field tombstones held.
+    dead: usize,
+}
+
+/// The type of a key, as Redis's `TYPE` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyType {
+    /// A string (or a counter).
+    String,
+    /// A hash.
+    Hash,
+}
+
+impl KeyType {
+    /// The name `TYPE` answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::String => "string",
+            KeyType::Hash => "hash",
+        }
+    }
 }
 
 /// A key holding counter elements: which, what they add to the digest, and whether the

@@ -31,7 +31,10 @@ use std::collections::HashSet;
 ///
 /// Version 3 made the unit of replication an element of a key ([`Entry::elem`]): a key's
 /// string, or a counter's contribution or reset, each with its own version and dot.
-pub const SYNC_PROTOCOL_VERSION: u16 = 3;
+///
+/// Version 4 added hash fields ([`crate::Elem::Field`]): a node of version 3 could not
+/// decode them, so it is refused as a peer of another version.
+pub const SYNC_PROTOCOL_VERSION: u16 = 4;
 
 /// Bytes before a message's postcard body: the protocol version (2, big-endian) and the
 /// sender's wall-clock milliseconds at send time (8, big-endian).

@@ -203,7 +203,7 @@ fn entry2(e: Entry) -> Entry2 {
 /// A blob of format 3 rewritten in `format` (1: no checksum; 2: checksummed), entries in the
 /// layout of those formats.
 fn old_blob(table: &str, blob: &[u8], format: u8) -> Vec<u8> {
-    assert_eq!(blob[0], 3, "{table}: not in format 3");
+    assert_eq!(blob[0], 4, "{table}: not in format 4");
     let body = &blob[9..];
     let old_body = if table == "log" {
         let row: Row3 = postcard::from_bytes(body).unwrap();
@@ -321,12 +321,112 @@ async fn a_data_dir_of_the_previous_format_upgrades_on_open() {
         .unwrap();
     conn.close().await.unwrap();
     assert_eq!(schema, dice_core::store::SCHEMA_VERSION);
-    assert!(formats.contains(&vec![2u8]) && formats.contains(&vec![3u8]));
+    assert!(formats.contains(&vec![2u8]) && formats.contains(&vec![4u8]));
     let cache = Cache::open(dir.path()).await.unwrap();
     assert_eq!(held(&cache), entries);
     assert_eq!(cache.digest(), digest);
     assert_eq!(cache.get(b"n").as_deref(), Some(&b"42"[..]));
     assert_eq!(cache.get(b"c").as_deref(), Some(&b"-3"[..]));
+    cache.close().await.unwrap();
+}
+
+/// Rewrites every stored blob as the previous dice wrote it (format 3: the same body, as no
+/// hash field is stored yet) and the schema version to 3.
+async fn downgrade_to_format_3(dir: &Path) -> usize {
+    let mut conn = sqlite(dir).await;
+    let mut n = 0;
+    for (table, column) in [("log", "batch"), ("snapshot", "chunk")] {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, {column} FROM {table}"
+        )))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for (id, mut blob) in rows {
+            assert_eq!(blob[0], 4);
+            blob[0] = 3;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET {column} = ?1 WHERE id = ?2"
+            )))
+            .bind(blob)
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            n += 1;
+        }
+    }
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version > 3")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE meta SET value = 3 WHERE name = 'blob_format'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    n
+}
+
+/// A data dir written by the previous dice (blob format 3, schema 3: strings and counters)
+/// opens as it was, takes hashes, and reads back the same after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_format_3_upgrades_on_open_and_takes_hashes() {
+    let (dir, entries) = dir_with_log_rows().await;
+    {
+        let cache = Cache::open(dir.path()).await.unwrap();
+        cache.incr("c", Increment::Int(5)).await.unwrap();
+        cache.close().await.unwrap();
+    }
+    let entries = {
+        let cache = Cache::open(dir.path()).await.unwrap();
+        let all = held(&cache);
+        assert!(all.len() > entries.len());
+        cache.close().await.unwrap();
+        all
+    };
+    assert!(downgrade_to_format_3(dir.path()).await >= 5);
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    let (written, generation) = cache
+        .transact(|tx| {
+            tx.modify(|r, now| {
+                r.hset(
+                    "h".into(),
+                    &[("f".into(), "v".into()), ("g".into(), "w".into())],
+                    false,
+                    now,
+                )
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(written.unwrap(), 2);
+    cache.wait_committed(generation.unwrap()).await.unwrap();
+    let digest = cache.digest();
+    let entries = held(&cache);
+    cache.close().await.unwrap();
+    let mut conn = sqlite(dir.path()).await;
+    let formats: Vec<Vec<u8>> = sqlx::query_scalar("SELECT substr(batch, 1, 1) FROM log")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let schema: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(schema, 4);
+    assert!(formats.contains(&vec![3u8]) && formats.contains(&vec![4u8]));
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    assert_eq!(cache.digest(), digest);
+    assert_eq!(cache.get(b"c").as_deref(), Some(&b"5"[..]));
+    cache.with_replica(|r| {
+        let now = dice_core::now_ms();
+        assert_eq!(r.hget(b"h", b"f", now).unwrap(), Some(&b"v"[..]));
+        assert_eq!(r.hlen(b"h", now).unwrap(), 2);
+    });
     cache.close().await.unwrap();
 }
 
@@ -347,7 +447,7 @@ async fn rows_of_the_format_before_checksums_still_load() {
         .unwrap();
     conn.close().await.unwrap();
     let newest = formats.iter().max_by_key(|(id, _)| *id).unwrap();
-    assert_eq!(newest.1, vec![3u8], "{formats:?}");
+    assert_eq!(newest.1, vec![4u8], "{formats:?}");
     assert!(formats.iter().any(|(_, f)| f == &vec![1u8]), "{formats:?}");
     let cache = Cache::open(dir.path()).await.unwrap();
     assert_eq!(held(&cache), entries);

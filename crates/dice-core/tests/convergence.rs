@@ -278,6 +278,29 @@ enum Op {
         key: usize,
         set: Option<u8>,
     },
+    /// `HSET` of one field on hash key `key` (a key space of its own, `hNN`).
+    Hset {
+        node: usize,
+        key: usize,
+        field: u8,
+        val: u8,
+    },
+    /// `HDEL` of one field (`Some`) or `DEL` of the whole hash (`None`).
+    Hdel {
+        node: usize,
+        key: usize,
+        field: Option<u8>,
+    },
+}
+
+/// A hash key (never a key of the string model).
+fn hash_key(k: usize) -> Bytes {
+    Bytes::from(format!("h{:02}", k % 4))
+}
+
+/// A key of the counter or hash key spaces, outside the string model.
+fn is_typed_key(k: &[u8]) -> bool {
+    matches!(k.first(), Some(b'c' | b'h'))
 }
 
 /// A counter key (never a key of the string model).
@@ -317,6 +340,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(node, key, by)| Op::Incr { node, key, by }),
         1 => (0..5usize, 0..4usize, prop::option::of(0..100u8))
             .prop_map(|(node, key, set)| Op::CounterReset { node, key, set }),
+        5 => (0..5usize, 0..4usize, 0..6u8, any::<u8>())
+            .prop_map(|(node, key, field, val)| Op::Hset { node, key, field, val }),
+        2 => (0..5usize, 0..4usize, prop::option::weighted(0.8, 0..6u8))
+            .prop_map(|(node, key, field)| Op::Hdel { node, key, field }),
     ]
 }
 
@@ -408,6 +435,16 @@ impl Sim {
 
     fn linked(&self, a: usize, b: usize) -> bool {
         !self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// The hash key a write of `node` touches; during a split, `c` writes odd ones, the others
+    /// even ones (a write older than a delete collected without its writer comes back: the
+    /// price of the member horizon, as for strings).
+    fn hash_key_for(&self, node: usize, k: usize) -> Bytes {
+        match self.split {
+            Some(s) => hash_key((k & !1) | usize::from(node == s.c)),
+            None => hash_key(k),
+        }
     }
 
     /// The key a write of `node` touches; during a split, `c` writes odd keys, the others even.
@@ -640,6 +677,38 @@ impl Sim {
                 self.log.extend(written.into_iter().filter_map(|c| c.entry));
                 self.counters_reset.insert(key);
             }
+            Op::Hset {
+                node,
+                key,
+                field,
+                val,
+            } => {
+                let key = self.hash_key_for(node % n, key);
+                let node = &mut self.nodes[node % n];
+                node.record_changes(true);
+                let pair = (Bytes::from(vec![b'f', field]), Bytes::from(vec![val]));
+                node.hset(key, &[pair], false, self.now).unwrap();
+                let written = node.take_changes();
+                node.record_changes(false);
+                self.log.extend(written.into_iter().filter_map(|c| c.entry));
+            }
+            Op::Hdel { node, key, field } => {
+                let key = self.hash_key_for(node % n, key);
+                let node = &mut self.nodes[node % n];
+                node.record_changes(true);
+                match field {
+                    Some(f) => {
+                        node.hdel(key, &[Bytes::from(vec![b'f', f])], self.now)
+                            .unwrap();
+                    }
+                    None => {
+                        node.remove_observed(key, self.now).unwrap();
+                    }
+                }
+                let written = node.take_changes();
+                node.record_changes(false);
+                self.log.extend(written.into_iter().filter_map(|c| c.entry));
+            }
         }
     }
 
@@ -717,7 +786,7 @@ impl Sim {
             let valued = |r: &Replica| -> Vec<Entry> {
                 sorted_entries(r)
                     .into_iter()
-                    .filter(|e| e.value.is_some() && e.elem == Elem::Key)
+                    .filter(|e| e.value.is_some() && !e.elem.is_counter())
                     .collect()
             };
             if exact || valued(r) == valued(first) {
@@ -746,9 +815,45 @@ impl Sim {
                 let want: Vec<Entry> = self.model.values().cloned().collect();
                 let strings: Vec<Entry> = sorted_entries(r)
                     .into_iter()
-                    .filter(|e| !is_counter_key(&e.key))
+                    .filter(|e| !is_typed_key(&e.key))
                     .collect();
                 assert_eq!(strings, want, "entries of node {i}");
+            }
+            // Hashes: every node reads the same fields, and each field as its greatest write.
+            for k in 0..4 {
+                let key = hash_key(k);
+                let fields = |r: &Replica| {
+                    let mut f: Vec<(Vec<u8>, Vec<u8>)> = r
+                        .hash_fields(&key, now)
+                        .unwrap()
+                        .into_iter()
+                        .map(|(a, b)| (a.to_vec(), b.to_vec()))
+                        .collect();
+                    f.sort();
+                    f
+                };
+                assert_eq!(fields(r), fields(first), "node {i} reads hash {key:?}");
+                let mut want: BTreeMap<dice_core::entry::FieldId, Entry> = BTreeMap::new();
+                for e in self.log.iter().filter(|e| e.key == key) {
+                    if let Elem::Field(id) = e.elem {
+                        let cur = want.entry(id).or_insert_with(|| e.clone());
+                        if cur.version < e.version {
+                            *cur = e.clone();
+                        }
+                    }
+                }
+                let mut greatest: Vec<(Vec<u8>, Vec<u8>)> = want
+                    .values()
+                    .filter(|e| !e.is_dead(now))
+                    .filter_map(|e| e.value.as_deref().and_then(dice_core::entry::decode_field))
+                    .map(|(a, b)| (a.to_vec(), b.to_vec()))
+                    .collect();
+                greatest.sort();
+                assert_eq!(
+                    fields(r),
+                    greatest,
+                    "node {i}: hash {key:?} is not its greatest writes"
+                );
             }
             // Counters: every increment counts, exactly, wherever it was made; reset ones
             // read the same on every node.

@@ -689,6 +689,7 @@ async fn subscribers_see_local_and_remote_changes() {
             value: Some(Bytes::from_static(b"1")),
             expires_at_ms: None,
             source: ChangeSource::Local,
+            hash_field: false,
         }
     );
     assert_eq!(
@@ -698,6 +699,7 @@ async fn subscribers_see_local_and_remote_changes() {
             value: None,
             expires_at_ms: None,
             source: ChangeSource::Local,
+            hash_field: false,
         }
     );
     assert_eq!(
@@ -707,6 +709,7 @@ async fn subscribers_see_local_and_remote_changes() {
             value: Some(Bytes::from_static(b"x")),
             expires_at_ms: e.expires_at_ms,
             source: ChangeSource::Local,
+            hash_field: false,
         }
     );
     assert!(e.expires_at_ms.is_some());
@@ -734,12 +737,14 @@ async fn subscribers_see_local_and_remote_changes() {
                 value: None,
                 expires_at_ms: None,
                 source: ChangeSource::Remote,
+                hash_field: false,
             },
             Event {
                 key: Bytes::from_static(b"b2"),
                 value: Some(Bytes::from_static(b"y")),
                 expires_at_ms: None,
                 source: ChangeSource::Remote,
+                hash_field: false,
             },
         ]
     );

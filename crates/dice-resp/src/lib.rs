@@ -55,9 +55,10 @@
 //!   `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` (with `NX`, `XX`, `GT`, `LT`),
 //!   `EXPIRETIME`, `PEXPIRETIME`, `TTL`, `PTTL`, `PERSIST`, `KEYS`, `SCAN` (`MATCH`, `COUNT`,
 //!   `TYPE`).
-//! * **Refused**: `INCR`, `INCRBY`, `DECR`, `DECRBY`, `INCRBYFLOAT` answer `-ERR INCR is not
-//!   supported yet: counters need a conflict-free counter type (an LWW read-modify-write
-//!   would lose concurrent increments across nodes)` and write nothing.
+//! * **Counters**: `INCR`, `INCRBY`, `DECR`, `DECRBY`, `INCRBYFLOAT`.
+//! * **Hashes**: `HSET`, `HMSET`, `HSETNX`, `HGET`, `HMGET`, `HDEL`, `HGETALL`, `HKEYS`,
+//!   `HVALS`, `HLEN`, `HEXISTS`, `HSTRLEN`, `HINCRBY`, `HINCRBYFLOAT`, `HRANDFIELD`, `HSCAN`;
+//!   `WRONGTYPE` between strings and hashes as in Redis.
 //!
 //! Anything else gets Redis's unknown-command error. Values are binary-safe bytes.
 //!
@@ -110,7 +111,7 @@
 //!
 //! # Differences from Redis
 //!
-//! One database (`SELECT 0` only), strings only (no lists, hashes...), one user
+//! One database (`SELECT 0` only), strings and hashes only (no lists, sets...), one user
 //! (`default`), no scripts or sharded pub/sub; an invalidation for a write made on another
 //! node comes once that write is replicated here; `CLIENT PAUSE` pauses this node's
 //! clients only; keyspace

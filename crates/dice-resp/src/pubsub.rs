@@ -440,6 +440,7 @@ pub(crate) mod notify {
     const NEW: u32 = 1 << 13;
     const GENERIC: u32 = 1 << 2;
     const STRING: u32 = 1 << 3;
+    const HASH: u32 = 1 << 6;
 
     fn all() -> u32 {
         CLASSES.iter().fold(0, |a, (_, f)| a | f)
@@ -540,6 +541,8 @@ pub(crate) mod notify {
                             continue;
                         }
                         match ev.value {
+                            Some(_) if ev.hash_field => fire(&hub, f, HASH, "hset", &ev.key),
+                            None if ev.hash_field => fire(&hub, f, HASH, "hdel", &ev.key),
                             Some(_) => {
                                 fire(&hub, f, STRING, "set", &ev.key);
                                 if ev.expires_at_ms.is_some() {

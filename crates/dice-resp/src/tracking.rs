@@ -401,7 +401,7 @@ impl Tracking {
     ) -> Result<(), Refusal> {
         // Read before taking our lock: the cache's lock is always taken first.
         let (now, resyncs) = (
-            dice_core::now_ms(),
+            cache.now_ms(),
             cache.with_replica(|r| r.stats().full_resyncs),
         );
         let mut inner = self.lock();
@@ -690,7 +690,7 @@ impl Tracking {
     fn walk(&self, cache: &Cache) -> Option<u64> {
         let after = self.lock().checked_until;
         let (now, expired, resyncs, next) = cache.with_replica(|r| {
-            let now = dice_core::now_ms();
+            let now = cache.now_ms();
             let expired: Vec<Bytes> = r
                 .expiring_between(after, now)
                 .map(|(_, k)| Bytes::copy_from_slice(k))

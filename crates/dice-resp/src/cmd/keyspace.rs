@@ -7,7 +7,7 @@ use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, expiry_ms, is, truncated};
 use crate::frame::{Request, parse_i64, write_array_len, write_bulk, write_integer, write_simple};
 use crate::glob::glob_match;
 use bytes::Bytes;
-use dice_core::Replica;
+use dice_core::{KeyType, Replica};
 use std::collections::BinaryHeap;
 
 /// Whether `key` could be stored at all (keys past the limits, or empty, never exist).
@@ -24,18 +24,43 @@ pub(crate) fn del(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
         if !storable(db, key) {
             continue;
         }
-        deleted += i64::from(db.get(key).is_some());
-        if let Err(e) = db.write(Bytes::copy_from_slice(key), None, None) {
-            return ctx.cache_error(&e);
+        match remove_observed(db, key) {
+            Ok(existed) => deleted += i64::from(existed),
+            Err(e) => return ctx.cache_error(&e),
         }
     }
     write_integer(ctx.out, deleted);
 }
 
+/// Removes everything of `key` this node observed, of every type
+/// ([`dice_core::Replica::remove_observed`]); whether it was present.
+pub(crate) fn remove_observed(db: &mut dyn Db, key: &[u8]) -> dice_core::Result<bool> {
+    let mut existed = false;
+    let owned = Bytes::copy_from_slice(key);
+    db.modify(owned.clone(), &mut |r, now| {
+        existed = r.remove_observed(owned.clone(), now)?;
+        Ok(())
+    })?;
+    Ok(existed)
+}
+
+/// Whether `key` is a hash.
+fn is_hash(db: &dyn Db, key: &[u8]) -> bool {
+    db.replica().key_type(key, db.now()) == Some(KeyType::Hash)
+}
+
+/// Sets the expiry of the hash `key` (every field written again with it).
+fn expire_hash(db: &mut dyn Db, key: &[u8], at: Option<u64>) -> dice_core::Result<()> {
+    let owned = Bytes::copy_from_slice(key);
+    db.modify(owned.clone(), &mut |r, now| {
+        r.expire_hash(owned.clone(), at, now).map(|_| ())
+    })
+}
+
 /// `EXISTS key [key ...]` (and `TOUCH`): how many of the keys are present, a key named
 /// twice counting twice.
 pub(crate) fn exists(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
-    let n = req.args().skip(1).filter(|k| db.get(k).is_some()).count();
+    let n = req.args().skip(1).filter(|k| db.exists(k)).count();
     write_integer(ctx.out, n as i64);
 }
 
@@ -80,7 +105,7 @@ pub(crate) fn expire(
         return ctx.error(&text);
     };
     let key = req.arg(1);
-    let Some((value, expires)) = db.get_with_expiry(key) else {
+    let Some(expires) = db.replica().key_expiry(key, db.now()) else {
         return write_integer(ctx.out, 0);
     };
     // A key with no expiry counts as an infinite one for GT and LT, as in Redis.
@@ -91,6 +116,20 @@ pub(crate) fn expire(
     if !allowed {
         return write_integer(ctx.out, 0);
     }
+    if is_hash(db, key) {
+        let done = if when <= now {
+            remove_observed(db, key).map(|_| ())
+        } else {
+            expire_hash(db, key, Some(when as u64))
+        };
+        return match done {
+            Ok(()) => write_integer(ctx.out, 1),
+            Err(e) => ctx.cache_error(&e),
+        };
+    }
+    let Some((value, _)) = db.get_with_expiry(key) else {
+        return write_integer(ctx.out, 0);
+    };
     let write = if when <= now {
         (None, None)
     } else {
@@ -105,10 +144,10 @@ pub(crate) fn expire(
 /// `TTL key` (seconds, rounded like Redis) and `PTTL key` (milliseconds): -2 if the key is
 /// absent, -1 if it has no expiry.
 pub(crate) fn ttl(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, millis: bool) {
-    let reply = match db.get_with_expiry(req.arg(1)) {
+    let reply = match db.replica().key_expiry(req.arg(1), db.now()) {
         None => -2,
-        Some((_, None)) => -1,
-        Some((_, Some(at))) => {
+        Some(None) => -1,
+        Some(Some(at)) => {
             let left = (at as i64).saturating_sub(db.now() as i64).max(0);
             if millis { left } else { (left + 500) / 1000 }
         }
@@ -119,10 +158,10 @@ pub(crate) fn ttl(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, millis: 
 /// `EXPIRETIME key` (Unix seconds) and `PEXPIRETIME key` (milliseconds): -2 if absent, -1
 /// if the key has no expiry.
 pub(crate) fn expiretime(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, millis: bool) {
-    let reply = match db.get_with_expiry(req.arg(1)) {
+    let reply = match db.replica().key_expiry(req.arg(1), db.now()) {
         None => -2,
-        Some((_, None)) => -1,
-        Some((_, Some(at))) => {
+        Some(None) => -1,
+        Some(Some(at)) => {
             let at = at as i64;
             if millis { at } else { at / 1000 }
         }
@@ -133,6 +172,15 @@ pub(crate) fn expiretime(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, m
 /// `PERSIST key`: 1 if an expiry was removed (a new write of the value with none).
 pub(crate) fn persist(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     let key = req.arg(1);
+    if is_hash(db, key) {
+        if db.replica().key_expiry(key, db.now()).flatten().is_none() {
+            return write_integer(ctx.out, 0);
+        }
+        return match expire_hash(db, key, None) {
+            Ok(()) => write_integer(ctx.out, 1),
+            Err(e) => ctx.cache_error(&e),
+        };
+    }
     let Some((value, Some(_))) = db.get_with_expiry(key) else {
         return write_integer(ctx.out, 0);
     };
@@ -142,14 +190,34 @@ pub(crate) fn persist(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     }
 }
 
-/// `TYPE key`: `string`, or `none` if absent (dice holds strings only).
+/// `TYPE key`: `string`, `hash`, or `none` if absent.
 pub(crate) fn type_of(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
-    let t = if db.get(req.arg(1)).is_some() {
-        "string"
-    } else {
-        "none"
-    };
+    let t = db
+        .replica()
+        .key_type(req.arg(1), db.now())
+        .map_or("none", KeyType::name);
     write_simple(ctx.out, t);
+}
+
+/// Copies the hash `from` over `to` (whatever `to` held goes, as observed), with its
+/// expiry: `to` gets a field element per field.
+fn copy_hash(db: &mut dyn Db, from: &[u8], to: &[u8]) -> dice_core::Result<()> {
+    let (r, now) = (db.replica(), db.now());
+    let fields: Vec<(Bytes, Bytes)> = r
+        .hash_fields(from, now)?
+        .into_iter()
+        .map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v)))
+        .collect();
+    let expiry = r.key_expiry(from, now).flatten();
+    let to = Bytes::copy_from_slice(to);
+    db.modify(to.clone(), &mut |r, now| {
+        r.remove_observed(to.clone(), now)?;
+        r.hset(to.clone(), &fields, false, now)?;
+        if expiry.is_some() {
+            r.expire_hash(to.clone(), expiry, now)?;
+        }
+        Ok(())
+    })
 }
 
 /// `RENAME key newkey` and `RENAMENX` (`nx`: only if `newkey` is absent here; 1 or 0): a
@@ -157,9 +225,9 @@ pub(crate) fn type_of(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
 /// both under one hold of the lock. On other nodes the two are ordinary writes.
 pub(crate) fn rename(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, nx: bool) {
     let (from, to) = (req.arg(1), req.arg(2));
-    let Some((value, expires)) = db.get_with_expiry(from) else {
+    if !db.exists(from) {
         return ctx.error("ERR no such key");
-    };
+    }
     if from == to {
         return if nx {
             write_integer(ctx.out, 0)
@@ -167,9 +235,20 @@ pub(crate) fn rename(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, nx: b
             write_simple(ctx.out, "OK")
         };
     }
-    if nx && db.get(to).is_some() {
+    if nx && db.exists(to) {
         return write_integer(ctx.out, 0);
     }
+    if is_hash(db, from) {
+        let done = copy_hash(db, from, to).and_then(|()| remove_observed(db, from).map(|_| ()));
+        return match done {
+            Ok(()) if nx => write_integer(ctx.out, 1),
+            Ok(()) => write_simple(ctx.out, "OK"),
+            Err(e) => ctx.cache_error(&e),
+        };
+    }
+    let Some((value, expires)) = db.get_with_expiry(from) else {
+        return ctx.error("ERR no such key");
+    };
     let written = db
         .write(Bytes::copy_from_slice(to), Some(value), expires)
         .and_then(|()| db.write(Bytes::copy_from_slice(from), None, None));
@@ -205,12 +284,18 @@ pub(crate) fn copy(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     if from == to {
         return ctx.error("ERR source and destination objects are the same");
     }
+    if !db.exists(from) || (!replace && db.exists(to)) {
+        return write_integer(ctx.out, 0);
+    }
+    if is_hash(db, from) {
+        return match copy_hash(db, from, to) {
+            Ok(()) => write_integer(ctx.out, 1),
+            Err(e) => ctx.cache_error(&e),
+        };
+    }
     let Some((value, expires)) = db.get_with_expiry(from) else {
         return write_integer(ctx.out, 0);
     };
-    if !replace && db.get(to).is_some() {
-        return write_integer(ctx.out, 0);
-    }
     match db.write(Bytes::copy_from_slice(to), Some(value), expires) {
         Ok(()) => write_integer(ctx.out, 1),
         Err(e) => ctx.cache_error(&e),
@@ -218,7 +303,7 @@ pub(crate) fn copy(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
 }
 
 /// A pseudo-random `u64` (not for secrets): the hash of the clock and a counter.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -321,12 +406,13 @@ pub(crate) fn object(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
         return ctx.wrong_arity(&format!("object|{name}"));
     }
     let key = req.arg(2);
-    let Some(value) = db.get(key) else {
+    if !db.exists(key) {
         return ctx.null();
-    };
+    }
     match name {
         "encoding" => {
-            let e = encoding(value);
+            // A hash is a field element each: Redis's name for a hash of any size.
+            let e = db.get(key).map_or("hashtable", encoding);
             write_bulk(ctx.out, e.as_bytes());
         }
         "freq" => ctx.error(
@@ -480,8 +566,8 @@ struct ScanArgs<'a> {
     cursor: u64,
     count: usize,
     pattern: Option<&'a [u8]>,
-    /// False when `TYPE` names a type dice does not hold: nothing matches.
-    strings_only: bool,
+    /// `TYPE`: `None` for any type; `Some(None)` for a type dice does not hold.
+    kind: Option<Option<KeyType>>,
 }
 
 /// Parses `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`, or replies the error.
@@ -494,7 +580,7 @@ fn scan_args<'a>(ctx: &mut Ctx<'_>, req: &Request<'a>) -> Option<ScanArgs<'a>> {
         cursor,
         count: 10,
         pattern: None,
-        strings_only: true,
+        kind: None,
     };
     let mut i = 2;
     while i < req.len() {
@@ -513,14 +599,12 @@ fn scan_args<'a>(ctx: &mut Ctx<'_>, req: &Request<'a>) -> Option<ScanArgs<'a>> {
             },
             Some(v) if is(opt, "match") => args.pattern = (v != b"*").then_some(v),
             Some(v) if is(opt, "type") => {
-                // Every dice value is a string.
                 if is(v, "string") {
-                    args.strings_only = true;
-                } else if ["list", "set", "zset", "hash", "stream"]
-                    .iter()
-                    .any(|t| is(v, t))
-                {
-                    args.strings_only = false;
+                    args.kind = Some(Some(KeyType::String));
+                } else if is(v, "hash") {
+                    args.kind = Some(Some(KeyType::Hash));
+                } else if ["list", "set", "zset", "stream"].iter().any(|t| is(v, t)) {
+                    args.kind = Some(None);
                 } else {
                     let text = format!("ERR unknown type name '{}'", truncated(v, 128));
                     ctx.error(&text);
@@ -540,7 +624,11 @@ fn scan_args<'a>(ctx: &mut Ctx<'_>, req: &Request<'a>) -> Option<ScanArgs<'a>> {
 /// One page for `args`: the next cursor and the page's keys (matching or not).
 fn scan_once(r: &Replica, now: u64, args: &ScanArgs<'_>) -> (u64, Vec<Bytes>) {
     let widened = args.count.max(r.entry_count() / 64);
-    scan_page(r, now, args.cursor, widened)
+    let (next, mut keys) = scan_page(r, now, args.cursor, widened);
+    if let Some(kind) = args.kind {
+        keys.retain(|k| r.key_type(k, now) == kind);
+    }
+    (next, keys)
 }
 
 /// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`.
@@ -557,7 +645,7 @@ pub(crate) async fn scan(ctx: &mut Ctx<'_>, req: Request<'_>) {
     write_array_len(ctx.out, 2);
     let mut digits = [0u8; 20];
     write_bulk(ctx.out, format_u64(next, &mut digits));
-    let matching = |k: &&Bytes| args.strings_only && args.pattern.is_none_or(|p| glob_match(p, k));
+    let matching = |k: &&Bytes| args.pattern.is_none_or(|p| glob_match(p, k));
     write_array_len(ctx.out, keys.iter().filter(matching).count());
     write_keys(ctx, keys.iter().filter(matching)).await;
 }
@@ -571,7 +659,7 @@ pub(crate) fn scan_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     write_array_len(ctx.out, 2);
     let mut digits = [0u8; 20];
     write_bulk(ctx.out, format_u64(next, &mut digits));
-    let matching = |k: &&Bytes| args.strings_only && args.pattern.is_none_or(|p| glob_match(p, k));
+    let matching = |k: &&Bytes| args.pattern.is_none_or(|p| glob_match(p, k));
     write_array_len(ctx.out, keys.iter().filter(matching).count());
     for k in keys.iter().filter(matching) {
         if !ctx.fits(k.len()) {

@@ -14,6 +14,7 @@
 pub(crate) mod admin;
 pub(crate) mod connection;
 pub(crate) mod docs;
+pub(crate) mod hashes;
 pub(crate) mod info;
 pub(crate) mod keyspace;
 pub(crate) mod pubsub;
@@ -32,6 +33,8 @@ use std::sync::atomic::Ordering;
 /// Redis's error texts that several commands share.
 pub(crate) const SYNTAX_ERROR: &str = "ERR syntax error";
 pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+pub(crate) const WRONGTYPE: &str =
+    "WRONGTYPE Operation against a key holding the wrong kind of value";
 
 /// What one connection knows about its client.
 #[derive(Debug)]
@@ -89,9 +92,22 @@ pub(crate) trait Db {
     /// Adds `by` to the counter of `key`; what it reads as afterwards.
     fn incr(&mut self, key: Bytes, by: dice_core::Increment) -> dice_core::Result<Bytes>;
 
+    /// Runs `f` on the replica for a write that [`Db::write`] and [`Db::incr`] do not
+    /// cover (hashes, removing a key as observed); `key` is the key it writes.
+    fn modify(
+        &mut self,
+        key: Bytes,
+        f: &mut dyn FnMut(&mut Replica, u64) -> dice_core::Result<()>,
+    ) -> dice_core::Result<()>;
+
     /// The live value of `key`.
     fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.replica().get(key, self.now())
+    }
+
+    /// Whether `key` reads as present, whatever its type.
+    fn exists(&self, key: &[u8]) -> bool {
+        self.replica().contains(key, self.now())
     }
 
     /// The live value of `key` and its expiry.
@@ -117,6 +133,13 @@ impl Db for Transaction<'_> {
     }
     fn incr(&mut self, key: Bytes, by: dice_core::Increment) -> dice_core::Result<Bytes> {
         Transaction::incr(self, key, by).map(|(v, _)| v)
+    }
+    fn modify(
+        &mut self,
+        _key: Bytes,
+        f: &mut dyn FnMut(&mut Replica, u64) -> dice_core::Result<()>,
+    ) -> dice_core::Result<()> {
+        Transaction::modify(self, |r, now| f(r, now))
     }
 }
 
@@ -148,6 +171,15 @@ impl Db for Recorded<'_, '_> {
         self.keys.push(key);
         Ok(value)
     }
+    fn modify(
+        &mut self,
+        key: Bytes,
+        f: &mut dyn FnMut(&mut Replica, u64) -> dice_core::Result<()>,
+    ) -> dice_core::Result<()> {
+        self.tx.modify(|r, now| f(r, now))?;
+        self.keys.push(key);
+        Ok(())
+    }
 }
 
 /// The replica under the read lock, for commands that only read.
@@ -171,6 +203,16 @@ impl Db for ReadOnly<'_> {
         ))
     }
     fn incr(&mut self, _: Bytes, _: dice_core::Increment) -> dice_core::Result<Bytes> {
+        debug_assert!(false, "a read-only command wrote");
+        Err(dice_core::Error::Protocol(
+            "a read-only command tried to write".into(),
+        ))
+    }
+    fn modify(
+        &mut self,
+        _: Bytes,
+        _: &mut dyn FnMut(&mut Replica, u64) -> dice_core::Result<()>,
+    ) -> dice_core::Result<()> {
         debug_assert!(false, "a read-only command wrote");
         Err(dice_core::Error::Protocol(
             "a read-only command tried to write".into(),
@@ -300,6 +342,7 @@ pub(crate) fn cache_error_text(e: &dice_core::Error) -> String {
         dice_core::Error::WritesRefused(why) => format!(
             "MISCONF dice cannot persist to disk, so writes are refused (reads go on): {why}"
         ),
+        dice_core::Error::WrongType => WRONGTYPE.to_owned(),
         e => format!("ERR {e}"),
     }
 }
@@ -352,6 +395,22 @@ pub(crate) enum Kind {
     Getex,
     Getrange,
     Getset,
+    Hdel,
+    Hexists,
+    Hget,
+    Hgetall,
+    Hincrby,
+    Hincrbyfloat,
+    Hkeys,
+    Hlen,
+    Hmget,
+    Hmset,
+    Hrandfield,
+    Hscan,
+    Hset,
+    Hsetnx,
+    Hstrlen,
+    Hvals,
     Keys,
     Memory,
     Mget,
@@ -523,6 +582,7 @@ pub(crate) static TABLE: &[Spec] = &[
     spec("getex", Kind::Getex, -2, W_FAST, ONE_KEY),
     spec("getrange", Kind::Getrange, 4, R, ONE_KEY),
     spec("getset", Kind::Getset, 3, W_OOM_FAST, ONE_KEY),
+    spec("hdel", Kind::Hdel, -3, W_FAST, ONE_KEY),
     spec(
         "hello",
         Kind::Hello,
@@ -532,6 +592,21 @@ pub(crate) static TABLE: &[Spec] = &[
         ],
         NO_KEYS,
     ),
+    spec("hexists", Kind::Hexists, 3, R_FAST, ONE_KEY),
+    spec("hget", Kind::Hget, 3, R_FAST, ONE_KEY),
+    spec("hgetall", Kind::Hgetall, 2, R, ONE_KEY),
+    spec("hincrby", Kind::Hincrby, 4, W_OOM_FAST, ONE_KEY),
+    spec("hincrbyfloat", Kind::Hincrbyfloat, 4, W_OOM_FAST, ONE_KEY),
+    spec("hkeys", Kind::Hkeys, 2, R, ONE_KEY),
+    spec("hlen", Kind::Hlen, 2, R_FAST, ONE_KEY),
+    spec("hmget", Kind::Hmget, -3, R_FAST, ONE_KEY),
+    spec("hmset", Kind::Hmset, -4, W_OOM_FAST, ONE_KEY),
+    spec("hrandfield", Kind::Hrandfield, -2, R, ONE_KEY),
+    spec("hscan", Kind::Hscan, -3, R, ONE_KEY),
+    spec("hset", Kind::Hset, -4, W_OOM_FAST, ONE_KEY),
+    spec("hsetnx", Kind::Hsetnx, 4, W_OOM_FAST, ONE_KEY),
+    spec("hstrlen", Kind::Hstrlen, 3, R_FAST, ONE_KEY),
+    spec("hvals", Kind::Hvals, 2, R, ONE_KEY),
     spec("incr", Kind::Counter, 2, W_OOM_FAST, ONE_KEY),
     spec("incrby", Kind::Counter, 3, W_OOM_FAST, ONE_KEY),
     spec("incrbyfloat", Kind::Counter, 3, W_OOM_FAST, ONE_KEY),
@@ -900,7 +975,43 @@ pub(crate) async fn on_cache<'a>(
 /// Runs a command on keys against `db`, synchronously (under the cache's lock). Connection
 /// commands that `EXEC` may run (they touch no lock) are run here too.
 pub(crate) fn run_on_db(ctx: &mut Ctx<'_>, db: &mut dyn Db, kind: Kind, req: Request<'_>) {
+    // String commands on a key of another type answer WRONGTYPE, as in Redis.
+    if matches!(
+        kind,
+        Kind::Append
+            | Kind::Counter
+            | Kind::Get
+            | Kind::Getdel
+            | Kind::Getex
+            | Kind::Getrange
+            | Kind::Getset
+            | Kind::Setrange
+            | Kind::Strlen
+    ) && req.len() > 1
+        && db
+            .replica()
+            .key_type(req.arg(1), db.now())
+            .is_some_and(|t| t != dice_core::KeyType::String)
+    {
+        return ctx.error(WRONGTYPE);
+    }
     match kind {
+        Kind::Hset => hashes::hset(ctx, db, req, false),
+        Kind::Hmset => hashes::hset(ctx, db, req, true),
+        Kind::Hsetnx => hashes::hsetnx(ctx, db, req),
+        Kind::Hget => hashes::hget(ctx, db, req),
+        Kind::Hmget => hashes::hmget(ctx, db, req),
+        Kind::Hdel => hashes::hdel(ctx, db, req),
+        Kind::Hgetall => hashes::hgetall(ctx, db, req, hashes::Part::Both),
+        Kind::Hkeys => hashes::hgetall(ctx, db, req, hashes::Part::Keys),
+        Kind::Hvals => hashes::hgetall(ctx, db, req, hashes::Part::Values),
+        Kind::Hlen => hashes::hlen(ctx, db, req),
+        Kind::Hexists => hashes::hexists(ctx, db, req, false),
+        Kind::Hstrlen => hashes::hexists(ctx, db, req, true),
+        Kind::Hincrby => hashes::hincr(ctx, db, req, false),
+        Kind::Hincrbyfloat => hashes::hincr(ctx, db, req, true),
+        Kind::Hrandfield => hashes::hrandfield(ctx, db, req),
+        Kind::Hscan => hashes::hscan(ctx, db, req),
         Kind::Client => connection::client(ctx, req),
         Kind::Command => connection::command(ctx, req),
         Kind::Echo => connection::echo(ctx, req),

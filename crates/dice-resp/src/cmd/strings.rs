@@ -200,10 +200,19 @@ pub(crate) fn set(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     {
         return ctx.too_big();
     }
-    let exists = current.is_some();
+    // A key of another type: SET replaces it, but GET cannot read it (WRONGTYPE).
+    let other = (nx || xx || get || keepttl) && current.is_none() && db.exists(key);
+    if get && other {
+        return ctx.error(super::WRONGTYPE);
+    }
+    let exists = current.is_some() || other;
     let applied = !((nx && exists) || (xx && !exists));
     if applied {
-        let kept = current.as_ref().and_then(|c| c.1);
+        let kept = if other {
+            db.replica().key_expiry(key, db.now()).flatten()
+        } else {
+            current.as_ref().and_then(|c| c.1)
+        };
         let expiry = if keepttl { kept } else { expires_at };
         let value = Bytes::copy_from_slice(req.arg(2));
         if let Err(e) = db.write(Bytes::copy_from_slice(key), Some(value), expiry) {
@@ -239,7 +248,7 @@ pub(crate) fn setex(
 
 /// `SETNX key value`: 1 if set (the key was absent here), 0 otherwise.
 pub(crate) fn setnx(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
-    if db.get(req.arg(1)).is_some() {
+    if db.exists(req.arg(1)) {
         return write_integer(ctx.out, 0);
     }
     let value = Bytes::copy_from_slice(req.arg(2));
@@ -418,11 +427,7 @@ pub(crate) fn mset(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, nx: boo
             return ctx.cache_error(&e);
         }
     }
-    if nx
-        && (1..req.len())
-            .step_by(2)
-            .any(|i| db.get(req.arg(i)).is_some())
-    {
+    if nx && (1..req.len()).step_by(2).any(|i| db.exists(req.arg(i))) {
         return write_integer(ctx.out, 0);
     }
     for i in (1..req.len()).step_by(2) {
