@@ -698,7 +698,14 @@ pub(crate) async fn send(
 struct InputCharge<'a> {
     state: &'a ServerState,
     charged: usize,
+    /// The cache's client memory (`used_memory`): the connection's base buffers and its
+    /// charge.
+    gauge: Arc<AtomicUsize>,
 }
+
+/// What a connection holds at least, counted in `used_memory`: its read buffer and its reply
+/// buffer.
+const CLIENT_BASE_BYTES: usize = 2 * READ_CHUNK;
 
 impl InputCharge<'_> {
     /// Charges a buffer of `capacity` bytes. False if that takes the total past the budget
@@ -713,8 +720,10 @@ impl InputCharge<'_> {
                 total.fetch_sub(more, Ordering::Relaxed);
                 return false;
             }
+            self.gauge.fetch_add(more, Ordering::Relaxed);
         } else {
             total.fetch_sub(self.charged - want, Ordering::Relaxed);
+            self.gauge.fetch_sub(self.charged - want, Ordering::Relaxed);
         }
         self.charged = want;
         true
@@ -726,6 +735,8 @@ impl Drop for InputCharge<'_> {
         self.state
             .input_buffered
             .fetch_sub(self.charged, Ordering::Relaxed);
+        self.gauge
+            .fetch_sub(self.charged + CLIENT_BASE_BYTES, Ordering::Relaxed);
     }
 }
 
@@ -798,9 +809,12 @@ async fn run_connection(
     let mut parser = RequestParser::new(state.frame_limits);
     parser.set_unauthenticated(!session.authenticated);
     let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let gauge = state.cache.client_memory();
+    gauge.fetch_add(CLIENT_BASE_BYTES, Ordering::Relaxed);
     let mut charge = InputCharge {
         state: &state,
         charged: 0,
+        gauge,
     };
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut batch = Batch::default();

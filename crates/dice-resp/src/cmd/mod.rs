@@ -303,6 +303,10 @@ pub(crate) fn cache_error_text(e: &dice_core::Error) -> String {
         dice_core::Error::WritesRefused(why) => format!(
             "MISCONF dice cannot persist to disk, so writes are refused (reads go on): {why}"
         ),
+        // Redis's exact reply past `maxmemory`.
+        dice_core::Error::OutOfMemory => {
+            "OOM command not allowed when used memory > 'maxmemory'.".to_owned()
+        }
         e => format!("ERR {e}"),
     }
 }
