@@ -578,7 +578,8 @@ impl Cache {
                 out_of_memory: !fits,
             };
             let result = f(&mut tx);
-            let wrote = tx.wrote || !fits;
+            // Evictions made room (or tried to): they join this group too.
+            let wrote = tx.wrote || st.replica.pending_change_count() > 0;
             let generation = wrote.then_some(st.generation);
             if wrote {
                 record(shared, &mut st);
