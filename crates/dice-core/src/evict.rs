@@ -329,9 +329,9 @@ pub(crate) fn choose(
     }
 }
 
-/// Most keys evicted to make room for one write (or one batch from a peer); Redis bounds
-/// the time instead. What is still over is evicted at the next write.
-pub const MAX_EVICTIONS_PER_CALL: usize = 64;
+/// Most keys evicted to make room for one write or one batch from a peer (a page of up to
+/// 1 MiB): enough to free that much in keys of a few bytes. Redis bounds the time instead.
+pub const MAX_EVICTIONS_PER_CALL: usize = 65_536;
 
 /// Evicts keys of `replica` under `limit` until what it holds, with `other` bytes used
 /// elsewhere and the changes it recorded, fits, or [`MAX_EVICTIONS_PER_CALL`] keys went.
