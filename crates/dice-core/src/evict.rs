@@ -382,8 +382,8 @@ mod tests {
     #[test]
     fn policies_parse_and_print_as_redis_names_them() {
         for p in Policy::ALL {
-            assert_eq!(p.name().parse::<Policy>().unwrap(), p);
-            assert_eq!(p.name().to_uppercase().parse::<Policy>().unwrap(), p);
+            assert_eq!(p.name().parse::<Policy>(), Ok(p));
+            assert_eq!(p.name().to_uppercase().parse::<Policy>(), Ok(p));
         }
         assert!("lru".parse::<Policy>().is_err());
         assert!(Policy::VolatileTtl.volatile_only());
