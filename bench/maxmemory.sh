@@ -19,10 +19,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DICE=$ROOT/target/release/dice
+DICE=${DICE:-$ROOT/target/release/dice}
 MAXMEMORY=${MAXMEMORY:-32mb}
 N_SET=${N_SET:-1000000}
 ZIPF_KEYS=${ZIPF_KEYS:-500000}
+ZIPF_MAXMEMORY=${ZIPF_MAXMEMORY:-8mb}
 ZIPF_OPS=${ZIPF_OPS:-400000}
 TMP=$(mktemp -d /tmp/dice-maxmem.XXXXXX)
 PIDS=()
@@ -40,8 +41,10 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
     log "installing redis-server redis-tools"
     apt-get install -y redis-server redis-tools >/dev/null
 fi
-log "building dice (release)"
-(cd "$ROOT" && cargo build --release -p dice-cli >&2)
+if [[ $DICE == "$ROOT/target/release/dice" ]]; then
+    log "building dice (release)"
+    (cd "$ROOT" && cargo build --release -p dice-cli >&2)
+fi
 
 free_port() {
     local p
@@ -113,7 +116,9 @@ echo "dice   : SET ${d_rps} req/s  used_memory $(info "$DICE_PORT" memory used_m
 stop "$DICE_PID"
 
 echo
-echo "### 2. Zipf GET/SET hit ratio (s=0.99, $ZIPF_KEYS keys of 100 bytes, $ZIPF_OPS counted GETs after as many to warm up)"
+SET_MAXMEMORY=$MAXMEMORY
+MAXMEMORY=$ZIPF_MAXMEMORY
+echo "### 2. Zipf GET/SET hit ratio (maxmemory $MAXMEMORY, s=0.99, $ZIPF_KEYS keys of 100 bytes, $ZIPF_OPS counted GETs after as many to warm up)"
 echo "command: bench/zipf.py PORT --keys $ZIPF_KEYS --ops $ZIPF_OPS"
 start_redis
 echo "redis  : $("$ROOT/bench/zipf.py" "$REDIS_PORT" --keys "$ZIPF_KEYS" --ops "$ZIPF_OPS")  keys held $(redis-cli -p "$REDIS_PORT" DBSIZE)"
@@ -123,6 +128,7 @@ echo "dice   : $("$ROOT/bench/zipf.py" "$DICE_PORT" --keys "$ZIPF_KEYS" --ops "$
 stop "$DICE_PID"
 
 echo
+MAXMEMORY=$SET_MAXMEMORY
 echo "### 3. Three dice nodes, a SET flood of ten times maxmemory against node 1"
 start_dice "$TMP/c1"; P1=$DICE_PORT; PID1=$DICE_PID; A=$DICE_P2P
 start_dice "$TMP/c2" --peer "$A"; P2=$DICE_PORT; PID2=$DICE_PID

@@ -75,7 +75,7 @@ impl Replica {
             }
             return out;
         }
-        for _ in 0..n.saturating_mul(4) {
+        for _ in 0..n.saturating_mul(16) {
             if out.len() == n {
                 break;
             }
@@ -114,6 +114,18 @@ impl Replica {
                 })
             };
             if let Some(r) = found {
+                push(&mut out, r);
+            }
+        }
+        if out.is_empty() {
+            // Samples can all land on tombstones (a cluster keeps those of its evictions
+            // until they are stable): walk the map for a live key rather than give up.
+            let live_key = |r: &&crate::record::Record| {
+                r.is_key()
+                    && !super::is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms)
+                    && (!volatile || r.expires_at_ms().is_some())
+            };
+            if let Some(r) = self.map.iter().find(live_key) {
                 push(&mut out, r);
             }
         }
