@@ -98,6 +98,26 @@ pub struct NodeArgs {
     /// with busy clients, fewer can be faster (BENCHMARKS.md).
     #[arg(long, value_name = "N", env = "DICE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+    /// Memory limit for the data, indexes, pending commits and client buffers, as Redis's
+    /// `maxmemory`: bytes, or with a unit (`512mb`, `2gb`; 0: none). Changes at run time
+    /// with `CONFIG SET maxmemory`.
+    #[arg(long, value_name = "BYTES", env = "DICE_MAXMEMORY", value_parser = parse_maxmemory, default_value = "0")]
+    maxmemory: u64,
+    /// What happens past `--maxmemory`: noeviction (writes refused with OOM), allkeys-lru,
+    /// volatile-lru, allkeys-lfu, volatile-lfu, allkeys-random, volatile-random or
+    /// volatile-ttl. Evictions replicate: every node ends without the keys any node evicted.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        env = "DICE_MAXMEMORY_POLICY",
+        default_value = "noeviction"
+    )]
+    maxmemory_policy: dice_core::Policy,
+}
+
+fn parse_maxmemory(s: &str) -> std::result::Result<u64, String> {
+    dice_core::evict::parse_memory(s)
+        .ok_or_else(|| format!("not a memory size: {s:?} (bytes, or a number with kb, mb or gb)"))
 }
 
 /// The `INFO cluster` lines of a node: a snapshot of its peers refreshed in the background,
@@ -240,6 +260,11 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
         );
         builder.config_mut().cache.commit_delay = Duration::from_millis(ms);
     }
+    builder.config_mut().cache.memory_limit = dice_core::MemoryLimit {
+        max_bytes: args.maxmemory,
+        policy: args.maxmemory_policy,
+        ..dice_core::MemoryLimit::default()
+    };
     for addr in args.listen {
         builder = builder.listen(addr);
     }

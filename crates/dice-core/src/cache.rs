@@ -3,7 +3,9 @@
 
 use crate::antientropy::{AeSession, AeStep};
 use crate::entry::{Elem, Entry, Limits, NodeId};
+use crate::evict::{Access, MemoryLimit};
 use crate::hlc::{Clock, SystemClock};
+use crate::memory::Usage;
 use crate::replica::{ChangeSource, GcReport, Increment, Replica, ReplicaStats};
 use crate::store::{CommitBatch, Durability, MAX_BLOB_BYTES, SnapshotRun, Store};
 use crate::sync::{Refusal, SessionStep, SyncLimits, SyncMessage, SyncSession};
@@ -13,7 +15,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, watch};
@@ -60,6 +62,9 @@ pub struct CacheOptions {
     /// Where the cache reads the time: the hybrid logical clock's physical part, expiry and
     /// garbage collection (default: the system clock; a [`crate::ManualClock`] in tests).
     pub clock: Arc<dyn Clock>,
+    /// The memory limit and what happens past it (default: none, `noeviction`). Changes at
+    /// run time with [`Cache::set_memory_limit`].
+    pub memory_limit: MemoryLimit,
 }
 
 /// Observes group commits (see [`CacheOptions::commit_observer`]).
@@ -85,6 +90,7 @@ impl Default for CacheOptions {
             fail_commits: Arc::new(AtomicBool::new(false)),
             commit_observer: None,
             clock: Arc::new(SystemClock),
+            memory_limit: MemoryLimit::default(),
         }
     }
 }
@@ -179,6 +185,12 @@ struct State {
     generation: u64,
     /// While set, the store cannot commit: writes, and remote changes, are refused.
     refused: Option<Refusing>,
+    /// The memory limit in force.
+    limit: MemoryLimit,
+    /// Bytes held by the dirty set (see [`crate::memory::PENDING_CHANGE`]).
+    dirty_bytes: usize,
+    /// When garbage collection last ran because memory was over the limit.
+    pressure_gc_ms: u64,
 }
 
 /// Why writes are refused.
@@ -220,6 +232,10 @@ struct Shared {
     log_entries: AtomicU64,
     snapshots: AtomicU64,
     cleanup_pending: AtomicBool,
+    /// Bytes of the group being committed (its dirty set).
+    committing_bytes: AtomicUsize,
+    /// Bytes the embedding program holds for its clients (see [`Cache::client_memory`]).
+    client_memory: Arc<AtomicUsize>,
 }
 
 struct Inner {
@@ -291,6 +307,8 @@ impl Cache {
         // Everything loaded is durable; what changes from now on can be undone until it is.
         replica.set_durable(replica.local_seq());
         replica.keep_undo();
+        let limit = options.memory_limit;
+        replica.set_access(Access::for_limit(&limit, options.clock.now_ms()));
         let shareable = watch::Sender::new(replica.shareable_seq());
         tracing::info!(
             dir = %dir.display(),
@@ -305,6 +323,9 @@ impl Cache {
                 dirty: HashMap::new(),
                 generation: 1,
                 refused: None,
+                limit,
+                dirty_bytes: 0,
+                pressure_gc_ms: 0,
             }),
             wake_writer: Notify::new(),
             shareable,
@@ -318,6 +339,8 @@ impl Cache {
             log_entries: AtomicU64::new(store.log_entries()),
             snapshots: AtomicU64::new(0),
             cleanup_pending: AtomicBool::new(store.cleanup_pending()),
+            committing_bytes: AtomicUsize::new(0),
+            client_memory: Arc::new(AtomicUsize::new(0)),
             options,
         });
         let writer = tokio::spawn(writer_loop(shared.clone(), store));
@@ -499,7 +522,11 @@ impl Cache {
         let (entry, generation) = {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
-            let entry = st.replica.write(key, value, expires_at_ms, self.now_ms())?;
+            let now = self.now_ms();
+            if !make_room(shared, &mut st, now) && value.is_some() {
+                return Err(out_of_memory(shared, &mut st));
+            }
+            let entry = st.replica.write(key, value, expires_at_ms, now)?;
             let generation = CommitTicket(st.generation);
             record(shared, &mut st);
             (entry, generation)
@@ -542,6 +569,7 @@ impl Cache {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
             let now = self.now_ms();
+            let fits = make_room(shared, &mut st, now);
             let current = st
                 .replica
                 .get_with_expiry(&key, now)
@@ -554,8 +582,14 @@ impl Cache {
                 expires_at_ms,
             }) = decide(current)
             else {
+                if !fits {
+                    record(shared, &mut st);
+                }
                 return Ok(None);
             };
+            if !fits && value.is_some() {
+                return Err(out_of_memory(shared, &mut st));
+            }
             let entry = st.replica.write(key, value, expires_at_ms, now)?;
             let generation = CommitTicket(st.generation);
             record(shared, &mut st);
@@ -600,13 +634,17 @@ impl Cache {
         let (result, generation) = {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
+            let now = self.now_ms();
+            let fits = make_room(shared, &mut st, now);
             let mut tx = Transaction {
                 replica: &mut st.replica,
-                now_ms: self.now_ms(),
+                now_ms: now,
                 wrote: false,
+                out_of_memory: !fits,
             };
             let result = f(&mut tx);
-            let wrote = tx.wrote;
+            // Evictions made room (or tried to): they join this group too.
+            let wrote = tx.wrote || st.replica.pending_change_count() > 0;
             let generation = wrote.then_some(CommitTicket(st.generation));
             if wrote {
                 record(shared, &mut st);
@@ -659,7 +697,13 @@ impl Cache {
         loop {
             let generation = {
                 let st = shared.state.read();
-                if st.dirty.len() < shared.options.max_pending_keys {
+                // Past the memory limit, pending writes wait for their commit rather than
+                // crowd out the data (eviction cannot free what is not committed yet).
+                let pending_bytes = st.dirty_bytes;
+                let memory_full = st.limit.max_bytes > 0
+                    && pending_bytes as u64 > st.limit.max_bytes / 8
+                    && usage(shared, &st).total() as u64 > st.limit.max_bytes;
+                if st.dirty.len() < shared.options.max_pending_keys && !memory_full {
                     return Ok(());
                 }
                 st.generation
@@ -673,6 +717,42 @@ impl Cache {
     /// `event_capacity` events behind gets `RecvError::Lagged` and continues from there.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.shared().events.subscribe()
+    }
+
+    /// The memory limit in force.
+    pub fn memory_limit(&self) -> MemoryLimit {
+        self.shared().state.read().limit
+    }
+
+    /// Sets the memory limit (Redis's `CONFIG SET maxmemory`, `maxmemory-policy`,
+    /// `maxmemory-samples`); evicts at once what is over it. A policy that ranks by recency
+    /// or frequency starts from a fresh access table.
+    pub fn set_memory_limit(&self, limit: MemoryLimit) {
+        let shared = self.shared();
+        {
+            let mut st = shared.state.write();
+            let now = self.now_ms();
+            if !st.replica.access().fits(&limit) {
+                st.replica.set_access(Access::for_limit(&limit, now));
+            }
+            st.limit = limit;
+            make_room(shared, &mut st, now);
+            record(shared, &mut st);
+        }
+        shared.wake_writer.notify_one();
+    }
+
+    /// `used_memory` and its parts (see [`crate::memory`]).
+    pub fn memory_usage(&self) -> Usage {
+        let shared = self.shared();
+        usage(shared, &shared.state.read())
+    }
+
+    /// A gauge the embedding program keeps up to date with the bytes it holds for its
+    /// clients (request and reply buffers): it counts in `used_memory`, so a client flood
+    /// makes room by eviction like data does.
+    pub fn client_memory(&self) -> Arc<AtomicUsize> {
+        self.shared().client_memory.clone()
     }
 
     /// Runs garbage collection now (it also runs every `gc_interval`).
@@ -751,6 +831,7 @@ impl Cache {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
             let step = session.handle(&mut st.replica, reply, self.now_ms());
+            make_room(shared, &mut st, self.now_ms());
             record(shared, &mut st);
             step
         };
@@ -787,6 +868,7 @@ impl Cache {
                     let mut st = shared.state.write();
                     refuse_if_failing(&st)?;
                     let reply = st.replica.receive_push(push, self.now_ms());
+                    make_room(shared, &mut st, self.now_ms());
                     record(shared, &mut st);
                     reply
                 };
@@ -844,6 +926,7 @@ impl Cache {
                 &shared.options.sync_limits,
                 self.now_ms(),
             );
+            make_room(shared, &mut st, self.now_ms());
             record(shared, &mut st);
             step
         };
@@ -899,6 +982,8 @@ pub struct Transaction<'a> {
     replica: &'a mut Replica,
     now_ms: u64,
     wrote: bool,
+    /// Memory is over the limit and nothing could be evicted: writes that add data fail.
+    out_of_memory: bool,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -930,9 +1015,22 @@ impl Transaction<'_> {
     /// Adds `by` to the counter of `key`, like [`Cache::incr`]; returns what the key reads as
     /// afterwards and the entry written.
     pub fn incr(&mut self, key: Bytes, by: Increment) -> Result<(Bytes, Entry)> {
+        if self.out_of_memory {
+            return Err(Error::OutOfMemory);
+        }
         let written = self.replica.incr(key, by, self.now_ms)?;
         self.wrote = true;
         Ok(written)
+    }
+
+    /// `Err(Error::OutOfMemory)` if the memory limit is reached and nothing could be evicted
+    /// (`noeviction`, or no key a `volatile-*` policy may take): a write that adds data must
+    /// then be refused, as Redis refuses its `denyoom` commands; removals go on.
+    pub fn room(&self) -> Result<()> {
+        if self.out_of_memory {
+            return Err(Error::OutOfMemory);
+        }
+        Ok(())
     }
 
     /// Runs `f` on the replica for a write of another kind than [`Transaction::write`] and
@@ -954,6 +1052,9 @@ impl Transaction<'_> {
         value: Option<Bytes>,
         expires_at_ms: Option<u64>,
     ) -> Result<Entry> {
+        if self.out_of_memory && value.is_some() {
+            return Err(Error::OutOfMemory);
+        }
         let entry = self.replica.write(key, value, expires_at_ms, self.now_ms)?;
         self.wrote = true;
         Ok(entry)
@@ -966,8 +1067,13 @@ fn record(shared: &Shared, st: &mut State) {
     let now = shared.now_ms();
     for (i, change) in changes.iter().enumerate() {
         // The newest change of an element is what it holds: the commit writes it as is.
-        st.dirty
-            .insert((change.key.clone(), change.elem), change.entry.clone());
+        st.dirty_bytes += pending_bytes(&change.key, change.entry.as_ref());
+        if let Some(old) = st
+            .dirty
+            .insert((change.key.clone(), change.elem), change.entry.clone())
+        {
+            st.dirty_bytes -= pending_bytes(&change.key, old.as_ref());
+        }
         if change.source == ChangeSource::Dropped || shared.events.receiver_count() == 0 {
             continue;
         }
@@ -1015,6 +1121,68 @@ fn refuse_if_failing(st: &State) -> Result<()> {
     }
 }
 
+/// What one pending change holds (see [`crate::memory::PENDING_CHANGE`]).
+fn pending_bytes(key: &[u8], entry: Option<&Entry>) -> usize {
+    crate::memory::PENDING_CHANGE
+        + key.len()
+        + entry.map_or(0, |e| e.key.len() + e.value.as_ref().map_or(0, Bytes::len))
+}
+
+/// `used_memory` and its parts, under the lock.
+fn usage(shared: &Shared, st: &State) -> Usage {
+    Usage {
+        dataset: st.replica.memory().bytes(),
+        pending: st.dirty_bytes
+            + shared.committing_bytes.load(Ordering::Relaxed)
+            + st.replica.pending_change_count() * crate::memory::PENDING_CHANGE,
+        clients: shared.client_memory.load(Ordering::Relaxed),
+    }
+}
+
+/// How often, at most, garbage collection runs early because memory is over the limit.
+const PRESSURE_GC_INTERVAL_MS: u64 = 100;
+
+/// Brings used memory under the limit by evicting (see [`crate::evict`]); when that is not
+/// enough, collects stable dead entries at once (tombstones of evictions are dead entries),
+/// at most every [`PRESSURE_GC_INTERVAL_MS`]. Returns whether memory fits.
+fn make_room(shared: &Shared, st: &mut State, now: u64) -> bool {
+    if st.limit.max_bytes == 0 {
+        return true;
+    }
+    let other = |st: &State| {
+        st.dirty_bytes
+            + shared.committing_bytes.load(Ordering::Relaxed)
+            + shared.client_memory.load(Ordering::Relaxed)
+    };
+    let limit = st.limit;
+    let o = other(st);
+    if crate::evict::make_room(&mut st.replica, &limit, o, now) {
+        return true;
+    }
+    if now < st.pressure_gc_ms + PRESSURE_GC_INTERVAL_MS || st.refused.is_some() {
+        return false;
+    }
+    st.pressure_gc_ms = now;
+    // Under pressure the grace is waived: stability alone keeps collected entries from
+    // coming back (see `Replica::gc`).
+    let report = st.replica.gc(now, 0);
+    if report.dropped > 0 {
+        tracing::debug!(
+            dropped = report.dropped,
+            "collected dead entries under memory pressure"
+        );
+    }
+    let o = other(st);
+    crate::evict::make_room(&mut st.replica, &limit, o, now)
+}
+
+/// Records what eviction did before a write was refused for memory, and the error.
+fn out_of_memory(shared: &Shared, st: &mut State) -> Error {
+    record(shared, st);
+    shared.wake_writer.notify_one();
+    Error::OutOfMemory
+}
+
 fn gc_once(shared: &Shared) -> GcReport {
     let grace = shared.options.gc_grace.as_millis() as u64;
     let report = {
@@ -1058,6 +1226,7 @@ async fn gc_loop(shared: Weak<Shared>) {
 /// version vector are one consistent snapshot.
 fn take_batch(st: &mut State) -> (CommitBatch, u64) {
     let dirty = std::mem::take(&mut st.dirty);
+    st.dirty_bytes = 0;
     let mut batch = CommitBatch {
         vv: st.replica.vv().clone(),
         floors: st.replica.floors().clone(),
@@ -1105,16 +1274,23 @@ async fn writer_loop(shared: Arc<Shared>, mut store: Store) {
         }
         let taken = {
             let mut st = shared.state.write();
-            (!st.dirty.is_empty()).then(|| take_batch(&mut st))
+            (!st.dirty.is_empty()).then(|| {
+                shared
+                    .committing_bytes
+                    .store(st.dirty_bytes, Ordering::Relaxed);
+                take_batch(&mut st)
+            })
         };
         let committed = taken.is_some();
         if committed && !shared.options.commit_delay.is_zero() {
             tokio::time::sleep(shared.options.commit_delay).await;
         }
-        if let Some((batch, generation)) = taken
-            && !commit_group(&shared, &mut store, batch, generation).await
-        {
-            continue;
+        if let Some((batch, generation)) = taken {
+            let ok = commit_group(&shared, &mut store, batch, generation).await;
+            shared.committing_bytes.store(0, Ordering::Relaxed);
+            if !ok {
+                continue;
+            }
         }
         if shared.closing.load(Ordering::SeqCst) {
             if committed {
@@ -1301,6 +1477,7 @@ fn fail(shared: &Shared, store: &Store, failed: Option<u64>, why: String, fatal:
             .rollback(store.committed_vv(), store.committed_floors());
         record(shared, &mut st);
         st.dirty.clear();
+        st.dirty_bytes = 0;
         st.generation += 1;
         st.refused = Some(Refusing {
             why: why.clone(),

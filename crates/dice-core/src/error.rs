@@ -32,6 +32,10 @@ pub enum Error {
         /// The first bytes of its key.
         key_prefix: Vec<u8>,
     },
+    /// Used memory is past the memory limit and the policy evicts nothing (or nothing is
+    /// left to evict): writes that add data are refused, reads and deletes go on.
+    #[error("command not allowed when used memory > 'maxmemory'")]
+    OutOfMemory,
     /// A peer broke the sync protocol.
     #[error("sync protocol violation: {0}")]
     Protocol(String),

@@ -16,6 +16,8 @@
 //! * [`replication`]: the per-peer replication policy as a sans-IO state machine
 //!   ([`Replicator`]): acknowledged seqs, the push in flight, pacing, retry, catch-up
 //!   scheduling; the network layer and the simulation tests both drive it.
+//! * [`evict`] and [`memory`]: the memory limit (`maxmemory`), its eviction policies, and
+//!   what `used_memory` counts.
 //! * [`antientropy`]: the safety net under sync: per-bucket digests compared between
 //!   replicas with equal version vectors, and the repair of the buckets that differ.
 //! * [`skew`]: estimates of peers' clock offsets from the send times sync messages carry.
@@ -42,7 +44,9 @@ pub mod cache;
 pub mod counter;
 pub mod entry;
 mod error;
+pub mod evict;
 pub mod hlc;
+pub mod memory;
 mod record;
 pub mod replica;
 pub mod replication;
@@ -57,6 +61,7 @@ pub use cache::{
 };
 pub use entry::{Elem, Entry, Limits, NodeId, ParseNodeIdError, Version};
 pub use error::{Error, Result};
+pub use evict::{MemoryLimit, Policy};
 pub use hlc::{Clock, Hlc, HlcClock, ManualClock, SystemClock, now_ms};
 pub use replica::{
     Change, ChangeSource, GcReport, Increment, KeyType, Member, Replica, ReplicaStats,

@@ -21,6 +21,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+// Eviction and memory accounting: what the replica offers `crate::evict` (its own file, as
+// a child module that reads the replica's indexes).
+mod eviction;
+
 /// Where a change to the map came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeSource {
@@ -82,6 +86,8 @@ pub struct ReplicaStats {
     /// Keys found holding the same version with different contents: anti-entropy cannot
     /// tell which copy is right, so it leaves them (logged).
     pub repair_conflicts: u64,
+    /// Keys this replica evicted to stay under its memory limit (see [`crate::evict`]).
+    pub evicted_keys: u64,
 }
 
 /// What a replica knows of another member of its cluster.
@@ -177,6 +183,10 @@ pub struct Replica {
     member_horizon_ms: u64,
     /// When garbage collection first ran knowing no member at all.
     alone_since_ms: Option<u64>,
+    /// Bytes of the records held (see [`crate::memory`]).
+    record_bytes: usize,
+    /// Recency or frequency of access, for eviction (empty without a memory limit).
+    access: crate::evict::Access,
 }
 
 /// Remote timestamps further ahead than this are counted as clock skew (and accepted).
@@ -212,6 +222,8 @@ impl Replica {
             members: BTreeMap::new(),
             member_horizon_ms: DEFAULT_MEMBER_HORIZON_MS,
             alone_since_ms: None,
+            record_bytes: 0,
+            access: crate::evict::Access::default(),
         }
     }
 
@@ -398,6 +410,7 @@ impl Replica {
 
     /// The live value of `key` at `now_ms`: its string, or what its counter reads as.
     pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&[u8]> {
+        self.touch(key, now_ms);
         self.get_with_expiry_ref(key, now_ms).map(|(v, _)| v)
     }
 
@@ -425,6 +438,7 @@ impl Replica {
 
     /// The live value of `key` and its expiry.
     pub fn get_with_expiry(&self, key: &[u8], now_ms: u64) -> Option<(Bytes, Option<u64>)> {
+        self.touch(key, now_ms);
         self.get_with_expiry_ref(key, now_ms)
             .map(|(v, t)| (Bytes::copy_from_slice(v), t))
     }
@@ -836,6 +850,9 @@ impl Replica {
         now_ms: u64,
     ) -> Result<Entry> {
         self.limits.check(&key, value.as_deref())?;
+        if value.is_some() {
+            self.touch(&key, now_ms);
+        }
         // A string written over a counter replaces it: reset what we observed of it (what we
         // did not observe, concurrent increments, still counts on top of the new value).
         if self.typed.contains_key(&key) {
@@ -1287,6 +1304,7 @@ impl Replica {
 
     fn index(&mut self, hash: u64, r: &Record) {
         let (origin, seq) = (r.origin(), r.seq());
+        self.record_bytes += r.heap_len();
         self.vv.touch(origin);
         self.by_dot.entry(origin).or_default().insert(seq, hash);
         if let Elem::Field(id) = r.elem() {
@@ -1315,6 +1333,7 @@ impl Replica {
 
     fn unindex(&mut self, r: &Record) {
         let (origin, seq) = (r.origin(), r.seq());
+        self.record_bytes -= r.heap_len();
         if let Some(seqs) = self.by_dot.get_mut(&origin) {
             seqs.remove(&seq);
             if seqs.is_empty() {

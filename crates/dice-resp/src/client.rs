@@ -11,7 +11,7 @@ use crate::tracking::Inbox;
 use crate::wire::{Batch, INPUT_ALLOWANCE, OUTPUT_FLUSH_AT, READ_CHUNK, Wire, send};
 use bytes::{Buf, BytesMut};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,7 +23,14 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 struct InputCharge<'a> {
     state: &'a ServerState,
     charged: usize,
+    /// The cache's client memory (`used_memory`): the connection's base buffers and its
+    /// charge.
+    gauge: Arc<AtomicUsize>,
 }
+
+/// What a connection holds at least, counted in `used_memory`: its read buffer and its reply
+/// buffer.
+const CLIENT_BASE_BYTES: usize = 2 * READ_CHUNK;
 
 impl InputCharge<'_> {
     /// Charges a buffer of `capacity` bytes. False if that takes the total past the budget
@@ -38,8 +45,10 @@ impl InputCharge<'_> {
                 total.fetch_sub(more, Ordering::Relaxed);
                 return false;
             }
+            self.gauge.fetch_add(more, Ordering::Relaxed);
         } else {
             total.fetch_sub(self.charged - want, Ordering::Relaxed);
+            self.gauge.fetch_sub(self.charged - want, Ordering::Relaxed);
         }
         self.charged = want;
         true
@@ -51,6 +60,8 @@ impl Drop for InputCharge<'_> {
         self.state
             .input_buffered
             .fetch_sub(self.charged, Ordering::Relaxed);
+        self.gauge
+            .fetch_sub(self.charged + CLIENT_BASE_BYTES, Ordering::Relaxed);
     }
 }
 
@@ -123,9 +134,12 @@ pub(crate) async fn run_connection(
     let mut parser = RequestParser::new(state.frame_limits);
     parser.set_unauthenticated(!session.authenticated);
     let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let gauge = state.cache.client_memory();
+    gauge.fetch_add(CLIENT_BASE_BYTES, Ordering::Relaxed);
     let mut charge = InputCharge {
         state: &state,
         charged: 0,
+        gauge,
     };
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut batch = Batch::default();

@@ -36,7 +36,13 @@ async fn config_get_set_resetstat() {
     keys.sort();
     assert_eq!(
         keys,
-        ["databases", "maxclients", "maxmemory", "maxmemory-policy"]
+        [
+            "databases",
+            "maxclients",
+            "maxmemory",
+            "maxmemory-policy",
+            "maxmemory-samples"
+        ]
     );
     let none: HashMap<String, String> = q(&mut c, &[b"CONFIG", b"GET", b"nosuch"]).await;
     assert!(none.is_empty());

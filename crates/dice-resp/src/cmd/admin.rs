@@ -17,6 +17,7 @@ fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
     let server = ctx.server;
     let limits = server.config.frame_limits(&server.cache);
     let timeout = server.timeout_ms.load(Ordering::Relaxed) / 1000;
+    let memory = server.cache.memory_limit();
     let bind = ctx
         .session
         .entry
@@ -35,8 +36,9 @@ fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("dbfilename", "dice.sqlite3".into()),
         ("dir", server.cache.dir().display().to_string()),
         ("maxclients", server.config.max_clients.to_string()),
-        ("maxmemory", "0".into()),
-        ("maxmemory-policy", "noeviction".into()),
+        ("maxmemory", memory.max_bytes.to_string()),
+        ("maxmemory-policy", memory.policy.to_string()),
+        ("maxmemory-samples", memory.samples.to_string()),
         (
             "notify-keyspace-events",
             crate::pubsub::notify::to_string(*server.keyspace_events.borrow()),
@@ -67,7 +69,8 @@ const CONFIG_HELP: &[&str] = &[
 ];
 
 /// `CONFIG GET pattern [pattern ...]` (a map), `CONFIG SET parameter value [parameter
-/// value ...]` (only `timeout` and `notify-keyspace-events` change at run time; setting
+/// value ...]` (`timeout`, `notify-keyspace-events`, `tracking-table-max-keys`,
+/// `maxmemory`, `maxmemory-policy` and `maxmemory-samples` change at run time; setting
 /// another shown parameter to the value it has is accepted), `CONFIG RESETSTAT`, `CONFIG
 /// REWRITE` (no file), `CONFIG HELP`.
 pub(crate) fn config(ctx: &mut Ctx<'_>, req: Request<'_>) {
@@ -125,6 +128,8 @@ fn config_set(ctx: &mut Ctx<'_>, req: Request<'_>) {
     let mut timeout = None;
     let mut events = None;
     let mut tracking_max = None;
+    let mut memory = ctx.server.cache.memory_limit();
+    let memory_was = memory;
     for j in (2..req.len()).step_by(2) {
         let (name, value) = (req.arg(j).to_ascii_lowercase(), req.arg(j + 1));
         let Some((name, current)) = params.iter().find(|(n, _)| n.as_bytes() == name) else {
@@ -172,6 +177,46 @@ fn config_set(ctx: &mut Ctx<'_>, req: Request<'_>) {
                     );
                 }
             }
+        } else if *name == "maxmemory" {
+            match std::str::from_utf8(value)
+                .ok()
+                .and_then(dice_core::evict::parse_memory)
+            {
+                Some(n) => memory.max_bytes = n,
+                None => {
+                    return ctx.error(
+                        "ERR CONFIG SET failed (possibly related to argument 'maxmemory') - \
+                         argument must be a memory value",
+                    );
+                }
+            }
+        } else if *name == "maxmemory-policy" {
+            match std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<dice_core::Policy>().ok())
+            {
+                Some(p) => memory.policy = p,
+                None => {
+                    return ctx.error(
+                        "ERR CONFIG SET failed (possibly related to argument \
+                         'maxmemory-policy') - argument(s) must be one of the following: \
+                         volatile-lru, allkeys-lru, volatile-lfu, allkeys-lfu, \
+                         volatile-random, allkeys-random, volatile-ttl, noeviction",
+                    );
+                }
+            }
+        } else if *name == "maxmemory-samples" {
+            match parse_i64(value) {
+                Some(n) if (1..=dice_core::evict::MAX_SAMPLES as i64).contains(&n) => {
+                    memory.samples = n as usize;
+                }
+                _ => {
+                    return ctx.error(
+                        "ERR CONFIG SET failed (possibly related to argument \
+                         'maxmemory-samples') - argument must be between 1 and 64 inclusive",
+                    );
+                }
+            }
         } else if current.as_bytes() != value {
             let text = format!(
                 "ERR CONFIG SET failed (possibly related to argument '{name}') - can't set \
@@ -188,6 +233,9 @@ fn config_set(ctx: &mut Ctx<'_>, req: Request<'_>) {
             let changes = ctx.server.cache.subscribe();
             let _ = ctx.server.keyspace_subscribe.send(changes);
         }
+    }
+    if memory != memory_was {
+        ctx.server.cache.set_memory_limit(memory);
     }
     if let Some(max) = tracking_max {
         // Takes effect at the next read remembered (as in Redis, evicting then).

@@ -55,8 +55,10 @@ pub(crate) fn hset(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, ok: boo
     }
     let pairs = pairs(&req);
     let key = req.arg(1);
-    match modify(db, key, |r, now| {
-        r.hset(Bytes::copy_from_slice(key), &pairs, false, now)
+    match db.room().and_then(|()| {
+        modify(db, key, |r, now| {
+            r.hset(Bytes::copy_from_slice(key), &pairs, false, now)
+        })
     }) {
         Ok(_) if ok => write_simple(ctx.out, "OK"),
         Ok(n) => write_integer(ctx.out, n as i64),
@@ -68,8 +70,10 @@ pub(crate) fn hset(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, ok: boo
 pub(crate) fn hsetnx(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     let pairs = pairs(&req);
     let key = req.arg(1);
-    match modify(db, key, |r, now| {
-        r.hset(Bytes::copy_from_slice(key), &pairs, true, now)
+    match db.room().and_then(|()| {
+        modify(db, key, |r, now| {
+            r.hset(Bytes::copy_from_slice(key), &pairs, true, now)
+        })
     }) {
         Ok(n) => write_integer(ctx.out, n as i64),
         Err(e) => ctx.cache_error(&e),
@@ -190,8 +194,10 @@ pub(crate) fn hincr(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, float:
         }
     };
     let (key, field) = (req.arg(1), Bytes::copy_from_slice(req.arg(2)));
-    match modify(db, key, |r, now| {
-        r.hincr(Bytes::copy_from_slice(key), field, by, now)
+    match db.room().and_then(|()| {
+        modify(db, key, |r, now| {
+            r.hincr(Bytes::copy_from_slice(key), field, by, now)
+        })
     }) {
         Ok(v) if float => write_bulk(ctx.out, &v),
         Ok(v) => write_integer(

@@ -105,11 +105,18 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
     }
     if wanted[MEMORY] {
         section("Memory", &|t| {
-            let used = server.cache.with_replica(|r| r.approx_heap_bytes());
+            let usage = server.cache.memory_usage();
+            let limit = server.cache.memory_limit();
+            let used = usage.total();
             let _ = write!(
                 t,
-                "used_memory:{used}\r\nused_memory_human:{}\r\n",
+                "used_memory:{used}\r\nused_memory_human:{}\r\n\
+                 used_memory_dataset:{}\r\nused_memory_pending:{}\r\n\
+                 used_memory_clients:{}\r\n",
                 human_bytes(used),
+                usage.dataset,
+                usage.pending,
+                usage.clients,
             );
             if let Some(rss) = rss_bytes() {
                 let _ = write!(
@@ -118,7 +125,16 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                     human_bytes(rss)
                 );
             }
-            t.push_str("maxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\n");
+            let max = usize::try_from(limit.max_bytes).unwrap_or(usize::MAX);
+            let _ = write!(
+                t,
+                "maxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\n\
+                 maxmemory_samples:{}\r\nevicted_keys:{}\r\n",
+                human_bytes(max),
+                limit.policy,
+                limit.samples,
+                server.cache.stats().replica.evicted_keys,
+            );
         });
     }
     if wanted[PERSISTENCE] {
@@ -177,7 +193,7 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                  total_net_input_bytes:{}\r\n\
                  total_net_output_bytes:{}\r\n\
                  rejected_connections:{}\r\n\
-                 evicted_keys:0\r\n\
+                 evicted_keys:{}\r\n\
                  dice_auth_failures:{}\r\n\
                  dice_auth_disconnects:{}\r\n\
                  dice_idle_timeouts:{}\r\n\
@@ -201,6 +217,7 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                 n(&st.net_input_bytes),
                 n(&st.net_output_bytes),
                 n(&st.rejected_connections),
+                server.cache.stats().replica.evicted_keys,
                 n(&st.auth_failures),
                 n(&st.auth_disconnects),
                 n(&st.idle_timeouts),

@@ -288,7 +288,7 @@ pub(crate) fn copy(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
         return write_integer(ctx.out, 0);
     }
     if is_hash(db, from) {
-        return match copy_hash(db, from, to) {
+        return match db.room().and_then(|()| copy_hash(db, from, to)) {
             Ok(()) => write_integer(ctx.out, 1),
             Err(e) => ctx.cache_error(&e),
         };

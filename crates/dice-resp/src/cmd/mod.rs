@@ -100,6 +100,12 @@ pub(crate) trait Db {
         f: &mut dyn FnMut(&mut Replica, u64) -> dice_core::Result<()>,
     ) -> dice_core::Result<()>;
 
+    /// Whether a write that adds data may run: `OOM` past `maxmemory` when nothing can be
+    /// evicted (Redis's `denyoom` commands). Removals do not ask.
+    fn room(&self) -> dice_core::Result<()> {
+        Ok(())
+    }
+
     /// The live value of `key`.
     fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.replica().get(key, self.now())
@@ -141,6 +147,9 @@ impl Db for Transaction<'_> {
     ) -> dice_core::Result<()> {
         Transaction::modify(self, |r, now| f(r, now))
     }
+    fn room(&self) -> dice_core::Result<()> {
+        Transaction::room(self)
+    }
 }
 
 /// A transaction that notes the keys it wrote (for client tracking's `NOLOOP`).
@@ -179,6 +188,9 @@ impl Db for Recorded<'_, '_> {
         self.tx.modify(|r, now| f(r, now))?;
         self.keys.push(key);
         Ok(())
+    }
+    fn room(&self) -> dice_core::Result<()> {
+        self.tx.room()
     }
 }
 
@@ -343,6 +355,10 @@ pub(crate) fn cache_error_text(e: &dice_core::Error) -> String {
             "MISCONF dice cannot persist to disk, so writes are refused (reads go on): {why}"
         ),
         dice_core::Error::WrongType => WRONGTYPE.to_owned(),
+        // Redis's exact reply past `maxmemory`.
+        dice_core::Error::OutOfMemory => {
+            "OOM command not allowed when used memory > 'maxmemory'.".to_owned()
+        }
         e => format!("ERR {e}"),
     }
 }

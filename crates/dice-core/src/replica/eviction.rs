@@ -1,0 +1,186 @@
+//! What a replica offers the memory limit: its memory figures, the access table, samples of
+//! keys to evict, and the eviction itself, a removal of a key as this replica observed it.
+
+use super::{ChangeSource, Elem, Replica, Result, expiry_bound};
+use crate::evict::{Access, Candidate};
+use crate::memory::ReplicaMemory;
+use bytes::Bytes;
+
+impl Replica {
+    /// What this replica holds, counted for `used_memory`.
+    pub fn memory(&self) -> ReplicaMemory {
+        ReplicaMemory {
+            records: self.map.len(),
+            record_bytes: self.record_bytes,
+            map_slots: self.map.capacity(),
+            expiring: self.expiring.len(),
+            tombstones: self.tombstones.len(),
+            typed_keys: self.typed.len(),
+            access_table: self.access.heap_bytes(),
+        }
+    }
+
+    /// Sets the table eviction ranks keys by (recency or frequency of access).
+    pub fn set_access(&mut self, access: Access) {
+        self.access = access;
+    }
+
+    /// The table eviction ranks keys by.
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// Notes an access to `key` (a read or a write) in the access table, if there is one.
+    pub(super) fn touch(&self, key: &[u8], now_ms: u64) {
+        if self.access.heap_bytes() > 0 {
+            self.access.touch(self.hash(key, Elem::Key), now_ms);
+        }
+    }
+
+    /// Up to `n` live keys offered for eviction: a random sample of every key's string
+    /// (`volatile`: of those with an expiry), or with `nearest_expiry` the keys nearest to
+    /// their expiry, nearest first. A sample picks an origin (weighted by the entries it has)
+    /// and a seq in its range, and takes the next entry in dot order: not exactly uniform
+    /// (an entry after a gap is likelier), as Redis's sampling of its hash table is not.
+    pub(crate) fn eviction_candidates(
+        &self,
+        n: usize,
+        volatile: bool,
+        nearest_expiry: bool,
+        now_ms: u64,
+    ) -> Vec<Candidate> {
+        let mut out: Vec<Candidate> = Vec::with_capacity(n);
+        // Any element of a live key makes it a candidate: a hash is found through its fields,
+        // a counter through its contributions, a string through its own element.
+        let live = |origin, seq| {
+            self.record_of_dot(origin, seq).filter(|r| {
+                !super::is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms)
+                    && self.contains(r.key(), now_ms)
+            })
+        };
+        let push = |out: &mut Vec<Candidate>, r: &crate::record::Record| {
+            if out.iter().all(|c| c.key.as_ref() != r.key()) {
+                out.push(Candidate {
+                    key: Bytes::copy_from_slice(r.key()),
+                    hash: self.hash(r.key(), Elem::Key),
+                });
+            }
+        };
+        let alive = self.expiring.range(expiry_bound(now_ms)..);
+        if nearest_expiry {
+            for &(_, origin, seq) in alive {
+                if out.len() == n {
+                    break;
+                }
+                if let Some(r) = live(origin, seq) {
+                    push(&mut out, r);
+                }
+            }
+            return out;
+        }
+        for _ in 0..n.saturating_mul(16) {
+            if out.len() == n {
+                break;
+            }
+            let found = if volatile {
+                let (Some(first), Some(last)) = (
+                    self.expiring.range(expiry_bound(now_ms)..).next(),
+                    self.expiring.last(),
+                ) else {
+                    break;
+                };
+                let t = first.0 + rand::random::<u64>() % (last.0 - first.0 + 1);
+                self.expiring
+                    .range((t, crate::NodeId::default(), 0)..)
+                    .next()
+                    .and_then(|&(_, o, s)| live(o, s))
+            } else {
+                let total = self.map.len();
+                if total == 0 {
+                    break;
+                }
+                let mut pick = rand::random::<u64>() as usize % total;
+                let mut chosen = None;
+                for (&origin, seqs) in &self.by_dot {
+                    if pick < seqs.len() {
+                        chosen = Some((origin, seqs));
+                        break;
+                    }
+                    pick -= seqs.len();
+                }
+                chosen.and_then(|(origin, seqs)| {
+                    let (&lo, _) = seqs.first_key_value()?;
+                    let (&hi, _) = seqs.last_key_value()?;
+                    let s = lo + rand::random::<u64>() % (hi - lo + 1);
+                    let (&seq, _) = seqs.range(s..).next()?;
+                    live(origin, seq)
+                })
+            };
+            if let Some(r) = found {
+                push(&mut out, r);
+            }
+        }
+        if out.is_empty() {
+            // Samples can all land on tombstones (a cluster keeps those of its evictions
+            // until they are stable): walk the map for a live key rather than give up.
+            let live_key = |r: &&crate::record::Record| {
+                !super::is_dead(r.is_tombstone(), r.expires_at_ms(), now_ms)
+                    && (!volatile || r.expires_at_ms().is_some())
+                    && self.contains(r.key(), now_ms)
+            };
+            if let Some(r) = self.map.iter().find(live_key) {
+                push(&mut out, r);
+            }
+        }
+        out
+    }
+
+    /// Whether no other node can hold a copy of anything here: no member was ever heard of
+    /// and every write held is our own.
+    fn shares_nothing(&self) -> bool {
+        self.members.is_empty() && self.vv.iter().all(|(o, _)| o == self.id)
+    }
+
+    /// Evicts `key`: removes it **as this replica observed it**, through the removal of each
+    /// kind of element it holds, and counts it. Returns whether it read as present.
+    ///
+    /// - Its string: a tombstone, a write like `DEL` that replicates with its own dot. A
+    ///   write of the key that this replica had not seen and that is newer survives it, as
+    ///   it survives a `DEL`; an older copy arriving later loses to it (or is ignored as
+    ///   stale once the tombstone is collected), so the key never comes back.
+    /// - Its counter: a reset that observed every contribution held here
+    ///   ([`crate::counter::ResetRecord`]): increments it did not observe still count.
+    ///
+    /// A kind of element added later extends [`Replica::write`]'s removal of what it
+    /// observes, and eviction follows. On a replica that shares nothing (no member ever
+    /// heard of, only its own writes), a string key is dropped without a tombstone: no other
+    /// copy exists to come back.
+    pub fn evict(&mut self, key: Bytes, now_ms: u64) -> Result<bool> {
+        if !self.contains(&key, now_ms) {
+            return Ok(false);
+        }
+        if self.shares_nothing() && !self.has_elements(&key) {
+            // Nobody else can hold a copy: drop the key's string and fields outright.
+            let fields: Vec<crate::entry::FieldId> = self
+                .hashes
+                .get(&key)
+                .map(|h| h.valued.iter().map(|(_, id)| *id).collect())
+                .unwrap_or_default();
+            for id in fields {
+                self.remove(&key, Elem::Field(id), ChangeSource::Local);
+            }
+            self.remove(&key, Elem::Key, ChangeSource::Local);
+        } else {
+            self.write(key, None, None, now_ms)?;
+        }
+        self.stats.evicted_keys += 1;
+        Ok(true)
+    }
+}
+
+impl Replica {
+    /// Changes recorded and not taken yet (they wait for the cache's dirty set).
+    pub(crate) fn pending_change_count(&self) -> usize {
+        self.changes.as_ref().map_or(0, Vec::len)
+    }
+}

@@ -1,0 +1,463 @@
+//! The memory limit: each policy evicts what it should and keeps memory bounded, `noeviction`
+//! refuses writes that add data while reads and deletes go on, and evictions replicate so
+//! that replicas converge and no evicted key comes back from an older copy.
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use dice_core::evict::{MemoryLimit, Policy};
+use dice_core::{
+    Cache, CacheOptions, Error, Increment, Limits, NodeId, Replica, SessionStep, SyncLimits,
+    SyncMessage, SyncSession,
+};
+use std::time::Duration;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn kname(i: usize) -> Bytes {
+    Bytes::from(format!("key:{i:06}"))
+}
+
+fn value(n: usize) -> Bytes {
+    Bytes::from(vec![b'v'; n])
+}
+
+async fn cache_with(policy: Policy, max_bytes: u64) -> (tempfile::TempDir, Cache) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        memory_limit: MemoryLimit {
+            max_bytes,
+            policy,
+            samples: 10,
+        },
+        ..CacheOptions::default()
+    };
+    let cache = Cache::open_with(dir.path(), options).await.unwrap();
+    (dir, cache)
+}
+
+/// Writes `n` keys of 1 KiB (with a TTL from `ttl_from` on), in pipelined groups.
+async fn fill(cache: &Cache, range: std::ops::Range<usize>, ttl_from: Option<usize>) {
+    let mut last = None;
+    for i in range {
+        let ttl = ttl_from
+            .filter(|&t| i >= t)
+            .map(|_| dice_core::now_ms() + 3_600_000);
+        let (_, g) = cache
+            .write_unacked(kname(i), Some(value(1000)), ttl)
+            .await
+            .unwrap();
+        last = Some(g);
+    }
+    if let Some(g) = last {
+        cache.wait_committed(g).await.unwrap();
+    }
+}
+
+const MAX: u64 = 2 << 20;
+
+#[tokio::test]
+async fn noeviction_refuses_writes_but_reads_and_deletes_go_on() {
+    let (_d, cache) = cache_with(Policy::NoEviction, MAX).await;
+    let mut refused_at = None;
+    for i in 0..10_000 {
+        match cache.put(kname(i), value(1000)).await {
+            Ok(_) => {}
+            Err(Error::OutOfMemory) => {
+                refused_at = Some(i);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let n = refused_at.expect("a 2 MiB limit refuses writes before 10 MB");
+    assert!(n > 500, "only {n} keys of 1 KiB fit in 2 MiB");
+    assert!(cache.memory_usage().total() as u64 > MAX - 4096);
+    // Reads go on, the refused write happened nowhere, deletes go on and make room.
+    assert_eq!(cache.get(&kname(0)).unwrap(), value(1000));
+    assert_eq!(cache.get(&kname(n)), None);
+    assert!(matches!(
+        cache.incr("c", Increment::Int(1)).await,
+        Err(Error::OutOfMemory)
+    ));
+    for i in 0..100 {
+        assert!(cache.delete(kname(i)).await.unwrap());
+    }
+    // Tombstones of a node alone cost what they cost: the deletes freed the values.
+    cache.put(kname(n), value(1000)).await.unwrap();
+    assert_eq!(cache.stats().replica.evicted_keys, 0);
+    cache.close().await.unwrap();
+}
+
+async fn assert_bounded(cache: &Cache) {
+    let used = cache.memory_usage().total() as u64;
+    assert!(used <= MAX + MAX / 10, "used {used} past {MAX}");
+}
+
+/// Sampled LRU is an approximation (as Redis's is): the keys in use survive a flood of ten
+/// times the limit nearly all, where a random choice would keep one in ten.
+#[tokio::test]
+async fn allkeys_lru_keeps_the_keys_in_use() {
+    let (_d, cache) = cache_with(Policy::AllKeysLru, MAX).await;
+    fill(&cache, 0..100, None).await;
+    // Ten times the limit of other keys, while the first hundred are read all along.
+    for round in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for i in 0..100 {
+            cache.get(&kname(i));
+        }
+        fill(&cache, 100 + round * 200..100 + (round + 1) * 200, None).await;
+    }
+    let hot = (0..100).filter(|&i| cache.get(&kname(i)).is_some()).count();
+    assert!(hot >= 90, "only {hot} of the 100 hot keys left");
+    assert_bounded(&cache).await;
+    let stats = cache.stats();
+    assert!(stats.replica.evicted_keys > 15_000, "{:?}", stats.replica);
+    assert!(stats.keys < 2_100);
+    cache.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn allkeys_lfu_keeps_the_keys_used_often() {
+    let (_d, cache) = cache_with(Policy::AllKeysLfu, MAX).await;
+    fill(&cache, 0..100, None).await;
+    for _ in 0..50 {
+        for i in 0..100 {
+            cache.get(&kname(i));
+        }
+    }
+    fill(&cache, 100..20_000, None).await;
+    // A random choice would keep about one in ten.
+    let hot = (0..100).filter(|&i| cache.get(&kname(i)).is_some()).count();
+    assert!(hot >= 75, "only {hot} of the 100 hot keys left");
+    assert_bounded(&cache).await;
+    cache.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn allkeys_random_evicts_any_key_and_stays_bounded() {
+    let (_d, cache) = cache_with(Policy::AllKeysRandom, MAX).await;
+    fill(&cache, 0..20_000, None).await;
+    assert_bounded(&cache).await;
+    let early = (0..1000)
+        .filter(|&i| cache.get(&kname(i)).is_some())
+        .count();
+    let late = (19_000..20_000)
+        .filter(|&i| cache.get(&kname(i)).is_some())
+        .count();
+    assert!(early < 500 && late > early, "early {early}, late {late}");
+    cache.close().await.unwrap();
+}
+
+/// The `volatile-*` policies evict only keys with an expiry; when none is left, writes are
+/// refused as under `noeviction`.
+#[tokio::test]
+async fn volatile_policies_evict_only_keys_with_an_expiry() {
+    for policy in [
+        Policy::VolatileLru,
+        Policy::VolatileLfu,
+        Policy::VolatileRandom,
+        Policy::VolatileTtl,
+    ] {
+        let (_d, cache) = cache_with(policy, MAX).await;
+        fill(&cache, 0..500, None).await; // persistent: never evicted
+        fill(&cache, 500..5_000, Some(500)).await;
+        assert_bounded(&cache).await;
+        for i in 0..500 {
+            assert!(
+                cache.get(&kname(i)).is_some(),
+                "{policy}: persistent key {i} evicted"
+            );
+        }
+        assert!(cache.stats().replica.evicted_keys > 2_000, "{policy}");
+        // Only persistent keys: nothing to evict, writes refused.
+        let mut refused = false;
+        for i in 5_000..8_000 {
+            match cache.put(kname(i), value(1000)).await {
+                Ok(_) => {}
+                Err(Error::OutOfMemory) => {
+                    refused = true;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // Keys with a TTL may remain a while; at the end none is left and writes fail.
+        assert!(refused, "{policy}: writes never refused");
+        for i in 0..500 {
+            assert!(
+                cache.get(&kname(i)).is_some(),
+                "{policy}: persistent key {i} evicted"
+            );
+        }
+        cache.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn volatile_ttl_evicts_the_nearest_expiry_first() {
+    let (_d, cache) = cache_with(Policy::VolatileTtl, MAX).await;
+    let now = dice_core::now_ms();
+    // Key i expires at now + 1 h + i s: the lowest go first.
+    for i in 0..5_000 {
+        let _ticket = cache
+            .write_unacked(
+                kname(i),
+                Some(value(1000)),
+                Some(now + 3_600_000 + i as u64 * 1000),
+            )
+            .await
+            .unwrap();
+    }
+    cache.flush().await.unwrap();
+    let kept: Vec<usize> = (0..5_000)
+        .filter(|&i| cache.get(&kname(i)).is_some())
+        .collect();
+    assert!(!kept.is_empty());
+    let first = kept[0];
+    assert!(first > 2_000, "first kept key {first}");
+    assert_eq!(kept.len(), 5_000 - first, "evicted out of expiry order");
+    cache.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn limits_change_at_run_time() {
+    let (_d, cache) = cache_with(Policy::NoEviction, 0).await;
+    fill(&cache, 0..5_000, None).await;
+    assert!(cache.memory_usage().total() as u64 > 4 * MAX / 2);
+    cache.set_memory_limit(MemoryLimit {
+        max_bytes: MAX,
+        policy: Policy::AllKeysLru,
+        samples: 5,
+    });
+    // Each write evicts a bounded batch; a few writes bring it under.
+    fill(&cache, 5_000..5_200, None).await;
+    assert_bounded(&cache).await;
+    assert_eq!(cache.memory_limit().policy, Policy::AllKeysLru);
+    cache.close().await.unwrap();
+}
+
+// --- replicas: evictions replicate and never break convergence ---
+
+fn id(i: u64) -> NodeId {
+    NodeId::new(i).unwrap()
+}
+
+fn catch_up(asker: &mut Replica, server: &mut Replica, now: u64) {
+    let limits = SyncLimits::default();
+    let (mut s, mut msg) = SyncSession::start(asker, &limits);
+    loop {
+        let SyncMessage::Request(req) = msg else {
+            unreachable!()
+        };
+        let reply = server.serve_noting(&req, &limits, now);
+        match s.handle(asker, reply, now).unwrap() {
+            SessionStep::Send(next) => msg = next,
+            SessionStep::Done(_) => return,
+        }
+    }
+}
+
+fn sync_all(nodes: &mut [Replica], now: u64) {
+    for _ in 0..2 {
+        for i in 0..nodes.len() {
+            for j in 0..nodes.len() {
+                if i != j {
+                    let (a, b) = if i < j {
+                        let (l, r) = nodes.split_at_mut(j);
+                        (&mut l[i], &mut r[0])
+                    } else {
+                        let (l, r) = nodes.split_at_mut(i);
+                        (&mut r[0], &mut l[j])
+                    };
+                    catch_up(a, b, now);
+                }
+            }
+        }
+    }
+}
+
+fn three() -> Vec<Replica> {
+    (1..=3)
+        .map(|i| Replica::new(id(i), Limits::default()))
+        .collect()
+}
+
+#[test]
+fn an_evicted_key_never_comes_back_from_a_lagging_copy() {
+    let mut n = three();
+    for i in 0..10 {
+        n[0].write(kname(i), Some(value(10)), None, T0).unwrap();
+    }
+    sync_all(&mut n, T0 + 1);
+    // C goes away holding every key. A evicts k0..k4, B evicts k5 and k6: evictions from
+    // different nodes all count (the union).
+    for i in 0..5 {
+        assert!(n[0].evict(kname(i), T0 + 10).unwrap());
+    }
+    for i in 5..7 {
+        assert!(n[1].evict(kname(i), T0 + 10).unwrap());
+    }
+    let (ab, c) = n.split_at_mut(2);
+    {
+        let (a, b) = ab.split_at_mut(1);
+        catch_up(&mut a[0], &mut b[0], T0 + 20);
+        catch_up(&mut b[0], &mut a[0], T0 + 20);
+    }
+    // Garbage collection cannot collect the evictions: C has not acknowledged them.
+    for r in ab.iter_mut() {
+        assert_eq!(r.gc(T0 + 100_000, 0).dropped, 0);
+    }
+    // C comes back and pushes its old copies first, then catches up: nothing returns.
+    for r in ab.iter_mut() {
+        catch_up(r, &mut c[0], T0 + 100_001);
+    }
+    sync_all(&mut n, T0 + 100_002);
+    for r in &n {
+        for i in 0..7 {
+            assert_eq!(
+                r.get(&kname(i), T0 + 100_002),
+                None,
+                "{:?} holds k{i}",
+                r.id()
+            );
+        }
+        for i in 7..10 {
+            assert!(r.get(&kname(i), T0 + 100_002).is_some());
+        }
+        assert_eq!(r.digest(), n[0].digest());
+        assert_eq!(
+            r.stats().evicted_keys,
+            if r.id() == id(1) {
+                5
+            } else if r.id() == id(2) {
+                2
+            } else {
+                0
+            }
+        );
+    }
+    // Now stable everywhere: collected, and a stale copy is ignored.
+    for r in n.iter_mut() {
+        let report = r.gc(T0 + 200_000, 0);
+        assert_eq!(
+            r.entry(&kname(0)),
+            None,
+            "{:?}: tombstone kept, {report:?} {:?}",
+            r.id(),
+            r.members()
+        );
+    }
+    sync_all(&mut n, T0 + 200_001);
+    assert!(n.iter().all(|r| r.get(&kname(0), T0 + 200_001).is_none()));
+}
+
+#[test]
+fn a_newer_write_concurrent_with_an_eviction_survives() {
+    let mut n = three();
+    n[0].write(kname(1), Some(value(10)), None, T0).unwrap();
+    sync_all(&mut n, T0 + 1);
+    // A evicts; B, cut off, writes the key later.
+    n[0].evict(kname(1), T0 + 10).unwrap();
+    n[1].write(kname(1), Some(Bytes::from_static(b"newer")), None, T0 + 20)
+        .unwrap();
+    sync_all(&mut n, T0 + 30);
+    for r in &n {
+        assert_eq!(r.get(&kname(1), T0 + 30).unwrap(), b"newer".as_slice());
+        assert_eq!(r.digest(), n[0].digest());
+    }
+}
+
+#[test]
+fn evicting_a_counter_keeps_the_increments_it_did_not_observe() {
+    let mut n = three();
+    let now = T0;
+    n[0].incr(kname(1), Increment::Int(5), now).unwrap();
+    sync_all(&mut n, now + 1);
+    // A evicts while B, unseen, increments.
+    n[0].evict(kname(1), now + 10).unwrap();
+    assert_eq!(n[0].get(&kname(1), now + 10), None);
+    n[1].incr(kname(1), Increment::Int(3), now + 11).unwrap();
+    sync_all(&mut n, now + 20);
+    for r in &n {
+        assert_eq!(r.get(&kname(1), now + 20).unwrap(), b"3".as_slice());
+        assert_eq!(r.digest(), n[0].digest());
+    }
+}
+
+#[test]
+fn a_node_alone_drops_evicted_keys_without_a_tombstone() {
+    let mut r = Replica::new(id(1), Limits::default());
+    r.write(kname(1), Some(value(100)), None, T0).unwrap();
+    let before = r.memory().bytes();
+    assert!(r.evict(kname(1), T0 + 1).unwrap());
+    assert_eq!(r.entry(&kname(1)), None);
+    assert!(r.memory().bytes() < before);
+    // With a member, an eviction leaves a tombstone that replicates.
+    r.write(kname(2), Some(value(100)), None, T0).unwrap();
+    r.note_member(id(2), None, T0);
+    assert!(r.evict(kname(2), T0 + 2).unwrap());
+    assert!(r.entry(&kname(2)).unwrap().value.is_none());
+    assert!(!r.evict(kname(2), T0 + 3).unwrap(), "evicted twice");
+}
+
+/// Hashes are evicted like strings (a hash is found through its fields), and memory stays
+/// bounded under a flood of hash fields.
+#[tokio::test]
+async fn hashes_are_evicted_and_memory_stays_bounded() {
+    let (_d, cache) = cache_with(Policy::AllKeysLru, MAX).await;
+    for i in 0..2_000 {
+        let key = Bytes::from(format!("h{i:05}"));
+        let pairs: Vec<(Bytes, Bytes)> = (0..10)
+            .map(|f| (Bytes::from(format!("f{f}")), value(100)))
+            .collect();
+        cache
+            .transact(|tx| tx.modify(|r, now| r.hset(key.clone(), &pairs, false, now)))
+            .await
+            .unwrap()
+            .0
+            .unwrap();
+    }
+    cache.flush().await.unwrap();
+    assert_bounded(&cache).await;
+    let stats = cache.with_replica(|r| r.stats().evicted_keys);
+    assert!(stats > 0, "nothing evicted");
+    let kept = (0..2_000)
+        .filter(|i| {
+            cache.with_replica(|r| r.contains(format!("h{i:05}").as_bytes(), cache.now_ms()))
+        })
+        .count();
+    assert!(kept > 0 && kept < 2_000, "kept {kept} of 2000 hashes");
+    cache.close().await.unwrap();
+}
+
+/// Under `noeviction`, a write that adds hash fields is refused with `OutOfMemory`; `HDEL`
+/// goes on.
+#[tokio::test]
+async fn noeviction_refuses_new_hash_fields() {
+    let (_d, cache) = cache_with(Policy::NoEviction, MAX).await;
+    let mut refused = None;
+    for i in 0..2_000 {
+        let key = Bytes::from(format!("h{i:05}"));
+        let pairs = vec![(Bytes::from_static(b"f"), value(1000))];
+        let (res, _) = cache
+            .transact(|tx| {
+                tx.room()?;
+                tx.modify(|r, now| r.hset(key.clone(), &pairs, false, now))
+            })
+            .await
+            .unwrap();
+        if let Err(e) = res {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (i, e) = refused.expect("writes past the limit are refused");
+    assert!(matches!(e, dice_core::Error::OutOfMemory), "{e}");
+    let key = Bytes::from(format!("h{:05}", i - 1));
+    let (removed, _) = cache
+        .transact(|tx| tx.modify(|r, now| r.hdel(key.clone(), &[Bytes::from_static(b"f")], now)))
+        .await
+        .unwrap();
+    assert_eq!(removed.unwrap(), 1);
+    cache.close().await.unwrap();
+}
