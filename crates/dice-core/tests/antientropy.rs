@@ -3,14 +3,15 @@
 //! the top level, and hostile messages refused.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 use bytes::Bytes;
+use common::catch_up;
 use dice_core::antientropy::{
     self, AeMessage, AeSession, AeStats, AeStep, BUCKETS, BucketList, GROUPS, GroupDigests,
     ListItem, MAX_BUCKETS_PER_EXCHANGE,
 };
 use dice_core::{
-    Entry, Hlc, Limits, NodeId, Replica, SessionStep, SyncLimits, SyncMessage, SyncSession,
-    Version, VersionVector, WireError,
+    Entry, Hlc, Limits, NodeId, Replica, SyncLimits, SyncMessage, Version, VersionVector, WireError,
 };
 use proptest::prelude::*;
 
@@ -77,22 +78,6 @@ fn exchange(a: &mut Replica, b: &mut Replica, now: u64) -> (AeStats, Vec<Sent>) 
         match session.handle(a, reply, &limits, now).unwrap() {
             AeStep::Send(next) => msg = next,
             AeStep::Done(stats) => return (stats, log),
-        }
-    }
-}
-
-/// A full catch-up of `asker` from `server`.
-fn catch_up(asker: &mut Replica, server: &mut Replica, now: u64) {
-    let limits = SyncLimits::default();
-    let (mut s, mut msg) = SyncSession::start(asker, &limits);
-    loop {
-        let SyncMessage::Request(req) = msg else {
-            unreachable!()
-        };
-        let reply = server.serve_noting(&req, &limits, now);
-        match s.handle(asker, reply, now).unwrap() {
-            SessionStep::Send(next) => msg = next,
-            SessionStep::Done(_) => return,
         }
     }
 }

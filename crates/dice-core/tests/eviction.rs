@@ -3,12 +3,11 @@
 //! that replicas converge and no evicted key comes back from an older copy.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 use bytes::Bytes;
+use common::catch_up;
 use dice_core::evict::{MemoryLimit, Policy};
-use dice_core::{
-    Cache, CacheOptions, Error, Increment, Limits, NodeId, Replica, SessionStep, SyncLimits,
-    SyncMessage, SyncSession,
-};
+use dice_core::{Cache, CacheOptions, Error, Increment, Limits, NodeId, Replica};
 use std::time::Duration;
 
 const T0: u64 = 1_700_000_000_000;
@@ -240,21 +239,6 @@ async fn limits_change_at_run_time() {
 
 fn id(i: u64) -> NodeId {
     NodeId::new(i).unwrap()
-}
-
-fn catch_up(asker: &mut Replica, server: &mut Replica, now: u64) {
-    let limits = SyncLimits::default();
-    let (mut s, mut msg) = SyncSession::start(asker, &limits);
-    loop {
-        let SyncMessage::Request(req) = msg else {
-            unreachable!()
-        };
-        let reply = server.serve_noting(&req, &limits, now);
-        match s.handle(asker, reply, now).unwrap() {
-            SessionStep::Send(next) => msg = next,
-            SessionStep::Done(_) => return,
-        }
-    }
 }
 
 fn sync_all(nodes: &mut [Replica], now: u64) {

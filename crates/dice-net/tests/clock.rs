@@ -2,12 +2,10 @@
 //! 127.0.0.1.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::{addr_of, loopback};
 use dice_net::{Multiaddr, Node, NodeBuilder};
 use std::time::{Duration, Instant};
-
-fn loopback() -> Multiaddr {
-    "/ip4/127.0.0.1/tcp/0".parse().unwrap()
-}
 
 async fn start(dir: &std::path::Path, peers: &[Multiaddr]) -> Node {
     let mut b = NodeBuilder::new(dir)
@@ -18,13 +16,6 @@ async fn start(dir: &std::path::Path, peers: &[Multiaddr]) -> Node {
         b = b.peer(p.clone());
     }
     b.start().await.unwrap()
-}
-
-async fn addr_of(node: &Node) -> Multiaddr {
-    let s = node.status().await.unwrap();
-    let mut a = s.listen_addrs[0].clone();
-    a.push(libp2p::multiaddr::Protocol::P2p(node.peer_id()));
-    a
 }
 
 /// Polls `f` every 50 ms until it gives `Some`, for up to `timeout`.

@@ -4,16 +4,14 @@
 //! evicted keys back.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 use bytes::Bytes;
+use common::{addr_of, eventually, loopback};
 use dice_core::{MemoryLimit, Policy};
 use dice_net::{Multiaddr, Node, NodeBuilder};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LIMIT: u64 = 4 << 20;
-
-fn loopback() -> Multiaddr {
-    "/ip4/127.0.0.1/tcp/0".parse().unwrap()
-}
 
 async fn start(dir: &std::path::Path, peers: &[Multiaddr]) -> Node {
     let mut b = NodeBuilder::new(dir)
@@ -34,27 +32,6 @@ async fn start(dir: &std::path::Path, peers: &[Multiaddr]) -> Node {
         b = b.peer(p.clone());
     }
     b.start().await.unwrap()
-}
-
-async fn addr_of(node: &Node) -> Multiaddr {
-    let s = node.status().await.unwrap();
-    let mut a = s.listen_addrs[0].clone();
-    a.push(libp2p::multiaddr::Protocol::P2p(node.peer_id()));
-    a
-}
-
-async fn eventually<F: std::future::Future<Output = bool>>(
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 fn key(node: usize, i: usize) -> Bytes {

@@ -2,6 +2,8 @@
 //! its neighbours. Real swarms on 127.0.0.1 with explicit peers (no mDNS), in temp dirs.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::addr_of;
 use dice_net::{Multiaddr, Node, NodeBuilder};
 use std::time::{Duration, Instant};
 
@@ -15,13 +17,6 @@ fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
-}
-
-async fn addr_of(node: &Node) -> Multiaddr {
-    let s = node.status().await.unwrap();
-    let mut a = s.listen_addrs[0].clone();
-    a.push(libp2p::multiaddr::Protocol::P2p(node.peer_id()));
-    a
 }
 
 async fn connected(node: &Node) -> Vec<dice_net::PeerId> {
