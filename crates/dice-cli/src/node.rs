@@ -260,11 +260,9 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
         );
         builder.config_mut().cache.commit_delay = Duration::from_millis(ms);
     }
-    builder.config_mut().cache.memory_limit = dice_core::MemoryLimit {
-        max_bytes: args.maxmemory,
-        policy: args.maxmemory_policy,
-        ..dice_core::MemoryLimit::default()
-    };
+    builder.config_mut().cache.memory_limit = dice_core::MemoryLimit::default()
+        .with_max_bytes(args.maxmemory)
+        .with_policy(args.maxmemory_policy);
     for addr in args.listen {
         builder = builder.listen(addr);
     }
@@ -311,12 +309,10 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
         Some(path) => Some(read_password_file(path)?),
         None => args.requirepass,
     };
-    let config = RespConfig {
-        requirepass,
-        timeout: Duration::from_secs(args.timeout),
-        command_observer: metrics.as_ref().map(|(_, m)| m.command_observer()),
-        ..RespConfig::default()
-    };
+    let config = RespConfig::default()
+        .with_requirepass(requirepass)
+        .with_timeout(Duration::from_secs(args.timeout))
+        .with_command_observer(metrics.as_ref().map(|(_, m)| m.command_observer()));
     let metrics_task = metrics.map(|(listener, metrics)| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving metrics at /metrics");

@@ -14,10 +14,7 @@ async fn main() -> dice_core::Result<()> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("dice-embed"));
     println!("data directory: {}", dir.display());
-    let options = CacheOptions {
-        durability: Durability::Fsync,
-        ..CacheOptions::default()
-    };
+    let options = CacheOptions::default().with_durability(Durability::Fsync);
     let cache = Cache::open_with(&dir, options).await?;
 
     // Watch changes (local writes, and remote ones once a node syncs this cache).

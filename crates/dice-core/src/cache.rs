@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 /// How a cache is opened. Every field has a documented default.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CacheOptions {
     /// Key and value size limits (default: 4 KiB keys, 1 MiB values).
     pub limits: Limits,
@@ -66,6 +67,26 @@ pub struct CacheOptions {
     /// run time with [`Cache::set_memory_limit`].
     pub memory_limit: MemoryLimit,
 }
+
+crate::__option_setters!(CacheOptions {
+    with_limits => limits: Limits,
+    with_sync_limits => sync_limits: SyncLimits,
+    with_durability => durability: Durability,
+    with_gc_grace => gc_grace: Duration,
+    with_member_horizon => member_horizon: Duration,
+    with_gc_interval => gc_interval: Duration,
+    with_max_clock_skew => max_clock_skew: Duration,
+    with_event_capacity => event_capacity: usize,
+    with_max_pending_keys => max_pending_keys: usize,
+    with_snapshot_min_log_entries => snapshot_min_log_entries: u64,
+    #[doc(hidden)]
+    with_commit_delay => commit_delay: Duration,
+    #[doc(hidden)]
+    with_fail_commits => fail_commits: Arc<AtomicBool>,
+    with_commit_observer => commit_observer: Option<Arc<dyn CommitObserver>>,
+    with_clock => clock: Arc<dyn Clock>,
+    with_memory_limit => memory_limit: MemoryLimit,
+});
 
 /// Observes group commits (see [`CacheOptions::commit_observer`]).
 pub trait CommitObserver: Send + Sync + std::fmt::Debug {

@@ -199,12 +199,18 @@ pub(crate) fn is_dead(tombstone: bool, expires_at_ms: Option<u64>, now_ms: u64) 
 ///
 /// Defaults: keys up to 4 KiB, values up to 1 MiB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Largest key, in bytes (keys must also be non-empty).
     pub max_key_len: usize,
     /// Largest value, in bytes.
     pub max_value_len: usize,
 }
+
+crate::__option_setters!(Limits {
+    with_max_key_len => max_key_len: usize,
+    with_max_value_len => max_value_len: usize,
+});
 
 impl Default for Limits {
     fn default() -> Self {

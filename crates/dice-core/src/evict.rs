@@ -145,6 +145,7 @@ pub fn parse_memory(s: &str) -> Option<u64> {
 
 /// The memory limit of a cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MemoryLimit {
     /// Most bytes of accounted memory (see [`crate::memory`]); 0: no limit.
     pub max_bytes: u64,
@@ -153,6 +154,12 @@ pub struct MemoryLimit {
     /// Keys sampled per eviction (Redis's `maxmemory-samples`, default 5, at most 64).
     pub samples: usize,
 }
+
+crate::__option_setters!(MemoryLimit {
+    with_max_bytes => max_bytes: u64,
+    with_policy => policy: Policy,
+    with_samples => samples: usize,
+});
 
 impl Default for MemoryLimit {
     fn default() -> Self {

@@ -112,7 +112,7 @@ impl Clock for SystemClock {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-/// let options = CacheOptions { clock: clock.clone(), ..CacheOptions::default() };
+/// let options = CacheOptions::default().with_clock(clock.clone());
 /// let dir = tempfile::tempdir()?;
 /// let cache = Cache::open_with(dir.path(), options).await?;
 /// cache.put_with_ttl("session", "abc", Duration::from_secs(30)).await?;

@@ -39,6 +39,9 @@
 //! # Ok(()) }
 //! ```
 
+#[macro_use]
+mod setters;
+
 pub mod antientropy;
 pub mod cache;
 pub mod counter;

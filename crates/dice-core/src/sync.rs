@@ -42,6 +42,7 @@ const HEADER_LEN: usize = 10;
 
 /// Bounds on sync messages and pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SyncLimits {
     /// Largest encoded message accepted (default 8 MiB).
     pub max_message_bytes: usize,
@@ -51,6 +52,12 @@ pub struct SyncLimits {
     /// holds at least one entry, so this must leave room for the largest entry.
     pub page_max_bytes: usize,
 }
+
+crate::__option_setters!(SyncLimits {
+    with_max_message_bytes => max_message_bytes: usize,
+    with_page_max_entries => page_max_entries: usize,
+    with_page_max_bytes => page_max_bytes: usize,
+});
 
 impl Default for SyncLimits {
     fn default() -> Self {

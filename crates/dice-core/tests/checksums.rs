@@ -42,10 +42,7 @@ async fn dir_with_log_rows() -> (tempfile::TempDir, Vec<Entry>) {
 /// A data dir whose state is in a finished snapshot (and maybe a few log rows after it).
 async fn dir_with_snapshot() -> (tempfile::TempDir, i64) {
     let dir = tempfile::tempdir().unwrap();
-    let options = CacheOptions {
-        snapshot_min_log_entries: 16,
-        ..Default::default()
-    };
+    let options = CacheOptions::default().with_snapshot_min_log_entries(16);
     let cache = Cache::open_with(dir.path(), options).await.unwrap();
     let mut i = 0;
     while cache.stats().snapshots == 0 {

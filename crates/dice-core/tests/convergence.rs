@@ -412,11 +412,9 @@ impl Sim {
             late: Vec::new(),
             sessions: BTreeMap::new(),
             cut: BTreeSet::new(),
-            page: SyncLimits {
-                page_max_entries,
-                page_max_bytes: 200,
-                ..SyncLimits::default()
-            },
+            page: SyncLimits::default()
+                .with_page_max_entries(page_max_entries)
+                .with_page_max_bytes(200),
             wire: SyncLimits::default(),
             grace,
             split: None,
@@ -1563,7 +1561,7 @@ proptest! {
         longer.push(0);
         prop_assert!(SyncMessage::decode(&longer, &limits).is_err(), "trailing byte accepted");
 
-        let tight = SyncLimits { max_message_bytes: bytes.len() - 1, ..limits };
+        let tight = limits.with_max_message_bytes(bytes.len() - 1);
         prop_assert!(SyncMessage::decode(&bytes, &tight).is_err());
         prop_assert!(msg.encode(&tight).is_err());
         let count = match &msg {
@@ -1572,7 +1570,7 @@ proptest! {
             _ => 0,
         };
         if count > 0 {
-            let few = SyncLimits { page_max_entries: count - 1, ..limits };
+            let few = limits.with_page_max_entries(count - 1);
             prop_assert!(SyncMessage::decode(&bytes, &few).is_err());
         }
     }
@@ -1597,7 +1595,7 @@ proptest! {
         ],
         seed in 0..20u8,
     ) {
-        let limits = Limits { max_key_len: 16, max_value_len: 8 };
+        let limits = Limits::default().with_max_key_len(16).with_max_value_len(8);
         let mut r = Replica::new(NodeId::new(100).unwrap(), limits);
         for e in entries_from_raw(&raw) {
             r.apply(e, T0).unwrap();

@@ -57,10 +57,7 @@ fn child(dir: &Path, start: u64) {
     rt.block_on(async {
         // A tiny snapshot threshold: the writer is in the middle of a snapshot (or switching
         // to one) at many of the kills.
-        let options = CacheOptions {
-            snapshot_min_log_entries: 64,
-            ..Default::default()
-        };
+        let options = CacheOptions::default().with_snapshot_min_log_entries(64);
         let cache = Cache::open_with(dir, options).await.unwrap();
         let deadline = Instant::now() + CHILD_MAX_RUN;
         let mut writers = Vec::new();

@@ -49,10 +49,7 @@ fn served_own_seqs(cache: &Cache) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_leave_the_node_only_once_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let options = CacheOptions {
-        commit_delay: Duration::from_millis(300),
-        ..CacheOptions::default()
-    };
+    let options = CacheOptions::default().with_commit_delay(Duration::from_millis(300));
     let cache = Cache::open_with(dir.path(), options).await.unwrap();
     cache.put("a", "1").await.unwrap();
     assert_eq!(cache.shareable_seq(), 1);
@@ -88,10 +85,7 @@ async fn a_durable_write_replaced_by_one_not_yet_durable_is_held_back_too() {
     // Had seq 1 left without the key's newer value, a crash now would leave a peer claiming
     // seq 1 and holding neither value of the key.
     let dir = tempfile::tempdir().unwrap();
-    let options = CacheOptions {
-        commit_delay: Duration::from_millis(300),
-        ..CacheOptions::default()
-    };
+    let options = CacheOptions::default().with_commit_delay(Duration::from_millis(300));
     let cache = Cache::open_with(dir.path(), options).await.unwrap();
     cache.put("k", "old").await.unwrap();
     let (_, generation) = cache

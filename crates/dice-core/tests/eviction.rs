@@ -22,14 +22,12 @@ fn value(n: usize) -> Bytes {
 
 async fn cache_with(policy: Policy, max_bytes: u64) -> (tempfile::TempDir, Cache) {
     let dir = tempfile::tempdir().unwrap();
-    let options = CacheOptions {
-        memory_limit: MemoryLimit {
-            max_bytes,
-            policy,
-            samples: 10,
-        },
-        ..CacheOptions::default()
-    };
+    let options = CacheOptions::default().with_memory_limit(
+        MemoryLimit::default()
+            .with_max_bytes(max_bytes)
+            .with_policy(policy)
+            .with_samples(10),
+    );
     let cache = Cache::open_with(dir.path(), options).await.unwrap();
     (dir, cache)
 }
@@ -223,11 +221,12 @@ async fn limits_change_at_run_time() {
     let (_d, cache) = cache_with(Policy::NoEviction, 0).await;
     fill(&cache, 0..5_000, None).await;
     assert!(cache.memory_usage().total() as u64 > 4 * MAX / 2);
-    cache.set_memory_limit(MemoryLimit {
-        max_bytes: MAX,
-        policy: Policy::AllKeysLru,
-        samples: 5,
-    });
+    cache.set_memory_limit(
+        MemoryLimit::default()
+            .with_max_bytes(MAX)
+            .with_policy(Policy::AllKeysLru)
+            .with_samples(5),
+    );
     // Each write evicts a bounded batch; a few writes bring it under.
     fill(&cache, 5_000..5_200, None).await;
     assert_bounded(&cache).await;

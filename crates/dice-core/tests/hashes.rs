@@ -130,10 +130,9 @@ fn hash_commands_on_one_node() {
 
 #[test]
 fn limits_and_bad_fields_are_refused_whole() {
-    let limits = Limits {
-        max_key_len: 16,
-        max_value_len: 32,
-    };
+    let limits = Limits::default()
+        .with_max_key_len(16)
+        .with_max_value_len(32);
     let mut r = Replica::new(node(0), limits);
     let long = "x".repeat(40);
     let err = hset(&mut r, "h", &[("ok", "1"), ("f", &long)], T0).unwrap_err();

@@ -518,19 +518,10 @@ async fn limits_refuse_bad_writes_and_write_nothing() {
 #[tokio::test]
 async fn custom_limits_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_key_len: 8,
-        max_value_len: 16,
-    };
-    let cache = Cache::open_with(
-        dir.path(),
-        CacheOptions {
-            limits,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let limits = Limits::default().with_max_key_len(8).with_max_value_len(16);
+    let cache = Cache::open_with(dir.path(), CacheOptions::default().with_limits(limits))
+        .await
+        .unwrap();
     assert_eq!(cache.options().limits, limits);
     cache.put("12345678", "0123456789abcdef").await.unwrap();
     let digest = cache.digest();
@@ -578,13 +569,11 @@ async fn custom_limits_are_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_expiry_and_gc_of_dead_entries_persist() {
     let dir = tempfile::tempdir().unwrap();
-    let options = CacheOptions {
-        gc_grace: Duration::from_millis(50),
+    let options = CacheOptions::default()
+        .with_gc_grace(Duration::from_millis(50))
         // A lone cache waits one member horizon before it collects (see `Replica::gc`).
-        member_horizon: Duration::from_millis(1),
-        gc_interval: Duration::from_millis(20),
-        ..Default::default()
-    };
+        .with_member_horizon(Duration::from_millis(1))
+        .with_gc_interval(Duration::from_millis(20));
     let cache = Cache::open_with(dir.path(), options.clone()).await.unwrap();
     let id = cache.node_id();
     let mut max_dead_seq = 0;
@@ -798,13 +787,7 @@ async fn two_caches_sync_in_pages_and_the_result_persists() {
     let dir_b = tempfile::tempdir().unwrap();
     let a = Cache::open_with(
         dir_a.path(),
-        CacheOptions {
-            sync_limits: SyncLimits {
-                page_max_entries: 100,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        CacheOptions::default().with_sync_limits(SyncLimits::default().with_page_max_entries(100)),
     )
     .await
     .unwrap();
@@ -881,11 +864,9 @@ async fn two_caches_sync_in_pages_and_the_result_persists() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsync_durability_and_a_tiny_pending_bound_still_persist_every_write() {
     let dir = tempfile::tempdir().unwrap();
-    let options = CacheOptions {
-        durability: dice_core::Durability::Fsync,
-        max_pending_keys: 4,
-        ..Default::default()
-    };
+    let options = CacheOptions::default()
+        .with_durability(dice_core::Durability::Fsync)
+        .with_max_pending_keys(4);
     let cache = Cache::open_with(dir.path(), options.clone()).await.unwrap();
     // Far more concurrent writers than the pending bound: they wait for room, none fails.
     let writes: Vec<_> = (0..500)
@@ -923,14 +904,12 @@ async fn count_rows(dir: &Path, table: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_fold_the_log_and_reopen_gives_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
-    let options = CacheOptions {
-        snapshot_min_log_entries: 64,
-        gc_grace: Duration::from_millis(50),
+    let options = CacheOptions::default()
+        .with_snapshot_min_log_entries(64)
+        .with_gc_grace(Duration::from_millis(50))
         // A lone cache waits one member horizon before it collects (see `Replica::gc`).
-        member_horizon: Duration::from_millis(1),
-        gc_interval: Duration::from_millis(20),
-        ..Default::default()
-    };
+        .with_member_horizon(Duration::from_millis(1))
+        .with_gc_interval(Duration::from_millis(20));
     let cache = Cache::open_with(dir.path(), options.clone()).await.unwrap();
     let model = write_workload(&cache, 3000).await;
     // Let GC drop the tombstones and expired entries: drops are logged too.
@@ -1028,10 +1007,7 @@ async fn a_version_1_data_dir_is_upgraded_and_keeps_its_entries() {
         .unwrap();
         conn.close().await.unwrap();
     }
-    let options = CacheOptions {
-        snapshot_min_log_entries: 1,
-        ..Default::default()
-    };
+    let options = CacheOptions::default().with_snapshot_min_log_entries(1);
     let cache = Cache::open_with(dir.path(), options.clone()).await.unwrap();
     assert_eq!(cache.node_id().as_u64(), node as u64);
     assert_eq!(cache.get(b"k1").as_deref(), Some(&b"v1"[..]));
@@ -1079,10 +1055,7 @@ async fn a_damaged_log_row_is_a_clear_error_and_is_left_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_and_snapshots_of_large_values_are_split_into_bounded_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let options = CacheOptions {
-        snapshot_min_log_entries: 16,
-        ..Default::default()
-    };
+    let options = CacheOptions::default().with_snapshot_min_log_entries(16);
     let cache = Cache::open_with(dir.path(), options.clone()).await.unwrap();
     let big = |i: usize| Bytes::from(vec![(i % 251) as u8; 1024 * 1024 - i]);
     // 40 values of ~1 MiB written at once: one group of ~40 MiB.

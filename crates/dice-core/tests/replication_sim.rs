@@ -138,11 +138,9 @@ impl Sim {
                     }
                 })
                 .collect(),
-            limits: SyncLimits {
-                page_max_entries: 3,
-                page_max_bytes: 300,
-                ..SyncLimits::default()
-            },
+            limits: SyncLimits::default()
+                .with_page_max_entries(3)
+                .with_page_max_bytes(300),
             wire: Vec::new(),
             cut: BTreeSet::new(),
             model: BTreeMap::new(),

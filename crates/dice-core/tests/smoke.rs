@@ -44,10 +44,7 @@ async fn second_open_of_a_dir_is_refused() {
 async fn ttl_expires() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let options = CacheOptions {
-        clock: clock.clone(),
-        ..CacheOptions::default()
-    };
+    let options = CacheOptions::default().with_clock(clock.clone());
     let cache = Cache::open_with(dir.path(), options).await.unwrap();
     cache
         .put_with_ttl("t", "v", Duration::from_millis(50))

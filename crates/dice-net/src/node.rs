@@ -57,6 +57,7 @@ fn default_listen() -> Multiaddr {
 
 /// Everything a node is started with. Build it with [`NodeBuilder`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NodeConfig {
     /// Data directory (cache database, node identity, known peers).
     pub data_dir: PathBuf,

@@ -452,12 +452,10 @@ async fn garbage_on_the_sync_protocol_is_refused_and_counted() {
 async fn node_behind_gc_floor_resyncs_fully() {
     init_tracing();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let opts = dice_core::CacheOptions {
-        gc_grace: Duration::from_millis(200),
-        gc_interval: Duration::from_millis(50),
-        member_horizon: Duration::from_millis(500),
-        ..Default::default()
-    };
+    let opts = dice_core::CacheOptions::default()
+        .with_gc_grace(Duration::from_millis(200))
+        .with_gc_interval(Duration::from_millis(50))
+        .with_member_horizon(Duration::from_millis(500));
     let builder = |dir: &std::path::Path| {
         NodeBuilder::new(dir)
             .listen(loopback())

@@ -20,11 +20,10 @@ async fn start(dir: &std::path::Path, peers: &[Multiaddr]) -> Node {
         .catchup_interval(Duration::from_millis(500));
     {
         let c = &mut b.config_mut().cache;
-        c.memory_limit = MemoryLimit {
-            max_bytes: LIMIT,
-            policy: Policy::AllKeysLru,
-            samples: 5,
-        };
+        c.memory_limit = MemoryLimit::default()
+            .with_max_bytes(LIMIT)
+            .with_policy(Policy::AllKeysLru)
+            .with_samples(5);
         c.gc_interval = Duration::from_millis(500);
         c.gc_grace = Duration::from_secs(1);
     }

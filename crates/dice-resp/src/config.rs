@@ -9,6 +9,7 @@ use std::time::Duration;
 
 /// How the RESP port behaves. Every field has a documented default.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct RespConfig {
     /// The password of the `default` user (Redis's `requirepass`). When set, a client must
     /// `AUTH` (or `HELLO 2 AUTH default <password>`) before anything but `AUTH`, `HELLO` and
@@ -78,6 +79,29 @@ pub struct RespConfig {
     /// Told of every command run, with its duration (for metrics; default none).
     pub command_observer: Option<Arc<dyn CommandObserver>>,
 }
+
+dice_core::__option_setters!(RespConfig {
+    with_requirepass => requirepass: Option<String>,
+    with_max_clients => max_clients: usize,
+    with_max_bulk_len => max_bulk_len: Option<usize>,
+    with_max_args => max_args: usize,
+    with_max_inline_len => max_inline_len: usize,
+    with_max_request_len => max_request_len: usize,
+    with_max_input_buffer_total => max_input_buffer_total: usize,
+    with_timeout => timeout: Duration,
+    with_output_stall_timeout => output_stall_timeout: Duration,
+    with_shutdown_timeout => shutdown_timeout: Duration,
+    with_max_exec_reply => max_exec_reply: usize,
+    with_max_subscriptions_per_client => max_subscriptions_per_client: usize,
+    with_max_subscriptions_total => max_subscriptions_total: usize,
+    with_max_channel_len => max_channel_len: usize,
+    with_pubsub_output_limit => pubsub_output_limit: usize,
+    with_tracking_table_max_keys => tracking_table_max_keys: usize,
+    with_tracking_table_max_bytes => tracking_table_max_bytes: usize,
+    with_max_tracking_prefixes_per_client => max_tracking_prefixes_per_client: usize,
+    with_max_tracking_prefixes_total => max_tracking_prefixes_total: usize,
+    with_command_observer => command_observer: Option<Arc<dyn CommandObserver>>,
+});
 
 /// Observes the commands a server runs (see [`RespConfig::command_observer`]).
 pub trait CommandObserver: Send + Sync {

@@ -29,6 +29,7 @@ use std::ops::Range;
 
 /// Bounds on what one request may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FrameLimits {
     /// Largest bulk string (default: the default cache value limit plus 4 KiB).
     pub max_bulk_len: usize,
@@ -39,6 +40,13 @@ pub struct FrameLimits {
     /// Most bytes buffered for one request before it completes (default 128 MiB).
     pub max_request_len: usize,
 }
+
+dice_core::__option_setters!(FrameLimits {
+    with_max_bulk_len => max_bulk_len: usize,
+    with_max_args => max_args: usize,
+    with_max_inline_len => max_inline_len: usize,
+    with_max_request_len => max_request_len: usize,
+});
 
 impl Default for FrameLimits {
     fn default() -> Self {

@@ -189,10 +189,7 @@
 //! let dir = tempfile::tempdir()?;
 //! let cache = dice_core::Cache::open(dir.path()).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let config = dice_resp::RespConfig {
-//!     requirepass: Some("s3cret".into()),
-//!     ..Default::default()
-//! };
+//! let config = dice_resp::RespConfig::default().with_requirepass(Some("s3cret".into()));
 //! let server = dice_resp::RespServer::new(listener, cache, config).spawn()?;
 //!
 //! let url = format!("redis://:s3cret@{}/", server.local_addr());

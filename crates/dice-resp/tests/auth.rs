@@ -8,10 +8,7 @@ use dice_resp::RespConfig;
 use redis::Value;
 
 fn with_password() -> RespConfig {
-    RespConfig {
-        requirepass: Some("s3cret".into()),
-        ..Default::default()
-    }
+    RespConfig::default().with_requirepass(Some("s3cret".into()))
 }
 
 #[tokio::test]

@@ -29,10 +29,7 @@ fn mget_request(key: &str, times: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn failed_auths_close_the_connection_and_are_counted() {
-    let config = RespConfig {
-        requirepass: Some("s3cret".into()),
-        ..Default::default()
-    };
+    let config = RespConfig::default().with_requirepass(Some("s3cret".into()));
     let s = start(config).await;
     let wrongpass = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
     // A pipeline of guesses: three answers, then the connection closes; the right password
@@ -60,10 +57,7 @@ async fn failed_auths_close_the_connection_and_are_counted() {
 
 #[tokio::test]
 async fn idle_clients_are_closed_after_the_timeout() {
-    let config = RespConfig {
-        timeout: Duration::from_secs(1),
-        ..Default::default()
-    };
+    let config = RespConfig::default().with_timeout(Duration::from_secs(1));
     let s = start(config).await;
     let mut idle = s.raw().await;
     exchange(&mut idle, b"PING\r\n", b"+PONG\r\n").await;
@@ -88,10 +82,7 @@ async fn idle_clients_are_closed_after_the_timeout() {
 
 #[tokio::test]
 async fn partial_requests_share_a_global_budget() {
-    let config = RespConfig {
-        max_input_buffer_total: 1024 * 1024,
-        ..Default::default()
-    };
+    let config = RespConfig::default().with_max_input_buffer_total(1024 * 1024);
     let s = start(config).await;
     let value = vec![b'v'; 1_000_000];
     let head = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000\r\n";
@@ -195,10 +186,7 @@ async fn large_replies_are_streamed_whole_and_in_order() {
 
 #[tokio::test]
 async fn clients_that_do_not_read_are_disconnected() {
-    let config = RespConfig {
-        output_stall_timeout: Duration::from_secs(1),
-        ..Default::default()
-    };
+    let config = RespConfig::default().with_output_stall_timeout(Duration::from_secs(1));
     let s = start(config).await;
     let mut c = s.client().await;
     let big = vec![b'x'; 1024 * 1024];

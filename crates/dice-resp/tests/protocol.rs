@@ -217,13 +217,11 @@ async fn truncated_frames_then_close() {
 
 #[tokio::test]
 async fn request_size_bounds() {
-    let config = RespConfig {
-        max_bulk_len: Some(1000),
-        max_args: 4,
-        max_inline_len: 100,
-        max_request_len: 2500,
-        ..Default::default()
-    };
+    let config = RespConfig::default()
+        .with_max_bulk_len(Some(1000))
+        .with_max_args(4)
+        .with_max_inline_len(100)
+        .with_max_request_len(2500);
     let s = start(config).await;
     let addr = s.handle.local_addr();
     assert_eq!(
@@ -257,10 +255,7 @@ async fn request_size_bounds() {
 
 #[tokio::test]
 async fn client_limit() {
-    let config = RespConfig {
-        max_clients: 1,
-        ..Default::default()
-    };
+    let config = RespConfig::default().with_max_clients(1);
     let s = start(config).await;
     let mut first = s.raw().await;
     exchange(&mut first, b"PING\r\n", b"+PONG\r\n").await;

@@ -208,11 +208,11 @@ async fn resp3_pushes_and_other_commands_allowed() {
 
 #[tokio::test]
 async fn bounds_and_transactions() {
-    let server = start(RespConfig {
-        max_subscriptions_per_client: 3,
-        max_channel_len: 8,
-        ..RespConfig::default()
-    })
+    let server = start(
+        RespConfig::default()
+            .with_max_subscriptions_per_client(3)
+            .with_max_channel_len(8),
+    )
     .await;
     let mut con = server.client().await;
     let mut sub = server.raw().await;
@@ -288,11 +288,7 @@ async fn bounds_and_transactions() {
 async fn a_subscriber_that_does_not_read_is_disconnected() {
     const LIMIT: usize = 256 * 1024;
     const PAYLOAD: usize = 64 * 1024;
-    let server = start(RespConfig {
-        pubsub_output_limit: LIMIT,
-        ..RespConfig::default()
-    })
-    .await;
+    let server = start(RespConfig::default().with_pubsub_output_limit(LIMIT)).await;
     let mut slow = server.raw().await;
     exchange(
         &mut slow,
@@ -511,11 +507,7 @@ async fn publish_goes_to_the_bus_and_remote_messages_do_not_return_to_it() {
 
 #[tokio::test]
 async fn subscriptions_of_all_clients_are_bounded_together() {
-    let server = start(RespConfig {
-        max_subscriptions_total: 2,
-        ..RespConfig::default()
-    })
-    .await;
+    let server = start(RespConfig::default().with_max_subscriptions_total(2)).await;
     let (mut one, mut two) = (server.raw().await, server.raw().await);
     exchange(
         &mut one,
@@ -550,11 +542,8 @@ async fn subscriptions_of_all_clients_are_bounded_together() {
 
 #[tokio::test]
 async fn subscribed_clients_are_not_closed_as_idle() {
-    let server = start(RespConfig {
-        timeout: std::time::Duration::from_millis(300),
-        ..RespConfig::default()
-    })
-    .await;
+    let server =
+        start(RespConfig::default().with_timeout(std::time::Duration::from_millis(300))).await;
     let mut sub = server.raw().await;
     let mut idle = server.raw().await;
     exchange(

@@ -133,10 +133,7 @@ async fn every_reply_kind_in_resp3() {
 
 #[tokio::test]
 async fn hello_3_with_auth_and_setname() {
-    let config = RespConfig {
-        requirepass: Some("s3cret".into()),
-        ..Default::default()
-    };
+    let config = RespConfig::default().with_requirepass(Some("s3cret".into()));
     let s = start(config).await;
     let mut raw = s.raw().await;
     exchange(

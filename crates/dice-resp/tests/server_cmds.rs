@@ -11,11 +11,7 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn config_get_set_resetstat() {
-    let s = start(RespConfig {
-        requirepass: Some("pw".into()),
-        ..Default::default()
-    })
-    .await;
+    let s = start(RespConfig::default().with_requirepass(Some("pw".into()))).await;
     let url = format!("redis://:pw@{}/", s.handle.local_addr());
     let mut c = common::client_at(&url).await;
     let all: HashMap<String, String> = q(&mut c, &[b"CONFIG", b"GET", b"*"]).await;
@@ -296,11 +292,7 @@ async fn time_command_docs_info() {
 
 #[tokio::test]
 async fn shutdown_asks_the_owner_and_needs_the_password() {
-    let s = start(RespConfig {
-        requirepass: Some("pw".into()),
-        ..Default::default()
-    })
-    .await;
+    let s = start(RespConfig::default().with_requirepass(Some("pw".into()))).await;
     let mut raw = s.raw().await;
     exchange(
         &mut raw,

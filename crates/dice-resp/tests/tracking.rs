@@ -408,11 +408,9 @@ async fn bcast_tells_about_every_key_under_its_prefixes() {
 
 #[tokio::test]
 async fn prefixes_are_bounded() {
-    let config = RespConfig {
-        max_tracking_prefixes_per_client: 3,
-        max_tracking_prefixes_total: 3,
-        ..Default::default()
-    };
+    let config = RespConfig::default()
+        .with_max_tracking_prefixes_per_client(3)
+        .with_max_tracking_prefixes_total(3);
     let s = start(config).await;
     let mut a = s.client().await;
     let e = err(
@@ -565,10 +563,7 @@ async fn noloop_skips_the_clients_own_writes() {
 
 #[tokio::test]
 async fn the_table_is_bounded_and_evicts_with_invalidation() {
-    let config = RespConfig {
-        tracking_table_max_keys: 2,
-        ..Default::default()
-    };
+    let config = RespConfig::default().with_tracking_table_max_keys(2);
     let s = start(config).await;
     let mut other = s.client().await;
     let mut t = tracking3(&s, &[]).await;
@@ -646,10 +641,7 @@ async fn replicated_writes_expiries_and_flushes_invalidate() {
 
 #[tokio::test]
 async fn a_client_that_does_not_read_its_invalidations_is_disconnected() {
-    let config = RespConfig {
-        pubsub_output_limit: 4096,
-        ..Default::default()
-    };
+    let config = RespConfig::default().with_pubsub_output_limit(4096);
     let s = start(config).await;
     let mut t = tracking3(&s, &["BCAST"]).await;
     // A raw connection: no client-side timeout on these large writes on a busy machine.

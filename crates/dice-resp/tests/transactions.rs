@@ -123,11 +123,7 @@ async fn errors_while_queuing_abort_exec() {
 
 #[tokio::test]
 async fn commands_before_auth_abort_the_transaction() {
-    let s = start(RespConfig {
-        requirepass: Some("pw".into()),
-        ..Default::default()
-    })
-    .await;
+    let s = start(RespConfig::default().with_requirepass(Some("pw".into()))).await;
     let mut raw = s.raw().await;
     exchange(
         &mut raw,
@@ -316,11 +312,11 @@ async fn exec_is_atomic_and_one_group_commit() {
 
 #[tokio::test]
 async fn exec_replies_and_queue_are_bounded() {
-    let s = start(RespConfig {
-        max_exec_reply: 2000,
-        max_request_len: 64 * 1024,
-        ..Default::default()
-    })
+    let s = start(
+        RespConfig::default()
+            .with_max_exec_reply(2000)
+            .with_max_request_len(64 * 1024),
+    )
     .await;
     let mut raw = s.raw().await;
     let big = "x".repeat(800);

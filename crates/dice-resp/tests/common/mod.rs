@@ -27,10 +27,7 @@ pub async fn start(config: RespConfig) -> TestServer {
 /// instead of sleeping.
 pub async fn start_with_clock() -> (TestServer, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(dice_core::now_ms()));
-    let options = CacheOptions {
-        clock: clock.clone(),
-        ..CacheOptions::default()
-    };
+    let options = CacheOptions::default().with_clock(clock.clone());
     (start_with(RespConfig::default(), options).await, clock)
 }
 
