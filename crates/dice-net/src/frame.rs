@@ -1,7 +1,10 @@
 //! Length-prefixed frames: a 4-byte big-endian length, then that many bytes.
 //!
-//! The decoder is sans-IO: feed it bytes as they arrive, take complete frames out. A length
-//! header above the bound is refused at once, before anything is buffered for it.
+//! [`read_frame`] refuses a length header above the bound at once, before anything is allocated or
+//! read for the body; [`encode`] and [`write_frame`] refuse to send one.
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::io;
 
 /// A frame that breaks the size bound.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,101 +35,104 @@ pub fn encode(payload: &[u8], max: usize) -> Result<Vec<u8>, FrameTooLarge> {
     Ok(out)
 }
 
-/// Splits a byte stream into frames.
+/// Reads one frame of at most `max` bytes. A longer one is an [`io::ErrorKind::InvalidData`]
+/// error holding a [`FrameTooLarge`], returned before its body is read.
 ///
 /// ```
-/// use dice_net::frame::{FrameDecoder, encode};
-/// let mut d = FrameDecoder::new(1024);
-/// let bytes = [encode(b"one", 1024).unwrap(), encode(b"two", 1024).unwrap()].concat();
-/// d.extend(&bytes[..5]);
-/// assert_eq!(d.next_frame().unwrap(), None);
-/// d.extend(&bytes[5..]);
-/// assert_eq!(d.next_frame().unwrap().as_deref(), Some(&b"one"[..]));
-/// assert_eq!(d.next_frame().unwrap().as_deref(), Some(&b"two"[..]));
-/// assert_eq!(d.next_frame().unwrap(), None);
+/// # futures::executor::block_on(async {
+/// let bytes = [dice_net::frame::encode(b"one", 16).unwrap(), vec![0, 0, 1, 0]].concat();
+/// let mut stream = futures::io::Cursor::new(bytes);
+/// assert_eq!(dice_net::frame::read_frame(&mut stream, 16).await.unwrap(), b"one");
+/// assert!(dice_net::frame::read_frame(&mut stream, 16).await.is_err()); // 256 bytes announced
+/// # });
 /// ```
-#[derive(Debug)]
-pub struct FrameDecoder {
-    buf: Vec<u8>,
-    max: usize,
+pub async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let mut header = [0u8; 4];
+    io.read_exact(&mut header).await?;
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            FrameTooLarge { len, max },
+        ));
+    }
+    let mut body = vec![0u8; len];
+    io.read_exact(&mut body).await?;
+    Ok(body)
 }
 
-impl FrameDecoder {
-    /// A decoder refusing frames longer than `max` bytes.
-    pub fn new(max: usize) -> Self {
-        FrameDecoder {
-            buf: Vec::new(),
-            max,
-        }
-    }
-
-    /// Appends received bytes.
-    pub fn extend(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// Bytes buffered and not yet returned.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// The next complete frame, `None` if more bytes are needed, or an error if the next
-    /// frame announces a length past the bound (the stream should then be closed).
-    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameTooLarge> {
-        let Some(header) = self.buf.first_chunk::<4>() else {
-            return Ok(None);
-        };
-        let len = u32::from_be_bytes(*header) as usize;
-        if len > self.max {
-            return Err(FrameTooLarge { len, max: self.max });
-        }
-        if self.buf.len() < 4 + len {
-            return Ok(None);
-        }
-        let frame = self.buf[4..4 + len].to_vec();
-        self.buf.drain(..4 + len);
-        Ok(Some(frame))
-    }
+/// Writes `body` as one frame and closes the stream (one frame per request-response
+/// stream). A body over `max` bytes is an [`io::ErrorKind::InvalidInput`] error and nothing
+/// is written.
+pub async fn write_frame<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    body: &[u8],
+    max: usize,
+) -> io::Result<()> {
+    let framed = encode(body, max).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    io.write_all(&framed).await?;
+    io.close().await
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use futures::executor::block_on;
+    use futures::io::Cursor;
     use proptest::prelude::*;
 
     #[test]
-    fn oversized_header_is_refused_before_buffering_the_body() {
-        let mut d = FrameDecoder::new(100);
-        d.extend(&u32::MAX.to_be_bytes());
+    fn oversized_header_is_refused_before_reading_the_body() {
+        // Only the header is there: reading the body would fail with UnexpectedEof instead.
+        let mut stream = Cursor::new(u32::MAX.to_be_bytes().to_vec());
+        let err = block_on(read_frame(&mut stream, 100)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let inner = err
+            .into_inner()
+            .unwrap()
+            .downcast::<FrameTooLarge>()
+            .unwrap();
         assert_eq!(
-            d.next_frame(),
-            Err(FrameTooLarge {
+            *inner,
+            FrameTooLarge {
                 len: u32::MAX as usize,
                 max: 100
-            })
+            }
         );
+        assert_eq!(stream.position(), 4);
         assert!(encode(&[0; 101], 100).is_err());
+        let mut sink = Cursor::new(Vec::new());
+        let err = block_on(write_frame(&mut sink, &[0; 101], 100)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(sink.get_ref().is_empty());
+    }
+
+    #[test]
+    fn a_truncated_frame_is_an_error() {
+        let mut bytes = encode(b"abcdef", 16).unwrap();
+        bytes.truncate(7);
+        let err = block_on(read_frame(&mut Cursor::new(bytes), 16)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     proptest! {
         #[test]
-        fn frames_survive_any_split(
+        fn frames_read_back_what_was_written(
             payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8),
-            cut in any::<prop::sample::Index>(),
         ) {
-            let stream: Vec<u8> = payloads.iter().flat_map(|p| encode(p, 64).unwrap()).collect();
-            let at = if stream.is_empty() { 0 } else { cut.index(stream.len()) };
-            let mut d = FrameDecoder::new(64);
-            let mut out = Vec::new();
-            for part in [&stream[..at], &stream[at..]] {
-                d.extend(part);
-                while let Some(f) = d.next_frame().unwrap() {
-                    out.push(f);
-                }
+            let mut stream = Vec::new();
+            for p in &payloads {
+                let mut one = Cursor::new(Vec::new());
+                block_on(write_frame(&mut one, p, 64)).unwrap();
+                stream.extend(one.into_inner());
             }
+            let mut reader = Cursor::new(stream);
+            let out: Vec<Vec<u8>> =
+                payloads.iter().map(|_| block_on(read_frame(&mut reader, 64)).unwrap()).collect();
             prop_assert_eq!(out, payloads);
-            prop_assert_eq!(d.buffered(), 0);
+            let end = block_on(read_frame(&mut reader, 64)).unwrap_err();
+            prop_assert_eq!(end.kind(), io::ErrorKind::UnexpectedEof);
         }
     }
 }

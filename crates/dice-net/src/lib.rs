@@ -15,7 +15,7 @@
 //!   bootstrap addresses, liveness, the per-peer request rate limit. No I/O.
 //! * `swarm`: behaviour and swarm setup: transport, protocols, identify names.
 //! * [`codec`]: the request-response codec: one bounded, length-prefixed frame per message.
-//! * [`frame`]: the length-prefixed framing itself, sans-IO.
+//! * [`frame`]: the length-prefixed framing itself: one bounded frame read or written.
 //! * [`protocol`]: protocol names carrying the cluster name and version.
 //! * [`keys`]: the persistent node identity and the cluster's pre-shared key.
 //! * [`known_peers`]: peers remembered in the data directory and redialed after a restart.
