@@ -23,7 +23,9 @@
 //! * [`skew`]: estimates of peers' clock offsets from the send times sync messages carry.
 //! * [`store`]: SQLite through sqlx: the data directory, its lock, migrations, group commits.
 //! * [`cache`]: [`Cache`], the persistent cache a program embeds: reads from memory, writes
-//!   acknowledged after their group commit, change subscriptions, sync entry points.
+//!   acknowledged after their group commit, change subscriptions, sync entry points. Its
+//!   writer task (`cache/writer.rs`) is the one owner of the store: group commits,
+//!   snapshots, refusing writes while the disk fails.
 //!
 //! # Embedding
 //!
