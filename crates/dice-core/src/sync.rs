@@ -21,6 +21,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
+mod serve;
+
 /// Version of the sync wire format. A message of another version is refused with
 /// [`WireError::UnsupportedVersion`].
 ///
