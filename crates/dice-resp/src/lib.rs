@@ -208,6 +208,7 @@ mod config;
 pub mod frame;
 pub mod glob;
 pub mod pubsub;
+mod registry;
 pub mod server;
 mod state;
 mod tracking;

@@ -16,7 +16,7 @@
 //! disconnected once it passes it, as Redis disconnects one past its pubsub
 //! `client-output-buffer-limit`.
 
-use crate::state::ClientEntry;
+use crate::registry::ClientEntry;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -5,7 +5,8 @@ use crate::cluster::ClusterInfo;
 use crate::config::RespConfig;
 use crate::frame::FrameLimits;
 use crate::pubsub::Hub;
-use crate::tracking::{Inbox, Tracking};
+use crate::registry::ClientEntry;
+use crate::tracking::Tracking;
 use dice_core::Cache;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,36 +58,6 @@ pub(crate) struct Pause {
     pub until: Option<tokio::time::Instant>,
     /// Every command waits (`ALL`), or only those that write (`WRITE`).
     pub all: bool,
-}
-
-/// What other connections may see of, and do to, one connection (`CLIENT LIST`, `CLIENT
-/// KILL`).
-#[derive(Debug)]
-pub(crate) struct ClientEntry {
-    pub id: u64,
-    pub peer: SocketAddr,
-    pub local: Option<SocketAddr>,
-    pub fd: i64,
-    pub connected: Instant,
-    /// Milliseconds after `connected` of the last command.
-    pub last_active_ms: AtomicU64,
-    pub name: Mutex<Option<Vec<u8>>>,
-    pub lib: Mutex<(Vec<u8>, Vec<u8>)>,
-    /// The last command's name (lowercase, from the command table).
-    pub last_cmd: Mutex<&'static str>,
-    pub resp: AtomicU64,
-    /// Commands queued in `MULTI`, or -1 outside a transaction (as `CLIENT LIST` shows it).
-    pub multi: std::sync::atomic::AtomicI64,
-    /// Channels and patterns subscribed to (`sub=`, `psub=`).
-    pub sub: AtomicU64,
-    pub psub: AtomicU64,
-    pub killed: tokio::sync::Notify,
-    /// Invalidation messages for this connection (its own, or redirected to it).
-    pub inbox: Inbox,
-    /// Client tracking flags (`t`, `R`, `B` in `CLIENT LIST`), see [`crate::tracking`].
-    pub tracking: std::sync::atomic::AtomicU8,
-    /// Where its invalidations go (`redir=`): -1 without tracking, 0 to itself.
-    pub redirect: std::sync::atomic::AtomicI64,
 }
 
 /// Counters shown by `INFO stats`.

@@ -33,11 +33,11 @@
 //! comes before the invalidation of what it returned.
 
 use crate::frame::{Protocol, write_array_len, write_bulk, write_integer};
-use crate::state::ClientEntry;
+use crate::registry::{ClientEntry, Offered, Push};
 use bytes::Bytes;
 use dice_core::{Cache, ChangeSource, Event, Replica};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -46,7 +46,7 @@ use tokio::sync::{broadcast, mpsc};
 /// its invalidations to them).
 pub(crate) const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
 
-/// Bytes counted for a queued push besides its keys, and for a table entry besides its key.
+/// Bytes counted for a table entry besides its key.
 const OVERHEAD: usize = 64;
 /// Bytes counted per client id in the table.
 const ID_COST: usize = 8;
@@ -93,33 +93,6 @@ impl SessionTracking {
     }
 }
 
-/// One message for a connection.
-#[derive(Debug)]
-pub(crate) enum Push {
-    /// `invalidate` with these keys, or with a null (every key: after a flush).
-    Invalidate {
-        keys: Option<Arc<Vec<Bytes>>>,
-        /// The null as the tracking client's protocol spells it (Redis sends the tracking
-        /// client's null even to a redirect target).
-        null_resp3: bool,
-        /// Sent to this connection on behalf of another (`REDIRECT`).
-        redirected: bool,
-    },
-    /// `tracking-redir-broken`: the connection invalidations went to is gone.
-    RedirBroken(u64),
-}
-
-impl Push {
-    fn cost(&self) -> usize {
-        match self {
-            Push::Invalidate { keys: Some(k), .. } => {
-                k.iter().map(|k| k.len() + 16).sum::<usize>() + OVERHEAD
-            }
-            _ => OVERHEAD,
-        }
-    }
-}
-
 /// Appends `push` as the receiving connection frames it: a RESP3 push, a pub/sub message on
 /// `__redis__:invalidate` for a subscribed RESP2 connection that is a redirect target, or
 /// nothing (a RESP2 connection has nowhere to put it), as Redis does.
@@ -161,71 +134,30 @@ pub(crate) fn write_push(out: &mut Vec<u8>, push: &Push, proto: Protocol, subscr
     }
 }
 
-/// The sending side of a connection's queue of pushes, in its [`ClientEntry`].
-#[derive(Debug)]
-pub(crate) struct Inbox {
-    tx: mpsc::UnboundedSender<Push>,
-    /// Bytes queued and not yet taken by the connection.
-    pending: AtomicUsize,
-    /// Set once it passed its limit: it is being disconnected.
-    overflowed: AtomicBool,
-}
-
-impl Inbox {
-    /// A queue, and its receiving end for the connection.
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Push>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Inbox {
-                tx,
-                pending: AtomicUsize::new(0),
-                overflowed: AtomicBool::new(false),
-            },
-            rx,
-        )
-    }
-
-    /// The connection took `push` off the queue.
-    pub fn taken(&self, push: &Push) {
-        self.pending.fetch_sub(push.cost(), Ordering::Relaxed);
-    }
-
-    /// Whether it passed its limit (and is being disconnected).
-    pub fn overflowed(&self) -> bool {
-        self.overflowed.load(Ordering::Relaxed)
-    }
-}
-
 /// Queues `push` for `entry`'s connection, or disconnects it if that takes it past `limit`
 /// bytes. False if the connection is gone (or being disconnected).
 fn offer(entry: &ClientEntry, push: Push, limit: usize, stats: &TrackingStats) -> bool {
-    let inbox = &entry.inbox;
-    if inbox.overflowed.load(Ordering::Relaxed) {
-        return false;
-    }
-    let cost = push.cost();
-    let before = inbox.pending.fetch_add(cost, Ordering::Relaxed);
-    if before + cost > limit {
-        inbox.pending.fetch_sub(cost, Ordering::Relaxed);
-        if !inbox.overflowed.swap(true, Ordering::Relaxed) {
-            stats.output_disconnects.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                peer = %entry.peer,
-                id = entry.id,
-                limit,
-                "disconnecting a client that does not read its invalidation messages \
-                 (pubsub_output_limit)"
-            );
-            entry.killed.notify_one();
+    match entry.inbox.offer(push, limit) {
+        Offered::Queued => {
+            stats.messages.fetch_add(1, Ordering::Relaxed);
+            true
         }
-        return false;
+        Offered::Gone => false,
+        Offered::Overflowed { first } => {
+            if first {
+                stats.output_disconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    peer = %entry.peer,
+                    id = entry.id,
+                    limit,
+                    "disconnecting a client that does not read its invalidation messages \
+                     (pubsub_output_limit)"
+                );
+                entry.killed.notify_one();
+            }
+            false
+        }
     }
-    if inbox.tx.send(push).is_err() {
-        inbox.pending.fetch_sub(cost, Ordering::Relaxed);
-        return false;
-    }
-    stats.messages.fetch_add(1, Ordering::Relaxed);
-    true
 }
 
 /// Flags shown by `CLIENT LIST` (`t`, `R`, `B`), in [`ClientEntry::tracking`].

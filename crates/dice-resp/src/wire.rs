@@ -2,7 +2,8 @@
 //! commit of a batch's writes before their replies go out, and bounded, stall-aware sends.
 
 use crate::frame::write_error;
-use crate::state::{ClientEntry, ServerState};
+use crate::registry::ClientEntry;
+use crate::state::ServerState;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;

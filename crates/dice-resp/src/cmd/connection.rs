@@ -6,7 +6,7 @@ use crate::frame::{
     Protocol, Request, parse_i64, write_array_len, write_bulk, write_integer, write_map_len,
     write_null_aggregate, write_set_len, write_simple, write_verbatim,
 };
-use crate::state::ClientEntry;
+use crate::registry::ClientEntry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 

@@ -40,7 +40,7 @@ pub(crate) const WRONGTYPE: &str =
 #[derive(Debug)]
 pub(crate) struct Session {
     /// What other connections see of this one (`CLIENT LIST`, `CLIENT KILL`).
-    pub entry: std::sync::Arc<crate::state::ClientEntry>,
+    pub entry: std::sync::Arc<crate::registry::ClientEntry>,
     /// `CLIENT ID`.
     pub id: u64,
     /// `CLIENT SETNAME`.
@@ -71,7 +71,7 @@ pub(crate) struct Session {
     /// `CLIENT TRACKING` as this connection set it.
     pub tracking: crate::tracking::SessionTracking,
     /// Invalidation messages for this connection (see [`crate::tracking`]).
-    pub pushes: tokio::sync::mpsc::UnboundedReceiver<crate::tracking::Push>,
+    pub pushes: tokio::sync::mpsc::UnboundedReceiver<crate::registry::Push>,
 }
 
 /// Where a command on keys reads and writes: the replica under the cache's read lock

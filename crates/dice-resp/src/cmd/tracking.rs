@@ -263,7 +263,7 @@ pub(crate) fn trackinginfo(ctx: &mut Ctx<'_>) {
 pub(crate) async fn deliver_pushes(
     state: &crate::state::ServerState,
     session: &mut super::Session,
-    first: crate::tracking::Push,
+    first: crate::registry::Push,
     out: &mut Vec<u8>,
     batch: &mut crate::wire::Batch,
     wire: &mut crate::wire::Wire,
