@@ -159,7 +159,7 @@ impl Replica {
         if !self.contains(&key, now_ms) {
             return Ok(false);
         }
-        if self.shares_nothing() && !self.has_elements(&key) {
+        if self.shares_nothing() && !self.has_elements(&key) && !self.sets.contains_key(&key) {
             // Nobody else can hold a copy: drop the key's string and fields outright.
             let fields: Vec<crate::entry::FieldId> = self
                 .hashes
