@@ -159,7 +159,7 @@ impl Replica {
         if !self.contains(&key, now_ms) {
             return Ok(false);
         }
-        if self.shares_nothing() && !self.has_elements(&key) && !self.sets.contains_key(&key) {
+        if self.shares_nothing() && !self.has_elements(&key) {
             // Nobody else can hold a copy: drop the key's string and fields outright.
             let fields: Vec<crate::entry::FieldId> = self
                 .hashes
@@ -169,9 +169,12 @@ impl Replica {
             for id in fields {
                 self.remove(&key, Elem::Field(id), ChangeSource::Local);
             }
+            self.drop_set_elements(&key);
             self.remove(&key, Elem::Key, ChangeSource::Local);
         } else {
-            self.write(key, None, None, now_ms)?;
+            self.write(key.clone(), None, None, now_ms)?;
+            // The adds of a set the removal just observed are dead: free them now.
+            self.drop_dead_adds(&key);
         }
         self.stats.evicted_keys += 1;
         Ok(true)

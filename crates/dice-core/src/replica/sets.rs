@@ -757,6 +757,47 @@ impl Replica {
         dropped
     }
 
+    /// Drops every element of `key`'s set outright (a node that shares nothing evicting it:
+    /// no other copy exists).
+    pub(super) fn drop_set_elements(&mut self, key: &Bytes) {
+        let Some(s) = self.sets.get(key) else {
+            return;
+        };
+        let mut elems: Vec<Elem> = s
+            .members
+            .iter()
+            .flat_map(|(id, m)| m.adds.iter().map(|a| Elem::Member(*id, a.origin)))
+            .collect();
+        elems.extend(s.removals.iter().map(|&(n, seq)| Elem::SetRemove(n, seq)));
+        for e in elems {
+            self.remove(key, e, ChangeSource::Local);
+        }
+    }
+
+    /// Drops the adds of `key`'s set that a removal held here observed, before they are
+    /// stable (an eviction frees their memory at once). Safe: the removal stays until no add
+    /// it observed is held (see [`Replica::gc_sets`]), so a copy of a dropped add arriving
+    /// later is dead here anyway, and once the removal goes it is stale (our version vector
+    /// covers it).
+    pub(super) fn drop_dead_adds(&mut self, key: &Bytes) {
+        let Some(s) = self.sets.get(key) else {
+            return;
+        };
+        let dead: Vec<Elem> = s
+            .members
+            .iter()
+            .flat_map(|(id, m)| {
+                m.adds
+                    .iter()
+                    .filter(|a| !m.counted.iter().any(|c| c.origin == a.origin))
+                    .map(|a| Elem::Member(*id, a.origin))
+            })
+            .collect();
+        for e in dead {
+            self.remove(key, e, ChangeSource::Local);
+        }
+    }
+
     /// Keys holding set elements.
     pub(super) fn set_keys(&self) -> impl Iterator<Item = &Bytes> + '_ {
         self.sets.keys()
