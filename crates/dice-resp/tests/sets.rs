@@ -399,6 +399,20 @@ async fn wrongtype_both_ways_and_key_commands_on_a_set() {
 }
 
 #[tokio::test]
+async fn watch_sees_a_change_to_a_set() {
+    let s = start_default().await;
+    let mut c = s.client().await;
+    let mut other = s.client().await;
+    let () = q(&mut c, &[b"SADD", b"w", b"a"]).await;
+    let () = q(&mut c, &[b"WATCH", b"w"]).await;
+    let () = q(&mut other, &[b"SREM", b"w", b"a"]).await;
+    let () = q(&mut c, &[b"MULTI"]).await;
+    let () = q(&mut c, &[b"SADD", b"w", b"b"]).await;
+    assert_eq!(q::<Value>(&mut c, &[b"EXEC"]).await, Value::Nil);
+    assert_eq!(q::<i64>(&mut c, &[b"EXISTS", b"w"]).await, 0);
+}
+
+#[tokio::test]
 async fn smembers_is_a_set_in_resp3() {
     let s = start_default().await;
     let mut c = s.client().await;
