@@ -510,7 +510,7 @@ async fn noeviction_refuses_new_set_members() {
     let key = Bytes::from(format!("s{:05}", i - 1));
     let member = Bytes::from(format!("m{}", "x".repeat(1000)));
     let (removed, _) = cache
-        .transact(|tx| tx.modify(|r, now| r.srem(key.clone(), &[member.clone()], now)))
+        .transact(|tx| tx.modify(|r, now| r.srem(key.clone(), std::slice::from_ref(&member), now)))
         .await
         .unwrap();
     assert_eq!(removed.unwrap(), 1);
