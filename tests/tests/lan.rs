@@ -11,7 +11,7 @@
 use dice_tests::netns::{
     Lan, connect_api, connected_peers, enter_netns, keygen, mget, set_pipelined,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -824,5 +824,85 @@ fn a_partition_heals_and_hash_fields_of_both_sides_survive() {
             None => first = Some(all),
             Some(f) => assert_eq!(f, &all, "host {i} and host 0"),
         }
+    }
+}
+
+/// Sets across a partition: host 2 is cut off; each side `SADD`s members of its own, side A
+/// removes a member that side B adds again meanwhile (add wins), both remove another, B
+/// removes a third, and A deletes a second set to which B adds; the link is healed; every host
+/// holds the same members: every add neither side had observed when it removed.
+#[test]
+fn a_partition_heals_and_set_members_are_add_wins() {
+    if !dice_tests::netns::lan_tests_enabled("a_partition_heals_and_set_members_are_add_wins") {
+        return;
+    }
+    const N: usize = 200;
+    let mut lan = Lan::new(3);
+    start_mesh(&mut lan, &[0, 1, 2], &[]);
+    let mut c0 = lan.connect(0);
+    let _: i64 = redis::cmd("SADD")
+        .arg("s")
+        .arg(&["x", "y", "z", "kept"])
+        .query(&mut c0)
+        .unwrap();
+    let _: i64 = redis::cmd("SADD")
+        .arg("t")
+        .arg(&["old"])
+        .query(&mut c0)
+        .unwrap();
+    let card = |i: usize, k: &str| -> i64 {
+        let mut c = lan.connect(i);
+        redis::cmd("SCARD").arg(k).query(&mut c).unwrap()
+    };
+    assert!(
+        dice_tests::wait_for(Duration::from_secs(10), || (card(2, "s") == 4
+            && card(2, "t") == 1)
+            .then_some(()))
+        .is_some(),
+        "the sets never reached host 2"
+    );
+
+    lan.cut(2);
+    let mut a = lan.connect(0);
+    let mut pipe = redis::pipe();
+    for n in 0..N {
+        pipe.cmd("SADD").arg("s").arg(format!("a-{n}")).ignore();
+    }
+    pipe.cmd("SREM").arg("s").arg("y").ignore();
+    pipe.cmd("SREM").arg("s").arg("x").ignore();
+    pipe.cmd("DEL").arg("t").ignore();
+    let () = pipe.query(&mut a).unwrap();
+    let mut b = lan.connect(2);
+    let mut pipe = redis::pipe();
+    for n in 0..N {
+        pipe.cmd("SADD").arg("s").arg(format!("b-{n}")).ignore();
+    }
+    pipe.cmd("SADD").arg("s").arg("y").ignore();
+    pipe.cmd("SREM").arg("s").arg("x").ignore();
+    pipe.cmd("SREM").arg("s").arg("z").ignore();
+    pipe.cmd("SADD").arg("t").arg("new").ignore();
+    let () = pipe.query(&mut b).unwrap();
+    assert_eq!(card(0, "s"), 2 + N as i64, "side A: z, kept and its own");
+    assert_eq!(card(2, "s"), 2 + N as i64, "side B: y, kept and its own");
+
+    lan.heal(2);
+    let Some((digest, took)) = lan.wait_converged(&[0, 1, 2], CONVERGE) else {
+        let s: Vec<_> = (0..3).map(|i| lan.status(i)).collect();
+        panic!("no convergence within {CONVERGE:?} after healing; status: {s:#?}");
+    };
+    println!("converged {took:.2?} after healing (digest {digest})");
+    let mut want: BTreeSet<String> = (0..N)
+        .flat_map(|n| [format!("a-{n}"), format!("b-{n}")])
+        .collect();
+    want.insert("y".into());
+    want.insert("kept".into());
+    for i in 0..3 {
+        let mut c = lan.connect(i);
+        let got: BTreeSet<String> = redis::cmd("SMEMBERS").arg("s").query(&mut c).unwrap();
+        assert_eq!(got, want, "host {i}");
+        let t: BTreeSet<String> = redis::cmd("SMEMBERS").arg("t").query(&mut c).unwrap();
+        assert_eq!(t, BTreeSet::from(["new".to_owned()]), "host {i}");
+        let ty: String = redis::cmd("TYPE").arg("s").query(&mut c).unwrap();
+        assert_eq!(ty, "set", "host {i}");
     }
 }

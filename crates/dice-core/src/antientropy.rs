@@ -72,21 +72,29 @@ pub fn key_hash(key: &[u8]) -> u64 {
 /// and the element below them.
 pub fn item_hash(key: &[u8], elem: Elem) -> u64 {
     let h = key_hash(key);
-    let (tag, id, seq) = match elem {
+    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or_default());
+    let (tag, id, seq, origin) = match elem {
         Elem::Key => return h,
-        Elem::Count(o) => (1u8, o.as_u64(), 0),
-        Elem::Reset(o, s) => (2u8, o.as_u64(), s),
+        Elem::Count(o) => (1u8, o.as_u64(), 0, None),
+        Elem::Reset(o, s) => (2u8, o.as_u64(), s, None),
         Elem::Field(f) => {
             let (a, b) = f.0.split_at(8);
-            let word = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or_default());
-            (3u8, word(a), word(b))
+            (3u8, word(a), word(b), None)
         }
+        Elem::Member(f, o) => {
+            let (a, b) = f.0.split_at(8);
+            (4u8, word(a), word(b), Some(o.as_u64()))
+        }
+        Elem::SetRemove(o, s) => (5u8, o.as_u64(), s, None),
     };
     let mut x = xxhash_rust::xxh3::Xxh3::with_seed(KEY_SEED);
     x.update(key);
     x.update(&[tag]);
     x.update(&id.to_le_bytes());
     x.update(&seq.to_le_bytes());
+    if let Some(o) = origin {
+        x.update(&o.to_le_bytes());
+    }
     let low_mask = (1u64 << (64 - BUCKET_BITS)) - 1;
     (h & !low_mask) | (x.digest() & low_mask)
 }
@@ -563,6 +571,11 @@ fn records_in<'a>(
         // collected already: left out, as tombstones are from digests (a receiver could not
         // tell a lost one from a collected one, and would bring back what was deleted).
         if r.elem().is_counter() && !replica.counter_counts(r.key()) {
+            continue;
+        }
+        // So are a set's adds that a removal observed, and removals that observe no add
+        // held any more.
+        if r.elem().is_set() && !replica.set_element_listed(r) {
             continue;
         }
         let h = item_hash(r.key(), r.elem());

@@ -160,6 +160,9 @@ pub struct Event {
     /// Whether the change is to a field of a hash (`HSET`, `HDEL`, ...): then `value` is the
     /// field's new value (`None`: the field was deleted), not the key's.
     pub hash_field: bool,
+    /// Whether the change is to a set: an add (`SADD`, ...; `value` is the member) or a
+    /// removal (`SREM`, `SPOP`, ...; `value` is `None`).
+    pub set_member: bool,
 }
 
 /// A snapshot of a cache's state and counters.
@@ -1110,7 +1113,12 @@ fn record(shared: &Shared, st: &mut State) {
             continue;
         }
         let hash_field = matches!(change.elem, Elem::Field(_));
+        let set_member = change.elem.is_set();
         let (value, expires_at_ms) = match &change.entry {
+            Some(e) if matches!(change.elem, Elem::Member(..)) => {
+                (e.value.clone(), e.expires_at_ms)
+            }
+            _ if set_member => (None, None),
             Some(e) if hash_field => (
                 e.value
                     .as_deref()
@@ -1134,6 +1142,7 @@ fn record(shared: &Shared, st: &mut State) {
             expires_at_ms,
             source: change.source,
             hash_field,
+            set_member,
         });
     }
 }

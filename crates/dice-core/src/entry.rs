@@ -99,6 +99,15 @@ pub enum Elem {
     /// the field's value ([`encode_field`]), a tombstone a deleted field. Any node writes it;
     /// the greater version wins, field by field.
     Field(FieldId),
+    /// A set member as one origin added it, named by the id of the member ([`FieldId`]) and
+    /// that origin: only it writes this element, each `SADD` of the member giving it a new
+    /// dot. Its value is the member itself; it has the set's expiry. The member is present
+    /// while some origin's add is observed by no [`Elem::SetRemove`] (see [`crate::set`]).
+    Member(FieldId, NodeId),
+    /// A set removal (`SREM`, `SPOP`, `DEL` of a set, ...), named by the dot of the write that
+    /// made it: the adds it observed ([`crate::set::RemoveRecord`]). Written once; collected
+    /// once no add it observed is held any more.
+    SetRemove(NodeId, u64),
 }
 
 impl Elem {
@@ -107,7 +116,13 @@ impl Elem {
         match self {
             Elem::Key | Elem::Field(_) => None,
             Elem::Count(o) | Elem::Reset(o, _) => Some(*o),
+            Elem::Member(_, o) | Elem::SetRemove(o, _) => Some(*o),
         }
+    }
+
+    /// Whether this is a set's element ([`Elem::Member`] or [`Elem::SetRemove`]).
+    pub fn is_set(&self) -> bool {
+        matches!(self, Elem::Member(..) | Elem::SetRemove(..))
     }
 
     /// Whether this is a counter's element ([`Elem::Count`] or [`Elem::Reset`]).

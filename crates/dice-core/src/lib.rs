@@ -55,6 +55,7 @@ pub mod memory;
 mod record;
 pub mod replica;
 pub mod replication;
+pub mod set;
 pub mod skew;
 pub mod store;
 pub mod sync;

@@ -19,13 +19,17 @@ const HEADER: usize = 40;
 
 /// Flag: the entry holds a value (it is not a tombstone).
 const HAS_VALUE: u32 = 1;
-/// Flags: which element (bits 1-2): 0 the key, 1 a counter contribution, 2 a counter reset.
+/// Flags: which element (bits 1-3): 0 the key, 1 a counter contribution, 2 a counter reset.
 const ELEM_SHIFT: u32 = 1;
-const ELEM_MASK: u32 = 3 << ELEM_SHIFT;
+const ELEM_MASK: u32 = 7 << ELEM_SHIFT;
 const ELEM_COUNT: u32 = 1;
 const ELEM_RESET: u32 = 2;
 /// Element kind 3: a hash field (its 16-byte id after the key).
 const ELEM_FIELD: u32 = 3;
+/// Element kind 4: a set member's add (its 16-byte id, then the origin's node id).
+const ELEM_MEMBER: u32 = 4;
+/// Element kind 5: a set removal (node id and seq, as a reset).
+const ELEM_SET_REMOVE: u32 = 5;
 /// Stored expiry meaning "none" (valid expiries fit an `i64`).
 const NO_EXPIRY: u64 = u64::MAX;
 
@@ -38,6 +42,7 @@ fn elem_len(kind: u32) -> usize {
     match kind {
         0 => 0,
         ELEM_COUNT => 8,
+        ELEM_MEMBER => 24,
         _ => 16,
         // ELEM_RESET (node id and seq) and ELEM_FIELD (16-byte id) alike.
     }
@@ -78,11 +83,13 @@ impl Record {
         expires_at_ms: Option<u64>,
     ) -> Record {
         let bytes = value.unwrap_or_default();
-        let (kind, id, elem_seq, field) = match elem {
-            Elem::Key => (0, None, None, None),
-            Elem::Count(o) => (ELEM_COUNT, Some(o), None, None),
-            Elem::Reset(o, s) => (ELEM_RESET, Some(o), Some(s), None),
-            Elem::Field(f) => (ELEM_FIELD, None, None, Some(f)),
+        let (kind, id, elem_seq, field, member_origin) = match elem {
+            Elem::Key => (0, None, None, None, None),
+            Elem::Count(o) => (ELEM_COUNT, Some(o), None, None, None),
+            Elem::Reset(o, s) => (ELEM_RESET, Some(o), Some(s), None, None),
+            Elem::Field(f) => (ELEM_FIELD, None, None, Some(f), None),
+            Elem::Member(f, o) => (ELEM_MEMBER, None, None, Some(f), Some(o)),
+            Elem::SetRemove(o, s) => (ELEM_SET_REMOVE, Some(o), Some(s), None, None),
         };
         let mut b = Vec::with_capacity(HEADER + key.len() + elem_len(kind) + bytes.len());
         b.extend_from_slice(&version.hlc.as_u64().to_le_bytes());
@@ -101,6 +108,9 @@ impl Record {
         }
         if let Some(f) = field {
             b.extend_from_slice(&f.0);
+        }
+        if let Some(o) = member_origin {
+            b.extend_from_slice(&o.as_u64().to_le_bytes());
         }
         b.extend_from_slice(bytes);
         Record(b.into_boxed_slice())
@@ -127,11 +137,17 @@ impl Record {
             f.copy_from_slice(&self.0[at..at + 16]);
             return Elem::Field(FieldId(f));
         }
+        if kind == ELEM_MEMBER {
+            let mut f = [0u8; 16];
+            f.copy_from_slice(&self.0[at..at + 16]);
+            let o = NodeId::new(read_u64(&self.0, at + 16)).unwrap_or_default();
+            return Elem::Member(FieldId(f), o);
+        }
         let id = NodeId::new(read_u64(&self.0, at)).unwrap_or_default();
-        if kind == ELEM_COUNT {
-            Elem::Count(id)
-        } else {
-            Elem::Reset(id, read_u64(&self.0, at + 8))
+        match kind {
+            ELEM_COUNT => Elem::Count(id),
+            ELEM_SET_REMOVE => Elem::SetRemove(id, read_u64(&self.0, at + 8)),
+            _ => Elem::Reset(id, read_u64(&self.0, at + 8)),
         }
     }
 
@@ -233,6 +249,28 @@ mod tests {
                 expires_at_ms: Some(10),
             },
             Entry {
+                key: Bytes::from_static(b"s"),
+                elem: Elem::Member(FieldId::of(b"m"), origin),
+                value: Some(Bytes::from_static(b"m")),
+                version: Version {
+                    hlc: Hlc::from_u64(6),
+                    origin,
+                },
+                seq: 4,
+                expires_at_ms: Some(11),
+            },
+            Entry {
+                key: Bytes::from_static(b"s"),
+                elem: Elem::SetRemove(origin, 8),
+                value: Some(Bytes::from(vec![1u8; 32])),
+                version: Version {
+                    hlc: Hlc::from_u64(7),
+                    origin,
+                },
+                seq: 8,
+                expires_at_ms: None,
+            },
+            Entry {
                 key: Bytes::from_static(b"tomb"),
                 elem: Elem::Reset(origin, 77),
                 value: None,
@@ -258,7 +296,8 @@ mod tests {
                     + match e.elem {
                         Elem::Key => 0,
                         Elem::Count(_) => 8,
-                        Elem::Reset(..) | Elem::Field(_) => 16,
+                        Elem::Reset(..) | Elem::Field(_) | Elem::SetRemove(..) => 16,
+                        Elem::Member(..) => 24,
                     }
                     + e.value.map_or(0, |v| v.len())
             );

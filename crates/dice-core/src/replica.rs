@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 // Eviction and memory accounting: what the replica offers `crate::evict` (its own file, as
 // a child module that reads the replica's indexes).
 mod eviction;
+// Sets: their index, reads, writes and garbage collection.
+mod sets;
 
 /// Where a change to the map came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +142,8 @@ pub struct Replica {
     hashes: HashMap<Bytes, HashState>,
     /// Hash fields holding a value with an expiry: (expiry, dot), for garbage collection.
     expiring_fields: BTreeSet<(u64, NodeId, u64)>,
+    /// The keys holding set elements, with their members and removals.
+    sets: HashMap<Bytes, sets::SetState>,
     hasher: foldhash::fast::RandomState,
     vv: VersionVector,
     floors: VersionVector,
@@ -200,6 +204,7 @@ impl Replica {
             typed: HashMap::new(),
             hashes: HashMap::new(),
             expiring_fields: BTreeSet::new(),
+            sets: HashMap::new(),
             hasher: foldhash::fast::RandomState::default(),
             vv: VersionVector::default(),
             floors: VersionVector::default(),
@@ -416,6 +421,10 @@ impl Replica {
             // A hash newer than the string: the key is a hash.
             return None;
         }
+        if !self.sets.is_empty() && self.set_visible(key, now_ms).is_some() {
+            // A set newer than the string: the key is a set.
+            return None;
+        }
         let header = self.record(key);
         if let Some(r) = header
             && r.value().is_some()
@@ -443,6 +452,9 @@ impl Replica {
     /// Whether `key` reads as present at `now_ms`.
     pub fn contains(&self, key: &[u8], now_ms: u64) -> bool {
         if !self.hashes.is_empty() && self.hash_live(key, now_ms).is_some() {
+            return true;
+        }
+        if !self.sets.is_empty() && self.set_live(key, now_ms).is_some() {
             return true;
         }
         if let Some(r) = self.record(key)
@@ -483,6 +495,7 @@ impl Replica {
         if let Some(h) = self.hashes.get(key) {
             v = v.max(Some(h.last));
         }
+        v = v.max(self.set_last(key));
         if let Some(t) = self.typed.get(key) {
             for e in &t.elems {
                 if let Some(r) = self.slot(key, *e) {
@@ -517,7 +530,7 @@ impl Replica {
                         view.add_reset(&rr);
                     }
                 }
-                Elem::Key | Elem::Field(_) => {}
+                _ => {}
             }
         }
         view
@@ -552,7 +565,17 @@ impl Replica {
                 self.hash_live(k, now_ms).is_some() && self.string_version(k, now_ms).is_none()
             })
             .map(|k| k.as_ref());
-        strings.chain(counters).chain(hashes)
+        // Sets with no live string or hash under them.
+        let sets = self
+            .sets
+            .keys()
+            .filter(move |k| {
+                self.set_live(k, now_ms).is_some()
+                    && self.string_version(k, now_ms).is_none()
+                    && self.hash_live(k, now_ms).is_none()
+            })
+            .map(|k| k.as_ref());
+        strings.chain(counters).chain(hashes).chain(sets)
     }
 
     /// Up to `max` entries (and about `max_bytes`) in dot order (origin, then seq) from
@@ -610,7 +633,16 @@ impl Replica {
                 self.hash_live(k, now_ms).is_some() && self.string_version(k, now_ms).is_none()
             })
             .count();
-        self.valued - expired + counters + hashes
+        let sets = self
+            .sets
+            .keys()
+            .filter(|k| {
+                self.set_live(k, now_ms).is_some()
+                    && self.string_version(k, now_ms).is_none()
+                    && self.hash_live(k, now_ms).is_none()
+            })
+            .count();
+        self.valued - expired + counters + hashes + sets
     }
 
     /// Number of keys that read as present at `now_ms` and carry a TTL.
@@ -693,8 +725,9 @@ impl Replica {
     pub fn digest_by_scan(&self) -> u64 {
         self.map
             .iter()
-            .filter(|r| !r.is_tombstone() && !r.elem().is_counter())
+            .filter(|r| !r.is_tombstone() && !r.elem().is_counter() && !r.elem().is_set())
             .map(record_hash)
+            .chain(self.set_keys().map(|k| self.set_digest_by_scan(k)))
             .chain(
                 self.map
                     .iter()
@@ -750,7 +783,7 @@ impl Replica {
         for r in self
             .map
             .iter()
-            .filter(|r| !r.is_tombstone() && !r.elem().is_counter())
+            .filter(|r| !r.is_tombstone() && !r.elem().is_counter() && !r.elem().is_set())
         {
             let b = crate::antientropy::bucket_of_key(r.key());
             out[b] = out[b].wrapping_add(record_hash(r));
@@ -764,6 +797,10 @@ impl Replica {
         for k in typed {
             let b = crate::antientropy::bucket_of_key(k);
             out[b] = out[b].wrapping_add(self.counter_digest(k));
+        }
+        for k in self.set_keys() {
+            let b = crate::antientropy::bucket_of_key(k);
+            out[b] = out[b].wrapping_add(self.set_digest_by_scan(k));
         }
         out
     }
@@ -819,6 +856,13 @@ impl Replica {
         if !(vv_equal && absent_but_covered && !entry.is_dead(now_ms)) {
             return self.apply(entry, now_ms);
         }
+        // A set removal that observes no add held here is garbage we collected: nothing to
+        // repair.
+        if matches!(entry.elem, Elem::SetRemove(..))
+            && !self.removal_effective(&entry.key, entry.value.as_deref())
+        {
+            return self.apply(entry, now_ms);
+        }
         self.clock.observe(entry.version.hlc, now_ms);
         self.install(entry, ChangeSource::Remote);
         self.stats.remote_applied += 1;
@@ -861,6 +905,10 @@ impl Replica {
         // And so does it replace a hash: every field observed here is removed.
         if !self.hashes.is_empty() && self.hashes.contains_key(&key) {
             self.tombstone_fields(&key, now_ms)?;
+        }
+        // And a set: every add that counts here is removed.
+        if !self.sets.is_empty() && self.sets.contains_key(&key) {
+            self.remove_set_observed(&key, now_ms)?;
         }
         self.write_elem(key, Elem::Key, value, expires_at_ms, now_ms)
     }
@@ -1010,6 +1058,25 @@ impl Replica {
         {
             return bad("a hash field whose value does not name it");
         }
+        if e.elem.is_set() {
+            if e.elem.owner() != Some(e.version.origin) {
+                return bad("a set element written by another node than its owner");
+            }
+            let Some(v) = &e.value else {
+                return bad("a set element without a value");
+            };
+            let valid = match e.elem {
+                Elem::Member(id, _) => FieldId::of(v) == id,
+                Elem::SetRemove(_, seq) => {
+                    seq == e.seq && e.expires_at_ms.is_none() && crate::set::observations(v).is_ok()
+                }
+                _ => false,
+            };
+            if !valid {
+                return bad("a set element that does not decode or does not name itself");
+            }
+            return Ok(());
+        }
         if let Some(owner) = e.elem.owner() {
             if owner != e.version.origin {
                 return bad("a counter element written by another node than its owner");
@@ -1023,7 +1090,7 @@ impl Replica {
             let valid = match e.elem {
                 Elem::Count(_) => Contribution::decode(v).is_ok(),
                 Elem::Reset(_, seq) => seq == e.seq && ResetRecord::decode(v).is_ok(),
-                Elem::Key | Elem::Field(_) => true,
+                _ => true,
             };
             if !valid {
                 return bad("a counter element that does not decode");
@@ -1304,6 +1371,10 @@ impl Replica {
         self.record_bytes += r.heap_len();
         self.vv.touch(origin);
         self.by_dot.entry(origin).or_default().insert(seq, hash);
+        if r.elem().is_set() {
+            self.index_set(r);
+            return;
+        }
         if let Elem::Field(id) = r.elem() {
             self.index_field(r, id);
             return;
@@ -1336,6 +1407,10 @@ impl Replica {
             if seqs.is_empty() {
                 self.by_dot.remove(&origin);
             }
+        }
+        if r.elem().is_set() {
+            self.unindex_set(r);
+            return;
         }
         if let Elem::Field(id) = r.elem() {
             self.unindex_field(r, id);
@@ -1568,6 +1643,7 @@ impl Replica {
             report.dropped += 1;
         }
         report.dropped += self.gc_counters(horizon, shareable);
+        report.dropped += self.gc_sets(horizon, shareable);
         self.stats.gc_dropped += report.dropped as u64;
         report
     }
@@ -1829,9 +1905,9 @@ impl Replica {
     /// element).
     fn hash_visible(&self, key: &[u8], now_ms: u64) -> Option<(Version, usize)> {
         let (v, n) = self.hash_live(key, now_ms)?;
-        self.string_version(key, now_ms)
-            .is_none_or(|s| s < v)
-            .then_some((v, n))
+        (self.string_version(key, now_ms).is_none_or(|s| s < v)
+            && self.set_version(key, now_ms).is_none_or(|s| s < v))
+        .then_some((v, n))
     }
 
     /// The type of `key` at `now_ms`, `None` if it reads as absent. A key that holds both a
@@ -1840,6 +1916,9 @@ impl Replica {
     pub fn key_type(&self, key: &[u8], now_ms: u64) -> Option<KeyType> {
         if !self.hashes.is_empty() && self.hash_visible(key, now_ms).is_some() {
             return Some(KeyType::Hash);
+        }
+        if !self.sets.is_empty() && self.set_visible(key, now_ms).is_some() {
+            return Some(KeyType::Set);
         }
         self.get_with_expiry_ref(key, now_ms)
             .map(|_| KeyType::String)
@@ -1856,12 +1935,19 @@ impl Replica {
             let id = h.valued.range((v, FieldId::default())..).next()?.1;
             return Some(self.slot(key, Elem::Field(id))?.expires_at_ms());
         }
+        if !self.sets.is_empty()
+            && let Some(t) = self.set_expiry(key, now_ms)
+        {
+            return Some(t);
+        }
         self.get_with_expiry_ref(key, now_ms).map(|(_, t)| t)
     }
 
-    /// Err([`Error::WrongType`]) if `key` holds a live string or counter.
+    /// Err([`Error::WrongType`]) if `key` holds a live string or counter, or is a set.
     fn not_a_string(&self, key: &[u8], now_ms: u64) -> Result<()> {
-        if self.get_with_expiry_ref(key, now_ms).is_some() {
+        if self.get_with_expiry_ref(key, now_ms).is_some()
+            || (!self.sets.is_empty() && self.set_visible(key, now_ms).is_some())
+        {
             return Err(Error::WrongType);
         }
         Ok(())
@@ -2117,6 +2203,16 @@ fn entry_hash(
             h.update(&[0xf1]);
             h.update(&f.0);
         }
+        Elem::Member(f, o) => {
+            h.update(&[0x51]);
+            h.update(&f.0);
+            h.update(&o.as_u64().to_le_bytes());
+        }
+        Elem::SetRemove(o, s) => {
+            h.update(&[0x52]);
+            h.update(&o.as_u64().to_le_bytes());
+            h.update(&s.to_le_bytes());
+        }
     }
     match value {
         Some(value) => {
@@ -2198,6 +2294,8 @@ pub enum KeyType {
     String,
     /// A hash.
     Hash,
+    /// A set.
+    Set,
 }
 
 impl KeyType {
@@ -2206,6 +2304,7 @@ impl KeyType {
         match self {
             KeyType::String => "string",
             KeyType::Hash => "hash",
+            KeyType::Set => "set",
         }
     }
 }

@@ -26,7 +26,7 @@ pub const LOCK_FILE: &str = "LOCK";
 /// SQLite `application_id` of a dice database ("DICE").
 pub const APPLICATION_ID: i64 = 0x4449_4345;
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// How durable an acknowledged write is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,15 +57,19 @@ fn migrator() -> Migrator {
             include_str!("../migrations/0003_elements.sql"),
         ),
         migration(4, "hashes", include_str!("../migrations/0004_hashes.sql")),
+        migration(5, "sets", include_str!("../migrations/0005_sets.sql")),
     ])
 }
 
 /// Format byte in front of every log and snapshot blob written: the postcard body follows an
 /// xxh3-64 checksum of it (8 bytes, little-endian), verified on open. In format 3 every entry
 /// (and every removal) names the element of its key ([`Elem`]); format 4 adds hash fields
-/// ([`Elem::Field`]), whose variant format 3 cannot hold.
-const BLOB_FORMAT: u8 = 4;
-/// Format 3: as format 4 without hash fields. Still read (its body decodes as format 4's).
+/// ([`Elem::Field`]), whose variant format 3 cannot hold; format 5 adds set elements
+/// ([`Elem::Member`], [`Elem::SetRemove`]), which format 4 cannot hold.
+const BLOB_FORMAT: u8 = 5;
+/// Format 4: as format 5 without set elements. Still read (its body decodes as format 5's).
+const BLOB_FORMAT_HASHES: u8 = 4;
+/// Format 3: as format 4 without hash fields. Still read (its body decodes as format 5's).
 const BLOB_FORMAT_ELEMS: u8 = 3;
 /// Format 2: checksummed like format 3; its entries are all keys' strings ([`Elem::Key`]).
 /// Still read: a data directory of an older dice upgrades as it is opened.
@@ -785,7 +789,10 @@ fn decode_blob<'a, T: Deserialize<'a>>(
         reason: format!("{what}: {reason}; {CORRUPT_REMEDY}"),
     };
     let body = match blob.split_first() {
-        Some((&(BLOB_FORMAT | BLOB_FORMAT_ELEMS | BLOB_FORMAT_KEYS), rest)) => {
+        Some((
+            &(BLOB_FORMAT | BLOB_FORMAT_HASHES | BLOB_FORMAT_ELEMS | BLOB_FORMAT_KEYS),
+            rest,
+        )) => {
             let Some((sum, body)) = rest.split_first_chunk::<CHECKSUM_LEN>() else {
                 return Err(corrupt(format!(
                     "{} bytes, too short to hold its checksum",
@@ -914,7 +921,10 @@ async fn load(
             let id: i64 = row.try_get(0).ctx("reading a snapshot chunk id")?;
             let blob: &[u8] = row.try_get(1).ctx("reading a snapshot chunk")?;
             let what = format!("table snapshot, generation {snapshot_gen}, chunk row id {id}");
-            if matches!(blob_format(blob), Some(BLOB_FORMAT | BLOB_FORMAT_ELEMS)) {
+            if matches!(
+                blob_format(blob),
+                Some(BLOB_FORMAT | BLOB_FORMAT_HASHES | BLOB_FORMAT_ELEMS)
+            ) {
                 let chunk: Vec<EntryRef<'_>> = decode_blob(blob, &what, path, false)?;
                 replica.reserve(chunk.len());
                 for e in &chunk {
@@ -938,28 +948,30 @@ async fn load(
             last_log_id = row.try_get(0).ctx("reading a log id")?;
             let blob: &[u8] = row.try_get(1).ctx("reading a log row")?;
             let what = format!("table log, row id {last_log_id}");
-            let (row_vv, row_floors, row_hlc) =
-                if matches!(blob_format(blob), Some(BLOB_FORMAT | BLOB_FORMAT_ELEMS)) {
-                    let record: LogRecord = decode_blob(blob, &what, path, false)?;
-                    log_entries += (record.removed.len() + record.set.len()) as u64;
-                    for r in &record.removed {
-                        replica.load_remove(r.key, r.elem);
-                    }
-                    for e in &record.set {
-                        e.load_into(&mut replica);
-                    }
-                    (record.vv, record.floors, record.hlc)
-                } else {
-                    let record: LogRecordKeys = decode_blob(blob, &what, path, false)?;
-                    log_entries += (record.removed.len() + record.set.len()) as u64;
-                    for k in &record.removed {
-                        replica.load_remove(k, Elem::Key);
-                    }
-                    for e in &record.set {
-                        e.load_into(&mut replica);
-                    }
-                    (record.vv, record.floors, record.hlc)
-                };
+            let (row_vv, row_floors, row_hlc) = if matches!(
+                blob_format(blob),
+                Some(BLOB_FORMAT | BLOB_FORMAT_HASHES | BLOB_FORMAT_ELEMS)
+            ) {
+                let record: LogRecord = decode_blob(blob, &what, path, false)?;
+                log_entries += (record.removed.len() + record.set.len()) as u64;
+                for r in &record.removed {
+                    replica.load_remove(r.key, r.elem);
+                }
+                for e in &record.set {
+                    e.load_into(&mut replica);
+                }
+                (record.vv, record.floors, record.hlc)
+            } else {
+                let record: LogRecordKeys = decode_blob(blob, &what, path, false)?;
+                log_entries += (record.removed.len() + record.set.len()) as u64;
+                for k in &record.removed {
+                    replica.load_remove(k, Elem::Key);
+                }
+                for e in &record.set {
+                    e.load_into(&mut replica);
+                }
+                (record.vv, record.floors, record.hlc)
+            };
             vv.merge(&row_vv);
             floors.merge(&row_floors);
             hlc = hlc.max(Hlc::from_u64(row_hlc));

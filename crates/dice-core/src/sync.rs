@@ -36,7 +36,10 @@ mod serve;
 ///
 /// Version 4 added hash fields ([`crate::Elem::Field`]): a node of version 3 could not
 /// decode them, so it is refused as a peer of another version.
-pub const SYNC_PROTOCOL_VERSION: u16 = 4;
+///
+/// Version 5 added set elements ([`crate::Elem::Member`], [`crate::Elem::SetRemove`]): a node
+/// of version 4 could not decode them either.
+pub const SYNC_PROTOCOL_VERSION: u16 = 5;
 
 /// Bytes before a message's postcard body: the protocol version (2, big-endian) and the
 /// sender's wall-clock milliseconds at send time (8, big-endian).

@@ -200,7 +200,7 @@ fn entry2(e: Entry) -> Entry2 {
 /// A blob of format 3 rewritten in `format` (1: no checksum; 2: checksummed), entries in the
 /// layout of those formats.
 fn old_blob(table: &str, blob: &[u8], format: u8) -> Vec<u8> {
-    assert_eq!(blob[0], 4, "{table}: not in format 4");
+    assert_eq!(blob[0], 5, "{table}: not in format 5");
     let body = &blob[9..];
     let old_body = if table == "log" {
         let row: Row3 = postcard::from_bytes(body).unwrap();
@@ -318,7 +318,7 @@ async fn a_data_dir_of_the_previous_format_upgrades_on_open() {
         .unwrap();
     conn.close().await.unwrap();
     assert_eq!(schema, dice_core::store::SCHEMA_VERSION);
-    assert!(formats.contains(&vec![2u8]) && formats.contains(&vec![4u8]));
+    assert!(formats.contains(&vec![2u8]) && formats.contains(&vec![5u8]));
     let cache = Cache::open(dir.path()).await.unwrap();
     assert_eq!(held(&cache), entries);
     assert_eq!(cache.digest(), digest);
@@ -327,9 +327,15 @@ async fn a_data_dir_of_the_previous_format_upgrades_on_open() {
     cache.close().await.unwrap();
 }
 
-/// Rewrites every stored blob as the previous dice wrote it (format 3: the same body, as no
-/// hash field is stored yet) and the schema version to 3.
+/// Rewrites every stored blob as dice of format 3 wrote it (the same body, as no hash field
+/// or set element is stored yet) and the schema version to 3.
 async fn downgrade_to_format_3(dir: &Path) -> usize {
+    downgrade_to_format(dir, 3).await
+}
+
+/// Rewrites every stored blob as dice of blob format and schema `format` (3 or 4) wrote it:
+/// the same body, as nothing that format lacks is stored yet.
+async fn downgrade_to_format(dir: &Path, format: u8) -> usize {
     let mut conn = sqlite(dir).await;
     let mut n = 0;
     for (table, column) in [("log", "batch"), ("snapshot", "chunk")] {
@@ -340,8 +346,10 @@ async fn downgrade_to_format_3(dir: &Path) -> usize {
         .await
         .unwrap();
         for (id, mut blob) in rows {
-            assert_eq!(blob[0], 4);
-            blob[0] = 3;
+            assert!(blob[0] >= format, "{table}: format {}", blob[0]);
+            if blob[0] > format {
+                blob[0] = format;
+            }
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE {table} SET {column} = ?1 WHERE id = ?2"
             )))
@@ -353,11 +361,13 @@ async fn downgrade_to_format_3(dir: &Path) -> usize {
             n += 1;
         }
     }
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version > 3")
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version > ?1")
+        .bind(i64::from(format))
         .execute(&mut conn)
         .await
         .unwrap();
-    sqlx::query("UPDATE meta SET value = 3 WHERE name = 'blob_format'")
+    sqlx::query("UPDATE meta SET value = ?1 WHERE name = 'blob_format'")
+        .bind(i64::from(format))
         .execute(&mut conn)
         .await
         .unwrap();
@@ -413,8 +423,8 @@ async fn a_data_dir_of_format_3_upgrades_on_open_and_takes_hashes() {
         .await
         .unwrap();
     conn.close().await.unwrap();
-    assert_eq!(schema, 4);
-    assert!(formats.contains(&vec![3u8]) && formats.contains(&vec![4u8]));
+    assert_eq!(schema, 5);
+    assert!(formats.contains(&vec![3u8]) && formats.contains(&vec![5u8]));
     let cache = Cache::open(dir.path()).await.unwrap();
     assert_eq!(held(&cache), entries);
     assert_eq!(cache.digest(), digest);
@@ -423,6 +433,74 @@ async fn a_data_dir_of_format_3_upgrades_on_open_and_takes_hashes() {
         let now = dice_core::now_ms();
         assert_eq!(r.hget(b"h", b"f", now).unwrap(), Some(&b"v"[..]));
         assert_eq!(r.hlen(b"h", now).unwrap(), 2);
+    });
+    cache.close().await.unwrap();
+}
+
+/// A data dir written by the previous dice (blob format 4, schema 4: strings, counters and
+/// hashes) opens as it was, takes sets, and reads back the same after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_format_4_upgrades_on_open_and_takes_sets() {
+    let (dir, _) = dir_with_log_rows().await;
+    {
+        let cache = Cache::open(dir.path()).await.unwrap();
+        let (_, generation) = cache
+            .transact(|tx| {
+                tx.modify(|r, now| r.hset("h".into(), &[("f".into(), "v".into())], false, now))
+            })
+            .await
+            .unwrap();
+        cache.wait_committed(generation.unwrap()).await.unwrap();
+        cache.close().await.unwrap();
+    }
+    let entries = {
+        let cache = Cache::open(dir.path()).await.unwrap();
+        let all = held(&cache);
+        cache.close().await.unwrap();
+        all
+    };
+    assert!(downgrade_to_format(dir.path(), 4).await >= 5);
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    let (added, generation) = cache
+        .transact(|tx| {
+            tx.modify(|r, now| r.sadd("s".into(), &["a".into(), "b".into(), "c".into()], now))
+        })
+        .await
+        .unwrap();
+    assert_eq!(added.unwrap(), 3);
+    cache.wait_committed(generation.unwrap()).await.unwrap();
+    let (removed, generation) = cache
+        .transact(|tx| tx.modify(|r, now| r.srem("s".into(), &["b".into()], now)))
+        .await
+        .unwrap();
+    assert_eq!(removed.unwrap(), 1);
+    cache.wait_committed(generation.unwrap()).await.unwrap();
+    let digest = cache.digest();
+    let entries = held(&cache);
+    cache.close().await.unwrap();
+    let mut conn = sqlite(dir.path()).await;
+    let formats: Vec<Vec<u8>> = sqlx::query_scalar("SELECT substr(batch, 1, 1) FROM log")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let schema: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(schema, 5);
+    assert!(formats.contains(&vec![4u8]) && formats.contains(&vec![5u8]));
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    assert_eq!(cache.digest(), digest);
+    cache.with_replica(|r| {
+        let now = dice_core::now_ms();
+        assert_eq!(r.hget(b"h", b"f", now).unwrap(), Some(&b"v"[..]));
+        let mut members = r.smembers(b"s", now).unwrap();
+        members.sort();
+        assert_eq!(members, vec![&b"a"[..], &b"c"[..]]);
+        assert_eq!(r.key_type(b"s", now).unwrap().name(), "set");
     });
     cache.close().await.unwrap();
 }
@@ -444,7 +522,7 @@ async fn rows_of_the_format_before_checksums_still_load() {
         .unwrap();
     conn.close().await.unwrap();
     let newest = formats.iter().max_by_key(|(id, _)| *id).unwrap();
-    assert_eq!(newest.1, vec![4u8], "{formats:?}");
+    assert_eq!(newest.1, vec![5u8], "{formats:?}");
     assert!(formats.iter().any(|(_, f)| f == &vec![1u8]), "{formats:?}");
     let cache = Cache::open(dir.path()).await.unwrap();
     assert_eq!(held(&cache), entries);

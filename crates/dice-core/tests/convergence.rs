@@ -291,6 +291,23 @@ enum Op {
         key: usize,
         field: Option<u8>,
     },
+    /// `SADD` of one member on set key `key` (a key space of its own, `sNN`).
+    Sadd {
+        node: usize,
+        key: usize,
+        member: u8,
+    },
+    /// `SREM` of one member (`Some`) or `DEL` of the whole set (`None`).
+    Srem {
+        node: usize,
+        key: usize,
+        member: Option<u8>,
+    },
+}
+
+/// A set key (never a key of the string model).
+fn set_key(k: usize) -> Bytes {
+    Bytes::from(format!("s{:02}", k % 4))
 }
 
 /// A hash key (never a key of the string model).
@@ -300,7 +317,7 @@ fn hash_key(k: usize) -> Bytes {
 
 /// A key of the counter or hash key spaces, outside the string model.
 fn is_typed_key(k: &[u8]) -> bool {
-    matches!(k.first(), Some(b'c' | b'h'))
+    matches!(k.first(), Some(b'c' | b'h' | b's'))
 }
 
 /// A counter key (never a key of the string model).
@@ -344,6 +361,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(node, key, field, val)| Op::Hset { node, key, field, val }),
         2 => (0..5usize, 0..4usize, prop::option::weighted(0.8, 0..6u8))
             .prop_map(|(node, key, field)| Op::Hdel { node, key, field }),
+        5 => (0..5usize, 0..4usize, 0..6u8)
+            .prop_map(|(node, key, member)| Op::Sadd { node, key, member }),
+        3 => (0..5usize, 0..4usize, prop::option::weighted(0.8, 0..6u8))
+            .prop_map(|(node, key, member)| Op::Srem { node, key, member }),
     ]
 }
 
@@ -442,6 +463,14 @@ impl Sim {
         match self.split {
             Some(s) => hash_key((k & !1) | usize::from(node == s.c)),
             None => hash_key(k),
+        }
+    }
+
+    /// The set key a write of `node` touches, split as [`Sim::hash_key_for`].
+    fn set_key_for(&self, node: usize, k: usize) -> Bytes {
+        match self.split {
+            Some(s) => set_key((k & !1) | usize::from(node == s.c)),
+            None => set_key(k),
         }
     }
 
@@ -690,6 +719,33 @@ impl Sim {
                 node.record_changes(false);
                 self.log.extend(written.into_iter().filter_map(|c| c.entry));
             }
+            Op::Sadd { node, key, member } => {
+                let key = self.set_key_for(node % n, key);
+                let node = &mut self.nodes[node % n];
+                node.record_changes(true);
+                node.sadd(key, &[Bytes::from(vec![b'm', member])], self.now)
+                    .unwrap();
+                let written = node.take_changes();
+                node.record_changes(false);
+                self.log.extend(written.into_iter().filter_map(|c| c.entry));
+            }
+            Op::Srem { node, key, member } => {
+                let key = self.set_key_for(node % n, key);
+                let node = &mut self.nodes[node % n];
+                node.record_changes(true);
+                match member {
+                    Some(m) => {
+                        node.srem(key, &[Bytes::from(vec![b'm', m])], self.now)
+                            .unwrap();
+                    }
+                    None => {
+                        node.remove_observed(key, self.now).unwrap();
+                    }
+                }
+                let written = node.take_changes();
+                node.record_changes(false);
+                self.log.extend(written.into_iter().filter_map(|c| c.entry));
+            }
             Op::Hdel { node, key, field } => {
                 let key = self.hash_key_for(node % n, key);
                 let node = &mut self.nodes[node % n];
@@ -773,9 +829,11 @@ impl Sim {
             let live = |r: &Replica| -> Vec<Entry> {
                 sorted_entries(r)
                     .into_iter()
-                    .filter(|e| !e.is_dead(now) && !is_counter_key(&e.key))
+                    .filter(|e| !e.is_dead(now) && !is_counter_key(&e.key) && !e.elem.is_set())
                     .collect()
             };
+            // Set elements a removal made garbage may be collected on one node and not yet
+            // on another: sets are compared by their members below.
             assert_eq!(live(r), live(first), "live entries of node {i} and node 0");
             // The digest covers the entries holding a value, expired or not: equal wherever
             // those are (GC may have dropped an expired one on one node and not yet on another).
@@ -784,7 +842,7 @@ impl Sim {
             let valued = |r: &Replica| -> Vec<Entry> {
                 sorted_entries(r)
                     .into_iter()
-                    .filter(|e| e.value.is_some() && !e.elem.is_counter())
+                    .filter(|e| e.value.is_some() && !e.elem.is_counter() && !e.elem.is_set())
                     .collect()
             };
             if exact || valued(r) == valued(first) {
@@ -852,6 +910,56 @@ impl Sim {
                     greatest,
                     "node {i}: hash {key:?} is not its greatest writes"
                 );
+            }
+            // Sets: every node reads the same members, and exactly the observed-remove set of
+            // every add and removal ever written: a member is present iff the newest add of
+            // some node is observed by no removal (add wins).
+            for k in 0..4 {
+                let key = set_key(k);
+                let members = |r: &Replica| {
+                    let mut m: Vec<Vec<u8>> = r
+                        .smembers(&key, now)
+                        .unwrap()
+                        .into_iter()
+                        .map(<[u8]>::to_vec)
+                        .collect();
+                    m.sort();
+                    m
+                };
+                assert_eq!(members(r), members(first), "node {i} reads set {key:?}");
+                let mut adds: BTreeMap<(dice_core::entry::FieldId, NodeId), &Entry> =
+                    BTreeMap::new();
+                let mut observed: BTreeMap<(dice_core::entry::FieldId, NodeId), u64> =
+                    BTreeMap::new();
+                for e in self.log.iter().filter(|e| e.key == key) {
+                    match e.elem {
+                        Elem::Member(id, o) => {
+                            let cur = adds.entry((id, o)).or_insert(e);
+                            if cur.seq < e.seq {
+                                *cur = e;
+                            }
+                        }
+                        Elem::SetRemove(..) => {
+                            let rec = dice_core::set::RemoveRecord::decode(
+                                e.value.as_deref().unwrap_or_default(),
+                            )
+                            .unwrap();
+                            for o in rec.0 {
+                                let seen = observed.entry((o.id, o.origin)).or_default();
+                                *seen = (*seen).max(o.seq);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let mut want: Vec<Vec<u8>> = adds
+                    .iter()
+                    .filter(|(k, e)| observed.get(k).is_none_or(|&s| s < e.seq))
+                    .filter_map(|(_, e)| e.value.as_ref().map(|v| v.to_vec()))
+                    .collect();
+                want.sort();
+                want.dedup();
+                assert_eq!(members(r), want, "node {i}: set {key:?} is not add-wins");
             }
             // Counters: every increment counts, exactly, wherever it was made; reset ones
             // read the same on every node.

@@ -444,3 +444,109 @@ async fn noeviction_refuses_new_hash_fields() {
     assert_eq!(removed.unwrap(), 1);
     cache.close().await.unwrap();
 }
+
+/// Sets are evicted like hashes (a set is found through its members, and removed as this
+/// node observed it), and memory stays bounded under a flood of set members.
+#[tokio::test]
+async fn sets_are_evicted_and_memory_stays_bounded() {
+    let (_d, cache) = cache_with(Policy::AllKeysLru, MAX).await;
+    for i in 0..2_000 {
+        let key = Bytes::from(format!("s{i:05}"));
+        let members: Vec<Bytes> = (0..10)
+            .map(|m| Bytes::from(format!("member-{m}-{}", "x".repeat(100))))
+            .collect();
+        cache
+            .transact(|tx| tx.modify(|r, now| r.sadd(key.clone(), &members, now)))
+            .await
+            .unwrap()
+            .0
+            .unwrap();
+    }
+    cache.flush().await.unwrap();
+    assert_bounded(&cache).await;
+    let stats = cache.with_replica(|r| r.stats().evicted_keys);
+    assert!(stats > 0, "nothing evicted");
+    let kept = (0..2_000)
+        .filter(|i| {
+            cache.with_replica(|r| r.contains(format!("s{i:05}").as_bytes(), cache.now_ms()))
+        })
+        .count();
+    assert!(kept > 0 && kept < 2_000, "kept {kept} of 2000 sets");
+    // A set that was evicted reads as absent whole, one that was kept whole.
+    cache.with_replica(|r| {
+        for i in 0..2_000 {
+            let n = r
+                .scard(format!("s{i:05}").as_bytes(), cache.now_ms())
+                .unwrap();
+            assert!(n == 0 || n == 10, "s{i:05} holds {n} members");
+        }
+    });
+    cache.close().await.unwrap();
+}
+
+/// Under `noeviction`, `SADD` is refused with `OutOfMemory`; `SREM` goes on.
+#[tokio::test]
+async fn noeviction_refuses_new_set_members() {
+    let (_d, cache) = cache_with(Policy::NoEviction, MAX).await;
+    let mut refused = None;
+    for i in 0..2_000 {
+        let key = Bytes::from(format!("s{i:05}"));
+        let members = vec![Bytes::from(format!("m{}", "x".repeat(1000)))];
+        let (res, _) = cache
+            .transact(|tx| {
+                tx.room()?;
+                tx.modify(|r, now| r.sadd(key.clone(), &members, now))
+            })
+            .await
+            .unwrap();
+        if let Err(e) = res {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (i, e) = refused.expect("writes past the limit are refused");
+    assert!(matches!(e, dice_core::Error::OutOfMemory), "{e}");
+    let key = Bytes::from(format!("s{:05}", i - 1));
+    let member = Bytes::from(format!("m{}", "x".repeat(1000)));
+    let (removed, _) = cache
+        .transact(|tx| tx.modify(|r, now| r.srem(key.clone(), std::slice::from_ref(&member), now)))
+        .await
+        .unwrap();
+    assert_eq!(removed.unwrap(), 1);
+    cache.close().await.unwrap();
+}
+
+/// An eviction of a set removes the adds its node observed: a member added concurrently on
+/// another node survives it everywhere, and the evicted members never come back.
+#[test]
+fn evicting_a_set_keeps_the_adds_it_did_not_observe() {
+    let mut n = three();
+    n[0].sadd(
+        kname(1),
+        &[Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+        T0,
+    )
+    .unwrap();
+    sync_all(&mut n, T0 + 1);
+    assert!(n[0].evict(kname(1), T0 + 10).unwrap());
+    assert!(!n[0].contains(&kname(1), T0 + 10));
+    n[1].sadd(kname(1), &[Bytes::from_static(b"c")], T0 + 11)
+        .unwrap();
+    sync_all(&mut n, T0 + 20);
+    for r in &n {
+        assert_eq!(
+            r.smembers(&kname(1), T0 + 20).unwrap(),
+            vec![b"c".as_slice()]
+        );
+        assert_eq!(r.digest(), n[0].digest());
+    }
+    // A node alone drops a set through removals like any other node (its removals are
+    // collected with the adds once stable).
+    let mut alone = Replica::new(id(9), Limits::default());
+    alone
+        .sadd(kname(2), &[Bytes::from_static(b"x")], T0)
+        .unwrap();
+    assert!(alone.evict(kname(2), T0 + 1).unwrap());
+    assert!(!alone.contains(&kname(2), T0 + 1));
+    assert!(!alone.evict(kname(2), T0 + 2).unwrap(), "evicted twice");
+}

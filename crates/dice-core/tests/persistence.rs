@@ -679,6 +679,7 @@ async fn subscribers_see_local_and_remote_changes() {
             expires_at_ms: None,
             source: ChangeSource::Local,
             hash_field: false,
+            set_member: false,
         }
     );
     assert_eq!(
@@ -689,6 +690,7 @@ async fn subscribers_see_local_and_remote_changes() {
             expires_at_ms: None,
             source: ChangeSource::Local,
             hash_field: false,
+            set_member: false,
         }
     );
     assert_eq!(
@@ -699,6 +701,7 @@ async fn subscribers_see_local_and_remote_changes() {
             expires_at_ms: e.expires_at_ms,
             source: ChangeSource::Local,
             hash_field: false,
+            set_member: false,
         }
     );
     assert!(e.expires_at_ms.is_some());
@@ -727,6 +730,7 @@ async fn subscribers_see_local_and_remote_changes() {
                 expires_at_ms: None,
                 source: ChangeSource::Remote,
                 hash_field: false,
+                set_member: false,
             },
             Event {
                 key: Bytes::from_static(b"b2"),
@@ -734,6 +738,7 @@ async fn subscribers_see_local_and_remote_changes() {
                 expires_at_ms: None,
                 source: ChangeSource::Remote,
                 hash_field: false,
+                set_member: false,
             },
         ]
     );

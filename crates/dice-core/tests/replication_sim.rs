@@ -2,13 +2,13 @@
 //! the same [`Replicator`] the libp2p event loop uses (pushes, acks, pacing, retries, catch-up
 //! scheduling), over a network that loses, delays and reorders messages and is cut and healed
 //! at random. After healing, everything converges to the greatest write of every key, and
-//! every counter to the exact sum of its increments, with garbage collection running
-//! throughout.
+//! every counter to the exact sum of its increments, and every set to the observed-remove
+//! set of all its adds and removals (add wins), with garbage collection running throughout.
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use dice_core::{
-    Entry, Failure, Increment, Limits, NodeId, Outgoing, Purpose, Replica, ReplicaEndpoint,
+    Elem, Entry, Failure, Increment, Limits, NodeId, Outgoing, Purpose, Replica, ReplicaEndpoint,
     ReplicationConfig, Replicator, SyncLimits, SyncMessage,
 };
 use proptest::prelude::*;
@@ -56,6 +56,18 @@ enum Op {
         key: u8,
         by: i32,
     },
+    /// `SADD` of one member on set key `key` (its own key space, `sNN`).
+    Sadd {
+        node: usize,
+        key: u8,
+        member: u8,
+    },
+    /// `SREM` of one member (`Some`) or `DEL` of the whole set (`None`).
+    Srem {
+        node: usize,
+        key: u8,
+        member: Option<u8>,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +92,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..5usize, 0..5usize).prop_map(|(a, b)| Op::Heal { a, b }),
         2 => (0..5usize).prop_map(Op::Gc),
         4 => (0..5usize, 0..3u8, any::<i32>()).prop_map(|(node, key, by)| Op::Incr { node, key, by }),
+        4 => (0..5usize, 0..3u8, 0..5u8).prop_map(|(node, key, member)| Op::Sadd { node, key, member }),
+        2 => (0..5usize, 0..3u8, prop::option::weighted(0.8, 0..5u8))
+            .prop_map(|(node, key, member)| Op::Srem { node, key, member }),
     ]
 }
 
@@ -115,7 +130,45 @@ struct Sim {
     model: BTreeMap<Bytes, Entry>,
     /// Every counter key's sum of increments.
     sums: BTreeMap<Bytes, i128>,
+    /// Every set element ever written (adds and removals), for the add-wins oracle.
+    set_log: Vec<Entry>,
     grace: u64,
+}
+
+/// The members an observed-remove set holds after every add and removal of `log` on `key`:
+/// a member is present iff the newest add of some node is observed by no removal.
+fn or_set_members(log: &[Entry], key: &[u8]) -> Vec<Vec<u8>> {
+    use dice_core::entry::FieldId;
+    let mut adds: BTreeMap<(FieldId, NodeId), &Entry> = BTreeMap::new();
+    let mut observed: BTreeMap<(FieldId, NodeId), u64> = BTreeMap::new();
+    for e in log.iter().filter(|e| e.key.as_ref() == key) {
+        match e.elem {
+            Elem::Member(id, o) => {
+                let cur = adds.entry((id, o)).or_insert(e);
+                if cur.seq < e.seq {
+                    *cur = e;
+                }
+            }
+            Elem::SetRemove(..) => {
+                let rec =
+                    dice_core::set::RemoveRecord::decode(e.value.as_deref().unwrap_or_default())
+                        .unwrap();
+                for o in rec.0 {
+                    let seen = observed.entry((o.id, o.origin)).or_default();
+                    *seen = (*seen).max(o.seq);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut want: Vec<Vec<u8>> = adds
+        .iter()
+        .filter(|(k, e)| observed.get(k).is_none_or(|&s| s < e.seq))
+        .filter_map(|(_, e)| e.value.as_ref().map(|v| v.to_vec()))
+        .collect();
+    want.sort();
+    want.dedup();
+    want
 }
 
 fn id(i: usize) -> NodeId {
@@ -145,6 +198,7 @@ impl Sim {
             cut: BTreeSet::new(),
             model: BTreeMap::new(),
             sums: BTreeMap::new(),
+            set_log: Vec::new(),
             grace,
         };
         for a in 0..n {
@@ -356,6 +410,31 @@ impl Sim {
                     .unwrap();
                 *self.sums.entry(key).or_default() += i128::from(by);
             }
+            Op::Sadd { node, key, member } => {
+                let key = Bytes::from(format!("s{key:02}"));
+                let r = &mut self.nodes[node % n].replica;
+                let before = r.local_seq();
+                r.sadd(key, &[Bytes::from(vec![b'm', member])], self.now_ms)
+                    .unwrap();
+                self.set_log
+                    .extend(r.local_entries_after(before, usize::MAX));
+            }
+            Op::Srem { node, key, member } => {
+                let key = Bytes::from(format!("s{key:02}"));
+                let r = &mut self.nodes[node % n].replica;
+                let before = r.local_seq();
+                match member {
+                    Some(m) => {
+                        r.srem(key, &[Bytes::from(vec![b'm', m])], self.now_ms)
+                            .unwrap();
+                    }
+                    None => {
+                        r.remove_observed(key, self.now_ms).unwrap();
+                    }
+                }
+                self.set_log
+                    .extend(r.local_entries_after(before, usize::MAX));
+            }
         }
     }
 
@@ -426,6 +505,21 @@ impl Sim {
                     r.get(key, now).map(Bytes::copy_from_slice),
                     Some(Bytes::from(sum.to_string())),
                     "node {i}: counter {key:?} is not the sum of its increments"
+                );
+            }
+            for k in 0..3u8 {
+                let key = format!("s{k:02}");
+                let mut got: Vec<Vec<u8>> = r
+                    .smembers(key.as_bytes(), now)
+                    .unwrap()
+                    .into_iter()
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                got.sort();
+                assert_eq!(
+                    got,
+                    or_set_members(&self.set_log, key.as_bytes()),
+                    "node {i}: set {key:?} is not add-wins"
                 );
             }
         }

@@ -22,7 +22,26 @@ fn the_send_time_round_trips_and_zero_means_none() {
 
 #[test]
 fn a_message_of_the_previous_version_is_refused_saying_so() {
-    assert_eq!(SYNC_PROTOCOL_VERSION, 4);
+    assert_eq!(SYNC_PROTOCOL_VERSION, 5);
+    // Version 4: the header of today; a node of version 4 cannot decode set elements.
+    let mut v4 = 4u16.to_be_bytes().to_vec();
+    v4.extend(5u64.to_be_bytes());
+    v4.extend(postcard::to_allocvec(&msg()).unwrap());
+    let err = SyncMessage::decode(&v4, &SyncLimits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WireError::UnsupportedVersion {
+                found: 4,
+                supported: 5
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "sync protocol version 4 is not supported (this node speaks version 5)"
+    );
     // Version 3: the header of today; a node of version 3 cannot decode hash fields.
     let mut v3 = 3u16.to_be_bytes().to_vec();
     v3.extend(5u64.to_be_bytes());
@@ -33,14 +52,14 @@ fn a_message_of_the_previous_version_is_refused_saying_so() {
             err,
             WireError::UnsupportedVersion {
                 found: 3,
-                supported: 4
+                supported: 5
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "sync protocol version 3 is not supported (this node speaks version 4)"
+        "sync protocol version 3 is not supported (this node speaks version 5)"
     );
     // Version 2: the header of today, entries without elements.
     let mut v2 = 2u16.to_be_bytes().to_vec();
@@ -52,14 +71,14 @@ fn a_message_of_the_previous_version_is_refused_saying_so() {
             err,
             WireError::UnsupportedVersion {
                 found: 2,
-                supported: 4
+                supported: 5
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "sync protocol version 2 is not supported (this node speaks version 4)"
+        "sync protocol version 2 is not supported (this node speaks version 5)"
     );
     // Version 1: the postcard body right after the version, no send time.
     let mut v1 = 1u16.to_be_bytes().to_vec();
@@ -70,14 +89,14 @@ fn a_message_of_the_previous_version_is_refused_saying_so() {
             err,
             WireError::UnsupportedVersion {
                 found: 1,
-                supported: 4
+                supported: 5
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "sync protocol version 1 is not supported (this node speaks version 4)"
+        "sync protocol version 1 is not supported (this node speaks version 5)"
     );
     // Even when the rest is too short for a version-2 header.
     let err = SyncMessage::decode(&[0, 1, 3], &SyncLimits::default()).unwrap_err();

@@ -62,7 +62,7 @@ async fn the_clock_offset_between_two_local_nodes_is_reported_and_small() {
     }
 }
 
-/// A peer that speaks the previous sync protocol (the name `/dice/<cluster>/sync/2`) is
+/// A peer that speaks the previous sync protocol (`/dice/<cluster>/sync/4`, before sets) is
 /// not taken for a member: our catch-up request to it fails to negotiate, and it is counted
 /// as foreign and disconnected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +89,11 @@ async fn a_peer_of_the_previous_sync_version_is_refused() {
             request_response::Behaviour::with_codec(
                 dice_net::codec::FrameCodec::new(1024 * 1024),
                 [(
-                    StreamProtocol::new("/dice/default/sync/2"),
+                    StreamProtocol::try_from_owned(format!(
+                        "/dice/default/sync/{}",
+                        dice_core::SYNC_PROTOCOL_VERSION - 1
+                    ))
+                    .unwrap(),
                     ProtocolSupport::Full,
                 )],
                 request_response::Config::default(),

@@ -441,6 +441,7 @@ pub(crate) mod notify {
     const GENERIC: u32 = 1 << 2;
     const STRING: u32 = 1 << 3;
     const HASH: u32 = 1 << 6;
+    const SET: u32 = 1 << 5;
 
     fn all() -> u32 {
         CLASSES.iter().fold(0, |a, (_, f)| a | f)
@@ -541,6 +542,8 @@ pub(crate) mod notify {
                             continue;
                         }
                         match ev.value {
+                            Some(_) if ev.set_member => fire(&hub, f, SET, "sadd", &ev.key),
+                            None if ev.set_member => fire(&hub, f, SET, "srem", &ev.key),
                             Some(_) if ev.hash_field => fire(&hub, f, HASH, "hset", &ev.key),
                             None if ev.hash_field => fire(&hub, f, HASH, "hdel", &ev.key),
                             Some(_) => {

@@ -106,6 +106,11 @@ async fn noeviction_answers_oom_and_lets_reads_and_deletes_through() {
     common::exchange(&mut raw, b"SET another v\r\n", oom.as_bytes()).await;
     common::exchange(&mut raw, b"INCR counter\r\n", oom.as_bytes()).await;
     common::exchange(&mut raw, b"APPEND k0 more\r\n", oom.as_bytes()).await;
+    // Set writes that add data are refused like HSET; SREM goes on.
+    common::exchange(&mut raw, b"SADD set m\r\n", oom.as_bytes()).await;
+    common::exchange(&mut raw, b"SUNIONSTORE dst set\r\n", oom.as_bytes()).await;
+    common::exchange(&mut raw, b"SMOVE set dst m\r\n", oom.as_bytes()).await;
+    common::exchange(&mut raw, b"SREM set m\r\n", b":0\r\n").await;
     let v: Vec<u8> = q(&mut c, &[b"GET", b"k0"]).await;
     assert_eq!(v, value);
     let gone: Option<Vec<u8>> = q(&mut c, &[b"GET", format!("k{n}").as_bytes()]).await;

@@ -169,9 +169,12 @@ impl Replica {
             for id in fields {
                 self.remove(&key, Elem::Field(id), ChangeSource::Local);
             }
+            self.drop_set_elements(&key);
             self.remove(&key, Elem::Key, ChangeSource::Local);
         } else {
-            self.write(key, None, None, now_ms)?;
+            self.write(key.clone(), None, None, now_ms)?;
+            // The adds of a set the removal just observed are dead: free them now.
+            self.drop_dead_adds(&key);
         }
         self.stats.evicted_keys += 1;
         Ok(true)

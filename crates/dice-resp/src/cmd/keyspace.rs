@@ -49,6 +49,39 @@ fn is_hash(db: &dyn Db, key: &[u8]) -> bool {
     db.replica().key_type(key, db.now()) == Some(KeyType::Hash)
 }
 
+/// Whether `key` is a set.
+fn is_set(db: &dyn Db, key: &[u8]) -> bool {
+    db.replica().key_type(key, db.now()) == Some(KeyType::Set)
+}
+
+/// Sets the expiry of the set `key` (every member added again with it).
+fn expire_set(db: &mut dyn Db, key: &[u8], at: Option<u64>) -> dice_core::Result<()> {
+    let owned = Bytes::copy_from_slice(key);
+    db.modify(owned.clone(), &mut |r, now| {
+        r.expire_set(owned.clone(), at, now).map(|_| ())
+    })
+}
+
+/// Copies the set `from` over `to` (whatever `to` held goes, as observed), with its expiry.
+fn copy_set(db: &mut dyn Db, from: &[u8], to: &[u8]) -> dice_core::Result<()> {
+    let (r, now) = (db.replica(), db.now());
+    let members: Vec<Bytes> = r
+        .smembers(from, now)?
+        .into_iter()
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let expiry = r.key_expiry(from, now).flatten();
+    let to = Bytes::copy_from_slice(to);
+    db.modify(to.clone(), &mut |r, now| {
+        r.remove_observed(to.clone(), now)?;
+        r.sadd(to.clone(), &members, now)?;
+        if expiry.is_some() {
+            r.expire_set(to.clone(), expiry, now)?;
+        }
+        Ok(())
+    })
+}
+
 /// Sets the expiry of the hash `key` (every field written again with it).
 fn expire_hash(db: &mut dyn Db, key: &[u8], at: Option<u64>) -> dice_core::Result<()> {
     let owned = Bytes::copy_from_slice(key);
@@ -116,9 +149,11 @@ pub(crate) fn expire(
     if !allowed {
         return write_integer(ctx.out, 0);
     }
-    if is_hash(db, key) {
+    if is_hash(db, key) || is_set(db, key) {
         let done = if when <= now {
             remove_observed(db, key).map(|_| ())
+        } else if is_set(db, key) {
+            expire_set(db, key, Some(when as u64))
         } else {
             expire_hash(db, key, Some(when as u64))
         };
@@ -172,11 +207,16 @@ pub(crate) fn expiretime(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, m
 /// `PERSIST key`: 1 if an expiry was removed (a new write of the value with none).
 pub(crate) fn persist(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     let key = req.arg(1);
-    if is_hash(db, key) {
+    if is_hash(db, key) || is_set(db, key) {
         if db.replica().key_expiry(key, db.now()).flatten().is_none() {
             return write_integer(ctx.out, 0);
         }
-        return match expire_hash(db, key, None) {
+        let done = if is_set(db, key) {
+            expire_set(db, key, None)
+        } else {
+            expire_hash(db, key, None)
+        };
+        return match done {
             Ok(()) => write_integer(ctx.out, 1),
             Err(e) => ctx.cache_error(&e),
         };
@@ -190,7 +230,7 @@ pub(crate) fn persist(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     }
 }
 
-/// `TYPE key`: `string`, `hash`, or `none` if absent.
+/// `TYPE key`: `string`, `hash`, `set`, or `none` if absent.
 pub(crate) fn type_of(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     let t = db
         .replica()
@@ -237,6 +277,14 @@ pub(crate) fn rename(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, nx: b
     }
     if nx && db.exists(to) {
         return write_integer(ctx.out, 0);
+    }
+    if is_set(db, from) {
+        let done = copy_set(db, from, to).and_then(|()| remove_observed(db, from).map(|_| ()));
+        return match done {
+            Ok(()) if nx => write_integer(ctx.out, 1),
+            Ok(()) => write_simple(ctx.out, "OK"),
+            Err(e) => ctx.cache_error(&e),
+        };
     }
     if is_hash(db, from) {
         let done = copy_hash(db, from, to).and_then(|()| remove_observed(db, from).map(|_| ()));
@@ -286,6 +334,12 @@ pub(crate) fn copy(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     }
     if !db.exists(from) || (!replace && db.exists(to)) {
         return write_integer(ctx.out, 0);
+    }
+    if is_set(db, from) {
+        return match db.room().and_then(|()| copy_set(db, from, to)) {
+            Ok(()) => write_integer(ctx.out, 1),
+            Err(e) => ctx.cache_error(&e),
+        };
     }
     if is_hash(db, from) {
         return match db.room().and_then(|()| copy_hash(db, from, to)) {
@@ -603,7 +657,9 @@ fn scan_args<'a>(ctx: &mut Ctx<'_>, req: &Request<'a>) -> Option<ScanArgs<'a>> {
                     args.kind = Some(Some(KeyType::String));
                 } else if is(v, "hash") {
                     args.kind = Some(Some(KeyType::Hash));
-                } else if ["list", "set", "zset", "stream"].iter().any(|t| is(v, t)) {
+                } else if is(v, "set") {
+                    args.kind = Some(Some(KeyType::Set));
+                } else if ["list", "zset", "stream"].iter().any(|t| is(v, t)) {
                     args.kind = Some(None);
                 } else {
                     let text = format!("ERR unknown type name '{}'", truncated(v, 128));
