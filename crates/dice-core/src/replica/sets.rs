@@ -107,8 +107,13 @@ impl Replica {
                     expires_at_ms: r.expires_at_ms(),
                     hash: record_hash(r),
                 };
-                let m = state.members.entry(id).or_default();
+                let m = state.members.entry(id).or_insert_with(|| {
+                    self.set_members += 1;
+                    MemberState::default()
+                });
                 m.adds.retain(|a| a.origin != origin);
+                // Most members have one add: a first push would reserve room for four.
+                m.adds.reserve_exact(1);
                 m.adds.push(add);
                 self.refresh_members(key, &[id]);
             }
@@ -117,12 +122,13 @@ impl Replica {
                 let mut ids = Vec::new();
                 if let Some(obs) = r.value().and_then(|v| observations(v).ok()) {
                     for o in obs {
-                        state
-                            .members
-                            .entry(o.id)
-                            .or_default()
-                            .observed
-                            .push((o.origin, o.seq));
+                        let m = state.members.entry(o.id).or_insert_with(|| {
+                            self.set_members += 1;
+                            MemberState::default()
+                        });
+                        let observed = &mut m.observed;
+                        observed.reserve_exact(1);
+                        observed.push((o.origin, o.seq));
                         ids.push(o.id);
                     }
                 }
@@ -192,7 +198,10 @@ impl Replica {
                 delta = delta.wrapping_sub(a.hash);
             }
             state.dead_adds -= m.dead;
-            let counted: Vec<Add> = m.adds.iter().filter(|a| m.counts(a)).copied().collect();
+            // Sized exactly: a collected `filter` would reserve room for four adds.
+            let mut counted: Vec<Add> =
+                Vec::with_capacity(m.adds.iter().filter(|a| m.counts(a)).count());
+            counted.extend(m.adds.iter().filter(|a| m.counts(a)).copied());
             m.dead = m.adds.len() - counted.len();
             state.dead_adds += m.dead;
             for a in &counted {
@@ -208,6 +217,7 @@ impl Replica {
             m.counted = counted;
             if m.adds.is_empty() && m.observed.is_empty() {
                 state.members.remove(id);
+                self.set_members -= 1;
             }
         }
         self.valued_hash = self.valued_hash.wrapping_add(delta);
