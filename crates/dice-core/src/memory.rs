@@ -19,6 +19,11 @@ pub const TIME_INDEX_ENTRY: usize = 40;
 /// A key holding elements besides its string (a counter): its map entry, the copy of its
 /// key's handle, the set of its elements and its rendered value.
 pub const TYPED_KEY: usize = 160;
+/// A member in a set's index besides its records: its entry in the set's map of members,
+/// its add as held and as counted, and its slot in the set's order by version (measured
+/// with `bench/types.sh`: RSS per member of 1,000 sets of 1,000 members, less what the
+/// records cost).
+pub const SET_MEMBER: usize = 300;
 /// A pending change waiting for its group commit: the dirty set's slot and the entry's two
 /// handles, besides the key and value bytes.
 pub const PENDING_CHANGE: usize = 120;
@@ -38,6 +43,8 @@ pub struct ReplicaMemory {
     pub tombstones: usize,
     /// Keys holding counter (or other typed) elements.
     pub typed_keys: usize,
+    /// Members in the sets' indexes ([`SET_MEMBER`] each).
+    pub set_members: usize,
     /// Bytes of the eviction access table.
     pub access_table: usize,
 }
@@ -50,6 +57,7 @@ impl ReplicaMemory {
             + self.map_slots * MAP_SLOT
             + (self.expiring + self.tombstones) * TIME_INDEX_ENTRY
             + self.typed_keys * TYPED_KEY
+            + self.set_members * SET_MEMBER
             + self.access_table
     }
 }
@@ -85,6 +93,7 @@ mod tests {
             expiring: 1,
             tombstones: 1,
             typed_keys: 1,
+            set_members: 3,
             access_table: 8,
         };
         assert_eq!(
@@ -93,6 +102,7 @@ mod tests {
                 + 4 * MAP_SLOT
                 + 2 * TIME_INDEX_ENTRY
                 + TYPED_KEY
+                + 3 * SET_MEMBER
                 + 8
         );
         let u = Usage {

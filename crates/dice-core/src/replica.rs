@@ -144,6 +144,8 @@ pub struct Replica {
     expiring_fields: BTreeSet<(u64, NodeId, u64)>,
     /// The keys holding set elements, with their members and removals.
     sets: HashMap<Bytes, sets::SetState>,
+    /// Members tracked by the sets' indexes, all keys together (for `used_memory`).
+    set_members: usize,
     hasher: foldhash::fast::RandomState,
     vv: VersionVector,
     floors: VersionVector,
@@ -205,6 +207,7 @@ impl Replica {
             hashes: HashMap::new(),
             expiring_fields: BTreeSet::new(),
             sets: HashMap::new(),
+            set_members: 0,
             hasher: foldhash::fast::RandomState::default(),
             vv: VersionVector::default(),
             floors: VersionVector::default(),

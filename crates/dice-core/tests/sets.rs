@@ -254,6 +254,8 @@ fn garbage_collection_drops_a_removed_set_whole() {
     r.remove_observed(b("gone"), T0).unwrap();
     r.sadd(b("exp"), &bs(&["x"]), T0).unwrap();
     r.expire_set(b("exp"), Some(T0 + 10), T0).unwrap();
+    // Tracked: a, b, c, x of "gone" and y, x of "exp" (the same name in another set).
+    assert_eq!(r.memory().set_members, 6);
     let before = r.entry_count();
     r.gc(T0 + 1_000, 100);
     r.gc(T0 + 1_001, 100);
@@ -268,6 +270,8 @@ fn garbage_collection_drops_a_removed_set_whole() {
     assert_eq!(members(&r, "s", T0 + 2_000), ["b", "c"]);
     assert!(!r.contains(b"gone", T0 + 2_000));
     assert!(!r.contains(b"exp", T0 + 2_000));
+    // `used_memory` counts the members the sets' indexes still track: b and c.
+    assert_eq!(r.memory().set_members, 2);
     assert_eq!(r.digest(), r.digest_by_scan());
     assert_eq!(r.bucket_digests(), &r.bucket_digests_by_scan()[..]);
 }

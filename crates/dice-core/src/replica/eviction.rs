@@ -16,6 +16,7 @@ impl Replica {
             expiring: self.expiring.len(),
             tombstones: self.tombstones.len(),
             typed_keys: self.typed.len(),
+            set_members: self.set_members,
             access_table: self.access.heap_bytes(),
         }
     }
