@@ -34,6 +34,9 @@ pub enum ChangeSource {
     Remote,
     /// A dead entry dropped by garbage collection or by a full resync.
     Dropped,
+    /// A removal made on this replica by eviction (a local write: see
+    /// [`Replica::evict`]). Peers apply it as they apply any removal ([`ChangeSource::Remote`]).
+    Evicted,
     /// A change undone because the group commit that carried it failed: the key is back to
     /// what it held durably.
     RolledBack,

@@ -30,6 +30,13 @@ impl Replica {
         &self.access
     }
 
+    /// The access frequency eviction ranks `key` by, under an LFU policy (Redis's
+    /// `OBJECT FREQ`): the logarithmic counter of its slot, decayed to `now_ms`. `None` under
+    /// any other policy.
+    pub fn access_frequency(&self, key: &[u8], now_ms: u64) -> Option<u8> {
+        self.access.frequency(self.hash(key, Elem::Key), now_ms)
+    }
+
     /// Notes an access to `key` (a read or a write) in the access table, if there is one.
     pub(super) fn touch(&self, key: &[u8], now_ms: u64) {
         if self.access.heap_bytes() > 0 {
@@ -159,6 +166,7 @@ impl Replica {
         if !self.contains(&key, now_ms) {
             return Ok(false);
         }
+        let first_change = self.changes.as_ref().map_or(0, Vec::len);
         if self.shares_nothing() && !self.has_elements(&key) {
             // Nobody else can hold a copy: drop the key's string and fields outright.
             let fields: Vec<crate::entry::FieldId> = self
@@ -172,6 +180,12 @@ impl Replica {
             self.remove(&key, Elem::Key, ChangeSource::Local);
         } else {
             self.write(key, None, None, now_ms)?;
+        }
+        // Recorded as local writes; subscribers see them as evictions (Redis's `evicted`).
+        if let Some(changes) = self.changes.as_mut() {
+            for c in changes.iter_mut().skip(first_change) {
+                c.source = ChangeSource::Evicted;
+            }
         }
         self.stats.evicted_keys += 1;
         Ok(true)
