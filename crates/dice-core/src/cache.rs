@@ -814,6 +814,25 @@ impl Cache {
         st.refused.as_ref().map(|r| r.why.to_string())
     }
 
+    /// Notes what a peer acknowledged holding; under a memory limit, drops the tombstones
+    /// that became stable with it.
+    fn note_acknowledgement(&self, from: NodeId, vv: &VersionVector) {
+        let shared = self.shared();
+        let dropped = {
+            let mut st = shared.state.write();
+            let now = self.now_ms();
+            st.replica.note_member(from, Some(vv), now);
+            let dropped = collect_if_limited(&mut st, now);
+            if dropped > 0 {
+                record(shared, &mut st);
+            }
+            dropped
+        };
+        if dropped > 0 {
+            shared.wake_writer.notify_one();
+        }
+    }
+
     /// Starts a catch-up session with a peer; send the returned message to it.
     pub fn start_sync(&self) -> (SyncSession, SyncMessage) {
         let st = self.shared().state.read();
@@ -831,6 +850,7 @@ impl Cache {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
             let step = session.handle(&mut st.replica, reply, self.now_ms());
+            collect_if_limited(&mut st, self.now_ms());
             make_room(shared, &mut st, self.now_ms());
             record(shared, &mut st);
             step
@@ -847,20 +867,12 @@ impl Cache {
             SyncMessage::Request(req) => {
                 // What the asker holds is its acknowledgement (a short write), then the page
                 // is built under the read lock only.
-                shared
-                    .state
-                    .write()
-                    .replica
-                    .note_member(req.from, Some(&req.vv), self.now_ms());
+                self.note_acknowledgement(req.from, &req.vv);
                 let st = shared.state.read();
                 Ok(Some(st.replica.serve(&req, &shared.options.sync_limits)))
             }
             SyncMessage::Ack(ack) => {
-                shared
-                    .state
-                    .write()
-                    .replica
-                    .note_member(ack.from, Some(&ack.vv), self.now_ms());
+                self.note_acknowledgement(ack.from, &ack.vv);
                 Ok(None)
             }
             SyncMessage::Push(push) => {
@@ -868,6 +880,7 @@ impl Cache {
                     let mut st = shared.state.write();
                     refuse_if_failing(&st)?;
                     let reply = st.replica.receive_push(push, self.now_ms());
+                    collect_if_limited(&mut st, self.now_ms());
                     make_room(shared, &mut st, self.now_ms());
                     record(shared, &mut st);
                     reply
@@ -1156,6 +1169,10 @@ fn make_room(shared: &Shared, st: &mut State, now: u64) -> bool {
     };
     let limit = st.limit;
     let o = other(st);
+    if usage(shared, st).total() as u64 > limit.max_bytes {
+        // Stable tombstones go before live keys.
+        collect_if_limited(st, now);
+    }
     if crate::evict::make_room(&mut st.replica, &limit, o, now) {
         return true;
     }
@@ -1174,6 +1191,18 @@ fn make_room(shared: &Shared, st: &mut State, now: u64) -> bool {
     }
     let o = other(st);
     crate::evict::make_room(&mut st.replica, &limit, o, now)
+}
+
+/// Under a memory limit, drops the tombstones that became stable since the last call
+/// (`Replica::collect_stable_tombstones`): the cache calls it where acknowledgements and
+/// catch-up pages arrive and before evicting, so that the tombstones of evictions free their
+/// room as soon as every member holds them rather than at the next GC tick. Returns how many
+/// went.
+fn collect_if_limited(st: &mut State, now: u64) -> usize {
+    if st.limit.max_bytes == 0 || st.refused.is_some() {
+        return 0;
+    }
+    st.replica.collect_stable_tombstones(now)
 }
 
 /// Records what eviction did before a write was refused for memory, and the error.
