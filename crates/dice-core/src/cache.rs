@@ -814,23 +814,13 @@ impl Cache {
         st.refused.as_ref().map(|r| r.why.to_string())
     }
 
-    /// Notes what a peer acknowledged holding; under a memory limit, drops the tombstones
-    /// that became stable with it.
+    /// Notes what a peer acknowledged holding.
     fn note_acknowledgement(&self, from: NodeId, vv: &VersionVector) {
-        let shared = self.shared();
-        let dropped = {
-            let mut st = shared.state.write();
-            let now = self.now_ms();
-            st.replica.note_member(from, Some(vv), now);
-            let dropped = collect_if_limited(&mut st, now);
-            if dropped > 0 {
-                record(shared, &mut st);
-            }
-            dropped
-        };
-        if dropped > 0 {
-            shared.wake_writer.notify_one();
-        }
+        self.shared()
+            .state
+            .write()
+            .replica
+            .note_member(from, Some(vv), self.now_ms());
     }
 
     /// Starts a catch-up session with a peer; send the returned message to it.
@@ -850,7 +840,6 @@ impl Cache {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
             let step = session.handle(&mut st.replica, reply, self.now_ms());
-            collect_if_limited(&mut st, self.now_ms());
             make_room(shared, &mut st, self.now_ms());
             record(shared, &mut st);
             step
@@ -880,7 +869,6 @@ impl Cache {
                     let mut st = shared.state.write();
                     refuse_if_failing(&st)?;
                     let reply = st.replica.receive_push(push, self.now_ms());
-                    collect_if_limited(&mut st, self.now_ms());
                     make_room(shared, &mut st, self.now_ms());
                     record(shared, &mut st);
                     reply
@@ -1194,9 +1182,10 @@ fn make_room(shared: &Shared, st: &mut State, now: u64) -> bool {
 }
 
 /// Under a memory limit, drops the tombstones that became stable since the last call
-/// (`Replica::collect_stable_tombstones`): the cache calls it where acknowledgements and
-/// catch-up pages arrive and before evicting, so that the tombstones of evictions free their
-/// room as soon as every member holds them rather than at the next GC tick. Returns how many
+/// (`Replica::collect_stable_tombstones`): the cache calls it before it evicts, so that
+/// stable tombstones of evictions go before live keys, not at the next GC tick. (Called on
+/// every acknowledgement as well, it made the loopback test of a node offline while the
+/// others evicted end with fewer keys; not understood yet, so not done.) Returns how many
 /// went.
 fn collect_if_limited(st: &mut State, now: u64) -> usize {
     if st.limit.max_bytes == 0 || st.refused.is_some() {
