@@ -841,6 +841,15 @@ impl Cache {
         st.refused.as_ref().map(|r| r.why.to_string())
     }
 
+    /// Notes what a peer acknowledged holding.
+    fn note_acknowledgement(&self, from: NodeId, vv: &VersionVector) {
+        self.shared()
+            .state
+            .write()
+            .replica
+            .note_member(from, Some(vv), self.now_ms());
+    }
+
     /// Starts a catch-up session with a peer; send the returned message to it.
     pub fn start_sync(&self) -> (SyncSession, SyncMessage) {
         let st = self.shared().state.read();
@@ -874,20 +883,12 @@ impl Cache {
             SyncMessage::Request(req) => {
                 // What the asker holds is its acknowledgement (a short write), then the page
                 // is built under the read lock only.
-                shared
-                    .state
-                    .write()
-                    .replica
-                    .note_member(req.from, Some(&req.vv), self.now_ms());
+                self.note_acknowledgement(req.from, &req.vv);
                 let st = shared.state.read();
                 Ok(Some(st.replica.serve(&req, &shared.options.sync_limits)))
             }
             SyncMessage::Ack(ack) => {
-                shared
-                    .state
-                    .write()
-                    .replica
-                    .note_member(ack.from, Some(&ack.vv), self.now_ms());
+                self.note_acknowledgement(ack.from, &ack.vv);
                 Ok(None)
             }
             SyncMessage::Push(push) => {
@@ -1189,6 +1190,10 @@ fn make_room(shared: &Shared, st: &mut State, now: u64) -> bool {
     };
     let limit = st.limit;
     let o = other(st);
+    if usage(shared, st).total() as u64 > limit.max_bytes {
+        // Stable tombstones go before live keys.
+        collect_if_limited(st, now);
+    }
     if crate::evict::make_room(&mut st.replica, &limit, o, now) {
         return true;
     }
@@ -1207,6 +1212,19 @@ fn make_room(shared: &Shared, st: &mut State, now: u64) -> bool {
     }
     let o = other(st);
     crate::evict::make_room(&mut st.replica, &limit, o, now)
+}
+
+/// Under a memory limit, drops the tombstones that became stable since the last call
+/// (`Replica::collect_stable_tombstones`): the cache calls it before it evicts, so that
+/// stable tombstones of evictions go before live keys, not at the next GC tick. (Called on
+/// every acknowledgement as well, it made the loopback test of a node offline while the
+/// others evicted end with fewer keys; not understood yet, so not done.) Returns how many
+/// went.
+fn collect_if_limited(st: &mut State, now: u64) -> usize {
+    if st.limit.max_bytes == 0 || st.refused.is_some() {
+        return 0;
+    }
+    st.replica.collect_stable_tombstones(now)
 }
 
 /// Records what eviction did before a write was refused for memory, and the error.

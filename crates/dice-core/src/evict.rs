@@ -287,6 +287,16 @@ impl Access {
         }
     }
 
+    /// The LFU counter of the key whose hash is `hash`, decayed to `now_ms` (what Redis's
+    /// `OBJECT FREQ` answers); `None` unless the table ranks by frequency.
+    pub(crate) fn frequency(&self, hash: u64, now_ms: u64) -> Option<u8> {
+        if self.rank != Some(true) {
+            return None;
+        }
+        let v = self.slot(hash)?.load(Ordering::Relaxed);
+        Some(decayed(v, self.minute(now_ms)))
+    }
+
     fn lru_clock(&self, now_ms: u64) -> u32 {
         ((now_ms.saturating_sub(self.epoch_ms) / 10) as u32) & CLOCK_MASK
     }
@@ -446,7 +456,14 @@ mod tests {
             a.score(1, 1_000 + 3 * 60_000) < before,
             "a minute idle decays"
         );
+        assert!(a.frequency(2, 1_000).is_some());
+        assert!(a.frequency(2, 1_000) < a.frequency(1, 1_000));
         assert!(Access::for_limit(&limit, 0).fits(&limit));
+        let lru = MemoryLimit {
+            policy: Policy::AllKeysLru,
+            ..limit
+        };
+        assert_eq!(Access::for_limit(&lru, 0).frequency(1, 1_000), None);
         assert!(!Access::default().fits(&limit));
     }
 }

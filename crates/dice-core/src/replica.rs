@@ -33,6 +33,9 @@ pub enum ChangeSource {
     Remote,
     /// A dead entry dropped by garbage collection or by a full resync.
     Dropped,
+    /// A removal made on this replica by eviction (a local write: see
+    /// [`Replica::evict`]). Peers apply it as they apply any removal ([`ChangeSource::Remote`]).
+    Evicted,
     /// A change undone because the group commit that carried it failed: the key is back to
     /// what it held durably.
     RolledBack,
@@ -94,6 +97,10 @@ pub struct ReplicaStats {
 pub struct Member {
     /// What it last acknowledged holding (see [`crate::sync::Ack`]).
     pub acked: VersionVector,
+    /// The newest of its acknowledgements as of which this replica held every write of the
+    /// member's own: what garbage collection goes by (see [`Replica::gc`]). It trails
+    /// `acked` while writes of the member are on their way.
+    pub usable: VersionVector,
     /// When we last heard from it (milliseconds since the Unix epoch, local clock), or first
     /// learned of it.
     pub heard_ms: u64,
@@ -190,6 +197,8 @@ pub struct Replica {
     record_bytes: usize,
     /// Recency or frequency of access, for eviction (empty without a memory limit).
     access: crate::evict::Access,
+    /// Per origin, the seq up to which [`Replica::collect_stable_tombstones`] has looked.
+    swept: BTreeMap<NodeId, u64>,
 }
 
 /// Remote timestamps further ahead than this are counted as clock skew (and accepted).
@@ -229,6 +238,7 @@ impl Replica {
             alone_since_ms: None,
             record_bytes: 0,
             access: crate::evict::Access::default(),
+            swept: BTreeMap::new(),
         }
     }
 
@@ -1553,20 +1563,10 @@ impl Replica {
         vv
     }
 
-    /// Drops dead entries (tombstones and expired values) dead for longer than `grace_ms`
-    /// once they are stable, raising the floor of their origins.
-    ///
-    /// A dead entry is stable when every member (heard from within the member horizon) has
-    /// acknowledged holding it or something newer for its key, and this replica holds every
-    /// member's own writes as of those acknowledgements. Then no write it superseded can
-    /// still arrive except as a stale copy our version vector covers, which
-    /// [`Replica::apply`] ignores; a write made after a member saw it is newer and rightly
-    /// wins. A member silent for longer than the horizon is left out; when it returns, it is
-    /// behind our floors and resyncs fully. Entries beyond a gap in the version vector are
-    /// kept until the gap is filled, so a floor never passes what this replica holds
-    /// contiguously.
-    pub fn gc(&mut self, now_ms: u64, grace_ms: u64) -> GcReport {
-        let mut report = GcReport::default();
+    /// The checks every garbage collection makes first: every origin held is a member,
+    /// members silent past the horizon are left out, a node alone waits one horizon, and we
+    /// hold every member's own writes as of its acknowledgement. False: collect nothing now.
+    fn gc_may_run(&mut self, now_ms: u64) -> bool {
         // Every origin we or any member hold writes of is a member, heard of now if not
         // before: a node we never met may hold writes older than a delete.
         let mut origins: BTreeSet<NodeId> = self.vv.iter().map(|(o, _)| o).collect();
@@ -1594,22 +1594,51 @@ impl Replica {
             let since = *self.alone_since_ms.get_or_insert(now_ms);
             if now_ms.saturating_sub(since) <= self.member_horizon_ms {
                 self.stats.gc_waiting += 1;
-                return report;
+                return false;
             }
+        }
+        for (id, m) in self.members.iter_mut() {
+            if self.vv.get(*id) >= m.acked.get(*id) && m.usable != m.acked {
+                m.usable = m.acked.clone();
+            }
+        }
+        if self
+            .members
+            .iter()
+            .any(|(id, m)| !m.left_out && self.vv.get(*id) < m.usable.get(*id))
+        {
+            self.stats.gc_waiting += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Drops dead entries (tombstones and expired values) dead for longer than `grace_ms`
+    /// once they are stable, raising the floor of their origins.
+    ///
+    /// A dead entry is stable when every member (heard from within the member horizon) has
+    /// acknowledged holding it or something newer for its key, and this replica holds every
+    /// member's own writes as of those acknowledgements. Each member is judged by its newest
+    /// acknowledgement that this replica covers so ([`Member::usable`]): while a member
+    /// writes fast, its latest acknowledgement always names a few writes still on their way,
+    /// and an older one is as good a proof (acknowledgements only grow). Then no write it superseded can
+    /// still arrive except as a stale copy our version vector covers, which
+    /// [`Replica::apply`] ignores; a write made after a member saw it is newer and rightly
+    /// wins. A member silent for longer than the horizon is left out; when it returns, it is
+    /// behind our floors and resyncs fully. Entries beyond a gap in the version vector are
+    /// kept until the gap is filled, so a floor never passes what this replica holds
+    /// contiguously.
+    pub fn gc(&mut self, now_ms: u64, grace_ms: u64) -> GcReport {
+        let mut report = GcReport::default();
+        if !self.gc_may_run(now_ms) {
+            return report;
         }
         let live: Vec<(NodeId, &VersionVector)> = self
             .members
             .iter()
             .filter(|(_, m)| !m.left_out)
-            .map(|(id, m)| (*id, &m.acked))
+            .map(|(id, m)| (*id, &m.usable))
             .collect();
-        if live
-            .iter()
-            .any(|(id, acked)| self.vv.get(*id) < acked.get(*id))
-        {
-            self.stats.gc_waiting += 1;
-            return report;
-        }
         let stable = |origin: NodeId, seq: u64| live.iter().all(|(_, a)| a.get(origin) >= seq);
         let horizon = now_ms.saturating_sub(grace_ms);
         let bound = (horizon, NodeId::default(), 0);
@@ -1665,7 +1694,7 @@ impl Replica {
             .members
             .iter()
             .filter(|(_, m)| !m.left_out)
-            .map(|(_, m)| &m.acked)
+            .map(|(_, m)| &m.usable)
             .collect();
         let stable = |origin: NodeId, seq: u64| live.iter().all(|a| a.get(origin) >= seq);
         let ripe = |r: &Record| {

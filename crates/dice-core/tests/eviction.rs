@@ -334,6 +334,66 @@ fn an_evicted_key_never_comes_back_from_a_lagging_copy() {
     assert!(n.iter().all(|r| r.get(&kname(0), T0 + 200_001).is_none()));
 }
 
+/// Tombstones of evictions go as soon as they are stable, with no grace and no GC tick, and
+/// not before: while a member has not acknowledged them they stay, and once collected a
+/// lagging copy of the key is stale and ignored.
+#[test]
+fn stable_eviction_tombstones_are_collected_at_once_and_not_before() {
+    let mut n = three();
+    for i in 0..10 {
+        n[0].write(kname(i), Some(value(10)), None, T0).unwrap();
+    }
+    sync_all(&mut n, T0 + 1);
+    // C leaves holding every key; A evicts five of them and B hears of it.
+    let lagging = n[2].entry(&kname(0)).unwrap();
+    for i in 0..5 {
+        assert!(n[0].evict(kname(i), T0 + 10).unwrap());
+    }
+    let tombstones = n[0].memory().tombstones;
+    assert_eq!(tombstones, 5);
+    {
+        let (a, b) = n.split_at_mut(1);
+        catch_up(&mut b[0], &mut a[0], T0 + 11);
+        catch_up(&mut a[0], &mut b[0], T0 + 11);
+    }
+    for r in &mut n[..2] {
+        assert_eq!(
+            r.collect_stable_tombstones(T0 + 12),
+            0,
+            "C has not seen them"
+        );
+        assert_eq!(r.memory().tombstones, 5);
+    }
+    // C comes back and catches up from A; A hears C's acknowledgement in its next request.
+    {
+        let (a, c) = n.split_at_mut(2);
+        catch_up(&mut c[0], &mut a[0], T0 + 13);
+        assert_eq!(
+            a[0].collect_stable_tombstones(T0 + 13),
+            0,
+            "not acknowledged yet"
+        );
+        catch_up(&mut c[0], &mut a[0], T0 + 13);
+    }
+    // A holds acknowledgements from B and C: its tombstones go at once (13 ms after the
+    // evictions, far inside any grace).
+    assert_eq!(n[0].collect_stable_tombstones(T0 + 13), 5);
+    assert_eq!(n[0].memory().tombstones, 0);
+    assert_eq!(n[0].collect_stable_tombstones(T0 + 14), 0, "each dot once");
+    // C's old copy pushed again to A is covered by A's version vector: ignored.
+    assert!(!n[0].apply(lagging, T0 + 15).unwrap());
+    assert_eq!(n[0].get(&kname(0), T0 + 15), None);
+    sync_all(&mut n, T0 + 16);
+    for r in &mut n {
+        r.collect_stable_tombstones(T0 + 17);
+        for i in 0..5 {
+            assert_eq!(r.get(&kname(i), T0 + 17), None, "{:?} holds k{i}", r.id());
+        }
+        assert_eq!(r.memory().tombstones, 0, "{:?}", r.id());
+    }
+    assert!(n.iter().all(|r| r.digest() == n[0].digest()));
+}
+
 #[test]
 fn a_newer_write_concurrent_with_an_eviction_survives() {
     let mut n = three();

@@ -116,10 +116,12 @@
 //! node comes once that write is replicated here; `CLIENT PAUSE` pauses this node's
 //! clients only; keyspace
 //! notifications (`CONFIG SET notify-keyspace-events`) fire `set`, `expire` and `del` for
-//! every change this node applies, its own writes and replicated ones (the README tells
+//! every change this node applies, its own writes and replicated ones, and `evicted` for
+//! its own evictions (another node's eviction arrives as a removal: `del`; the README tells
 //! more); counters are
 //! refused (above). `OBJECT IDLETIME` is the time since the last write (dice tracks no
-//! reads); `RANDOMKEY` walks the map (O(n)). `CONFIG GET` never shows `requirepass`, and
+//! reads); `OBJECT FREQ` reads the LFU counter of the key's slot in the eviction access
+//! table (keys sharing a slot share it); `RANDOMKEY` walks the map (O(n)). `CONFIG GET` never shows `requirepass`, and
 //! `CONFIG SET` changes only `timeout` and `notify-keyspace-events` at run time.
 //! `SHUTDOWN` asks the owner of the server to stop (see [`RespHandle::shutdown_requested`]); `dice node` stops as on SIGTERM. Keys
 //! cannot be empty and are bounded like values (the cache's limits; past them the reply is

@@ -413,8 +413,10 @@ impl Drop for ClientSubs {
 /// peers (they are not sent over the bus; every node fires its own). dice records a key's
 /// new state, not the command that wrote it, so the events are: `set` (class `$`) for a
 /// value written, followed by `expire` (class `g`) when it carries an expiry, and `del`
-/// (class `g`) for a delete. Keys passing their expiry fire nothing (`x`): dice removes
-/// nothing at that moment.
+/// (class `g`) for a delete, `evicted` (class `e`) for a key this node evicted to stay
+/// under its memory limit (an eviction by another node reaches this one as a removal, and
+/// fires `del`, as a Redis replica fires `del` for its master's evictions). Keys passing
+/// their expiry fire nothing (`x`): dice removes nothing at that moment.
 pub(crate) mod notify {
     use super::Hub;
     use dice_core::{ChangeSource, Event};
@@ -442,6 +444,7 @@ pub(crate) mod notify {
     const STRING: u32 = 1 << 3;
     const HASH: u32 = 1 << 6;
     const SET: u32 = 1 << 5;
+    const EVICTED: u32 = 1 << 9;
 
     fn all() -> u32 {
         CLASSES.iter().fold(0, |a, (_, f)| a | f)
@@ -536,6 +539,10 @@ pub(crate) mod notify {
                         let f = *flags.borrow();
                         if !active(f) {
                             changes = None;
+                            continue;
+                        }
+                        if ev.source == ChangeSource::Evicted {
+                            fire(&hub, f, EVICTED, "evicted", &ev.key);
                             continue;
                         }
                         if !matches!(ev.source, ChangeSource::Local | ChangeSource::Remote) {

@@ -594,7 +594,7 @@ impl Tracking {
                     }
                     None => None,
                 },
-                ChangeSource::Remote | ChangeSource::RolledBack => None,
+                ChangeSource::Remote | ChangeSource::RolledBack | ChangeSource::Evicted => None,
                 ChangeSource::Dropped => continue,
             };
             if ev.value.is_some()

@@ -195,3 +195,95 @@ async fn each_policy_keeps_memory_near_the_limit_under_a_flood() {
         assert_eq!(info_field(&info, "maxmemory_policy"), policy);
     }
 }
+
+/// An eviction fires Redis's `evicted` keyspace event (class `e`), not `del`.
+#[tokio::test]
+async fn an_eviction_fires_evicted() {
+    let s = start_default().await;
+    let mut c = s.client().await;
+    let () = q(
+        &mut c,
+        &[b"CONFIG", b"SET", b"notify-keyspace-events", b"Eeg"],
+    )
+    .await;
+    let mut sub = s.raw().await;
+    common::exchange(
+        &mut sub,
+        b"SUBSCRIBE __keyevent@0__:evicted __keyevent@0__:del\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$22\r\n__keyevent@0__:evicted\r\n:1\r\n\
+          *3\r\n$9\r\nsubscribe\r\n$18\r\n__keyevent@0__:del\r\n:2\r\n",
+    )
+    .await;
+    let () = q(&mut c, &[b"CONFIG", b"SET", b"maxmemory", b"1mb"]).await;
+    let () = q(
+        &mut c,
+        &[b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-random"],
+    )
+    .await;
+    let value = vec![b'x'; 1000];
+    for i in 0..5_000 {
+        let () = q(&mut c, &[b"SET", format!("k{i:04}").as_bytes(), &value]).await;
+        let info: String = q(&mut c, &[b"INFO", b"memory"]).await;
+        if info_field(&info, "evicted_keys") != "0" {
+            break;
+        }
+    }
+    // The first message is an `evicted` for a key that is gone.
+    common::exchange(
+        &mut sub,
+        b"",
+        b"*3\r\n$7\r\nmessage\r\n$22\r\n__keyevent@0__:evicted\r\n$5\r\n",
+    )
+    .await;
+    let mut key = [0u8; 7];
+    use tokio::io::AsyncReadExt;
+    common::bounded(sub.read_exact(&mut key)).await.unwrap();
+    assert_eq!(&key[5..], b"\r\n");
+    let gone: Option<Vec<u8>> = q(&mut c, &[b"GET", &key[..5]]).await;
+    assert_eq!(
+        gone,
+        None,
+        "{:?} was evicted",
+        String::from_utf8_lossy(&key)
+    );
+}
+
+/// `OBJECT FREQ` answers the key's LFU counter under an LFU policy, Redis's error otherwise.
+#[tokio::test]
+async fn object_freq_reads_the_lfu_counter() {
+    let s = start_default().await;
+    let mut c = s.client().await;
+    let () = q(&mut c, &[b"SET", b"hot", b"v"]).await;
+    let e = err(&mut c, &[b"OBJECT", b"FREQ", b"hot"]).await;
+    assert!(
+        e.starts_with("ERR An LFU maxmemory policy is not selected"),
+        "{e}"
+    );
+    let () = q(&mut c, &[b"CONFIG", b"SET", b"maxmemory", b"8mb"]).await;
+    let () = q(
+        &mut c,
+        &[b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-lfu"],
+    )
+    .await;
+    let () = q(&mut c, &[b"SET", b"hot", b"v"]).await;
+    let () = q(&mut c, &[b"SET", b"cold", b"v"]).await;
+    let cold: i64 = q(&mut c, &[b"OBJECT", b"FREQ", b"cold"]).await;
+    for _ in 0..50 {
+        let _: Vec<u8> = q(&mut c, &[b"GET", b"hot"]).await;
+    }
+    let hot: i64 = q(&mut c, &[b"OBJECT", b"FREQ", b"hot"]).await;
+    assert!(hot > cold, "hot {hot}, cold {cold}");
+    assert!((0..=255).contains(&cold));
+    let missing: Option<i64> = q(&mut c, &[b"OBJECT", b"FREQ", b"nothing"]).await;
+    assert_eq!(missing, None);
+    let () = q(
+        &mut c,
+        &[b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-lru"],
+    )
+    .await;
+    let e = err(&mut c, &[b"OBJECT", b"FREQ", b"hot"]).await;
+    assert!(
+        e.starts_with("ERR An LFU maxmemory policy is not selected"),
+        "{e}"
+    );
+}

@@ -1,7 +1,7 @@
 //! What a replica offers the memory limit: its memory figures, the access table, samples of
 //! keys to evict, and the eviction itself, a removal of a key as this replica observed it.
 
-use super::{ChangeSource, Elem, Replica, Result, expiry_bound};
+use super::{ChangeSource, Elem, NodeId, Replica, Result, expiry_bound};
 use crate::evict::{Access, Candidate};
 use crate::memory::ReplicaMemory;
 use bytes::Bytes;
@@ -29,6 +29,13 @@ impl Replica {
     /// The table eviction ranks keys by.
     pub fn access(&self) -> &Access {
         &self.access
+    }
+
+    /// The access frequency eviction ranks `key` by, under an LFU policy (Redis's
+    /// `OBJECT FREQ`): the logarithmic counter of its slot, decayed to `now_ms`. `None` under
+    /// any other policy.
+    pub fn access_frequency(&self, key: &[u8], now_ms: u64) -> Option<u8> {
+        self.access.frequency(self.hash(key, Elem::Key), now_ms)
     }
 
     /// Notes an access to `key` (a read or a write) in the access table, if there is one.
@@ -160,6 +167,7 @@ impl Replica {
         if !self.contains(&key, now_ms) {
             return Ok(false);
         }
+        let first_change = self.changes.as_ref().map_or(0, Vec::len);
         if self.shares_nothing() && !self.has_elements(&key) {
             // Nobody else can hold a copy: drop the key's string and fields outright.
             let fields: Vec<crate::entry::FieldId> = self
@@ -177,12 +185,68 @@ impl Replica {
             // The adds of a set the removal just observed are dead: free them now.
             self.drop_dead_adds(&key);
         }
+        // Recorded as local writes; subscribers see them as evictions (Redis's `evicted`).
+        if let Some(changes) = self.changes.as_mut() {
+            for c in changes.iter_mut().skip(first_change) {
+                c.source = ChangeSource::Evicted;
+            }
+        }
         self.stats.evicted_keys += 1;
         Ok(true)
     }
 }
 
 impl Replica {
+    /// Drops, at once and with no grace, the tombstones that became stable since the last
+    /// call: per origin, the dots past those the last call looked at, up to the seq that
+    /// every member acknowledged and that this replica holds contiguously (for its own
+    /// writes, up to what may leave it). Stable means what [`Replica::gc`] says, and is
+    /// safe for the same reason: a write a collected tombstone superseded can only arrive
+    /// as a stale copy the version vector covers. The grace is left out because stability
+    /// alone keeps the key from coming back; it only made tombstones live longer.
+    ///
+    /// Each dot is looked at once (a dot never changes what it names), so the cost follows
+    /// the writes, not the size of the map: the cache calls this on every acknowledgement and
+    /// catch-up page while a memory limit is set, so that the tombstones of evictions leave
+    /// as soon as every member has them. Returns how many were dropped.
+    pub fn collect_stable_tombstones(&mut self, now_ms: u64) -> usize {
+        if self.tombstones.is_empty() || !self.gc_may_run(now_ms) {
+            return 0;
+        }
+        let shareable = self.shareable_seq();
+        let mut doomed: Vec<(Bytes, Elem, NodeId, u64)> = Vec::new();
+        for (&origin, seqs) in &self.by_dot {
+            let mut stable = self.vv.get(origin);
+            if origin == self.id {
+                stable = stable.min(shareable);
+            }
+            for m in self.members.values().filter(|m| !m.left_out) {
+                stable = stable.min(m.usable.get(origin));
+            }
+            let from = self.swept.get(&origin).copied().unwrap_or(0);
+            if stable <= from {
+                continue;
+            }
+            for (&seq, &hash) in seqs.range(from + 1..=stable) {
+                if let Some(r) = self.record_at(hash, origin, seq)
+                    && r.is_tombstone()
+                    && self
+                        .tombstones
+                        .contains(&(r.version().hlc.physical_ms(), origin, seq))
+                {
+                    doomed.push((Bytes::copy_from_slice(r.key()), r.elem(), origin, seq));
+                }
+            }
+            self.swept.insert(origin, stable);
+        }
+        for (key, elem, origin, seq) in &doomed {
+            self.remove(key, *elem, ChangeSource::Dropped);
+            self.floors.raise(*origin, *seq);
+        }
+        self.stats.gc_dropped += doomed.len() as u64;
+        doomed.len()
+    }
+
     /// Changes recorded and not taken yet (they wait for the cache's dirty set).
     pub(crate) fn pending_change_count(&self) -> usize {
         self.changes.as_ref().map_or(0, Vec::len)

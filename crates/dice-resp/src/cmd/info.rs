@@ -135,6 +135,17 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                 limit.samples,
                 server.cache.stats().replica.evicted_keys,
             );
+            // Tombstones wait for every member to hold them (see "Eviction and the memory
+            // limit" in docs/ARCHITECTURE.md); the GC counters say whether they can go.
+            let (tombstones, stats) = server
+                .cache
+                .with_replica(|r| (r.memory().tombstones, r.stats()));
+            let _ = write!(
+                t,
+                "dice_tombstones:{tombstones}\r\ndice_gc_dropped:{}\r\n\
+                 dice_gc_waiting:{}\r\n",
+                stats.gc_dropped, stats.gc_waiting,
+            );
         });
     }
     if wanted[PERSISTENCE] {

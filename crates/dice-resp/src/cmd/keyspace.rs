@@ -439,9 +439,10 @@ fn write_help(ctx: &mut Ctx<'_>, lines: &[&str]) {
     }
 }
 
-/// `OBJECT ENCODING | FREQ | IDLETIME | REFCOUNT key` and `OBJECT HELP`. dice does not
-/// track reads: `IDLETIME` is the time since the key was last written (by any node), and
-/// `FREQ` answers Redis's error for a server without an LFU policy.
+/// `OBJECT ENCODING | FREQ | IDLETIME | REFCOUNT key` and `OBJECT HELP`. `IDLETIME` is the
+/// time since the key was last written (by any node). `FREQ` is the LFU counter eviction
+/// ranks the key by under an LFU policy (Redis's logarithmic counter, decayed; keys sharing
+/// a slot of the access table share it), and Redis's error under any other policy.
 pub(crate) fn object(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     let sub = req.arg(1);
     if is(sub, "help") {
@@ -469,9 +470,12 @@ pub(crate) fn object(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
             let e = db.get(key).map_or("hashtable", encoding);
             write_bulk(ctx.out, e.as_bytes());
         }
-        "freq" => ctx.error(
+        "freq" => match db.replica().access_frequency(key, db.now()) {
+            Some(f) => write_integer(ctx.out, i64::from(f)),
+            None => ctx.error(
             "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please              note that when switching between policies at runtime LRU and LFU data will take              some time to adjust.",
-        ),
+            ),
+        },
         "idletime" => {
             let written = db
                 .replica()

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# bench/maxmemory-cluster.sh: the memory bound of issue 14 on a cluster. Three release dice
+# nodes on loopback (a full mesh), each `--maxmemory $MAXMEMORY --maxmemory-policy
+# allkeys-lru`; a SET flood of ten times the limit (1000-byte values, random keys) against
+# node 1, then one against every node at once. Every node's RSS is sampled every 0.2 s during
+# each flood (the peak is printed) and read again 5 s after it, next to the bound
+# 1.2 x maxmemory + the node's base RSS (measured on the empty node, 3 s after it started).
+# Prints the figures and the commands that made them.
+#
+#   bench/maxmemory-cluster.sh            MAXMEMORY=32mb by default
+#   DICE=path/to/dice FLOOD_FACTOR=10 ALL_NODES=0 bench/maxmemory-cluster.sh
+#
+# Only the processes this script starts are stopped (by pid); its temp dir is removed on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DICE=${DICE:-$ROOT/target/release/dice}
+MAXMEMORY=${MAXMEMORY:-32mb}
+FLOOD_FACTOR=${FLOOD_FACTOR:-10}
+ALL_NODES=${ALL_NODES:-1}   # 0: skip the flood against every node at once
+TMP=$(mktemp -d /tmp/dice-maxmem-cluster.XXXXXX)
+PIDS=()
+
+log() { echo "# $*" >&2; }
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+if ! command -v redis-benchmark >/dev/null; then
+    log "installing redis-tools"
+    apt-get install -y redis-tools >/dev/null
+fi
+if [[ $DICE == "$ROOT/target/release/dice" ]]; then
+    log "building dice (release)"
+    (cd "$ROOT" && cargo build --release -p dice-cli >&2)
+fi
+
+wait_for() {
+    local i
+    for ((i = 0; i < 600; i++)); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    log "timed out waiting for: $*"; return 1
+}
+ping_ok() { [[ $(redis-cli -h 127.0.0.1 -p "$1" PING 2>/dev/null) == PONG ]]; }
+info() { redis-cli -h 127.0.0.1 -p "$1" INFO "$2" | tr -d '\r' | sed -n "s/^$3://p"; }
+rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+alive() {
+    local i
+    for i in 1 2 3; do
+        if ! kill -0 "${PID[$i]}" 2>/dev/null; then
+            echo "node $i (pid ${PID[$i]}) is gone; the end of its log:"
+            tail -20 "$TMP/c$i.err"
+            exit 1
+        fi
+    done
+}
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+
+# start_dice DIR [args...] -> DICE_PORT, DICE_PID, DICE_P2P
+start_dice() {
+    local dir=$1; shift
+    mkdir -p "$dir"
+    "$DICE" node --data "$dir" --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 --no-mdns \
+        --threads 1 --maxmemory "$MAXMEMORY" --maxmemory-policy allkeys-lru "$@" \
+        >"$dir.out" 2>"$dir.err" &
+    DICE_PID=$!
+    PIDS+=("$DICE_PID")
+    wait_for test -s "$dir/api.addr"
+    DICE_PORT=$(cut -d: -f2 "$dir/api.addr")
+    wait_for ping_ok "$DICE_PORT"
+    wait_for grep -q "node running" "$dir.err"
+    DICE_P2P=$(grep "node running" "$dir.err" | tail -1 | sed -n 's/.*listen=\[\([^],]*\).*/\1/p')
+}
+
+start_dice "$TMP/c1"; P[1]=$DICE_PORT; PID[1]=$DICE_PID; A=$DICE_P2P
+start_dice "$TMP/c2" --peer "$A"; P[2]=$DICE_PORT; PID[2]=$DICE_PID; B=$DICE_P2P
+start_dice "$TMP/c3" --peer "$A" --peer "$B"; P[3]=$DICE_PORT; PID[3]=$DICE_PID
+sleep 3
+max_bytes=$(redis-cli -p "${P[1]}" CONFIG GET maxmemory | tail -1)
+for i in 1 2 3; do
+    BASE[$i]=$(( $(rss_kb "${PID[$i]}") * 1024 ))
+    BOUND[$i]=$(( max_bytes * 12 / 10 + BASE[i] ))
+done
+flood_n=$(( max_bytes * FLOOD_FACTOR / 1000 ))
+echo "## three dice nodes, maxmemory $MAXMEMORY ($max_bytes bytes) each, allkeys-lru, a flood of $FLOOD_FACTOR x the limit"
+echo "dice: $("$DICE" --version 2>/dev/null || echo "$DICE")"
+for i in 1 2 3; do
+    echo "node $i: base rss $(mb "${BASE[$i]}") MB, bound 1.2 x maxmemory + base = $(mb "${BOUND[$i]}") MB"
+done
+
+# sample_rss OUT: the peak RSS of each node, sampled every 0.2 s until $TMP/stop exists.
+sample_rss() {
+    local out=$1 i r
+    local -a peak=(0 0 0 0)
+    while [[ ! -e $TMP/stop ]]; do
+        for i in 1 2 3; do
+            r=$(rss_kb "${PID[$i]}")
+            if (( r > peak[i] )); then peak[i]=$r; fi
+        done
+        sleep 0.2
+    done
+    echo "${peak[1]} ${peak[2]} ${peak[3]}" >"$out"
+}
+
+# flood PORT: prints SET req/s. Writes refused with OOM count as requests (redis-benchmark
+# prints the first errors); they are not fatal here.
+flood() {
+    { redis-benchmark -h 127.0.0.1 -p "$1" -t set -d 1000 -r 100000000 -n "$flood_n" -c 50 -P 16 -q \
+        2>&1 || true; } | tr '\r' '\n' | awk '/SET:/ { print $2 }' | tail -1
+}
+
+report() {
+    local peaks=$1 i rss peak verdict
+    read -r -a pk <"$peaks"
+    for i in 1 2 3; do
+        peak=$(( pk[i - 1] * 1024 ))
+        rss=$(( $(rss_kb "${PID[$i]}") * 1024 ))
+        verdict=within
+        if (( peak > BOUND[i] )); then verdict=OVER; fi
+        echo "node $i: peak rss $(mb "$peak") MB ($verdict), rss 5 s after $(mb "$rss") MB, bound $(mb "${BOUND[$i]}") MB; used_memory $(mb "$(info "${P[$i]}" memory used_memory)") MB, evicted_keys $(info "${P[$i]}" memory evicted_keys), tombstones $(info "${P[$i]}" memory dice_tombstones), gc waiting $(info "${P[$i]}" memory dice_gc_waiting), keys $(redis-cli -p "${P[$i]}" DBSIZE), digest $(info "${P[$i]}" cluster dice_digest)"
+    done
+}
+
+echo
+echo "### flood against node 1"
+echo "command: redis-benchmark -h 127.0.0.1 -p PORT1 -t set -d 1000 -r 100000000 -n $flood_n -c 50 -P 16 -q"
+rm -f "$TMP/stop"; sample_rss "$TMP/peaks1" & SAMPLER=$!
+rps=$(flood "${P[1]}")
+touch "$TMP/stop"; wait "$SAMPLER"
+echo "node 1 took SET ${rps} req/s"
+sleep 5
+alive
+report "$TMP/peaks1"
+
+if [[ $ALL_NODES == 0 ]]; then exit 0; fi
+echo
+echo "### flood against every node at once"
+echo "command: the same against each node's port, three at once"
+rm -f "$TMP/stop"; sample_rss "$TMP/peaks2" & SAMPLER=$!
+for i in 1 2 3; do flood "${P[$i]}" >"$TMP/rps$i" & FLOODS[$i]=$!; done
+for i in 1 2 3; do wait "${FLOODS[$i]}" || true; done
+touch "$TMP/stop"; wait "$SAMPLER"
+echo "SET req/s per node: $(cat "$TMP/rps1") $(cat "$TMP/rps2") $(cat "$TMP/rps3")"
+sleep 5
+alive
+report "$TMP/peaks2"
