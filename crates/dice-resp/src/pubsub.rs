@@ -522,6 +522,9 @@ pub(crate) mod notify {
         mut subscriptions: mpsc::UnboundedReceiver<broadcast::Receiver<Event>>,
     ) {
         let mut changes: Option<broadcast::Receiver<Event>> = None;
+        // The key of the last `evicted` fired: evicting a hash or a set changes each of its
+        // elements, one after another, and Redis fires one `evicted` per key.
+        let mut last_evicted: Option<bytes::Bytes> = None;
         loop {
             let next = async {
                 match changes.as_mut() {
@@ -542,9 +545,13 @@ pub(crate) mod notify {
                             continue;
                         }
                         if ev.source == ChangeSource::Evicted {
-                            fire(&hub, f, EVICTED, "evicted", &ev.key);
+                            if last_evicted.as_ref() != Some(&ev.key) {
+                                fire(&hub, f, EVICTED, "evicted", &ev.key);
+                                last_evicted = Some(ev.key);
+                            }
                             continue;
                         }
+                        last_evicted = None;
                         if !matches!(ev.source, ChangeSource::Local | ChangeSource::Remote) {
                             continue;
                         }

@@ -248,6 +248,55 @@ async fn an_eviction_fires_evicted() {
     );
 }
 
+/// Evicting a hash changes each of its fields, but fires one `evicted` for the key, as
+/// Redis does: the next event is the `set` of the write that made room.
+#[tokio::test]
+async fn evicting_a_hash_fires_one_evicted() {
+    let s = start_default().await;
+    let mut c = s.client().await;
+    let () = q(
+        &mut c,
+        &[b"CONFIG", b"SET", b"notify-keyspace-events", b"E$e"],
+    )
+    .await;
+    let mut args: Vec<Vec<u8>> = vec![b"HSET".to_vec(), b"h".to_vec()];
+    for i in 0..100 {
+        args.push(format!("f{i:03}").into_bytes());
+        args.push(vec![b'v'; 1000]);
+    }
+    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    let added: i64 = q(&mut c, &args).await;
+    assert_eq!(added, 100);
+    let info: String = q(&mut c, &[b"INFO", b"memory"]).await;
+    let used: u64 = info_field(&info, "used_memory").parse().unwrap();
+    // Room for everything but the hash's fields: the next write evicts the hash, its only key.
+    let limit = (used - 50_000).to_string();
+    let () = q(
+        &mut c,
+        &[b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-lru"],
+    )
+    .await;
+    let mut sub = s.raw().await;
+    common::exchange(
+        &mut sub,
+        b"SUBSCRIBE __keyevent@0__:evicted __keyevent@0__:set\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$22\r\n__keyevent@0__:evicted\r\n:1\r\n\
+          *3\r\n$9\r\nsubscribe\r\n$18\r\n__keyevent@0__:set\r\n:2\r\n",
+    )
+    .await;
+    let () = q(&mut c, &[b"CONFIG", b"SET", b"maxmemory", limit.as_bytes()]).await;
+    let () = q(&mut c, &[b"SET", b"marker", b"v"]).await;
+    common::exchange(
+        &mut sub,
+        b"",
+        b"*3\r\n$7\r\nmessage\r\n$22\r\n__keyevent@0__:evicted\r\n$1\r\nh\r\n\
+          *3\r\n$7\r\nmessage\r\n$18\r\n__keyevent@0__:set\r\n$6\r\nmarker\r\n",
+    )
+    .await;
+    let exists: i64 = q(&mut c, &[b"EXISTS", b"h"]).await;
+    assert_eq!(exists, 0);
+}
+
 /// `OBJECT FREQ` answers the key's LFU counter under an LFU policy, Redis's error otherwise.
 #[tokio::test]
 async fn object_freq_reads_the_lfu_counter() {
