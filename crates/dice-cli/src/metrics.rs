@@ -222,6 +222,66 @@ impl Collector for StatusCollector {
             "Peers found to be of another cluster or protocol.",
             s.foreign_peers,
         )?;
+        counter(
+            &mut e,
+            "dice_connections_opened_outbound",
+            "Peer connections established that this node dialed (including those closed at once at a --max-peers).",
+            s.connections_opened_outbound,
+        )?;
+        counter(
+            &mut e,
+            "dice_connections_opened_inbound",
+            "Peer connections established that a peer dialed (including those closed at once at our --max-peers).",
+            s.connections_opened_inbound,
+        )?;
+        gauge(
+            &mut e,
+            "dice_gossip_joined",
+            "1 once this node spreads writes by gossip (past --max-peers).",
+            f64::from(u8::from(s.gossip.joined)),
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_published",
+            "Messages of this node's own writes published by gossip.",
+            s.gossip.published,
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_published_entries",
+            "Writes in the messages this node published by gossip.",
+            s.gossip.published_entries,
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_publish_failed",
+            "Pages of this node's writes not published by gossip (push and catch-up carry them).",
+            s.gossip.publish_failed,
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_accepted",
+            "Gossiped messages of other nodes' writes applied here and passed on.",
+            s.gossip.accepted,
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_accepted_entries",
+            "Writes in the gossiped messages applied here.",
+            s.gossip.accepted_entries,
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_rejected",
+            "Gossiped messages rejected as malformed or forged.",
+            s.gossip.rejected,
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_ignored",
+            "Gossiped messages not taken (writes refused here, author behind our floors).",
+            s.gossip.ignored,
+        )?;
         gauge(
             &mut e,
             "dice_peers_connected",

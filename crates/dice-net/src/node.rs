@@ -269,6 +269,14 @@ pub struct NodeStatus {
     pub refused_not_local: u64,
     /// Catch-up sessions completed.
     pub catchups: u64,
+    /// Connections established that this node dialed, since start (including those closed
+    /// at once at either side's `--max-peers`).
+    pub connections_opened_outbound: u64,
+    /// Connections established that a peer dialed, since start (including those closed at
+    /// once at this node's `--max-peers`).
+    pub connections_opened_inbound: u64,
+    /// The writes' gossip past `--max-peers` (see [`crate::gossip`]).
+    pub gossip: crate::gossip::GossipStats,
 }
 
 /// What the [`Node`] handle asks of the event loop.
