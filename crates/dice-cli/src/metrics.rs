@@ -207,8 +207,14 @@ impl Collector for StatusCollector {
         counter(
             &mut e,
             "dice_closed_over_max_peers",
-            "Peer connections closed as they opened: this node had its --max-peers connected.",
+            "Peer connections refused before their handshake, or closed as they opened: this node had its --max-peers connected.",
             s.closed_over_max_peers,
+        )?;
+        counter(
+            &mut e,
+            "dice_dials_refused_at_bound",
+            "Dials to peers not connected (Kademlia's) refused: this node had its --max-peers connected.",
+            s.dials_refused_at_bound,
         )?;
         counter(
             &mut e,

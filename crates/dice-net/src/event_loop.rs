@@ -5,6 +5,7 @@
 
 use crate::gossip::{WriteGossip, should_join};
 use crate::known_peers::KnownPeers;
+use crate::lan_only::AtBound;
 use crate::node::{Command, NodeConfig, NodeStatus, PeerStatus, dial_target};
 use crate::peers::{PeerState, PeerTable, split_peer_id};
 use crate::protocol::sync_protocol;
@@ -270,6 +271,7 @@ impl EventLoop {
             })
             .collect();
         peers.sort_by_key(|p| p.peer_id);
+        let gate = self.swarm.behaviour().lan_only.gate();
         NodeStatus {
             peer_id: *self.swarm.local_peer_id(),
             listen_addrs: self.listen_addrs.clone(),
@@ -280,7 +282,9 @@ impl EventLoop {
             refused_messages: self.counters.refused_messages,
             foreign_peers: self.counters.foreign_peers,
             refused_connections: self.counters.refused_connections,
-            closed_over_max_peers: self.counters.over_max_peers,
+            closed_over_max_peers: self.counters.over_max_peers
+                + gate.refused_inbound.load(Ordering::Relaxed),
+            dials_refused_at_bound: gate.refused_outbound.load(Ordering::Relaxed),
             connections_opened_outbound: self.counters.opened_outbound,
             connections_opened_inbound: self.counters.opened_inbound,
             gossip: self.gossip.stats(),
@@ -348,6 +352,18 @@ impl EventLoop {
         ) {
             self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
         }
+    }
+
+    /// Tells the connection gate how full this node is: at its bound it refuses inbound
+    /// connections before their handshake and dials no peer it is not connected to
+    /// (Kademlia would).
+    fn set_gate(&mut self) {
+        let connected = self.peers.connected_count();
+        self.swarm
+            .behaviour()
+            .lan_only
+            .gate()
+            .set(connected, self.config.max_peers);
     }
 
     /// Joins the writes' gossip once this node knows more members than it may connect to.
@@ -686,6 +702,7 @@ impl EventLoop {
                     return;
                 }
                 self.peers.connected(peer_id, &remote, before + 1);
+                self.set_gate();
                 if before == 0 {
                     tracing::info!(peer = %peer_id, address = %remote, "connected");
                     // Writes durable before now reach the peer through its catch-up with us,
@@ -712,6 +729,7 @@ impl EventLoop {
                     (num_established as usize).saturating_sub(self.refused_open(&peer_id));
                 let known = self.known.addrs(&peer_id).is_some();
                 self.peers.closed(peer_id, num_established);
+                self.set_gate();
                 let member = self.peers.get(&peer_id).is_some_and(|s| s.member);
                 if num_established == 0 && !member && !known {
                     // A stranger (or a peer of another cluster): forget it, so that peers
@@ -735,6 +753,12 @@ impl EventLoop {
             } => {
                 // With a cluster key, a stranger fails here (pnet or noise handshake); without
                 // one, a host beyond the local networks (logged, rate-limited, by `LanOnly`).
+                // One refused at the bound, before its handshake, is counted by the gate.
+                if let libp2p::swarm::ListenError::Denied { cause } = &error
+                    && cause.downcast_ref::<AtBound>().is_some()
+                {
+                    return;
+                }
                 self.counters.refused_connections += 1;
                 if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
                     tracing::debug!(from = %send_back_addr, %error, "incoming connection refused");
