@@ -153,9 +153,7 @@ impl WriteGossip {
         }
         self.last_publish = Some(now);
         for _ in 0..PAGES_PER_ROUND {
-            let Some((msg, through)) = cache.push_after(self.published) else {
-                return None;
-            };
+            let (msg, through) = cache.push_after(self.published)?;
             let entries = match &msg {
                 SyncMessage::Push(p) => p.entries.len() as u64,
                 _ => 0,
@@ -186,6 +184,7 @@ impl WriteGossip {
 
     /// Validates and applies a message of the writes' topic, and tells gossipsub whether to
     /// forward it. `node_of` gives the node id of a peer, when known.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_message(
         &mut self,
         gs: &mut gossipsub::Behaviour,
