@@ -92,6 +92,38 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// Bytes and packets process `pid` sent so far on every interface of its network namespace
+/// but loopback: every message of the node (sync, gossip, pings, mDNS, handshakes).
+fn net_tx(pid: u32) -> (f64, f64) {
+    let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+    let mut out = (0.0, 0.0);
+    for line in dev.lines().skip(2) {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim() == "lo" {
+            continue;
+        }
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // Receive: bytes packets errs drop fifo frame compressed multicast; then transmit.
+        out.0 += f.get(8).copied().unwrap_or(0.0);
+        out.1 += f.get(9).copied().unwrap_or(0.0);
+    }
+    out
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn mean_max(v: &[f64]) -> (f64, f64) {
     let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
     (mean, v.iter().copied().fold(0.0, f64::max))
@@ -129,6 +161,25 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
     // Let the catch-ups of joining finish before measuring idle.
     std::thread::sleep(Duration::from_secs(3));
     let pids: Vec<u32> = (0..n).map(|i| lan.pid(i).expect("node running")).collect();
+    // What costs CPU at idle: connections opened (each a Noise handshake on both sides),
+    // those closed at once at the bound, packets sent.
+    let churn = |lan: &Lan| -> f64 {
+        (0..lan.len())
+            .map(|i| {
+                let s = scrape(lan, i);
+                sum(&s, "dice_connections_opened_outbound_total")
+                    + sum(&s, "dice_connections_opened_inbound_total")
+            })
+            .sum()
+    };
+    let closed = |lan: &Lan| -> f64 {
+        (0..lan.len())
+            .map(|i| sum(&scrape(lan, i), "dice_closed_over_max_peers_total"))
+            .sum()
+    };
+    let (churn0, closed0) = (churn(&lan), closed(&lan));
+    let tx0: Vec<(f64, f64)> = pids.iter().map(|&p| net_tx(p)).collect();
+    let load_idle_start = loadavg();
     let before: Vec<f64> = pids.iter().map(|&p| cpu_secs(p)).collect();
     std::thread::sleep(Duration::from_secs(idle_secs));
     let idle: Vec<f64> = pids
@@ -136,7 +187,29 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
         .zip(&before)
         .map(|(&p, b)| (cpu_secs(p) - b) / idle_secs as f64 * 100.0)
         .collect();
+    let load_idle_end = loadavg();
+    let tx1: Vec<(f64, f64)> = pids.iter().map(|&p| net_tx(p)).collect();
+    let (churn1, closed1) = (churn(&lan), closed(&lan));
     let (idle_mean, idle_max) = mean_max(&idle);
+    let idle_pkts: Vec<f64> = tx0
+        .iter()
+        .zip(&tx1)
+        .map(|(a, b)| (b.1 - a.1) / idle_secs as f64)
+        .collect();
+    let idle_bytes: Vec<f64> = tx0
+        .iter()
+        .zip(&tx1)
+        .map(|(a, b)| (b.0 - a.0) / idle_secs as f64)
+        .collect();
+    eprintln!(
+        "{n} nodes idle: load average {load_idle_start} at the start, {load_idle_end} at the end; \
+         per node and second: {:.1} packets and {:.0} bytes sent, {:.2} connections opened \
+         (either side), {:.2} closed at the bound",
+        mean_max(&idle_pkts).0,
+        mean_max(&idle_bytes).0,
+        (churn1 - churn0) / idle_secs as f64 / n as f64,
+        (closed1 - closed0) / idle_secs as f64 / n as f64,
+    );
 
     // A burst on one host.
     let sent = |lan: &Lan| -> Vec<(f64, f64)> {
@@ -151,6 +224,20 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
             .collect()
     };
     let sent0 = sent(&lan);
+    let gossip = |lan: &Lan| -> (f64, f64, f64) {
+        (0..lan.len())
+            .map(|i| {
+                let s = scrape(lan, i);
+                (
+                    sum(&s, "dice_gossip_joined"),
+                    sum(&s, "dice_gossip_published_total"),
+                    sum(&s, "dice_gossip_accepted_entries_total"),
+                )
+            })
+            .fold((0.0, 0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+    };
+    let gossip0 = gossip(&lan);
+    let net0: Vec<(f64, f64)> = pids.iter().map(|&p| net_tx(p)).collect();
     let pairs: Vec<(String, String)> = (0..burst)
         .map(|k| (format!("one:{k:06}"), "x".repeat(100)))
         .collect();
@@ -161,6 +248,27 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
     });
     let one = wait_keys(&lan, burst as f64, Duration::from_secs(600)).map(|_| t0.elapsed());
     let sent1 = sent(&lan);
+    let net1: Vec<(f64, f64)> = pids.iter().map(|&p| net_tx(p)).collect();
+    let gossip1 = gossip(&lan);
+    let net_per_write: Vec<(f64, f64)> = net0
+        .iter()
+        .zip(&net1)
+        .map(|(a, b)| ((b.0 - a.0) / burst as f64, (b.1 - a.1) / burst as f64))
+        .collect();
+    let (net_bytes_mean, net_bytes_max) =
+        mean_max(&net_per_write.iter().map(|p| p.0).collect::<Vec<_>>());
+    let (net_pkts_mean, net_pkts_max) =
+        mean_max(&net_per_write.iter().map(|p| p.1).collect::<Vec<_>>());
+    eprintln!(
+        "{n} nodes, burst on one host: {:.0} of {n} nodes in the writes' gossip, {:.0} messages \
+         published, {:.0} writes applied from gossip on all nodes ({:.2} per write per node); \
+         all traffic per write per node: {net_bytes_mean:.0} bytes (max {net_bytes_max:.0}), \
+         {net_pkts_mean:.3} packets (max {net_pkts_max:.2})",
+        gossip1.0,
+        gossip1.1 - gossip0.1,
+        gossip1.2 - gossip0.2,
+        (gossip1.2 - gossip0.2) / burst as f64 / n as f64,
+    );
     let per_write: Vec<(f64, f64)> = sent0
         .iter()
         .zip(&sent1)
@@ -202,8 +310,8 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
         d.map_or("timeout".to_string(), |d| format!("{:.1}", d.as_secs_f64()))
     };
     println!(
-        "| {n} | {degree_mean:.1} (max {degree_max:.0}) | {} | {idle_mean:.2} (max {idle_max:.2}) | {bytes_mean:.0} (max {bytes_max:.0}) | \
-         {entries_mean:.2} (max {entries_max:.2}) | {} | {} | {rss_mean:.0} (max {rss_max:.0}) |",
+        "| {n} | {degree_mean:.1} (max {degree_max:.0}) | {} | {idle_mean:.2} (max {idle_max:.2}) | {load_idle_end} | {bytes_mean:.0} (max {bytes_max:.0}) | \
+         {entries_mean:.2} (max {entries_max:.2}) | {net_bytes_mean:.0} (max {net_bytes_max:.0}) | {net_pkts_mean:.2} (max {net_pkts_max:.2}) | {} | {} | {rss_mean:.0} (max {rss_max:.0}) |",
         secs(mesh),
         secs(one),
         secs(all),
@@ -228,9 +336,9 @@ fn main() {
             .trim()
     );
     println!(
-        "| nodes | connected peers per node | membership (s) | idle CPU per node (% of a core) | sync bytes sent per write per node | entries sent per write per node | {burst} writes on one host, on all nodes (s) | {burst} writes spread over all hosts, on all nodes (s) | RSS per node (MiB) |"
+        "| nodes | connected peers per node | membership (s) | idle CPU per node (% of a core) | load average (1, 5, 15 min) at the idle window's end | sync bytes sent per write per node (direct pushes and catch-up) | entries sent per write per node (same) | all bytes sent per write per node (with gossip) | packets sent per write per node | {burst} writes on one host, on all nodes (s) | {burst} writes spread over all hosts, on all nodes (s) | RSS per node (MiB) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for n in ns {
         run(n, idle_secs, burst, max_peers);
         println!(

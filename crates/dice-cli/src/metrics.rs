@@ -207,8 +207,14 @@ impl Collector for StatusCollector {
         counter(
             &mut e,
             "dice_closed_over_max_peers",
-            "Peer connections closed as they opened: this node had its --max-peers connected.",
+            "Peer connections refused before their handshake, or closed as they opened: this node had its --max-peers connected.",
             s.closed_over_max_peers,
+        )?;
+        counter(
+            &mut e,
+            "dice_dials_refused_at_bound",
+            "Dials to peers not connected (Kademlia's) refused: this node had its --max-peers connected.",
+            s.dials_refused_at_bound,
         )?;
         counter(
             &mut e,
@@ -221,6 +227,66 @@ impl Collector for StatusCollector {
             "dice_foreign_peers",
             "Peers found to be of another cluster or protocol.",
             s.foreign_peers,
+        )?;
+        counter(
+            &mut e,
+            "dice_connections_opened_outbound",
+            "Peer connections established that this node dialed (including those closed at once at a --max-peers).",
+            s.connections_opened_outbound,
+        )?;
+        counter(
+            &mut e,
+            "dice_connections_opened_inbound",
+            "Peer connections established that a peer dialed (including those closed at once at our --max-peers).",
+            s.connections_opened_inbound,
+        )?;
+        gauge(
+            &mut e,
+            "dice_gossip_joined",
+            "1 once this node spreads writes by gossip (past --max-peers).",
+            f64::from(u8::from(s.gossip.joined)),
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_published",
+            "Messages of this node's own writes published by gossip.",
+            s.gossip.published,
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_published_entries",
+            "Writes in the messages this node published by gossip.",
+            s.gossip.published_entries,
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_publish_failed",
+            "Pages of this node's writes not published by gossip (push and catch-up carry them).",
+            s.gossip.publish_failed,
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_accepted",
+            "Gossiped messages of other nodes' writes applied here and passed on.",
+            s.gossip.accepted,
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_accepted_entries",
+            "Writes in the gossiped messages applied here.",
+            s.gossip.accepted_entries,
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_rejected",
+            "Gossiped messages rejected as malformed or forged.",
+            s.gossip.rejected,
+        )?;
+        counter(
+            &mut e,
+            "dice_gossip_ignored",
+            "Gossiped messages not taken (writes refused here, author behind our floors).",
+            s.gossip.ignored,
         )?;
         gauge(
             &mut e,

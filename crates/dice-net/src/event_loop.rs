@@ -3,7 +3,9 @@
 //! replicator (`dice_core::Replicator`, the replication policy) and the cache, and sends what
 //! they return.
 
+use crate::gossip::{WriteGossip, should_join};
 use crate::known_peers::KnownPeers;
+use crate::lan_only::AtBound;
 use crate::node::{Command, NodeConfig, NodeStatus, PeerStatus, dial_target};
 use crate::peers::{PeerState, PeerTable, split_peer_id};
 use crate::protocol::sync_protocol;
@@ -18,7 +20,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns, ping};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, ping};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +46,10 @@ struct Counters {
     refused_connections: u64,
     over_max_peers: u64,
     catchups: u64,
+    /// Connections established that we dialed (including those closed at the bound).
+    opened_outbound: u64,
+    /// Connections established that a peer dialed (including those closed at the bound).
+    opened_inbound: u64,
 }
 
 pub(crate) struct EventLoop {
@@ -78,6 +84,8 @@ pub(crate) struct EventLoop {
     /// Connections being closed because they opened past `--max-peers` (each closes soon
     /// after it opened, so this stays small).
     over_max: HashMap<ConnectionId, PeerId>,
+    /// Writes spread by gossip past `--max-peers`.
+    gossip: WriteGossip,
 }
 
 impl EventLoop {
@@ -99,6 +107,7 @@ impl EventLoop {
         // A ping period plus its timeout (and a margin): a ping stuck in stream negotiation
         // only fails after the much longer negotiation timeout.
         let silence = config.ping_interval + config.ping_timeout + Duration::from_secs(1);
+        let config_cluster = config.cluster.clone();
         let mut event_loop = EventLoop {
             shareable: cache.watch_shareable(),
             known: KnownPeers::load(&config.data_dir),
@@ -119,6 +128,7 @@ impl EventLoop {
             pubsub,
             acked,
             over_max: HashMap::new(),
+            gossip: WriteGossip::new(&config_cluster),
         };
         event_loop.dial_initial();
         event_loop
@@ -261,6 +271,7 @@ impl EventLoop {
             })
             .collect();
         peers.sort_by_key(|p| p.peer_id);
+        let gate = self.swarm.behaviour().lan_only.gate();
         NodeStatus {
             peer_id: *self.swarm.local_peer_id(),
             listen_addrs: self.listen_addrs.clone(),
@@ -271,7 +282,12 @@ impl EventLoop {
             refused_messages: self.counters.refused_messages,
             foreign_peers: self.counters.foreign_peers,
             refused_connections: self.counters.refused_connections,
-            closed_over_max_peers: self.counters.over_max_peers,
+            closed_over_max_peers: self.counters.over_max_peers
+                + gate.refused_inbound.load(Ordering::Relaxed),
+            dials_refused_at_bound: gate.refused_outbound.load(Ordering::Relaxed),
+            connections_opened_outbound: self.counters.opened_outbound,
+            connections_opened_inbound: self.counters.opened_inbound,
+            gossip: self.gossip.stats(),
             refused_not_local: self.denied_not_local.load(Ordering::Relaxed),
             catchups: self.counters.catchups,
         }
@@ -291,6 +307,7 @@ impl EventLoop {
     /// Disconnects connected peers that answered nothing for too long (see
     /// [`PeerTable::take_silent`]), then dials what is due.
     fn redial(&mut self) {
+        self.maybe_join_gossip();
         for peer in self.peers.take_silent() {
             tracing::info!(%peer, "peer stopped answering; disconnecting");
             let _ = self.swarm.disconnect_peer_id(peer);
@@ -327,6 +344,42 @@ impl EventLoop {
         let (out, wake) = self.replication.poll(&self.cache, now);
         self.wake_at = wake.map(|w| self.epoch + w);
         self.send_all(out);
+        let limits = self.config.cache.sync_limits;
+        if let Some(at) = self.gossip.publish_due(
+            &mut self.swarm.behaviour_mut().gossipsub,
+            &self.cache,
+            &limits,
+        ) {
+            self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+        }
+    }
+
+    /// Tells the connection gate how full this node is: at its bound it refuses inbound
+    /// connections before their handshake and dials no peer it is not connected to
+    /// (Kademlia would).
+    fn set_gate(&mut self) {
+        let connected = self.peers.connected_count();
+        self.swarm
+            .behaviour()
+            .lan_only
+            .gate()
+            .set(connected, self.config.max_peers);
+    }
+
+    /// Joins the writes' gossip once this node knows more members than it may connect to.
+    fn maybe_join_gossip(&mut self) {
+        if self.gossip.joined() {
+            return;
+        }
+        let known = self.known.iter().count();
+        if should_join(known, self.config.max_peers) {
+            let why = format!(
+                "{known} members known, more than --max-peers {}",
+                self.config.max_peers
+            );
+            self.gossip
+                .join(&mut self.swarm.behaviour_mut().gossipsub, &self.cache, &why);
+        }
     }
 
     fn send_all(&mut self, out: Vec<Outgoing<PeerId>>) {
@@ -627,6 +680,11 @@ impl EventLoop {
                 ..
             } => {
                 let remote = endpoint.get_remote_address().clone();
+                if endpoint.is_dialer() {
+                    self.counters.opened_outbound += 1;
+                } else {
+                    self.counters.opened_inbound += 1;
+                }
                 // Connections of ours to this peer, not counting those closed at the bound.
                 let before = (num_established.get() as usize - 1)
                     .saturating_sub(self.refused_open(&peer_id));
@@ -644,6 +702,7 @@ impl EventLoop {
                     return;
                 }
                 self.peers.connected(peer_id, &remote, before + 1);
+                self.set_gate();
                 if before == 0 {
                     tracing::info!(peer = %peer_id, address = %remote, "connected");
                     // Writes durable before now reach the peer through its catch-up with us,
@@ -670,6 +729,7 @@ impl EventLoop {
                     (num_established as usize).saturating_sub(self.refused_open(&peer_id));
                 let known = self.known.addrs(&peer_id).is_some();
                 self.peers.closed(peer_id, num_established);
+                self.set_gate();
                 let member = self.peers.get(&peer_id).is_some_and(|s| s.member);
                 if num_established == 0 && !member && !known {
                     // A stranger (or a peer of another cluster): forget it, so that peers
@@ -693,6 +753,12 @@ impl EventLoop {
             } => {
                 // With a cluster key, a stranger fails here (pnet or noise handshake); without
                 // one, a host beyond the local networks (logged, rate-limited, by `LanOnly`).
+                // One refused at the bound, before its handshake, is counted by the gate.
+                if let libp2p::swarm::ListenError::Denied { cause } = &error
+                    && cause.downcast_ref::<AtBound>().is_some()
+                {
+                    return;
+                }
                 self.counters.refused_connections += 1;
                 if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
                     tracing::debug!(from = %send_back_addr, %error, "incoming connection refused");
@@ -794,7 +860,7 @@ impl EventLoop {
                 self.set_member(peer, true);
                 self.peer(peer).redial.due_now(Instant::now());
             }
-            BehaviourEvent::Gossipsub(event) => self.pubsub.on_event(event),
+            BehaviourEvent::Gossipsub(event) => self.on_gossipsub_event(event),
             BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(_),
@@ -809,6 +875,53 @@ impl EventLoop {
             }) if !matches!(error, ping::Failure::Unsupported) => {
                 tracing::info!(%peer, %error, "ping failed; disconnecting");
                 let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl EventLoop {
+    fn on_gossipsub_event(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                let gs = &mut self.swarm.behaviour_mut().gossipsub;
+                if message.topic == self.gossip.topic() {
+                    let limits = self.config.cache.sync_limits;
+                    let peers = &self.peers;
+                    let received = self.gossip.on_message(
+                        gs,
+                        &self.cache,
+                        &limits,
+                        &message_id,
+                        &propagation_source,
+                        message,
+                        |p| peers.get(p).and_then(|s| s.node_id),
+                    );
+                    if let Some((author, seq)) = received.author_holds_ours {
+                        self.note_acked(author, seq);
+                    }
+                } else if self.pubsub.is_topic(&message.topic) {
+                    self.pubsub
+                        .on_message(gs, &message_id, &propagation_source, message);
+                } else {
+                    gs.report_message_validation_result(
+                        &message_id,
+                        &propagation_source,
+                        gossipsub::MessageAcceptance::Ignore,
+                    );
+                }
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } if topic == self.gossip.topic() => {
+                // A neighbour found the cluster larger than its bound: the cluster is past
+                // it, and writes spread by gossip only among members in the topic.
+                let why = format!("neighbour {peer_id} joined");
+                self.gossip
+                    .join(&mut self.swarm.behaviour_mut().gossipsub, &self.cache, &why);
             }
             _ => {}
         }

@@ -1,6 +1,12 @@
-//! The safe default of a node without a cluster key: inbound connections only from loopback,
-//! private and link-local addresses. Any host that reaches the peer port could otherwise join
-//! the cluster and, through it, read and overwrite every key.
+//! The gate every connection passes before any handshake.
+//!
+//! * The safe default of a node without a cluster key: inbound connections only from
+//!   loopback, private and link-local addresses. Any host that reaches the peer port could
+//!   otherwise join the cluster and, through it, read and overwrite every key.
+//! * `--max-peers` ([`ConnectionGate`]): a node at its bound refuses inbound connections as
+//!   the TCP connection arrives, and dials no peer it is not connected to (Kademlia's
+//!   queries would), instead of completing a Noise handshake on both sides only to close the
+//!   connection at once.
 
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
@@ -10,10 +16,11 @@ use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm, dummy,
 };
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 /// Whether `ip` is on this host or a local network: loopback, RFC 1918 private, shared
@@ -51,19 +58,67 @@ pub fn multiaddr_ip(addr: &Multiaddr) -> Option<IpAddr> {
     })
 }
 
+/// How full a node is, set by its event loop and read by [`LanOnly`] before any handshake.
+#[derive(Debug, Default)]
+pub struct ConnectionGate {
+    /// The node has its `--max-peers` connected peers.
+    at_bound: AtomicBool,
+    /// Inbound connections refused at the bound, before their handshake.
+    pub refused_inbound: AtomicU64,
+    /// Dials to peers not connected refused at the bound (Kademlia's).
+    pub refused_outbound: AtomicU64,
+}
+
+impl ConnectionGate {
+    /// Sets the gate from the node's connected peers and its bound.
+    pub fn set(&self, connected: usize, max_peers: usize) {
+        self.at_bound
+            .store(connected >= max_peers, Ordering::Relaxed);
+    }
+
+    fn at_bound(&self) -> bool {
+        self.at_bound.load(Ordering::Relaxed)
+    }
+}
+
 /// Denies inbound connections from outside the local networks (when enabled), and counts
-/// them.
+/// them; applies the node's [`ConnectionGate`].
 pub struct LanOnly {
     enabled: bool,
     denied: Arc<AtomicU64>,
+    gate: ConnectionGate,
+    /// Established connections per peer (a dial to a connected peer is never refused).
+    connected: HashMap<PeerId, usize>,
 }
 
 impl LanOnly {
     /// A filter; `enabled` false lets everything through.
     pub fn new(enabled: bool, denied: Arc<AtomicU64>) -> Self {
-        LanOnly { enabled, denied }
+        LanOnly {
+            enabled,
+            denied,
+            gate: ConnectionGate::default(),
+            connected: HashMap::new(),
+        }
+    }
+
+    /// The gate it applies (all open until [`ConnectionGate::set`]).
+    pub fn gate(&self) -> &ConnectionGate {
+        &self.gate
     }
 }
+
+/// Why a connection was refused before its handshake: the node has its `--max-peers`.
+#[derive(Debug)]
+pub struct AtBound;
+
+impl std::fmt::Display for AtBound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "this node has its --max-peers connected peers")
+    }
+}
+
+impl std::error::Error for AtBound {}
 
 /// The reason a connection was denied.
 #[derive(Debug)]
@@ -93,6 +148,10 @@ impl NetworkBehaviour for LanOnly {
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
         if !self.enabled || multiaddr_ip(remote).is_none_or(is_local_network) {
+            if self.gate.at_bound() {
+                self.gate.refused_inbound.fetch_add(1, Ordering::Relaxed);
+                return Err(ConnectionDenied::new(AtBound));
+            }
             return Ok(());
         }
         let n = self.denied.fetch_add(1, Ordering::Relaxed) + 1;
@@ -101,6 +160,27 @@ impl NetworkBehaviour for LanOnly {
             tracing::warn!(from = %remote, denied = n, "refused a peer from outside the local networks (set --cluster-key to accept it)");
         }
         Err(ConnectionDenied::new(NotLocal(remote.clone())))
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        _: &[Multiaddr],
+        _: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        // At the bound, a dial to a peer not connected (Kademlia's queries: the node's own
+        // dials stop at its dial target) would end in a connection closed at once: a
+        // handshake on both sides for nothing. Below the bound they go on: a node with room
+        // that Kademlia dials is how a newcomer refused by full members finds neighbours.
+        if self.gate.at_bound()
+            && let Some(peer) = maybe_peer
+            && !self.connected.contains_key(&peer)
+        {
+            self.gate.refused_outbound.fetch_add(1, Ordering::Relaxed);
+            return Err(ConnectionDenied::new(AtBound));
+        }
+        Ok(Vec::new())
     }
 
     fn handle_established_inbound_connection(
@@ -124,7 +204,22 @@ impl NetworkBehaviour for LanOnly {
         Ok(dummy::ConnectionHandler)
     }
 
-    fn on_swarm_event(&mut self, _: FromSwarm) {}
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(c) => {
+                *self.connected.entry(c.peer_id).or_default() += 1;
+            }
+            FromSwarm::ConnectionClosed(c) => {
+                if let Some(n) = self.connected.get_mut(&c.peer_id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.connected.remove(&c.peer_id);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 
     fn on_connection_handler_event(
         &mut self,

@@ -20,12 +20,14 @@
 //! * [`keys`]: the persistent node identity and the cluster's pre-shared key.
 //! * [`known_peers`]: peers remembered in the data directory and redialed after a restart.
 //! * [`pubsub`]: Redis pub/sub messages carried to every node over gossipsub.
+//! * [`gossip`]: writes spread by gossipsub past `--max-peers` (an epidemic broadcast).
 //!
 //! Merge rules are not here: the network only moves bytes; dice-core decides.
 
 pub mod codec;
 mod event_loop;
 pub mod frame;
+pub mod gossip;
 pub mod keys;
 pub mod known_peers;
 pub mod lan_only;

@@ -262,14 +262,25 @@ pub struct NodeStatus {
     /// Incoming connections that failed their handshake (e.g. no or another cluster key), or
     /// were refused as not local.
     pub refused_connections: u64,
-    /// Connections closed as soon as they opened because this node already had its
-    /// `--max-peers` connected peers.
+    /// Connections refused (before their handshake) or closed as soon as they opened
+    /// because this node already had its `--max-peers` connected peers.
     pub closed_over_max_peers: u64,
+    /// Dials to peers not connected (Kademlia's queries) refused before they started,
+    /// because this node had its `--max-peers` connected peers.
+    pub dials_refused_at_bound: u64,
     /// Incoming connections refused because they came from outside the local networks (no
     /// cluster key is set).
     pub refused_not_local: u64,
     /// Catch-up sessions completed.
     pub catchups: u64,
+    /// Connections established that this node dialed, since start (including those closed
+    /// at once at either side's `--max-peers`).
+    pub connections_opened_outbound: u64,
+    /// Connections established that a peer dialed, since start (including those closed at
+    /// once at this node's `--max-peers`).
+    pub connections_opened_inbound: u64,
+    /// The writes' gossip past `--max-peers` (see [`crate::gossip`]).
+    pub gossip: crate::gossip::GossipStats,
 }
 
 /// What the [`Node`] handle asks of the event loop.

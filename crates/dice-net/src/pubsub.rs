@@ -193,17 +193,33 @@ pub(crate) struct PubSubLoop {
     counters: Arc<PubSubCounters>,
 }
 
-/// The gossipsub behaviour of a node of `cluster`: signed messages, strict validation, at
-/// most `max_message` bytes of channel and payload per message.
+/// The gossipsub behaviour of a node of `cluster`: signed messages, strict validation, every
+/// message validated by the node before gossipsub forwards it (`validate_messages`). Two
+/// topics: pub/sub, at most `max_message` bytes of channel and payload per message, and the
+/// writes' gossip ([`crate::gossip`]), at most `max_writes_message` bytes (the sync
+/// protocol's `max_message_bytes`).
 pub(crate) fn behaviour(
     key: &libp2p::identity::Keypair,
     cluster: &str,
     max_message: usize,
+    max_writes_message: usize,
 ) -> Result<gossipsub::Behaviour, String> {
+    let pubsub_max = max_message + ENVELOPE;
+    let writes_max = max_writes_message + ENVELOPE;
     let config = gossipsub::ConfigBuilder::default()
         .protocol_id_prefix(format!("/dice/{cluster}/meshsub"))
-        .max_transmit_size(max_message + ENVELOPE)
+        // One frame carries one message (and control messages): the larger of the topics'.
+        .max_transmit_size(pubsub_max.max(writes_max))
+        .max_transmit_size_for_topic(
+            pubsub_max,
+            gossipsub::IdentTopic::new(topic_name(cluster)).hash(),
+        )
+        .max_transmit_size_for_topic(
+            writes_max,
+            gossipsub::IdentTopic::new(crate::gossip::topic_name(cluster)).hash(),
+        )
         .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
         .connection_handler_queue_len(PEER_QUEUE)
         .build()
         .map_err(|e| e.to_string())?;
@@ -271,36 +287,50 @@ impl PubSubLoop {
         }
     }
 
-    /// Takes a gossipsub event: a message of our topic goes to the application.
-    pub(crate) fn on_event(&mut self, event: gossipsub::Event) {
-        let gossipsub::Event::Message { message, .. } = event else {
-            return;
-        };
-        if message.topic != self.topic.hash() {
-            return;
-        }
+    /// Whether `topic` is the pub/sub topic.
+    pub(crate) fn is_topic(&self, topic: &gossipsub::TopicHash) -> bool {
+        *topic == self.topic.hash()
+    }
+
+    /// Takes a message of the pub/sub topic: a well-formed one goes to the application and
+    /// is forwarded; a malformed one is rejected (not forwarded, and gossipsub lowers its
+    /// sender's score).
+    pub(crate) fn on_message(
+        &mut self,
+        gs: &mut gossipsub::Behaviour,
+        message_id: &gossipsub::MessageId,
+        propagation_source: &libp2p::PeerId,
+        message: gossipsub::Message,
+    ) {
+        let acceptance = self.deliver(&message);
+        gs.report_message_validation_result(message_id, propagation_source, acceptance);
+    }
+
+    fn deliver(&mut self, message: &gossipsub::Message) -> gossipsub::MessageAcceptance {
         let Some(m) = decode(&message.data) else {
             self.counters
                 .receive_dropped
                 .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(source = ?message.source, "malformed pub/sub message dropped");
-            return;
+            return gossipsub::MessageAcceptance::Reject;
         };
         let cost = m.channel.len() + m.payload.len() + ENVELOPE;
         if !self.in_budget.take(cost) {
             self.counters
                 .receive_dropped
                 .fetch_add(1, Ordering::Relaxed);
-            return;
+            // Dropped here for lack of room, still good for the others.
+            return gossipsub::MessageAcceptance::Accept;
         }
         if self.incoming.send(m).is_err() {
             self.in_budget.give(cost);
             self.counters
                 .receive_dropped
                 .fetch_add(1, Ordering::Relaxed);
-            return;
+            return gossipsub::MessageAcceptance::Accept;
         }
         self.counters.received.fetch_add(1, Ordering::Relaxed);
+        gossipsub::MessageAcceptance::Accept
     }
 }
 

@@ -184,7 +184,7 @@ pub(crate) fn build_swarm(
                 ),
                 ping: ping::Behaviour::new(ping_cfg),
                 mdns: Toggle::from(mdns),
-                gossipsub: crate::pubsub::behaviour(key, &cluster, max_message)?,
+                gossipsub: crate::pubsub::behaviour(key, &cluster, max_message, max_frame)?,
             })
         })
         .map_err(|e| NetError::Transport {
