@@ -1,8 +1,8 @@
 //! Helpers for whole-system tests: find the `dice` binary, run it in temp data dirs, and
 //! stop only the processes these tests started.
 //!
-//! The binary is looked up next to the test executable, after a `cargo build` of it when the
-//! tests run under Cargo.
+//! The tests in `tests/tests/` are targets of the `dice-cli` package, so Cargo builds the
+//! binary before them and names it in `CARGO_BIN_EXE_dice` ([`dice_bin`]).
 //!
 //! [`netns`] makes test hosts out of Linux network namespaces on one bridge, for the LAN
 //! tests (mDNS, partitions); it needs root.
@@ -15,36 +15,26 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The `dice` binary of this build (`target/<profile>/dice`), built first if this test run
-/// was started by Cargo (so that `cargo test -p dice-tests` never runs a stale binary).
+/// The `dice` binary under test: the one Cargo built for this test run
+/// (`CARGO_BIN_EXE_dice`, set for the tests of the `dice-cli` package, which these are), or,
+/// for a test executable run by hand, the `dice` next to it (`target/<profile>/dice`).
 ///
 /// # Panics
-/// If it cannot be built or found.
+/// If neither exists.
 pub fn dice_bin() -> PathBuf {
-    static BUILD: std::sync::Once = std::sync::Once::new();
+    if let Some(bin) = std::env::var_os("CARGO_BIN_EXE_dice") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("current test executable");
-    let profile_dir = exe
+    let bin = exe
         .parent()
         .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps");
-    BUILD.call_once(|| {
-        if let Some(cargo) = std::env::var_os("CARGO") {
-            let release = profile_dir.file_name().is_some_and(|n| n == "release");
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--quiet", "-p", "dice-cli", "--bin", "dice"]);
-            if release {
-                cmd.arg("--release");
-            }
-            let status = cmd
-                .status()
-                .expect("running cargo build for the dice binary");
-            assert!(status.success(), "building the dice binary failed");
-        }
-    });
-    let bin = profile_dir.join("dice");
+        .expect("test executable lives in target/<profile>/deps")
+        .join("dice");
     assert!(
         bin.exists(),
-        "{} not found: build it with `cargo build -p dice-cli`",
+        "{} not found: run the tests with `cargo test -p dice-cli`, or build it with \
+         `cargo build -p dice-cli`",
         bin.display()
     );
     bin

@@ -24,7 +24,6 @@ const CONVERGE: Duration = Duration::from_secs(90);
 /// Starts a node on each of `hosts` with `extra` flags, then waits (bounded) until they are
 /// all connected to each other; prints and returns how long discovery took.
 fn start_mesh(lan: &mut Lan, hosts: &[usize], extra: &[&str]) -> Duration {
-    dice_tests::dice_bin(); // built (if need be) before anything is timed
     let t0 = Instant::now();
     let each: Vec<Duration> = hosts.iter().map(|&i| lan.start(i, extra)).collect();
     let started = t0.elapsed();

@@ -859,7 +859,6 @@ fn nemesis_faults_lose_no_acknowledged_write_and_the_nodes_converge() {
          faults, {HOSTS} hosts, {CLIENTS} clients"
     );
     faketime_env("+0"); // libfaketime is there, or fail now rather than mid-schedule
-    dice_tests::dice_bin();
     let t_test = Instant::now();
     let mut rng = Rng(seed);
 

@@ -28,7 +28,6 @@ fn one_peer_joins_two_networks_into_one_cluster_that_heals() {
     if !lan_tests_enabled("one_peer_joins_two_networks_into_one_cluster_that_heals") {
         return;
     }
-    dice_tests::dice_bin();
     let mut lan = Lan::new(2); // hosts 0 and 1 on network 0
     lan.add_network();
     lan.add_host_on(1); // host 2
