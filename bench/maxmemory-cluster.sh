@@ -21,35 +21,11 @@ ALL_NODES=${ALL_NODES:-1}   # 0: skip the flood against every node at once
 TMP=$(mktemp -d /tmp/dice-maxmem-cluster.XXXXXX)
 PIDS=()
 
-log() { echo "# $*" >&2; }
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+if ! command -v redis-benchmark >/dev/null; then need_redis; fi
+build_dice
 
-if ! command -v redis-benchmark >/dev/null; then
-    log "installing redis-tools"
-    apt-get install -y redis-tools >/dev/null
-fi
-if [[ $DICE == "$ROOT/target/release/dice" ]]; then
-    log "building dice (release)"
-    (cd "$ROOT" && cargo build --release -p dice-cli >&2)
-fi
-
-wait_for() {
-    local i
-    for ((i = 0; i < 600; i++)); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    log "timed out waiting for: $*"; return 1
-}
-ping_ok() { [[ $(redis-cli -h 127.0.0.1 -p "$1" PING 2>/dev/null) == PONG ]]; }
-info() { redis-cli -h 127.0.0.1 -p "$1" INFO "$2" | tr -d '\r' | sed -n "s/^$3://p"; }
-rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 alive() {
     local i
     for i in 1 2 3; do
@@ -62,25 +38,12 @@ alive() {
 }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
-# start_dice DIR [args...] -> DICE_PORT, DICE_PID, DICE_P2P
-start_dice() {
-    local dir=$1; shift
-    mkdir -p "$dir"
-    "$DICE" node --data "$dir" --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 --no-mdns \
-        --threads 1 --maxmemory "$MAXMEMORY" --maxmemory-policy allkeys-lru "$@" \
-        >"$dir.out" 2>"$dir.err" &
-    DICE_PID=$!
-    PIDS+=("$DICE_PID")
-    wait_for test -s "$dir/api.addr"
-    DICE_PORT=$(cut -d: -f2 "$dir/api.addr")
-    wait_for ping_ok "$DICE_PORT"
-    wait_for grep -q "node running" "$dir.err"
-    DICE_P2P=$(grep "node running" "$dir.err" | tail -1 | sed -n 's/.*listen=\[\([^],]*\).*/\1/p')
-}
+# A node with this run's memory limit (see `start_dice` in bench/lib.sh).
+start_limited() { start_dice "$@" --maxmemory "$MAXMEMORY" --maxmemory-policy allkeys-lru; }
 
-start_dice "$TMP/c1"; P[1]=$DICE_PORT; PID[1]=$DICE_PID; A=$DICE_P2P
-start_dice "$TMP/c2" --peer "$A"; P[2]=$DICE_PORT; PID[2]=$DICE_PID; B=$DICE_P2P
-start_dice "$TMP/c3" --peer "$A" --peer "$B"; P[3]=$DICE_PORT; PID[3]=$DICE_PID
+start_limited "$TMP/c1"; P[1]=$DICE_PORT; PID[1]=$DICE_PID; A=$DICE_P2P
+start_limited "$TMP/c2" --peer "$A"; P[2]=$DICE_PORT; PID[2]=$DICE_PID; B=$DICE_P2P
+start_limited "$TMP/c3" --peer "$A" --peer "$B"; P[3]=$DICE_PORT; PID[3]=$DICE_PID
 sleep 3
 max_bytes=$(redis-cli -p "${P[1]}" CONFIG GET maxmemory | tail -1)
 for i in 1 2 3; do

@@ -34,49 +34,10 @@ MEMBERS=${MEMBERS:-1000}
 TMP=$(mktemp -d /tmp/dice-types.XXXXXX)
 PIDS=()
 
-log() { echo "# $*" >&2; }
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-    log "installing redis-server redis-tools"
-    apt-get install -y redis-server redis-tools >/dev/null
-fi
-if [[ $DICE == "$ROOT/target/release/dice" ]]; then
-    log "building dice (release)"
-    (cd "$ROOT" && cargo build --release -p dice-cli >&2)
-fi
-
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-    done
-}
-wait_for() {
-    local i
-    for ((i = 0; i < 600; i++)); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    log "timed out waiting for: $*"; return 1
-}
-ping_ok() { [[ $(redis-cli -h 127.0.0.1 -p "$1" PING 2>/dev/null) == PONG ]]; }
-info() { redis-cli -h 127.0.0.1 -p "$1" INFO "$2" | tr -d '\r' | sed -n "s/^$3://p"; }
-rss_bytes() { echo $(( $(awk '/VmRSS/ { print $2 }' "/proc/$1/status") * 1024 )); }
-stop() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-    local keep=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+need_redis
+build_dice
 
 # start_redis -> PORT, PID
 start_redis() {
@@ -89,17 +50,13 @@ start_redis() {
     PIDS+=("$PID")
     wait_for ping_ok "$PORT"
 }
-# start_dice -> PORT, PID
-start_dice() {
-    local dir
-    dir=$(mktemp -d "$TMP/dice.XXXX")
-    "$DICE" node --data "$dir" --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 --no-mdns \
-        --threads 1 >"$dir.out" 2>"$dir.err" &
-    PID=$!
-    PIDS+=("$PID")
-    wait_for test -s "$dir/api.addr"
-    PORT=$(cut -d: -f2 "$dir/api.addr")
-    wait_for ping_ok "$PORT"
+rss_bytes() { echo $(($(rss_kb "$1") * 1024)); }
+
+# start_node -> PORT, PID: a node on a fresh data dir (see `start_dice` in bench/lib.sh).
+start_node() {
+    start_dice "$(mktemp -d "$TMP/dice.XXXX")"
+    PORT=$DICE_PORT
+    PID=$DICE_PID
 }
 
 knows() { # knows PORT COMMAND: does the server know the command?
@@ -120,7 +77,7 @@ for t in incr hset sadd; do
     start_redis
     r=$(rps "$PORT" "$t")
     stop "$PID"
-    start_dice
+    start_node
     if knows "$PORT" "$t"; then d=$(rps "$PORT" "$t"); else d="unknown command"; fi
     stop "$PID"
     printf '%-5s redis %10s   dice %10s\n' "$t" "$r" "$d"
@@ -154,7 +111,7 @@ EOF
 # per_item SERVER CMD KEYS PER PREFIX
 per_item() {
     local name=$1 cmd=$2 keys=$3 per=$4 prefix=$5 u0 r0 u1 r1 n
-    if [[ $name == redis ]]; then start_redis; else start_dice; fi
+    if [[ $name == redis ]]; then start_redis; else start_node; fi
     if ! knows "$PORT" "$cmd"; then
         printf '%-5s unknown command\n' "$name"; stop "$PID"; return
     fi
