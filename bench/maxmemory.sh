@@ -28,49 +28,10 @@ ZIPF_OPS=${ZIPF_OPS:-400000}
 TMP=$(mktemp -d /tmp/dice-maxmem.XXXXXX)
 PIDS=()
 
-log() { echo "# $*" >&2; }
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-    log "installing redis-server redis-tools"
-    apt-get install -y redis-server redis-tools >/dev/null
-fi
-if [[ $DICE == "$ROOT/target/release/dice" ]]; then
-    log "building dice (release)"
-    (cd "$ROOT" && cargo build --release -p dice-cli >&2)
-fi
-
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-    done
-}
-wait_for() {
-    local i
-    for ((i = 0; i < 600; i++)); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    log "timed out waiting for: $*"; return 1
-}
-ping_ok() { [[ $(redis-cli -h 127.0.0.1 -p "$1" PING 2>/dev/null) == PONG ]]; }
-info() { redis-cli -h 127.0.0.1 -p "$1" INFO "$2" | tr -d '\r' | sed -n "s/^$3://p"; }
-rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
-stop() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-    local keep=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+need_redis
+build_dice
 
 start_redis() {
     REDIS_PORT=$(free_port)
@@ -82,21 +43,8 @@ start_redis() {
     wait_for ping_ok "$REDIS_PORT"
 }
 
-# start_dice DIR [args...] -> DICE_PORT, DICE_PID, DICE_P2P
-start_dice() {
-    local dir=$1; shift
-    mkdir -p "$dir"
-    "$DICE" node --data "$dir" --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 --no-mdns \
-        --threads 1 --maxmemory "$MAXMEMORY" --maxmemory-policy allkeys-lru "$@" \
-        >"$dir.out" 2>"$dir.err" &
-    DICE_PID=$!
-    PIDS+=("$DICE_PID")
-    wait_for test -s "$dir/api.addr"
-    DICE_PORT=$(cut -d: -f2 "$dir/api.addr")
-    wait_for ping_ok "$DICE_PORT"
-    wait_for grep -q "node running" "$dir.err"
-    DICE_P2P=$(grep "node running" "$dir.err" | tail -1 | sed -n 's/.*listen=\[\([^],]*\).*/\1/p')
-}
+# A node with this run's memory limit (see `start_dice` in bench/lib.sh).
+start_limited() { start_dice "$@" --maxmemory "$MAXMEMORY" --maxmemory-policy allkeys-lru; }
 
 SET_CMD="redis-benchmark -h 127.0.0.1 -p PORT -t set -d 100 -r 2000000 -n $N_SET -c 50 -P 16 -q"
 set_rps() { redis-benchmark -h 127.0.0.1 -p "$1" -t set -d 100 -r 2000000 -n "$N_SET" -c 50 -P 16 -q \
@@ -110,7 +58,7 @@ start_redis
 r_rps=$(set_rps "$REDIS_PORT")
 echo "redis  : SET ${r_rps} req/s  used_memory $(info "$REDIS_PORT" memory used_memory)  rss $(( $(rss_kb "$REDIS_PID") * 1024 ))  evicted_keys $(info "$REDIS_PORT" stats evicted_keys)  keys $(redis-cli -p "$REDIS_PORT" DBSIZE)"
 stop "$REDIS_PID"
-start_dice "$TMP/single"
+start_limited "$TMP/single"
 d_rps=$(set_rps "$DICE_PORT")
 echo "dice   : SET ${d_rps} req/s  used_memory $(info "$DICE_PORT" memory used_memory)  rss $(( $(rss_kb "$DICE_PID") * 1024 ))  evicted_keys $(info "$DICE_PORT" memory evicted_keys)  keys $(redis-cli -p "$DICE_PORT" DBSIZE)"
 stop "$DICE_PID"
@@ -123,24 +71,26 @@ echo "command: bench/zipf.py PORT --keys $ZIPF_KEYS --ops $ZIPF_OPS"
 start_redis
 echo "redis  : $("$ROOT/bench/zipf.py" "$REDIS_PORT" --keys "$ZIPF_KEYS" --ops "$ZIPF_OPS")  keys held $(redis-cli -p "$REDIS_PORT" DBSIZE)"
 stop "$REDIS_PID"
-start_dice "$TMP/zipf"
+start_limited "$TMP/zipf"
 echo "dice   : $("$ROOT/bench/zipf.py" "$DICE_PORT" --keys "$ZIPF_KEYS" --ops "$ZIPF_OPS")  keys held $(redis-cli -p "$DICE_PORT" DBSIZE)"
 stop "$DICE_PID"
 
 echo
 MAXMEMORY=$SET_MAXMEMORY
 echo "### 3. Three dice nodes, a SET flood of ten times maxmemory against node 1"
-start_dice "$TMP/c1"; P1=$DICE_PORT; PID1=$DICE_PID; A=$DICE_P2P
-start_dice "$TMP/c2" --peer "$A"; P2=$DICE_PORT; PID2=$DICE_PID
-start_dice "$TMP/c3" --peer "$A"; P3=$DICE_PORT; PID3=$DICE_PID
+start_limited "$TMP/c1"; P1=$DICE_PORT; PID1=$DICE_PID; A=$DICE_P2P
+start_limited "$TMP/c2" --peer "$A"; P2=$DICE_PORT; PID2=$DICE_PID
+start_limited "$TMP/c3" --peer "$A"; P3=$DICE_PORT; PID3=$DICE_PID
 sleep 3
 B1=$(rss_kb "$PID1"); B2=$(rss_kb "$PID2"); B3=$(rss_kb "$PID3")
 max_bytes=$(redis-cli -p "$P1" CONFIG GET maxmemory | tail -1)
 flood_n=$(( max_bytes * 10 / 1000 ))
 FLOOD_CMD="redis-benchmark -h 127.0.0.1 -p $P1 -t set -d 1000 -r 100000000 -n $flood_n -c 50 -P 16 -q"
 echo "command: $FLOOD_CMD"
-rps=$(redis-benchmark -h 127.0.0.1 -p "$P1" -t set -d 1000 -r 100000000 -n "$flood_n" -c 50 -P 16 -q \
-    | tr '\r' '\n' | awk '/SET:/ { print $2 }' | tail -1)
+# A node may answer OOM while its peers' tombstones are not yet stable: redis-benchmark then
+# stops early, which the figures below show (keys, used_memory); the script goes on.
+rps=$( (redis-benchmark -h 127.0.0.1 -p "$P1" -t set -d 1000 -r 100000000 -n "$flood_n" -c 50 \
+    -P 16 -q 2>&1 || true) | tr '\r' '\n' | awk '/SET:/ { print $2 }' | tail -1)
 sleep 5
 echo "flood: SET ${rps} req/s on node 1"
 for i in 1 2 3; do
