@@ -155,6 +155,14 @@ impl FieldId {
         id.copy_from_slice(&digest[..16]);
         FieldId(id)
     }
+
+    /// The id's first 8 bytes as a number: the order in which `HSCAN` and `SSCAN` walk a
+    /// hash's fields or a set's members, and their cursors. Fixed for a name.
+    pub fn scan_order(&self) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&self.0[..8]);
+        u64::from_be_bytes(w)
+    }
 }
 
 /// A hash field's stored value: the name's length (4 bytes, little-endian), the name, then

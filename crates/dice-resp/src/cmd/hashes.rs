@@ -284,21 +284,10 @@ pub(crate) fn hrandfield(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     }
 }
 
-/// The cursor order of `HSCAN`: the first 8 bytes of a field's id, fixed for a name.
-fn field_cursor(name: &[u8]) -> u64 {
-    let id = FieldId::of(name).0;
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&id[..8]);
-    u64::from_be_bytes(w)
-}
-
 /// `HSCAN key cursor [MATCH pattern] [COUNT count] [NOVALUES]`: fields in the order of their
 /// ids, from `cursor` on; a field present during a whole scan is returned at least once.
 pub(crate) fn hscan(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
-    let cursor = match std::str::from_utf8(req.arg(2))
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
+    let cursor = match super::parse_scan_cursor(req.arg(2)) {
         Some(c) => c,
         None => return ctx.error("ERR invalid cursor"),
     };
@@ -328,7 +317,7 @@ pub(crate) fn hscan(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     };
     let mut ordered: Vec<(u64, &[u8], &[u8])> = fields
         .into_iter()
-        .map(|(n, v)| (field_cursor(n), n, v))
+        .map(|(n, v)| (FieldId::of(n).scan_order(), n, v))
         .filter(|(c, _, _)| *c >= cursor)
         .collect();
     ordered.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));

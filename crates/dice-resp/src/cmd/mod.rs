@@ -1173,6 +1173,11 @@ pub(crate) fn truncated(bytes: &[u8], max: usize) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned()
 }
 
+/// The cursor of `HSCAN` and `SSCAN`: a decimal `u64`.
+pub(crate) fn parse_scan_cursor(arg: &[u8]) -> Option<u64> {
+    std::str::from_utf8(arg).ok()?.parse::<u64>().ok()
+}
+
 /// Whether `arg` equals `word` (lowercase ASCII) in any case.
 pub(crate) fn is(arg: &[u8], word: &str) -> bool {
     arg.eq_ignore_ascii_case(word.as_bytes())

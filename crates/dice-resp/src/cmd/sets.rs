@@ -230,21 +230,10 @@ pub(crate) fn srandmember(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) 
     reply_members(ctx, &picked, false);
 }
 
-/// The cursor order of `SSCAN`: the first 8 bytes of a member's id, fixed for a member.
-fn member_cursor(member: &[u8]) -> u64 {
-    let id = FieldId::of(member).0;
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&id[..8]);
-    u64::from_be_bytes(w)
-}
-
 /// `SSCAN key cursor [MATCH pattern] [COUNT count]`: members in the order of their ids, from
 /// `cursor` on; a member present during a whole scan is returned at least once.
 pub(crate) fn sscan(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
-    let cursor = match std::str::from_utf8(req.arg(2))
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
+    let cursor = match super::parse_scan_cursor(req.arg(2)) {
         Some(c) => c,
         None => return ctx.error("ERR invalid cursor"),
     };
@@ -269,7 +258,7 @@ pub(crate) fn sscan(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     };
     let mut ordered: Vec<(u64, &[u8])> = members
         .into_iter()
-        .map(|m| (member_cursor(m), m))
+        .map(|m| (FieldId::of(m).scan_order(), m))
         .filter(|(c, _)| *c >= cursor)
         .collect();
     ordered.sort_unstable();
