@@ -147,7 +147,10 @@ pub struct Update {
 }
 
 /// A change seen by subscribers: a key now holds `value` (`None`: deleted).
+///
+/// Only the cache makes events; new fields may come in a minor release.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Event {
     /// The key.
     pub key: Bytes,
