@@ -667,7 +667,14 @@ fn compare_lists(
             None => send.push((*h, r)),
             Some(None) => {}
             Some(Some(ti)) => {
-                if mi.version > ti.version {
+                if matches!(r.elem(), Elem::Field(_)) && mi.version != ti.version {
+                    // A field's tombstone may lose to an older value (it removes only the
+                    // write it observed, see `entry::field_wins`): which copy wins is not
+                    // told by the versions alone. Each side takes the other's and keeps the
+                    // winner.
+                    send.push((*h, r));
+                    want.push(*h);
+                } else if mi.version > ti.version {
                     send.push((*h, r));
                 } else if mi.version < ti.version {
                     want.push(*h);

@@ -1120,12 +1120,13 @@ fn record(shared: &Shared, st: &mut State) {
                 (e.value.clone(), e.expires_at_ms)
             }
             _ if set_member => (None, None),
+            // A field's tombstone carries the timestamp it observed, not an expiry.
             Some(e) if hash_field => (
                 e.value
                     .as_deref()
                     .and_then(crate::entry::decode_field)
                     .map(|(_, v)| Bytes::copy_from_slice(v)),
-                e.expires_at_ms,
+                e.expires_at_ms.filter(|_| e.value.is_some()),
             ),
             None if hash_field => (None, None),
             Some(e) if change.elem == Elem::Key && !st.replica.has_elements(&e.key) => {

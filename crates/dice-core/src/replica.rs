@@ -1071,6 +1071,14 @@ impl Replica {
         {
             return bad("a hash field whose value does not name it");
         }
+        // A field's tombstone carries the timestamp of the write it observed, which came
+        // before it: a later one would remove writes made after it.
+        if let Elem::Field(_) = e.elem
+            && e.value.is_none()
+            && e.expires_at_ms.is_some_and(|t| t >= e.version.hlc.as_u64())
+        {
+            return bad("a hash field removal that observed a write after itself");
+        }
         if e.elem.is_set() {
             if e.elem.owner() != Some(e.version.origin) {
                 return bad("a set element written by another node than its owner");
@@ -1140,7 +1148,14 @@ impl Replica {
             self.stats.remote_ignored += 1;
             return Ok(false);
         }
-        let wins = current.is_none_or(|cur| cur.version() < entry.version);
+        let wins = current.is_none_or(|cur| match entry.elem {
+            // A field's tombstone removes only the write it observed.
+            Elem::Field(_) => crate::entry::field_wins(
+                (entry.version, entry.value.is_none(), entry.expires_at_ms),
+                (cur.version(), cur.is_tombstone(), cur.expires_at_ms()),
+            ),
+            _ => cur.version() < entry.version,
+        });
         if wins {
             self.install(entry, ChangeSource::Remote);
             self.stats.remote_applied += 1;
@@ -2089,7 +2104,9 @@ impl Replica {
     }
 
     /// `HDEL`: deletes the named fields of `key`'s hash that are present here (a tombstone
-    /// each: it removes the write it observed, and any older one). Returns how many.
+    /// each: it removes the write it observed, and any older one, but not a write made
+    /// concurrently on another node after it, see [`crate::entry::field_wins`]). Returns how
+    /// many.
     pub fn hdel(&mut self, key: Bytes, names: &[Bytes], now_ms: u64) -> Result<usize> {
         self.limits.check(&key, None)?;
         self.not_a_string(&key, now_ms)?;
@@ -2101,7 +2118,7 @@ impl Replica {
             }
         }
         for id in &ids {
-            self.write_elem(key.clone(), Elem::Field(*id), None, None, now_ms)?;
+            self.remove_field_observed(&key, *id, now_ms)?;
         }
         Ok(ids.len())
     }
@@ -2188,7 +2205,8 @@ impl Replica {
         Ok(existed)
     }
 
-    /// Tombstones every field of `key` that holds a value (a write that replaces the key).
+    /// Tombstones every field of `key` that holds a value (a write that replaces the key), each
+    /// removing only the write observed.
     fn tombstone_fields(&mut self, key: &Bytes, now_ms: u64) -> Result<()> {
         let ids: Vec<FieldId> = self
             .hashes
@@ -2196,8 +2214,22 @@ impl Replica {
             .map(|h| h.valued.iter().map(|(_, id)| *id).collect())
             .unwrap_or_default();
         for id in ids {
-            self.write_elem(key.clone(), Elem::Field(id), None, None, now_ms)?;
+            self.remove_field_observed(key, id, now_ms)?;
         }
+        Ok(())
+    }
+
+    /// Writes the tombstone of field `id` of `key` that removes the write held here: it
+    /// carries that write's timestamp (see [`crate::entry::field_wins`]).
+    fn remove_field_observed(&mut self, key: &Bytes, id: FieldId, now_ms: u64) -> Result<()> {
+        let observed = self
+            .slot(key, Elem::Field(id))
+            .filter(|r| !r.is_tombstone())
+            .map(|r| r.version().hlc.as_u64());
+        if observed.is_none() {
+            return Ok(());
+        }
+        self.write_elem(key.clone(), Elem::Field(id), None, observed, now_ms)?;
         Ok(())
     }
 }

@@ -540,3 +540,89 @@ async fn snapshot_chunks_of_the_format_before_checksums_still_load() {
     assert_eq!(held(&cache), entries);
     cache.close().await.unwrap();
 }
+
+/// A field's tombstone keeps the timestamp it observed across restarts (in the expiry slot
+/// every blob format stores), so an update concurrent with the `HDEL` still wins after one;
+/// a tombstone written before sync protocol 6 (none carried) still merges by its version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_tombstone_keeps_what_it_observed_across_restarts() {
+    use dice_core::entry::{FieldId, encode_field};
+    use dice_core::{Hlc, NodeId};
+    let dir = tempfile::tempdir().unwrap();
+    let field = Elem::Field(FieldId::of(b"f"));
+    let legacy = Elem::Field(FieldId::of(b"g"));
+    let peer = NodeId::new(0x77).unwrap();
+    let remote =
+        |name: &str, value: Option<&str>, hlc: u64, seq: u64, observed: Option<u64>| Entry {
+            key: "h".into(),
+            elem: Elem::Field(FieldId::of(name.as_bytes())),
+            value: value.map(|v| encode_field(name.as_bytes(), v.as_bytes())),
+            version: Version {
+                hlc: Hlc::from_u64(hlc),
+                origin: peer,
+            },
+            seq,
+            expires_at_ms: observed,
+        };
+    let (observed, deleted_at) = {
+        let cache = Cache::open(dir.path()).await.unwrap();
+        let (_, generation) = cache
+            .transact(|tx| {
+                tx.modify(|r, now| r.hset("h".into(), &[("f".into(), "v".into())], false, now))
+            })
+            .await
+            .unwrap();
+        cache.wait_committed(generation.unwrap()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let (_, generation) = cache
+            .transact(|tx| tx.modify(|r, now| r.hdel("h".into(), &["f".into()], now)))
+            .await
+            .unwrap();
+        cache.wait_committed(generation.unwrap()).await.unwrap();
+        let tomb = cache.with_replica(|r| r.element(b"h", field)).unwrap();
+        assert!(tomb.value.is_none());
+        let observed = tomb.expires_at_ms.unwrap();
+        assert!(observed < tomb.version.hlc.as_u64());
+        // A legacy tombstone of field g, then an older value of g from the same peer, late:
+        // the tombstone wins by its version.
+        let (_, generation) = cache
+            .transact(|tx| {
+                tx.modify(|r, now| {
+                    r.apply(remote("g", None, observed - 1, 2, None), now)?;
+                    r.apply(remote("g", Some("x"), observed - 2, 1, None), now)
+                })
+            })
+            .await
+            .unwrap();
+        cache.wait_committed(generation.unwrap()).await.unwrap();
+        cache.close().await.unwrap();
+        (observed, tomb.version.hlc.as_u64())
+    };
+    let cache = Cache::open(dir.path()).await.unwrap();
+    let tomb = cache.with_replica(|r| r.element(b"h", field)).unwrap();
+    assert_eq!(tomb.expires_at_ms, Some(observed));
+    let g = cache.with_replica(|r| r.element(b"h", legacy)).unwrap();
+    assert!(g.value.is_none() && g.expires_at_ms.is_none());
+    // An update of f made apart, after the value the HDEL saw, before the HDEL itself: wins.
+    let between = observed + (deleted_at - observed) / 2;
+    assert!(observed < between && between < deleted_at);
+    let (won, generation) = cache
+        .transact(|tx| tx.modify(|r, now| r.apply(remote("f", Some("new"), between, 3, None), now)))
+        .await
+        .unwrap();
+    assert!(won.unwrap());
+    cache.wait_committed(generation.unwrap()).await.unwrap();
+    let now = dice_core::now_ms();
+    cache.with_replica(|r| {
+        assert_eq!(r.hget(b"h", b"f", now).unwrap(), Some(&b"new"[..]));
+        assert_eq!(r.hget(b"h", b"g", now).unwrap(), None);
+    });
+    let entries = held(&cache);
+    cache.close().await.unwrap();
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    cache.with_replica(|r| {
+        assert_eq!(r.hget(b"h", b"f", now).unwrap(), Some(&b"new"[..]));
+    });
+    cache.close().await.unwrap();
+}

@@ -1,7 +1,7 @@
 //! Hashes: the merge laws (commutative, associative, idempotent) over field elements written
 //! on several nodes, the type rule for a key written as a string and a hash at once, what
-//! `HDEL` and `DEL` remove, expiry, garbage collection, and that a write of one field of a
-//! large hash sends one field.
+//! `HDEL` and `DEL` remove (only what they observed: a concurrent update wins), expiry,
+//! garbage collection, and that a write of one field of a large hash sends one field.
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
@@ -199,6 +199,84 @@ fn fields_written_apart_all_survive_and_the_later_write_of_a_field_wins() {
 }
 
 #[test]
+fn an_update_concurrent_with_hdel_or_del_wins_on_every_node() {
+    // The update's clock behind, then ahead, of the removal's: it wins either way.
+    for (t_del, t_set) in [(T0 + 20, T0 + 10), (T0 + 10, T0 + 20)] {
+        let mut nodes: Vec<Replica> = (0..3)
+            .map(|i| Replica::new(node(i), Limits::default()))
+            .collect();
+        hset(&mut nodes[0], "h", &[("f", "old"), ("g", "old")], T0).unwrap();
+        sync_all(&mut nodes, T0 + 1);
+        // Apart: node 0 deletes f and the whole hash; node 1 updates both fields.
+        assert_eq!(nodes[0].hdel(b("h"), &[b("f")], t_del).unwrap(), 1);
+        assert!(nodes[0].remove_observed(b("h"), t_del + 1).unwrap());
+        assert!(!nodes[0].contains(b"h", t_del + 1));
+        hset(&mut nodes[1], "h", &[("f", "new"), ("g", "new")], t_set).unwrap();
+        sync_all(&mut nodes, T0 + 30);
+        let want = vec![
+            ("f".to_owned(), "new".to_owned()),
+            ("g".to_owned(), "new".to_owned()),
+        ];
+        for n in &nodes {
+            assert_eq!(
+                fields(n, "h", T0 + 30),
+                want,
+                "removal at {t_del}, update at {t_set}"
+            );
+            assert_eq!(n.digest(), n.digest_by_scan());
+        }
+        assert_eq!(nodes[0].digest(), nodes[1].digest());
+        assert_eq!(nodes[1].digest(), nodes[2].digest());
+        // A removal that observed the update removes it everywhere.
+        assert_eq!(nodes[2].hdel(b("h"), &[b("f")], T0 + 31).unwrap(), 1);
+        sync_all(&mut nodes, T0 + 32);
+        for n in &nodes {
+            assert_eq!(
+                fields(n, "h", T0 + 32),
+                vec![("g".to_owned(), "new".to_owned())]
+            );
+        }
+    }
+}
+
+#[test]
+fn a_removal_removes_what_its_observed_write_had_replaced() {
+    // Node 1 writes f before node 0 does, unseen; node 0's later write replaces it (LWW),
+    // and node 0's HDEL of what it saw removes both: node 1's older write had already lost.
+    let mut nodes: Vec<Replica> = (0..2)
+        .map(|i| Replica::new(node(i), Limits::default()))
+        .collect();
+    hset(&mut nodes[1], "h", &[("f", "older")], T0).unwrap();
+    hset(&mut nodes[0], "h", &[("f", "newer")], T0 + 5).unwrap();
+    nodes[0].hdel(b("h"), &[b("f")], T0 + 6).unwrap();
+    sync_all(&mut nodes, T0 + 7);
+    for n in &nodes {
+        assert_eq!(fields(n, "h", T0 + 7), Vec::<(String, String)>::new());
+        assert!(!n.contains(b"h", T0 + 7));
+    }
+}
+
+#[test]
+fn a_field_removal_claiming_a_later_write_is_refused() {
+    let mut a = Replica::new(node(0), Limits::default());
+    hset(&mut a, "h", &[("f", "v")], T0).unwrap();
+    a.record_changes(true);
+    a.hdel(b("h"), &[b("f")], T0 + 1).unwrap();
+    let mut tomb = a.take_changes().pop().unwrap().entry.unwrap();
+    assert!(tomb.value.is_none());
+    let observed = tomb.expires_at_ms.unwrap();
+    assert!(observed < tomb.version.hlc.as_u64());
+    let mut b_ = Replica::new(node(1), Limits::default());
+    assert!(b_.apply(tomb.clone(), T0 + 1).unwrap());
+    // Observing a write at or after itself would remove writes made after it: refused.
+    tomb.expires_at_ms = Some(tomb.version.hlc.as_u64());
+    let mut c = Replica::new(node(2), Limits::default());
+    let err = c.apply(tomb, T0 + 1).unwrap_err();
+    assert!(matches!(err, Error::InvalidEntry { .. }), "{err}");
+    assert_eq!(c.entry_count(), 0);
+}
+
+#[test]
 fn a_string_and_a_hash_written_at_once_end_the_same_everywhere() {
     for hash_later in [false, true] {
         let mut nodes: Vec<Replica> = (0..2)
@@ -351,6 +429,11 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn run(steps: &[Step]) -> Vec<Entry> {
+    run_nodes(steps).1
+}
+
+/// The nodes after `steps`, and every entry they wrote.
+fn run_nodes(steps: &[Step]) -> (Vec<Replica>, Vec<Entry>) {
     let mut nodes: Vec<Replica> = (0..NODES)
         .map(|i| {
             let mut r = Replica::new(node(i), Limits::default());
@@ -402,7 +485,7 @@ fn run(steps: &[Step]) -> Vec<Entry> {
             );
         }
     }
-    written
+    (nodes, written)
 }
 
 fn replica_of<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Replica {
@@ -484,6 +567,40 @@ proptest! {
             shuffled.apply(e.clone(), T0).unwrap();
         }
         prop_assert_eq!(state(&reference), state(&shuffled));
+    }
+
+    /// Whatever happened before, once the nodes have synced, an `HSET` on one node and an
+    /// `HDEL` (or `DEL`) of the same field on another, made apart with any clocks, end with
+    /// the update on every node.
+    #[test]
+    fn an_update_concurrent_with_a_removal_always_wins(
+        steps in prop::collection::vec(step(), 0..30),
+        field in 0..6u8,
+        value in any::<u8>(),
+        del_whole in any::<bool>(),
+        (setter, deleter) in (0..NODES, 0..NODES).prop_filter("two nodes", |(a, b)| a != b),
+        (t_set, t_del) in (0..50u64, 0..50u64),
+    ) {
+        let (mut nodes, _) = run_nodes(&steps);
+        let end = T0 + steps.len() as u64 * 1000;
+        sync_all(&mut nodes, end);
+        let key = b("h");
+        let name = Bytes::from(vec![field]);
+        let is_string = nodes[setter].key_type(b"h", end) == Some(KeyType::String);
+        prop_assume!(!is_string);
+        nodes[setter]
+            .hset(key.clone(), &[(name.clone(), Bytes::from(vec![value]))], false, end + t_set)
+            .unwrap();
+        if del_whole {
+            nodes[deleter].remove_observed(key.clone(), end + t_del).unwrap();
+        } else {
+            let _ = nodes[deleter].hdel(key.clone(), std::slice::from_ref(&name), end + t_del);
+        }
+        sync_all(&mut nodes, end + 100);
+        for n in &nodes {
+            prop_assert_eq!(n.hget(b"h", &name, end + 100).unwrap(), Some(&[value][..]));
+            prop_assert_eq!(state(n), state(&nodes[0]));
+        }
     }
 
     /// State-based merge of replicas holding parts of the elements is associative and
