@@ -875,7 +875,9 @@ impl Sim {
                     .collect();
                 assert_eq!(strings, want, "entries of node {i}");
             }
-            // Hashes: every node reads the same fields, and each field as its greatest write.
+            // Hashes: every node reads the same fields, and each field as its winning write:
+            // the greatest value, unless a tombstone observed it (or a later value).
+            let rank = |e: &Entry| (e.version, e.value.is_none(), e.expires_at_ms);
             for k in 0..4 {
                 let key = hash_key(k);
                 let fields = |r: &Replica| {
@@ -893,7 +895,7 @@ impl Sim {
                 for e in self.log.iter().filter(|e| e.key == key) {
                     if let Elem::Field(id) = e.elem {
                         let cur = want.entry(id).or_insert_with(|| e.clone());
-                        if cur.version < e.version {
+                        if dice_core::entry::field_wins(rank(e), rank(cur)) {
                             *cur = e.clone();
                         }
                     }
@@ -908,7 +910,7 @@ impl Sim {
                 assert_eq!(
                     fields(r),
                     greatest,
-                    "node {i}: hash {key:?} is not its greatest writes"
+                    "node {i}: hash {key:?} is not its winning writes"
                 );
             }
             // Sets: every node reads the same members, and exactly the observed-remove set of
