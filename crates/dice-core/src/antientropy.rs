@@ -86,6 +86,14 @@ pub fn item_hash(key: &[u8], elem: Elem) -> u64 {
             (4u8, word(a), word(b), Some(o.as_u64()))
         }
         Elem::SetRemove(o, s) => (5u8, o.as_u64(), s, None),
+        Elem::FieldCount(f, o) => {
+            let (a, b) = f.0.split_at(8);
+            (6u8, word(a), word(b), Some(o.as_u64()))
+        }
+        Elem::FieldReset(f, o) => {
+            let (a, b) = f.0.split_at(8);
+            (7u8, word(a), word(b), Some(o.as_u64()))
+        }
     };
     let mut x = xxhash_rust::xxh3::Xxh3::with_seed(KEY_SEED);
     x.update(key);
@@ -576,6 +584,10 @@ fn records_in<'a>(
         // So are a set's adds that a removal observed, and removals that observe no add
         // held any more.
         if r.elem().is_set() && !replica.set_element_listed(r) {
+            continue;
+        }
+        // And the counter elements of a hash field whose counter counts nothing.
+        if r.elem().is_field_counter() && !replica.field_counter_listed(r) {
             continue;
         }
         let h = item_hash(r.key(), r.elem());

@@ -1114,6 +1114,22 @@ fn record(shared: &Shared, st: &mut State) {
             continue;
         }
         let hash_field = matches!(change.elem, Elem::Field(_));
+        // A field's counter element (`HINCRBY`, or a reset of it): the field as it now reads.
+        if let Some(id) = change
+            .elem
+            .field_id()
+            .filter(|_| change.elem.is_field_counter())
+        {
+            let _ = shared.events.send(Event {
+                key: change.key.clone(),
+                value: st.replica.field_read(&change.key, id, now),
+                expires_at_ms: None,
+                source: change.source,
+                hash_field: true,
+                set_member: false,
+            });
+            continue;
+        }
         let set_member = change.elem.is_set();
         let (value, expires_at_ms) = match &change.entry {
             Some(e) if matches!(change.elem, Elem::Member(..)) => {

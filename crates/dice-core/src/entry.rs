@@ -111,6 +111,14 @@ pub enum Elem {
     /// made it: the adds it observed ([`crate::set::RemoveRecord`]). Written once; collected
     /// once no add it observed is held any more.
     SetRemove(NodeId, u64),
+    /// A hash field's counter contribution (`HINCRBY`, `HINCRBYFLOAT`): the increments of this
+    /// origin to the field whose id it names (only that origin writes it). Its value is the
+    /// field's name and a [`crate::counter::Contribution`] ([`encode_field`]); no expiry.
+    FieldCount(FieldId, NodeId),
+    /// What this node observed of a hash field's counter contributions when it last reset the
+    /// field (`HSET`, `HDEL`, `DEL` of the hash...): a [`crate::counter::ResetRecord`], each
+    /// newer one including everything the node held, so it replaces the older one.
+    FieldReset(FieldId, NodeId),
 }
 
 impl Elem {
@@ -120,6 +128,21 @@ impl Elem {
             Elem::Key | Elem::Field(_) => None,
             Elem::Count(o) | Elem::Reset(o, _) => Some(*o),
             Elem::Member(_, o) | Elem::SetRemove(o, _) => Some(*o),
+            Elem::FieldCount(_, o) | Elem::FieldReset(_, o) => Some(*o),
+        }
+    }
+
+    /// Whether this is a hash field's counter element ([`Elem::FieldCount`] or
+    /// [`Elem::FieldReset`]).
+    pub fn is_field_counter(&self) -> bool {
+        matches!(self, Elem::FieldCount(..) | Elem::FieldReset(..))
+    }
+
+    /// The hash field this element belongs to, if it is one of a hash's.
+    pub fn field_id(&self) -> Option<FieldId> {
+        match self {
+            Elem::Field(id) | Elem::FieldCount(id, _) | Elem::FieldReset(id, _) => Some(*id),
+            _ => None,
         }
     }
 
