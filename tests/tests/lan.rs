@@ -738,11 +738,13 @@ fn a_partition_heals_and_counters_add_up_to_every_increment() {
 }
 
 /// Hashes across a partition: host 2 is cut off; each side `HSET`s fields of its own (and one
-/// field both write, and one each deletes); side A updates a field side B deletes later on
+/// field both write, one each deletes, and one both `HINCRBY` N times); side A updates a
+/// field side B deletes later on
 /// the clock, and side B updates a field side A deleted earlier, and A updates a field of a
 /// second hash that B then deletes whole (`DEL`); the link is healed; every host holds every
 /// field written on either side, the same value of the field both wrote, neither deleted
-/// field, and every update made concurrently with a removal (update wins).
+/// field, every update made concurrently with a removal (update wins), and the exact sum of
+/// every increment of the counter field.
 #[test]
 fn a_partition_heals_and_hash_fields_of_both_sides_survive() {
     if !dice_tests::netns::lan_tests_enabled(
@@ -761,6 +763,12 @@ fn a_partition_heals_and_hash_fields_of_both_sides_survive() {
         ])
         .query(&mut c0)
         .unwrap();
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg("h")
+        .arg("cnt")
+        .arg(7)
+        .query(&mut c0)
+        .unwrap();
     let _: i64 = redis::cmd("HSET")
         .arg("h2")
         .arg(&["x", "1", "y", "1"])
@@ -773,7 +781,7 @@ fn a_partition_heals_and_hash_fields_of_both_sides_survive() {
     let hlen = |i: usize| hlen_of(i, "h");
     assert!(
         dice_tests::wait_for(Duration::from_secs(10), || {
-            (hlen(2) == 5 && hlen_of(2, "h2") == 2).then_some(())
+            (hlen(2) == 6 && hlen_of(2, "h2") == 2).then_some(())
         })
         .is_some(),
         "the hashes never reached host 2"
@@ -791,13 +799,26 @@ fn a_partition_heals_and_hash_fields_of_both_sides_survive() {
                 .ignore();
         }
         pipe.cmd("HSET").arg("h").arg("both").arg(side).ignore();
+        for _ in 0..N {
+            pipe.cmd("HINCRBY").arg("h").arg("cnt").arg(1).ignore();
+        }
         pipe.cmd("HDEL").arg("h").arg(deletes).ignore();
         let () = pipe.query(&mut conn).unwrap();
     };
     write_side(0, "a", "gone-a");
     write_side(2, "b", "gone-b");
-    assert_eq!(hlen(0), 5 + N as i64 - 1 + 1, "side A holds its own fields");
-    assert_eq!(hlen(2), 5 + N as i64 - 1 + 1, "side B holds its own fields");
+    assert_eq!(hlen(0), 6 + N as i64 - 1 + 1, "side A holds its own fields");
+    assert_eq!(hlen(2), 6 + N as i64 - 1 + 1, "side B holds its own fields");
+    let cnt_of = |i: usize| -> i64 {
+        let mut c = lan.connect(i);
+        redis::cmd("HGET")
+            .arg("h")
+            .arg("cnt")
+            .query(&mut c)
+            .unwrap()
+    };
+    assert_eq!(cnt_of(0), 7 + N as i64, "side A counts its own increments");
+    assert_eq!(cnt_of(2), 7 + N as i64, "side B counts its own increments");
     // Each side removes a field the other updates: A first, then B (later on every clock).
     let mut a = lan.connect(0);
     let mut b = lan.connect(2);
@@ -845,7 +866,12 @@ fn a_partition_heals_and_hash_fields_of_both_sides_survive() {
     for i in 0..3 {
         let mut c = lan.connect(i);
         let all: BTreeMap<String, String> = redis::cmd("HGETALL").arg("h").query(&mut c).unwrap();
-        assert_eq!(all.len(), 2 * N + 4, "host {i}: every field of both sides");
+        assert_eq!(all.len(), 2 * N + 5, "host {i}: every field of both sides");
+        assert_eq!(
+            all.get("cnt"),
+            Some(&(7 + 2 * N).to_string()),
+            "host {i}: every increment of both sides counts"
+        );
         for n in 0..N {
             assert_eq!(
                 all.get(&format!("a-{n}")),

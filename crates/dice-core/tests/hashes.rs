@@ -240,6 +240,142 @@ fn an_update_concurrent_with_hdel_or_del_wins_on_every_node() {
 }
 
 #[test]
+fn increments_of_a_field_made_apart_all_count() {
+    let mut nodes: Vec<Replica> = (0..3)
+        .map(|i| Replica::new(node(i), Limits::default()))
+        .collect();
+    let incr = |r: &mut Replica, by: i64, now: u64| {
+        r.hincr(b("h"), b("n"), Increment::Int(by), now).unwrap()
+    };
+    assert_eq!(incr(&mut nodes[0], 5, T0), b("5"));
+    sync_all(&mut nodes, T0 + 1);
+    // Apart: every node increments the same field.
+    assert_eq!(incr(&mut nodes[0], 1, T0 + 2), b("6"));
+    assert_eq!(incr(&mut nodes[1], 10, T0 + 2), b("15"));
+    assert_eq!(incr(&mut nodes[2], -3, T0 + 3), b("2"));
+    sync_all(&mut nodes, T0 + 4);
+    for n in &nodes {
+        assert_eq!(n.hget(b"h", b"n", T0 + 4).unwrap(), Some(&b"13"[..]));
+        assert_eq!(n.hlen(b"h", T0 + 4).unwrap(), 1);
+        assert_eq!(n.key_type(b"h", T0 + 4), Some(KeyType::Hash));
+        assert_eq!(n.digest(), n.digest_by_scan());
+        assert_eq!(n.bucket_digests(), &n.bucket_digests_by_scan()[..]);
+    }
+    assert_eq!(nodes[0].digest(), nodes[1].digest());
+    assert_eq!(nodes[0].digest(), nodes[2].digest());
+    // HSET on one node resets what it observed; an increment made meanwhile elsewhere stays.
+    hset(&mut nodes[0], "h", &[("n", "100")], T0 + 5).unwrap();
+    incr(&mut nodes[1], 7, T0 + 5);
+    sync_all(&mut nodes, T0 + 6);
+    for n in &nodes {
+        assert_eq!(n.hget(b"h", b"n", T0 + 6).unwrap(), Some(&b"107"[..]));
+    }
+    // HDEL likewise: the field reads as the increments it did not observe.
+    assert_eq!(nodes[2].hdel(b("h"), &[b("n")], T0 + 7).unwrap(), 1);
+    assert_eq!(nodes[2].hget(b"h", b"n", T0 + 7).unwrap(), None);
+    incr(&mut nodes[0], 2, T0 + 7);
+    incr(&mut nodes[0], 2, T0 + 8);
+    sync_all(&mut nodes, T0 + 9);
+    for n in &nodes {
+        assert_eq!(n.hget(b"h", b"n", T0 + 9).unwrap(), Some(&b"4"[..]));
+    }
+    // DEL of the hash likewise, and an HDEL that observed everything removes the field.
+    assert!(nodes[1].remove_observed(b("h"), T0 + 10).unwrap());
+    incr(&mut nodes[2], 1, T0 + 10);
+    sync_all(&mut nodes, T0 + 11);
+    for n in &nodes {
+        assert_eq!(n.hget(b"h", b"n", T0 + 11).unwrap(), Some(&b"1"[..]));
+    }
+    nodes[0].hdel(b("h"), &[b("n")], T0 + 12).unwrap();
+    sync_all(&mut nodes, T0 + 13);
+    for n in &nodes {
+        assert!(!n.contains(b"h", T0 + 13));
+        assert_eq!(n.digest(), n.digest_by_scan());
+    }
+    assert_eq!(nodes[0].digest(), nodes[2].digest());
+    // Float increments count as well, and an integer increment of a float is refused.
+    let f = nodes[0]
+        .hincr(b("h"), b("x"), Increment::Float(0.5), T0 + 14)
+        .unwrap();
+    assert_eq!(f, b("0.5"));
+    nodes[1]
+        .hincr(b("h"), b("x"), Increment::Float(1.25), T0 + 14)
+        .unwrap();
+    sync_all(&mut nodes, T0 + 15);
+    for n in &nodes {
+        assert_eq!(n.hget(b"h", b"x", T0 + 15).unwrap(), Some(&b"1.75"[..]));
+    }
+    assert!(matches!(
+        nodes[0].hincr(b("h"), b("x"), Increment::Int(1), T0 + 16),
+        Err(Error::HashNotAnInteger)
+    ));
+    // The value a field counts from is its value (an HSET), and overflow is refused on it.
+    hset(
+        &mut nodes[0],
+        "h",
+        &[("big", &(i64::MAX - 1).to_string())],
+        T0 + 17,
+    )
+    .unwrap();
+    assert_eq!(
+        nodes[0]
+            .hincr(b("h"), b("big"), Increment::Int(1), T0 + 17)
+            .unwrap(),
+        Bytes::from(i64::MAX.to_string())
+    );
+    assert!(matches!(
+        nodes[0].hincr(b("h"), b("big"), Increment::Int(1), T0 + 18),
+        Err(Error::Overflow)
+    ));
+}
+
+#[test]
+fn field_counters_are_collected_once_deleted() {
+    let mut r = Replica::new(node(0), Limits::default());
+    r.set_member_horizon_ms(0);
+    r.hincr(b("h"), b("n"), Increment::Int(1), T0).unwrap();
+    r.hincr(b("h"), b("m"), Increment::Int(1), T0).unwrap();
+    hset(&mut r, "h", &[("m", "5")], T0).unwrap();
+    r.hincr(b("h"), b("m"), Increment::Int(1), T0).unwrap();
+    hset(&mut r, "keep", &[("x", "1")], T0).unwrap();
+    r.hincr(b("keep"), b("y"), Increment::Int(2), T0).unwrap();
+    assert!(r.remove_observed(b("h"), T0).unwrap());
+    assert!(!r.contains(b"h", T0));
+    // Alone, a replica waits one member horizon (0 here) before it collects.
+    r.gc(T0 + 1_000, 100);
+    r.gc(T0 + 1_001, 100);
+    let left: Vec<_> = r.entries().filter(|e| e.key.as_ref() != b"keep").collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        fields(&r, "keep", T0 + 2_000),
+        vec![("x".into(), "1".into()), ("y".into(), "2".into())]
+    );
+    assert_eq!(r.digest(), r.digest_by_scan());
+    assert_eq!(r.bucket_digests(), &r.bucket_digests_by_scan()[..]);
+    // The next increment starts from nothing.
+    r.hincr(b("h"), b("n"), Increment::Int(4), T0 + 2_001)
+        .unwrap();
+    assert_eq!(r.hget(b"h", b"n", T0 + 2_001).unwrap(), Some(&b"4"[..]));
+}
+
+#[test]
+fn on_a_hash_with_an_expiry_an_increment_writes_the_value() {
+    let mut r = Replica::new(node(0), Limits::default());
+    hset(&mut r, "h", &[("a", "1")], T0).unwrap();
+    r.hincr(b("h"), b("n"), Increment::Int(2), T0).unwrap();
+    assert!(r.expire_hash(b("h"), Some(T0 + 5_000), T0 + 1).unwrap());
+    assert_eq!(r.hget(b"h", b"n", T0 + 1).unwrap(), Some(&b"2"[..]));
+    assert_eq!(
+        r.hincr(b("h"), b("n"), Increment::Int(3), T0 + 2).unwrap(),
+        b("5")
+    );
+    assert_eq!(r.key_expiry(b"h", T0 + 2), Some(Some(T0 + 5_000)));
+    assert_eq!(r.hget(b"h", b"n", T0 + 4_999).unwrap(), Some(&b"5"[..]));
+    assert!(!r.contains(b"h", T0 + 5_000));
+    assert_eq!(r.digest(), r.digest_by_scan());
+}
+
+#[test]
 fn a_removal_removes_what_its_observed_write_had_replaced() {
     // Node 1 writes f before node 0 does, unseen; node 0's later write replaces it (LWW),
     // and node 0's HDEL of what it saw removes both: node 1's older write had already lost.
@@ -411,6 +547,7 @@ fn one_field_written_on_a_hash_of_100000_fields_sends_one_field() {
 enum Step {
     Hset { node: usize, field: u8, value: u8 },
     Hdel { node: usize, field: u8 },
+    Hincr { node: usize, field: u8, by: i8 },
     Del { node: usize },
     Set { node: usize, value: u8 },
     Expire { node: usize, secs: Option<u8> },
@@ -421,6 +558,7 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         8 => (0..NODES, 0..6u8, any::<u8>()).prop_map(|(node, field, value)| Step::Hset { node, field, value }),
         3 => (0..NODES, 0..6u8).prop_map(|(node, field)| Step::Hdel { node, field }),
+        5 => (0..NODES, 0..6u8, any::<i8>()).prop_map(|(node, field, by)| Step::Hincr { node, field, by }),
         1 => (0..NODES).prop_map(|node| Step::Del { node }),
         1 => (0..NODES, any::<u8>()).prop_map(|(node, value)| Step::Set { node, value }),
         1 => (0..NODES, prop::option::of(0..20u8)).prop_map(|(node, secs)| Step::Expire { node, secs }),
@@ -456,6 +594,14 @@ fn run_nodes(steps: &[Step]) -> (Vec<Replica>, Vec<Entry>) {
             }
             Step::Hdel { node, field } => {
                 let _ = nodes[node].hdel(key.clone(), &[Bytes::from(vec![field])], now);
+            }
+            Step::Hincr { node, field, by } => {
+                let _ = nodes[node].hincr(
+                    key.clone(),
+                    Bytes::from(vec![field]),
+                    Increment::Int(i64::from(by)),
+                    now,
+                );
             }
             Step::Del { node } => {
                 nodes[node].remove_observed(key.clone(), now).unwrap();

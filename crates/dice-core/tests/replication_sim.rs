@@ -3,8 +3,9 @@
 //! scheduling), over a network that loses, delays and reorders messages and is cut and healed
 //! at random. After healing, everything converges to the greatest write of every key, and
 //! every counter to the exact sum of its increments, every set to the observed-remove set of
-//! all its adds and removals (add wins), and every hash field to its winning write (an update
-//! concurrent with an `HDEL` survives it), with garbage collection running throughout.
+//! all its adds and removals (add wins), every hash field to its winning write (an update
+//! concurrent with an `HDEL` survives it) and every counter field to the exact sum of its
+//! `HINCRBY`s, with garbage collection running throughout.
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
@@ -82,6 +83,13 @@ enum Op {
         key: u8,
         field: Option<u8>,
     },
+    /// `HINCRBY` of a field of counter-hash key `key` (its own key space, `nNN`).
+    Hincr {
+        node: usize,
+        key: u8,
+        field: u8,
+        by: i32,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -113,6 +121,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(node, key, field, val)| Op::Hset { node, key, field, val }),
         2 => (0..5usize, 0..3u8, prop::option::weighted(0.8, 0..5u8))
             .prop_map(|(node, key, field)| Op::Hdel { node, key, field }),
+        3 => (0..5usize, 0..2u8, 0..3u8, any::<i32>())
+            .prop_map(|(node, key, field, by)| Op::Hincr { node, key, field, by }),
     ]
 }
 
@@ -148,6 +158,8 @@ struct Sim {
     model: BTreeMap<Bytes, Entry>,
     /// Every counter key's sum of increments.
     sums: BTreeMap<Bytes, i128>,
+    /// Every counter field's sum of increments.
+    field_sums: BTreeMap<(Bytes, u8), i128>,
     /// Every set element ever written (adds and removals), for the add-wins oracle.
     set_log: Vec<Entry>,
     /// Every hash field element ever written (values and tombstones), for the oracle.
@@ -241,6 +253,7 @@ impl Sim {
             cut: BTreeSet::new(),
             model: BTreeMap::new(),
             sums: BTreeMap::new(),
+            field_sums: BTreeMap::new(),
             set_log: Vec::new(),
             hash_log: Vec::new(),
             grace,
@@ -509,6 +522,24 @@ impl Sim {
                 self.hash_log
                     .extend(r.local_entries_after(before, usize::MAX));
             }
+            Op::Hincr {
+                node,
+                key,
+                field,
+                by,
+            } => {
+                let key = Bytes::from(format!("n{key:02}"));
+                self.nodes[node % n]
+                    .replica
+                    .hincr(
+                        key.clone(),
+                        Bytes::from(vec![b'f', field]),
+                        Increment::Int(i64::from(by)),
+                        self.now_ms,
+                    )
+                    .unwrap();
+                *self.field_sums.entry((key, field)).or_default() += i128::from(by);
+            }
         }
     }
 
@@ -572,6 +603,13 @@ impl Sim {
                     r.get(key, now).map(Bytes::copy_from_slice),
                     expected,
                     "node {i} reads {key:?}; greatest write {e:?}"
+                );
+            }
+            for ((key, f), sum) in &self.field_sums {
+                assert_eq!(
+                    r.hget(key, &[b'f', *f], now).unwrap(),
+                    Some(sum.to_string().as_bytes()),
+                    "node {i}: field {f} of {key:?} is not the sum of its increments"
                 );
             }
             for (key, sum) in &self.sums {
