@@ -330,6 +330,32 @@ fn increments_of_a_field_made_apart_all_count() {
 }
 
 #[test]
+fn eviction_of_a_hash_resets_what_it_observed_of_its_counter_fields() {
+    let mut nodes: Vec<Replica> = (0..2)
+        .map(|i| Replica::new(node(i), Limits::default()))
+        .collect();
+    nodes[0]
+        .hincr(b("h"), b("n"), Increment::Int(3), T0)
+        .unwrap();
+    nodes[1]
+        .hincr(b("h"), b("n"), Increment::Int(4), T0)
+        .unwrap();
+    sync_all(&mut nodes, T0 + 1);
+    assert!(nodes[0].evict(b("h"), T0 + 2).unwrap());
+    assert!(!nodes[0].contains(b"h", T0 + 2));
+    // An increment the eviction did not observe survives it everywhere.
+    nodes[1]
+        .hincr(b("h"), b("n"), Increment::Int(5), T0 + 2)
+        .unwrap();
+    sync_all(&mut nodes, T0 + 3);
+    for n in &nodes {
+        assert_eq!(n.hget(b"h", b"n", T0 + 3).unwrap(), Some(&b"5"[..]));
+        assert_eq!(n.digest(), n.digest_by_scan());
+    }
+    assert_eq!(nodes[0].digest(), nodes[1].digest());
+}
+
+#[test]
 fn field_counters_are_collected_once_deleted() {
     let mut r = Replica::new(node(0), Limits::default());
     r.set_member_horizon_ms(0);
