@@ -365,11 +365,18 @@ fn field_counters_are_collected_once_deleted() {
     r.hincr(b("h"), b("m"), Increment::Int(1), T0).unwrap();
     hset(&mut r, "keep", &[("x", "1")], T0).unwrap();
     r.hincr(b("keep"), b("y"), Increment::Int(2), T0).unwrap();
+    // used_memory counts each counter field's index entry as a typed key.
+    assert_eq!(r.memory().typed_keys, 3);
     assert!(r.remove_observed(b("h"), T0).unwrap());
     assert!(!r.contains(b"h", T0));
     // Alone, a replica waits one member horizon (0 here) before it collects.
     r.gc(T0 + 1_000, 100);
     r.gc(T0 + 1_001, 100);
+    assert_eq!(
+        r.memory().typed_keys,
+        1,
+        "only keep's counter field is left"
+    );
     let left: Vec<_> = r.entries().filter(|e| e.key.as_ref() != b"keep").collect();
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(
