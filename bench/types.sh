@@ -11,7 +11,9 @@
 # Part 1: throughput. `redis-benchmark -t incr,hset,sadd -r 100000 -n N_OPS -c 50 -P 16`
 #   against redis-server (AOF on, appendfsync everysec, as in bench/run.sh) and one
 #   `dice node` (--threads 1). redis-benchmark's HSET writes field `element:N` of one hash and
-#   SADD member `element:N` of one set, so both grow to 100,000 fields/members.
+#   SADD member `element:N` of one set, so both grow to 100,000 fields/members. Then
+#   `redis-benchmark ... HINCRBY h f 1`: N_OPS increments of one field (a counter field in
+#   dice), which must read N_OPS on both.
 # Part 2: memory per hash field and per set member. A fresh server of each, filled through
 #   `redis-cli --pipe` with HSET (SADD) commands of 100 fields (members) each: field names
 #   `f:N` and 16-byte values, members `m:N`. Printed: the growth of `used_memory` and of the
@@ -82,6 +84,22 @@ for t in incr hset sadd; do
     stop "$PID"
     printf '%-5s redis %10s   dice %10s\n' "$t" "$r" "$d"
 done
+# HINCRBY of one field (a counter field in dice): redis-benchmark runs it as a command of its
+# own, and the field must then read as the number of requests on both.
+hincr_rps() { # hincr_rps PORT -> "req/s field-value"
+    local r
+    r=$(redis-benchmark -h 127.0.0.1 -p "$1" -n "$N_OPS" -c 50 -P 16 -q HINCRBY h f 1 \
+        | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1)
+    echo "$r $(redis-cli -h 127.0.0.1 -p "$1" HGET h f)"
+}
+echo "command: redis-benchmark -h 127.0.0.1 -p PORT -n $N_OPS -c 50 -P 16 -q HINCRBY h f 1"
+start_redis
+read -r r rv < <(hincr_rps "$PORT")
+stop "$PID"
+start_node
+read -r d dv < <(hincr_rps "$PORT")
+stop "$PID"
+printf '%-5s redis %10s   dice %10s   (the field reads %s and %s)\n' hincrby "$r" "$d" "$rv" "$dv"
 
 # fill PORT CMD KEYS PER PREFIX: KEYS keys of PER fields/members, 100 per command.
 fill() {

@@ -738,8 +738,13 @@ fn a_partition_heals_and_counters_add_up_to_every_increment() {
 }
 
 /// Hashes across a partition: host 2 is cut off; each side `HSET`s fields of its own (and one
-/// field both write, and one each deletes); the link is healed; every host holds every field
-/// written on either side, the same value of the field both wrote, and neither deleted field.
+/// field both write, one each deletes, and one both `HINCRBY` N times); side A updates a
+/// field side B deletes later on
+/// the clock, and side B updates a field side A deleted earlier, and A updates a field of a
+/// second hash that B then deletes whole (`DEL`); the link is healed; every host holds every
+/// field written on either side, the same value of the field both wrote, neither deleted
+/// field, every update made concurrently with a removal (update wins), and the exact sum of
+/// every increment of the counter field.
 #[test]
 fn a_partition_heals_and_hash_fields_of_both_sides_survive() {
     if !dice_tests::netns::lan_tests_enabled(
@@ -753,16 +758,33 @@ fn a_partition_heals_and_hash_fields_of_both_sides_survive() {
     let mut c0 = lan.connect(0);
     let _: i64 = redis::cmd("HSET")
         .arg("h")
-        .arg(&["gone-a", "1", "gone-b", "1", "kept", "1"])
+        .arg(&[
+            "gone-a", "1", "gone-b", "1", "kept", "1", "upd-a", "1", "upd-b", "1",
+        ])
         .query(&mut c0)
         .unwrap();
-    let hlen = |i: usize| -> i64 {
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg("h")
+        .arg("cnt")
+        .arg(7)
+        .query(&mut c0)
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg("h2")
+        .arg(&["x", "1", "y", "1"])
+        .query(&mut c0)
+        .unwrap();
+    let hlen_of = |i: usize, key: &str| -> i64 {
         let mut c = lan.connect(i);
-        redis::cmd("HLEN").arg("h").query(&mut c).unwrap()
+        redis::cmd("HLEN").arg(key).query(&mut c).unwrap()
     };
+    let hlen = |i: usize| hlen_of(i, "h");
     assert!(
-        dice_tests::wait_for(Duration::from_secs(10), || (hlen(2) == 3).then_some(())).is_some(),
-        "the hash never reached host 2"
+        dice_tests::wait_for(Duration::from_secs(10), || {
+            (hlen(2) == 6 && hlen_of(2, "h2") == 2).then_some(())
+        })
+        .is_some(),
+        "the hashes never reached host 2"
     );
 
     lan.cut(2);
@@ -777,13 +799,62 @@ fn a_partition_heals_and_hash_fields_of_both_sides_survive() {
                 .ignore();
         }
         pipe.cmd("HSET").arg("h").arg("both").arg(side).ignore();
+        for _ in 0..N {
+            pipe.cmd("HINCRBY").arg("h").arg("cnt").arg(1).ignore();
+        }
         pipe.cmd("HDEL").arg("h").arg(deletes).ignore();
         let () = pipe.query(&mut conn).unwrap();
     };
     write_side(0, "a", "gone-a");
     write_side(2, "b", "gone-b");
-    assert_eq!(hlen(0), 3 + N as i64 - 1 + 1, "side A holds its own fields");
-    assert_eq!(hlen(2), 3 + N as i64 - 1 + 1, "side B holds its own fields");
+    assert_eq!(hlen(0), 6 + N as i64 - 1 + 1, "side A holds its own fields");
+    assert_eq!(hlen(2), 6 + N as i64 - 1 + 1, "side B holds its own fields");
+    let cnt_of = |i: usize| -> i64 {
+        let mut c = lan.connect(i);
+        redis::cmd("HGET")
+            .arg("h")
+            .arg("cnt")
+            .query(&mut c)
+            .unwrap()
+    };
+    assert_eq!(cnt_of(0), 7 + N as i64, "side A counts its own increments");
+    assert_eq!(cnt_of(2), 7 + N as i64, "side B counts its own increments");
+    // Each side removes a field the other updates: A first, then B (later on every clock).
+    let mut a = lan.connect(0);
+    let mut b = lan.connect(2);
+    let deleted: i64 = redis::cmd("HDEL")
+        .arg("h")
+        .arg("upd-b")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let _: i64 = redis::cmd("HSET")
+        .arg("h")
+        .arg("upd-a")
+        .arg("a-update")
+        .query(&mut a)
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg("h2")
+        .arg("x")
+        .arg("a-update")
+        .query(&mut a)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let _: i64 = redis::cmd("HSET")
+        .arg("h")
+        .arg("upd-b")
+        .arg("b-update")
+        .query(&mut b)
+        .unwrap();
+    let deleted: i64 = redis::cmd("HDEL")
+        .arg("h")
+        .arg("upd-a")
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let deleted: i64 = redis::cmd("DEL").arg("h2").query(&mut b).unwrap();
+    assert_eq!(deleted, 1);
 
     lan.heal(2);
     let Some((digest, took)) = lan.wait_converged(&[0, 1, 2], CONVERGE) else {
@@ -795,7 +866,12 @@ fn a_partition_heals_and_hash_fields_of_both_sides_survive() {
     for i in 0..3 {
         let mut c = lan.connect(i);
         let all: BTreeMap<String, String> = redis::cmd("HGETALL").arg("h").query(&mut c).unwrap();
-        assert_eq!(all.len(), 2 * N + 2, "host {i}: every field of both sides");
+        assert_eq!(all.len(), 2 * N + 5, "host {i}: every field of both sides");
+        assert_eq!(
+            all.get("cnt"),
+            Some(&(7 + 2 * N).to_string()),
+            "host {i}: every increment of both sides counts"
+        );
         for n in 0..N {
             assert_eq!(
                 all.get(&format!("a-{n}")),
@@ -813,6 +889,24 @@ fn a_partition_heals_and_hash_fields_of_both_sides_survive() {
             "host {i}"
         );
         assert_eq!(all.get("kept").map(String::as_str), Some("1"), "host {i}");
+        // Update wins over a concurrent HDEL, made before or after it on the clock.
+        assert_eq!(
+            all.get("upd-a").map(String::as_str),
+            Some("a-update"),
+            "host {i}: the update A made survives B's later HDEL"
+        );
+        assert_eq!(
+            all.get("upd-b").map(String::as_str),
+            Some("b-update"),
+            "host {i}: the update B made survives A's earlier HDEL"
+        );
+        // And over a concurrent DEL of the hash: the updated field alone is left.
+        let h2: BTreeMap<String, String> = redis::cmd("HGETALL").arg("h2").query(&mut c).unwrap();
+        assert_eq!(
+            h2,
+            BTreeMap::from([("x".to_owned(), "a-update".to_owned())]),
+            "host {i}: h2"
+        );
         assert!(matches!(
             all.get("both").map(String::as_str),
             Some("a" | "b")

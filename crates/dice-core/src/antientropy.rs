@@ -86,6 +86,14 @@ pub fn item_hash(key: &[u8], elem: Elem) -> u64 {
             (4u8, word(a), word(b), Some(o.as_u64()))
         }
         Elem::SetRemove(o, s) => (5u8, o.as_u64(), s, None),
+        Elem::FieldCount(f, o) => {
+            let (a, b) = f.0.split_at(8);
+            (6u8, word(a), word(b), Some(o.as_u64()))
+        }
+        Elem::FieldReset(f, o) => {
+            let (a, b) = f.0.split_at(8);
+            (7u8, word(a), word(b), Some(o.as_u64()))
+        }
     };
     let mut x = xxhash_rust::xxh3::Xxh3::with_seed(KEY_SEED);
     x.update(key);
@@ -578,6 +586,10 @@ fn records_in<'a>(
         if r.elem().is_set() && !replica.set_element_listed(r) {
             continue;
         }
+        // And the counter elements of a hash field whose counter counts nothing.
+        if r.elem().is_field_counter() && !replica.field_counter_listed(r) {
+            continue;
+        }
         let h = item_hash(r.key(), r.elem());
         let b = bucket_of(h);
         if wanted.contains(&b)
@@ -667,7 +679,14 @@ fn compare_lists(
             None => send.push((*h, r)),
             Some(None) => {}
             Some(Some(ti)) => {
-                if mi.version > ti.version {
+                if matches!(r.elem(), Elem::Field(_)) && mi.version != ti.version {
+                    // A field's tombstone may lose to an older value (it removes only the
+                    // write it observed, see `entry::field_wins`): which copy wins is not
+                    // told by the versions alone. Each side takes the other's and keeps the
+                    // winner.
+                    send.push((*h, r));
+                    want.push(*h);
+                } else if mi.version > ti.version {
                     send.push((*h, r));
                 } else if mi.version < ti.version {
                     want.push(*h);

@@ -1117,18 +1117,35 @@ fn record(shared: &Shared, st: &mut State) {
             continue;
         }
         let hash_field = matches!(change.elem, Elem::Field(_));
+        // A field's counter element (`HINCRBY`, or a reset of it): the field as it now reads.
+        if let Some(id) = change
+            .elem
+            .field_id()
+            .filter(|_| change.elem.is_field_counter())
+        {
+            let _ = shared.events.send(Event {
+                key: change.key.clone(),
+                value: st.replica.field_read(&change.key, id, now),
+                expires_at_ms: None,
+                source: change.source,
+                hash_field: true,
+                set_member: false,
+            });
+            continue;
+        }
         let set_member = change.elem.is_set();
         let (value, expires_at_ms) = match &change.entry {
             Some(e) if matches!(change.elem, Elem::Member(..)) => {
                 (e.value.clone(), e.expires_at_ms)
             }
             _ if set_member => (None, None),
+            // A field's tombstone carries the timestamp it observed, not an expiry.
             Some(e) if hash_field => (
                 e.value
                     .as_deref()
                     .and_then(crate::entry::decode_field)
                     .map(|(_, v)| Bytes::copy_from_slice(v)),
-                e.expires_at_ms,
+                e.expires_at_ms.filter(|_| e.value.is_some()),
             ),
             None if hash_field => (None, None),
             Some(e) if change.elem == Elem::Key && !st.replica.has_elements(&e.key) => {

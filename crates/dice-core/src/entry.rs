@@ -96,8 +96,11 @@ pub enum Elem {
     /// observed at least as much is stable, or with its dead counter.
     Reset(NodeId, u64),
     /// A hash field, named by the id of its name ([`FieldId`]); its value holds the name and
-    /// the field's value ([`encode_field`]), a tombstone a deleted field. Any node writes it;
-    /// the greater version wins, field by field.
+    /// the field's value ([`encode_field`]), a tombstone a deleted field. Any node writes it.
+    /// Between two values the greater version wins, field by field; a tombstone (`HDEL`,
+    /// `DEL` of the hash, eviction) removes only the write it observed, whose timestamp it
+    /// carries in place of an expiry, so an update made concurrently on another node wins
+    /// over it (see [`field_wins`]).
     Field(FieldId),
     /// A set member as one origin added it, named by the id of the member ([`FieldId`]) and
     /// that origin: only it writes this element, each `SADD` of the member giving it a new
@@ -108,6 +111,14 @@ pub enum Elem {
     /// made it: the adds it observed ([`crate::set::RemoveRecord`]). Written once; collected
     /// once no add it observed is held any more.
     SetRemove(NodeId, u64),
+    /// A hash field's counter contribution (`HINCRBY`, `HINCRBYFLOAT`): the increments of this
+    /// origin to the field whose id it names (only that origin writes it). Its value is the
+    /// field's name and a [`crate::counter::Contribution`] ([`encode_field`]); no expiry.
+    FieldCount(FieldId, NodeId),
+    /// What this node observed of a hash field's counter contributions when it last reset the
+    /// field (`HSET`, `HDEL`, `DEL` of the hash...): a [`crate::counter::ResetRecord`], each
+    /// newer one including everything the node held, so it replaces the older one.
+    FieldReset(FieldId, NodeId),
 }
 
 impl Elem {
@@ -117,6 +128,21 @@ impl Elem {
             Elem::Key | Elem::Field(_) => None,
             Elem::Count(o) | Elem::Reset(o, _) => Some(*o),
             Elem::Member(_, o) | Elem::SetRemove(o, _) => Some(*o),
+            Elem::FieldCount(_, o) | Elem::FieldReset(_, o) => Some(*o),
+        }
+    }
+
+    /// Whether this is a hash field's counter element ([`Elem::FieldCount`] or
+    /// [`Elem::FieldReset`]).
+    pub fn is_field_counter(&self) -> bool {
+        matches!(self, Elem::FieldCount(..) | Elem::FieldReset(..))
+    }
+
+    /// The hash field this element belongs to, if it is one of a hash's.
+    pub fn field_id(&self) -> Option<FieldId> {
+        match self {
+            Elem::Field(id) | Elem::FieldCount(id, _) | Elem::FieldReset(id, _) => Some(*id),
+            _ => None,
         }
     }
 
@@ -180,6 +206,48 @@ pub fn decode_field(stored: &[u8]) -> Option<(&[u8], &[u8])> {
     let (len, rest) = stored.split_first_chunk::<4>()?;
     let len = u32::from_le_bytes(*len) as usize;
     (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// Whether a write of a hash field ([`Elem::Field`]) wins over the one held, given as
+/// `(version, is_tombstone, expires_at_ms)` each. Each write has a rank and the greater wins,
+/// so the merge is a max-register: commutative, associative and idempotent.
+///
+/// * A value ranks by its version, as any LWW register.
+/// * A tombstone ranks just above the value it observed: it carries that value's HLC timestamp
+///   in its `expires_at_ms` (a tombstone never expires), and beats every value written at or
+///   before that timestamp, but no value written after it, however old the tombstone's own
+///   version. So an `HDEL` removes what it saw (and anything that value had replaced), and an
+///   `HSET` made concurrently on another node after that value survives it: Redis
+///   Active-Active's "update wins". A tombstone carrying nothing (written before protocol 6)
+///   observed its own timestamp: the plain LWW rule.
+/// * Two tombstones that observed the same timestamp: the greater version.
+///
+/// ```
+/// use dice_core::entry::{NodeId, Version, field_wins};
+/// use dice_core::Hlc;
+/// let v = |t: u64, o: u64| Version { hlc: Hlc::from_u64(t), origin: NodeId::new(o).unwrap() };
+/// // HDEL on node 1 at 30 observed the value written at 10; node 2 wrote at 20.
+/// let hdel = (v(30, 1), true, Some(10));
+/// let hset = (v(20, 2), false, None);
+/// assert!(field_wins(hset, hdel));
+/// assert!(!field_wins(hdel, hset));
+/// // The value it observed (and an older one) it removes.
+/// assert!(field_wins(hdel, (v(10, 2), false, None)));
+/// assert!(field_wins(hdel, (v(5, 2), false, None)));
+/// ```
+pub fn field_wins(new: (Version, bool, Option<u64>), held: (Version, bool, Option<u64>)) -> bool {
+    field_rank(new) > field_rank(held)
+}
+
+/// The rank of a hash field's write (see [`field_wins`]): (timestamp it stands at, 1 for a
+/// tombstone, its version).
+fn field_rank((version, tombstone, expires): (Version, bool, Option<u64>)) -> (u64, u8, Version) {
+    if tombstone {
+        let observed = expires.unwrap_or(version.hlc.as_u64());
+        (observed, 1, version)
+    } else {
+        (version.hlc.as_u64(), 0, version)
+    }
 }
 
 /// An entry: a key and the write that currently holds it. This is what replicas exchange and

@@ -30,6 +30,10 @@ const ELEM_FIELD: u32 = 3;
 const ELEM_MEMBER: u32 = 4;
 /// Element kind 5: a set removal (node id and seq, as a reset).
 const ELEM_SET_REMOVE: u32 = 5;
+/// Element kind 6: a hash field's counter contribution (field id, then the origin).
+const ELEM_FIELD_COUNT: u32 = 6;
+/// Element kind 7: a hash field's counter reset (field id, then the node).
+const ELEM_FIELD_RESET: u32 = 7;
 /// Stored expiry meaning "none" (valid expiries fit an `i64`).
 const NO_EXPIRY: u64 = u64::MAX;
 
@@ -42,7 +46,7 @@ fn elem_len(kind: u32) -> usize {
     match kind {
         0 => 0,
         ELEM_COUNT => 8,
-        ELEM_MEMBER => 24,
+        ELEM_MEMBER | ELEM_FIELD_COUNT | ELEM_FIELD_RESET => 24,
         _ => 16,
         // ELEM_RESET (node id and seq) and ELEM_FIELD (16-byte id) alike.
     }
@@ -90,6 +94,8 @@ impl Record {
             Elem::Field(f) => (ELEM_FIELD, None, None, Some(f), None),
             Elem::Member(f, o) => (ELEM_MEMBER, None, None, Some(f), Some(o)),
             Elem::SetRemove(o, s) => (ELEM_SET_REMOVE, Some(o), Some(s), None, None),
+            Elem::FieldCount(f, o) => (ELEM_FIELD_COUNT, None, None, Some(f), Some(o)),
+            Elem::FieldReset(f, o) => (ELEM_FIELD_RESET, None, None, Some(f), Some(o)),
         };
         let mut b = Vec::with_capacity(HEADER + key.len() + elem_len(kind) + bytes.len());
         b.extend_from_slice(&version.hlc.as_u64().to_le_bytes());
@@ -137,11 +143,15 @@ impl Record {
             f.copy_from_slice(&self.0[at..at + 16]);
             return Elem::Field(FieldId(f));
         }
-        if kind == ELEM_MEMBER {
+        if matches!(kind, ELEM_MEMBER | ELEM_FIELD_COUNT | ELEM_FIELD_RESET) {
             let mut f = [0u8; 16];
             f.copy_from_slice(&self.0[at..at + 16]);
             let o = NodeId::new(read_u64(&self.0, at + 16)).unwrap_or_default();
-            return Elem::Member(FieldId(f), o);
+            return match kind {
+                ELEM_MEMBER => Elem::Member(FieldId(f), o),
+                ELEM_FIELD_COUNT => Elem::FieldCount(FieldId(f), o),
+                _ => Elem::FieldReset(FieldId(f), o),
+            };
         }
         let id = NodeId::new(read_u64(&self.0, at)).unwrap_or_default();
         match kind {
@@ -260,6 +270,28 @@ mod tests {
                 expires_at_ms: Some(11),
             },
             Entry {
+                key: Bytes::from_static(b"h"),
+                elem: Elem::FieldCount(FieldId::of(b"n"), origin),
+                value: Some(crate::entry::encode_field(b"n", &[2u8; 32])),
+                version: Version {
+                    hlc: Hlc::from_u64(7),
+                    origin,
+                },
+                seq: 5,
+                expires_at_ms: None,
+            },
+            Entry {
+                key: Bytes::from_static(b"h"),
+                elem: Elem::FieldReset(FieldId::of(b"n"), origin),
+                value: Some(Bytes::from(vec![3u8; 40])),
+                version: Version {
+                    hlc: Hlc::from_u64(8),
+                    origin,
+                },
+                seq: 6,
+                expires_at_ms: None,
+            },
+            Entry {
                 key: Bytes::from_static(b"s"),
                 elem: Elem::SetRemove(origin, 8),
                 value: Some(Bytes::from(vec![1u8; 32])),
@@ -297,7 +329,7 @@ mod tests {
                         Elem::Key => 0,
                         Elem::Count(_) => 8,
                         Elem::Reset(..) | Elem::Field(_) | Elem::SetRemove(..) => 16,
-                        Elem::Member(..) => 24,
+                        Elem::Member(..) | Elem::FieldCount(..) | Elem::FieldReset(..) => 24,
                     }
                     + e.value.map_or(0, |v| v.len())
             );

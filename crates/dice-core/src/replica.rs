@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 // Eviction and memory accounting: what the replica offers `crate::evict` (its own file, as
 // a child module that reads the replica's indexes).
 mod eviction;
+// Hash fields as counters: their index, value, resets, digest and garbage collection.
+mod hash_counters;
 // Sets: their index, reads, writes and garbage collection.
 mod sets;
 
@@ -149,6 +151,8 @@ pub struct Replica {
     hashes: HashMap<Bytes, HashState>,
     /// Hash fields holding a value with an expiry: (expiry, dot), for garbage collection.
     expiring_fields: BTreeSet<(u64, NodeId, u64)>,
+    /// Hash fields with counter elements, all keys together (for `used_memory`).
+    hash_counter_fields: usize,
     /// The keys holding set elements, with their members and removals.
     sets: HashMap<Bytes, sets::SetState>,
     /// Members tracked by the sets' indexes, all keys together (for `used_memory`).
@@ -215,6 +219,7 @@ impl Replica {
             typed: HashMap::new(),
             hashes: HashMap::new(),
             expiring_fields: BTreeSet::new(),
+            hash_counter_fields: 0,
             sets: HashMap::new(),
             set_members: 0,
             hasher: foldhash::fast::RandomState::default(),
@@ -738,9 +743,19 @@ impl Replica {
     pub fn digest_by_scan(&self) -> u64 {
         self.map
             .iter()
-            .filter(|r| !r.is_tombstone() && !r.elem().is_counter() && !r.elem().is_set())
+            .filter(|r| {
+                !r.is_tombstone()
+                    && !r.elem().is_counter()
+                    && !r.elem().is_set()
+                    && !r.elem().is_field_counter()
+            })
             .map(record_hash)
             .chain(self.set_keys().map(|k| self.set_digest_by_scan(k)))
+            .chain(
+                self.keys_with_field_counters()
+                    .iter()
+                    .map(|k| self.field_counters_digest_by_scan(k)),
+            )
             .chain(
                 self.map
                     .iter()
@@ -793,11 +808,12 @@ impl Replica {
     #[doc(hidden)]
     pub fn bucket_digests_by_scan(&self) -> Vec<u64> {
         let mut out = vec![0u64; crate::antientropy::BUCKETS];
-        for r in self
-            .map
-            .iter()
-            .filter(|r| !r.is_tombstone() && !r.elem().is_counter() && !r.elem().is_set())
-        {
+        for r in self.map.iter().filter(|r| {
+            !r.is_tombstone()
+                && !r.elem().is_counter()
+                && !r.elem().is_set()
+                && !r.elem().is_field_counter()
+        }) {
             let b = crate::antientropy::bucket_of_key(r.key());
             out[b] = out[b].wrapping_add(record_hash(r));
         }
@@ -814,6 +830,10 @@ impl Replica {
         for k in self.set_keys() {
             let b = crate::antientropy::bucket_of_key(k);
             out[b] = out[b].wrapping_add(self.set_digest_by_scan(k));
+        }
+        for k in self.keys_with_field_counters() {
+            let b = crate::antientropy::bucket_of_key(&k);
+            out[b] = out[b].wrapping_add(self.field_counters_digest_by_scan(&k));
         }
         out
     }
@@ -1071,6 +1091,20 @@ impl Replica {
         {
             return bad("a hash field whose value does not name it");
         }
+        // A field's tombstone carries the timestamp of the write it observed, which came
+        // before it: a later one would remove writes made after it.
+        if let Elem::Field(_) = e.elem
+            && e.value.is_none()
+            && e.expires_at_ms.is_some_and(|t| t >= e.version.hlc.as_u64())
+        {
+            return bad("a hash field removal that observed a write after itself");
+        }
+        if e.elem.is_field_counter() {
+            return match Self::validate_field_counter(e) {
+                Ok(()) => Ok(()),
+                Err(reason) => bad(reason),
+            };
+        }
         if e.elem.is_set() {
             if e.elem.owner() != Some(e.version.origin) {
                 return bad("a set element written by another node than its owner");
@@ -1140,7 +1174,14 @@ impl Replica {
             self.stats.remote_ignored += 1;
             return Ok(false);
         }
-        let wins = current.is_none_or(|cur| cur.version() < entry.version);
+        let wins = current.is_none_or(|cur| match entry.elem {
+            // A field's tombstone removes only the write it observed.
+            Elem::Field(_) => crate::entry::field_wins(
+                (entry.version, entry.value.is_none(), entry.expires_at_ms),
+                (cur.version(), cur.is_tombstone(), cur.expires_at_ms()),
+            ),
+            _ => cur.version() < entry.version,
+        });
         if wins {
             self.install(entry, ChangeSource::Remote);
             self.stats.remote_applied += 1;
@@ -1198,9 +1239,20 @@ impl Replica {
                 && !self.typed.is_empty()
                 && self.typed.contains_key(record.key())))
         .then(|| Bytes::copy_from_slice(record.key()));
+        let field = elem
+            .field_id()
+            .filter(|id| elem.is_field_counter() || self.has_field_counter(record.key(), *id));
+        let counter_key =
+            field.map(|id| (Bytes::copy_from_slice(record.key()), id, record.version()));
         let hasher = &self.hasher;
         self.map
             .insert_unique(hash, record, |r| slot_hash(hasher, r.key(), r.elem()));
+        if let Some((key, id, version)) = counter_key {
+            if elem.is_field_counter() {
+                self.add_field_counter_elem(&key, elem, version);
+            }
+            self.refresh_field_counter(&key, id);
+        }
         if let Some(key) = key {
             if elem.is_counter() {
                 self.typed
@@ -1219,6 +1271,11 @@ impl Replica {
     fn take_record(&mut self, hash: u64, key: &[u8], elem: Elem) -> Option<Record> {
         let old = self.take_record_only(hash, key, elem)?;
         self.refresh_typed(key);
+        if let Some(id) = elem.field_id()
+            && self.has_field_counter(key, id)
+        {
+            self.refresh_field_counter(key, id);
+        }
         Some(old)
     }
 
@@ -1234,6 +1291,9 @@ impl Replica {
             && let Some(t) = self.typed.get_mut(key)
         {
             t.elems.remove(&elem);
+        }
+        if elem.is_field_counter() {
+            self.drop_field_counter_elem(key, elem);
         }
         Some(old)
     }
@@ -1511,11 +1571,7 @@ impl Replica {
         }
         // A hash whose every field is gone (or a tombstone) is forgotten once it holds no
         // field element at all: tombstones keep it, for `key_version`.
-        if self
-            .hashes
-            .get(key)
-            .is_some_and(|h| h.valued.is_empty() && h.dead == 0)
-        {
+        if self.hashes.get(key).is_some_and(HashState::is_empty) {
             self.hashes.remove(key);
         }
     }
@@ -1670,12 +1726,20 @@ impl Replica {
             {
                 continue;
             }
+            // So does an expired field value over a field's counter (`gc_field_counters`).
+            if let Elem::Field(id) = elem
+                && self.has_field_counter(&key, id)
+                && self.slot(&key, elem).is_some_and(|r| !r.is_tombstone())
+            {
+                continue;
+            }
             self.remove(&key, elem, ChangeSource::Dropped);
             self.floors.raise(origin, seq);
             report.dropped += 1;
         }
         report.dropped += self.gc_counters(horizon, shareable);
         report.dropped += self.gc_sets(horizon, shareable);
+        report.dropped += self.gc_field_counters(horizon, shareable);
         self.stats.gc_dropped += report.dropped as u64;
         report
     }
@@ -1921,15 +1985,36 @@ impl Replica {
             .expiring
             .range(..(now_ms.saturating_add(1), FieldId::default()))
             .count();
-        let live = h.valued.len() - expired;
+        let mut live = h.valued.len() - expired;
+        let mut newest = if live > 0 {
+            h.valued
+                .iter()
+                .rev()
+                .find(|(_, id)| {
+                    self.slot(key, Elem::Field(*id))
+                        .is_some_and(|r| !is_dead(false, r.expires_at_ms(), now_ms))
+                })
+                .map(|(v, _)| *v)
+        } else {
+            None
+        };
+        // Fields whose counter counts: counted once (with their value if it is live), hidden
+        // by their value once it expired.
+        for &(v, id) in &h.counting {
+            match self.slot(key, Elem::Field(id)) {
+                Some(r) if r.value().is_some() => {
+                    if is_dead(false, r.expires_at_ms(), now_ms) {
+                        continue;
+                    }
+                }
+                _ => live += 1,
+            }
+            newest = newest.max(Some(v));
+        }
         if live == 0 {
             return None;
         }
-        let newest = h.valued.iter().rev().find(|(_, id)| {
-            self.slot(key, Elem::Field(*id))
-                .is_some_and(|r| !is_dead(false, r.expires_at_ms(), now_ms))
-        })?;
-        Some((newest.0, live))
+        Some((newest?, live))
     }
 
     /// `key`'s hash if the key is a hash: some field reads as present and is newer than any
@@ -1964,8 +2049,16 @@ impl Replica {
             && let Some((v, _)) = self.hash_visible(key, now_ms)
         {
             let h = self.hashes.get(key)?;
-            let id = h.valued.range((v, FieldId::default())..).next()?.1;
-            return Some(self.slot(key, Elem::Field(id))?.expires_at_ms());
+            let id = match h.valued.range((v, FieldId::default())..).next() {
+                Some(&(found, id)) if found == v => id,
+                // The newest field is a counter: its value's expiry, if it has one.
+                _ => h.counting.range((v, FieldId::default())..).next()?.1,
+            };
+            return Some(
+                self.slot(key, Elem::Field(id))
+                    .filter(|r| r.value().is_some())
+                    .and_then(Record::expires_at_ms),
+            );
         }
         if !self.sets.is_empty()
             && let Some(t) = self.set_expiry(key, now_ms)
@@ -1985,15 +2078,30 @@ impl Replica {
         Ok(())
     }
 
-    /// The live record of field `name` of `key`'s hash, whatever the key's type.
-    fn live_field(&self, key: &[u8], name: &[u8], now_ms: u64) -> Option<&Record> {
-        self.slot(key, Elem::Field(FieldId::of(name))).filter(|r| {
-            r.value().is_some()
-                && !is_dead(false, r.expires_at_ms(), now_ms)
-                && r.value()
-                    .and_then(decode_field)
-                    .is_some_and(|(n, _)| n == name)
-        })
+    /// What field `name` of `key`'s hash reads as, whatever the key's type: its counter's
+    /// value while some increment counts, else its value; nothing once its value expired.
+    fn field_value(&self, key: &[u8], name: &[u8], now_ms: u64) -> Option<&[u8]> {
+        let id = FieldId::of(name);
+        let base = self
+            .slot(key, Elem::Field(id))
+            .filter(|r| r.value().is_some());
+        if base.is_some_and(|r| is_dead(false, r.expires_at_ms(), now_ms)) {
+            return None;
+        }
+        if let Some((n, v, _)) = self.counter_field(key, id) {
+            return (n == name).then_some(v);
+        }
+        let (n, v) = base?.value().and_then(decode_field)?;
+        (n == name).then_some(v)
+    }
+
+    /// The name held for field `id` of `key` (by its value or its counter), if any.
+    fn field_name_held(&self, key: &[u8], id: FieldId) -> Option<&[u8]> {
+        if let Some((n, _, _)) = self.counter_field(key, id) {
+            return Some(n);
+        }
+        let r = self.slot(key, Elem::Field(id))?;
+        decode_field(r.value()?).map(|(n, _)| n)
     }
 
     /// `HGET`: the value of field `name` of `key`'s hash. [`Error::WrongType`] if the key is a
@@ -2003,11 +2111,7 @@ impl Replica {
         if self.hashes.is_empty() {
             return Ok(None);
         }
-        Ok(self
-            .live_field(key, name, now_ms)
-            .and_then(Record::value)
-            .and_then(decode_field)
-            .map(|(_, v)| v))
+        Ok(self.field_value(key, name, now_ms))
     }
 
     /// `HLEN`: the number of fields of `key`'s hash (0 if absent). [`Error::WrongType`] if the
@@ -2027,12 +2131,33 @@ impl Replica {
         if self.hash_visible(key, now_ms).is_none() {
             return Ok(Vec::new());
         }
-        Ok(h.valued
+        let mut out: Vec<(&[u8], &[u8])> = h
+            .valued
             .iter()
-            .filter_map(|(_, id)| self.slot(key, Elem::Field(*id)))
-            .filter(|r| !is_dead(false, r.expires_at_ms(), now_ms))
-            .filter_map(|r| r.value().and_then(decode_field))
-            .collect())
+            .filter_map(|(_, id)| {
+                let r = self.slot(key, Elem::Field(*id))?;
+                if is_dead(false, r.expires_at_ms(), now_ms) {
+                    return None;
+                }
+                if let Some((n, v, _)) = self.counter_field(key, *id) {
+                    return Some((n, v));
+                }
+                r.value().and_then(decode_field)
+            })
+            .collect();
+        // Counter fields with no value of their own (those with one are above, or hidden).
+        for (_, id) in &h.counting {
+            if self
+                .slot(key, Elem::Field(*id))
+                .is_some_and(|r| r.value().is_some())
+            {
+                continue;
+            }
+            if let Some((n, v, _)) = self.counter_field(key, *id) {
+                out.push((n, v));
+            }
+        }
+        Ok(out)
     }
 
     /// The expiry new fields of `key`'s hash take: the hash's, if it is live.
@@ -2065,15 +2190,13 @@ impl Replica {
             let stored = encode_field(name, value);
             self.limits.check(&key, Some(&stored))?;
             let id = FieldId::of(name);
-            let present = match self.slot(&key, Elem::Field(id)) {
-                Some(r) if r.value().is_some() && !is_dead(false, r.expires_at_ms(), now_ms) => {
-                    if r.value().and_then(decode_field).map(|(n, _)| n) != Some(name.as_ref()) {
-                        return Err(Error::FieldCollision);
-                    }
-                    true
-                }
-                _ => false,
-            };
+            if self
+                .field_name_held(&key, id)
+                .is_some_and(|n| n != name.as_ref())
+            {
+                return Err(Error::FieldCollision);
+            }
+            let present = self.field_value(&key, name, now_ms).is_some();
             if present && nx {
                 continue;
             }
@@ -2083,43 +2206,67 @@ impl Replica {
             plan.push((id, stored));
         }
         for (id, stored) in plan {
+            // A write of a counter field resets the increments it observes.
+            self.reset_field_counter(&key, id, now_ms)?;
             self.write_elem(key.clone(), Elem::Field(id), Some(stored), expiry, now_ms)?;
         }
         Ok(new.len())
     }
 
     /// `HDEL`: deletes the named fields of `key`'s hash that are present here (a tombstone
-    /// each: it removes the write it observed, and any older one). Returns how many.
+    /// each: it removes the write it observed, and any older one, but not a write made
+    /// concurrently on another node after it, see [`crate::entry::field_wins`]). Returns how
+    /// many.
     pub fn hdel(&mut self, key: Bytes, names: &[Bytes], now_ms: u64) -> Result<usize> {
         self.limits.check(&key, None)?;
         self.not_a_string(&key, now_ms)?;
         let mut ids = Vec::new();
         for name in names {
             let id = FieldId::of(name);
-            if self.live_field(&key, name, now_ms).is_some() && !ids.contains(&id) {
+            if self.field_value(&key, name, now_ms).is_some() && !ids.contains(&id) {
                 ids.push(id);
             }
         }
         for id in &ids {
-            self.write_elem(key.clone(), Elem::Field(*id), None, None, now_ms)?;
+            self.reset_field_counter(&key, *id, now_ms)?;
+            self.remove_field_observed(&key, *id, now_ms)?;
         }
         Ok(ids.len())
     }
 
-    /// `HINCRBY` and `HINCRBYFLOAT`: adds `by` to field `name` of `key`'s hash (absent: 0) and
-    /// writes the result as the field's value (a last-writer-wins write of the field, see
-    /// docs/data-types.md). Returns the new value. Errors as Redis's:
+    /// `HINCRBY` and `HINCRBYFLOAT`: adds `by` to field `name` of `key`'s hash (absent: 0).
+    /// The field is a counter (see `replica/hash_counters.rs`): only this node's
+    /// contribution to it is written (one element), so increments made at once on several
+    /// nodes all count, and an `HSET`, `HDEL` or `DEL` resets only the increments it
+    /// observed. On a hash with an expiry, the increment is a write of the field's new value
+    /// instead (with the expiry; last writer wins), so that no increment outlives the hash.
+    /// Returns the new value. Errors as Redis's, checked on the value read here:
     /// [`Error::HashNotAnInteger`], [`Error::HashNotAFloat`], [`Error::Overflow`],
     /// [`Error::NanOrInfinity`].
     pub fn hincr(&mut self, key: Bytes, name: Bytes, by: Increment, now_ms: u64) -> Result<Bytes> {
+        self.limits.check(&key, None)?;
         let current = self.hget(&key, &name, now_ms)?.map(<[u8]>::to_vec);
-        let next = match by {
+        let id = FieldId::of(&name);
+        if self
+            .field_name_held(&key, id)
+            .is_some_and(|n| n != name.as_ref())
+        {
+            return Err(Error::FieldCollision);
+        }
+        let (next, delta) = match by {
             Increment::Int(d) => {
                 let cur = match &current {
                     Some(v) => parse_int(v).ok_or(Error::HashNotAnInteger)?,
                     None => 0,
                 };
-                cur.checked_add(d).ok_or(Error::Overflow)?.to_string()
+                let next = cur.checked_add(d).ok_or(Error::Overflow)?.to_string();
+                (
+                    next,
+                    Amount {
+                        int: i128::from(d),
+                        float: 0.0,
+                    },
+                )
             }
             Increment::Float(f) => {
                 let cur = match &current {
@@ -2130,12 +2277,22 @@ impl Replica {
                 if !f.is_finite() || !sum.is_finite() {
                     return Err(Error::NanOrInfinity);
                 }
-                crate::counter::format_float(sum)
+                (
+                    crate::counter::format_float(sum),
+                    Amount { int: 0, float: f },
+                )
             }
         };
         let next = Bytes::from(next);
-        self.hset(key, &[(name, next.clone())], false, now_ms)?;
-        Ok(next)
+        if self.hash_expiry(&key, now_ms).is_some() {
+            self.hset(key, &[(name, next.clone())], false, now_ms)?;
+            return Ok(next);
+        }
+        self.incr_field_counter(&key, &name, delta, now_ms)?;
+        Ok(self
+            .hget(&key, &name, now_ms)?
+            .map(Bytes::copy_from_slice)
+            .unwrap_or(next))
     }
 
     /// Sets the expiry of `key`'s hash (`None`: none): every live field is written again
@@ -2150,22 +2307,15 @@ impl Replica {
         if self.hash_visible(&key, now_ms).is_none() {
             return Ok(false);
         }
+        // Every field present, as it reads (a counter field becomes a value: the increments
+        // observed are reset, those made concurrently elsewhere keep counting on top).
         let fields: Vec<(FieldId, Bytes)> = self
-            .hashes
-            .get(&key)
-            .map(|h| {
-                h.valued
-                    .iter()
-                    .filter_map(|(_, id)| {
-                        let r = self.slot(&key, Elem::Field(*id))?;
-                        let v = r.value()?;
-                        (!is_dead(false, r.expires_at_ms(), now_ms))
-                            .then(|| (*id, Bytes::copy_from_slice(v)))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+            .hash_fields(&key, now_ms)?
+            .into_iter()
+            .map(|(n, v)| (FieldId::of(n), crate::entry::encode_field(n, v)))
+            .collect();
         for (id, stored) in fields {
+            self.reset_field_counter(&key, id, now_ms)?;
             self.write_elem(
                 key.clone(),
                 Elem::Field(id),
@@ -2188,16 +2338,38 @@ impl Replica {
         Ok(existed)
     }
 
-    /// Tombstones every field of `key` that holds a value (a write that replaces the key).
+    /// Tombstones every field of `key` that holds a value (a write that replaces the key), each
+    /// removing only the write observed.
     fn tombstone_fields(&mut self, key: &Bytes, now_ms: u64) -> Result<()> {
-        let ids: Vec<FieldId> = self
+        let ids: BTreeSet<FieldId> = self
             .hashes
             .get(key)
-            .map(|h| h.valued.iter().map(|(_, id)| *id).collect())
+            .map(|h| {
+                h.valued
+                    .iter()
+                    .map(|(_, id)| *id)
+                    .chain(h.counters.keys().copied())
+                    .collect()
+            })
             .unwrap_or_default();
         for id in ids {
-            self.write_elem(key.clone(), Elem::Field(id), None, None, now_ms)?;
+            self.reset_field_counter(key, id, now_ms)?;
+            self.remove_field_observed(key, id, now_ms)?;
         }
+        Ok(())
+    }
+
+    /// Writes the tombstone of field `id` of `key` that removes the write held here: it
+    /// carries that write's timestamp (see [`crate::entry::field_wins`]).
+    fn remove_field_observed(&mut self, key: &Bytes, id: FieldId, now_ms: u64) -> Result<()> {
+        let observed = self
+            .slot(key, Elem::Field(id))
+            .filter(|r| !r.is_tombstone())
+            .map(|r| r.version().hlc.as_u64());
+        if observed.is_none() {
+            return Ok(());
+        }
+        self.write_elem(key.clone(), Elem::Field(id), None, observed, now_ms)?;
         Ok(())
     }
 }
@@ -2244,6 +2416,16 @@ fn entry_hash(
             h.update(&[0x52]);
             h.update(&o.as_u64().to_le_bytes());
             h.update(&s.to_le_bytes());
+        }
+        Elem::FieldCount(f, o) => {
+            h.update(&[0xf2]);
+            h.update(&f.0);
+            h.update(&o.as_u64().to_le_bytes());
+        }
+        Elem::FieldReset(f, o) => {
+            h.update(&[0xf3]);
+            h.update(&f.0);
+            h.update(&o.as_u64().to_le_bytes());
         }
     }
     match value {
@@ -2317,6 +2499,17 @@ struct HashState {
     last: Version,
     /// Field tombstones held.
     dead: usize,
+    /// Fields with counter elements (`HINCRBY`), see `hash_counters`.
+    counters: BTreeMap<FieldId, hash_counters::FieldCounter>,
+    /// Those whose counter counts, by the greatest version of their elements.
+    counting: BTreeSet<(Version, FieldId)>,
+}
+
+impl HashState {
+    /// Whether the key holds no field element at all.
+    fn is_empty(&self) -> bool {
+        self.valued.is_empty() && self.dead == 0 && self.counters.is_empty()
+    }
 }
 
 /// The type of a key, as Redis's `TYPE` names it.

@@ -26,7 +26,7 @@ pub const LOCK_FILE: &str = "LOCK";
 /// SQLite `application_id` of a dice database ("DICE").
 pub const APPLICATION_ID: i64 = 0x4449_4345;
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// How durable an acknowledged write is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,6 +58,11 @@ fn migrator() -> Migrator {
         ),
         migration(4, "hashes", include_str!("../migrations/0004_hashes.sql")),
         migration(5, "sets", include_str!("../migrations/0005_sets.sql")),
+        migration(
+            6,
+            "hash_counters",
+            include_str!("../migrations/0006_hash_counters.sql"),
+        ),
     ])
 }
 
@@ -65,11 +70,14 @@ fn migrator() -> Migrator {
 /// xxh3-64 checksum of it (8 bytes, little-endian), verified on open. In format 3 every entry
 /// (and every removal) names the element of its key ([`Elem`]); format 4 adds hash fields
 /// ([`Elem::Field`]), whose variant format 3 cannot hold; format 5 adds set elements
-/// ([`Elem::Member`], [`Elem::SetRemove`]), which format 4 cannot hold.
-const BLOB_FORMAT: u8 = 5;
-/// Format 4: as format 5 without set elements. Still read (its body decodes as format 5's).
+/// ([`Elem::Member`], [`Elem::SetRemove`]), which format 4 cannot hold; format 6 adds hash
+/// fields' counter elements ([`Elem::FieldCount`], [`Elem::FieldReset`]).
+const BLOB_FORMAT: u8 = 6;
+/// Format 5: as format 6 without field counters. Still read (its body decodes as format 6's).
+const BLOB_FORMAT_SETS: u8 = 5;
+/// Format 4: as format 5 without set elements. Still read (its body decodes as format 6's).
 const BLOB_FORMAT_HASHES: u8 = 4;
-/// Format 3: as format 4 without hash fields. Still read (its body decodes as format 5's).
+/// Format 3: as format 4 without hash fields. Still read (its body decodes as format 6's).
 const BLOB_FORMAT_ELEMS: u8 = 3;
 /// Format 2: checksummed like format 3; its entries are all keys' strings ([`Elem::Key`]).
 /// Still read: a data directory of an older dice upgrades as it is opened.
@@ -790,7 +798,8 @@ fn decode_blob<'a, T: Deserialize<'a>>(
     };
     let body = match blob.split_first() {
         Some((
-            &(BLOB_FORMAT | BLOB_FORMAT_HASHES | BLOB_FORMAT_ELEMS | BLOB_FORMAT_KEYS),
+            &(BLOB_FORMAT | BLOB_FORMAT_SETS | BLOB_FORMAT_HASHES | BLOB_FORMAT_ELEMS
+            | BLOB_FORMAT_KEYS),
             rest,
         )) => {
             let Some((sum, body)) = rest.split_first_chunk::<CHECKSUM_LEN>() else {
@@ -923,7 +932,7 @@ async fn load(
             let what = format!("table snapshot, generation {snapshot_gen}, chunk row id {id}");
             if matches!(
                 blob_format(blob),
-                Some(BLOB_FORMAT | BLOB_FORMAT_HASHES | BLOB_FORMAT_ELEMS)
+                Some(BLOB_FORMAT | BLOB_FORMAT_SETS | BLOB_FORMAT_HASHES | BLOB_FORMAT_ELEMS)
             ) {
                 let chunk: Vec<EntryRef<'_>> = decode_blob(blob, &what, path, false)?;
                 replica.reserve(chunk.len());
@@ -950,7 +959,7 @@ async fn load(
             let what = format!("table log, row id {last_log_id}");
             let (row_vv, row_floors, row_hlc) = if matches!(
                 blob_format(blob),
-                Some(BLOB_FORMAT | BLOB_FORMAT_HASHES | BLOB_FORMAT_ELEMS)
+                Some(BLOB_FORMAT | BLOB_FORMAT_SETS | BLOB_FORMAT_HASHES | BLOB_FORMAT_ELEMS)
             ) {
                 let record: LogRecord = decode_blob(blob, &what, path, false)?;
                 log_entries += (record.removed.len() + record.set.len()) as u64;

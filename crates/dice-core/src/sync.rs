@@ -39,7 +39,13 @@ mod serve;
 ///
 /// Version 5 added set elements ([`crate::Elem::Member`], [`crate::Elem::SetRemove`]): a node
 /// of version 4 could not decode them either.
-pub const SYNC_PROTOCOL_VERSION: u16 = 5;
+///
+/// Version 6 changed how a hash field's tombstone merges: it carries the timestamp of the
+/// write it observed and removes only that write (see [`crate::entry::field_wins`]); and it
+/// added hash fields' counter elements ([`crate::Elem::FieldCount`],
+/// [`crate::Elem::FieldReset`]). A node of version 5 would let such a tombstone win over a
+/// concurrent update and diverge, and cannot decode the new elements, so it is refused.
+pub const SYNC_PROTOCOL_VERSION: u16 = 6;
 
 /// Bytes before a message's postcard body: the protocol version (2, big-endian) and the
 /// sender's wall-clock milliseconds at send time (8, big-endian).

@@ -1,6 +1,7 @@
 //! Stored rows carry checksums: a byte changed inside a log row or a snapshot chunk is a clear
 //! error on open that names the row and says what to do, and rows written by older versions
-//! (blob format 1, before checksums; format 2, before elements) still load.
+//! (blob format 1, before checksums; format 2, before elements; formats 3 to 5, before hash
+//! fields, sets and field counters) still load.
 #![allow(clippy::unwrap_used)]
 
 use dice_core::{Cache, CacheOptions, Elem, Entry, Error, Increment, Version, VersionVector};
@@ -200,7 +201,7 @@ fn entry2(e: Entry) -> Entry2 {
 /// A blob of format 3 rewritten in `format` (1: no checksum; 2: checksummed), entries in the
 /// layout of those formats.
 fn old_blob(table: &str, blob: &[u8], format: u8) -> Vec<u8> {
-    assert_eq!(blob[0], 5, "{table}: not in format 5");
+    assert_eq!(blob[0], 6, "{table}: not in format 6");
     let body = &blob[9..];
     let old_body = if table == "log" {
         let row: Row3 = postcard::from_bytes(body).unwrap();
@@ -318,7 +319,7 @@ async fn a_data_dir_of_the_previous_format_upgrades_on_open() {
         .unwrap();
     conn.close().await.unwrap();
     assert_eq!(schema, dice_core::store::SCHEMA_VERSION);
-    assert!(formats.contains(&vec![2u8]) && formats.contains(&vec![5u8]));
+    assert!(formats.contains(&vec![2u8]) && formats.contains(&vec![6u8]));
     let cache = Cache::open(dir.path()).await.unwrap();
     assert_eq!(held(&cache), entries);
     assert_eq!(cache.digest(), digest);
@@ -333,7 +334,7 @@ async fn downgrade_to_format_3(dir: &Path) -> usize {
     downgrade_to_format(dir, 3).await
 }
 
-/// Rewrites every stored blob as dice of blob format and schema `format` (3 or 4) wrote it:
+/// Rewrites every stored blob as dice of blob format and schema `format` (3 to 5) wrote it:
 /// the same body, as nothing that format lacks is stored yet.
 async fn downgrade_to_format(dir: &Path, format: u8) -> usize {
     let mut conn = sqlite(dir).await;
@@ -423,8 +424,8 @@ async fn a_data_dir_of_format_3_upgrades_on_open_and_takes_hashes() {
         .await
         .unwrap();
     conn.close().await.unwrap();
-    assert_eq!(schema, 5);
-    assert!(formats.contains(&vec![3u8]) && formats.contains(&vec![5u8]));
+    assert_eq!(schema, 6);
+    assert!(formats.contains(&vec![3u8]) && formats.contains(&vec![6u8]));
     let cache = Cache::open(dir.path()).await.unwrap();
     assert_eq!(held(&cache), entries);
     assert_eq!(cache.digest(), digest);
@@ -489,8 +490,8 @@ async fn a_data_dir_of_format_4_upgrades_on_open_and_takes_sets() {
         .await
         .unwrap();
     conn.close().await.unwrap();
-    assert_eq!(schema, 5);
-    assert!(formats.contains(&vec![4u8]) && formats.contains(&vec![5u8]));
+    assert_eq!(schema, 6);
+    assert!(formats.contains(&vec![4u8]) && formats.contains(&vec![6u8]));
     let cache = Cache::open(dir.path()).await.unwrap();
     assert_eq!(held(&cache), entries);
     assert_eq!(cache.digest(), digest);
@@ -522,7 +523,7 @@ async fn rows_of_the_format_before_checksums_still_load() {
         .unwrap();
     conn.close().await.unwrap();
     let newest = formats.iter().max_by_key(|(id, _)| *id).unwrap();
-    assert_eq!(newest.1, vec![5u8], "{formats:?}");
+    assert_eq!(newest.1, vec![6u8], "{formats:?}");
     assert!(formats.iter().any(|(_, f)| f == &vec![1u8]), "{formats:?}");
     let cache = Cache::open(dir.path()).await.unwrap();
     assert_eq!(held(&cache), entries);
@@ -538,5 +539,162 @@ async fn snapshot_chunks_of_the_format_before_checksums_still_load() {
     assert!(downgrade_blobs(dir.path()).await >= 1);
     let cache = Cache::open(dir.path()).await.unwrap();
     assert_eq!(held(&cache), entries);
+    cache.close().await.unwrap();
+}
+
+/// A field's tombstone keeps the timestamp it observed across restarts (in the expiry slot
+/// every blob format stores), so an update concurrent with the `HDEL` still wins after one;
+/// a tombstone written before sync protocol 6 (none carried) still merges by its version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_tombstone_keeps_what_it_observed_across_restarts() {
+    use dice_core::entry::{FieldId, encode_field};
+    use dice_core::{Hlc, NodeId};
+    let dir = tempfile::tempdir().unwrap();
+    let field = Elem::Field(FieldId::of(b"f"));
+    let legacy = Elem::Field(FieldId::of(b"g"));
+    let peer = NodeId::new(0x77).unwrap();
+    let remote =
+        |name: &str, value: Option<&str>, hlc: u64, seq: u64, observed: Option<u64>| Entry {
+            key: "h".into(),
+            elem: Elem::Field(FieldId::of(name.as_bytes())),
+            value: value.map(|v| encode_field(name.as_bytes(), v.as_bytes())),
+            version: Version {
+                hlc: Hlc::from_u64(hlc),
+                origin: peer,
+            },
+            seq,
+            expires_at_ms: observed,
+        };
+    let (observed, deleted_at) = {
+        let cache = Cache::open(dir.path()).await.unwrap();
+        let (_, generation) = cache
+            .transact(|tx| {
+                tx.modify(|r, now| r.hset("h".into(), &[("f".into(), "v".into())], false, now))
+            })
+            .await
+            .unwrap();
+        cache.wait_committed(generation.unwrap()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let (_, generation) = cache
+            .transact(|tx| tx.modify(|r, now| r.hdel("h".into(), &["f".into()], now)))
+            .await
+            .unwrap();
+        cache.wait_committed(generation.unwrap()).await.unwrap();
+        let tomb = cache.with_replica(|r| r.element(b"h", field)).unwrap();
+        assert!(tomb.value.is_none());
+        let observed = tomb.expires_at_ms.unwrap();
+        assert!(observed < tomb.version.hlc.as_u64());
+        // A legacy tombstone of field g, then an older value of g from the same peer, late:
+        // the tombstone wins by its version.
+        let (_, generation) = cache
+            .transact(|tx| {
+                tx.modify(|r, now| {
+                    r.apply(remote("g", None, observed - 1, 2, None), now)?;
+                    r.apply(remote("g", Some("x"), observed - 2, 1, None), now)
+                })
+            })
+            .await
+            .unwrap();
+        cache.wait_committed(generation.unwrap()).await.unwrap();
+        cache.close().await.unwrap();
+        (observed, tomb.version.hlc.as_u64())
+    };
+    let cache = Cache::open(dir.path()).await.unwrap();
+    let tomb = cache.with_replica(|r| r.element(b"h", field)).unwrap();
+    assert_eq!(tomb.expires_at_ms, Some(observed));
+    let g = cache.with_replica(|r| r.element(b"h", legacy)).unwrap();
+    assert!(g.value.is_none() && g.expires_at_ms.is_none());
+    // An update of f made apart, after the value the HDEL saw, before the HDEL itself: wins.
+    let between = observed + (deleted_at - observed) / 2;
+    assert!(observed < between && between < deleted_at);
+    let (won, generation) = cache
+        .transact(|tx| tx.modify(|r, now| r.apply(remote("f", Some("new"), between, 3, None), now)))
+        .await
+        .unwrap();
+    assert!(won.unwrap());
+    cache.wait_committed(generation.unwrap()).await.unwrap();
+    let now = dice_core::now_ms();
+    cache.with_replica(|r| {
+        assert_eq!(r.hget(b"h", b"f", now).unwrap(), Some(&b"new"[..]));
+        assert_eq!(r.hget(b"h", b"g", now).unwrap(), None);
+    });
+    let entries = held(&cache);
+    cache.close().await.unwrap();
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    cache.with_replica(|r| {
+        assert_eq!(r.hget(b"h", b"f", now).unwrap(), Some(&b"new"[..]));
+    });
+    cache.close().await.unwrap();
+}
+
+/// A data dir written by the previous dice (blob format 5, schema 5: strings, counters, hashes
+/// and sets) opens as it was, takes fields as counters, and reads back the same after a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_format_5_upgrades_on_open_and_takes_field_counters() {
+    let (dir, _) = dir_with_log_rows().await;
+    {
+        let cache = Cache::open(dir.path()).await.unwrap();
+        let (_, generation) = cache
+            .transact(|tx| {
+                tx.modify(|r, now| {
+                    r.hset("h".into(), &[("f".into(), "v".into())], false, now)?;
+                    r.sadd("s".into(), &["a".into()], now)
+                })
+            })
+            .await
+            .unwrap();
+        cache.wait_committed(generation.unwrap()).await.unwrap();
+        cache.close().await.unwrap();
+    }
+    let entries = {
+        let cache = Cache::open(dir.path()).await.unwrap();
+        let all = held(&cache);
+        cache.close().await.unwrap();
+        all
+    };
+    assert!(downgrade_to_format(dir.path(), 5).await >= 5);
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    for by in [5, -2] {
+        let (_, generation) = cache
+            .transact(|tx| {
+                tx.modify(|r, now| r.hincr("h".into(), "n".into(), Increment::Int(by), now))
+            })
+            .await
+            .unwrap();
+        cache.wait_committed(generation.unwrap()).await.unwrap();
+    }
+    assert!(
+        held(&cache)
+            .iter()
+            .any(|e| matches!(e.elem, Elem::FieldCount(..))),
+        "HINCRBY wrote a field counter element"
+    );
+    let digest = cache.digest();
+    let entries = held(&cache);
+    cache.close().await.unwrap();
+    let mut conn = sqlite(dir.path()).await;
+    let formats: Vec<Vec<u8>> = sqlx::query_scalar("SELECT substr(batch, 1, 1) FROM log")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let schema: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(schema, 6);
+    assert!(formats.contains(&vec![5u8]) && formats.contains(&vec![6u8]));
+    let cache = Cache::open(dir.path()).await.unwrap();
+    assert_eq!(held(&cache), entries);
+    assert_eq!(cache.digest(), digest);
+    cache.with_replica(|r| {
+        let now = dice_core::now_ms();
+        assert_eq!(r.hget(b"h", b"f", now).unwrap(), Some(&b"v"[..]));
+        assert_eq!(r.hget(b"h", b"n", now).unwrap(), Some(&b"3"[..]));
+        assert_eq!(r.hlen(b"h", now).unwrap(), 2);
+    });
     cache.close().await.unwrap();
 }

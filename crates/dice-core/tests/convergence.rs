@@ -291,6 +291,21 @@ enum Op {
         key: usize,
         field: Option<u8>,
     },
+    /// `HINCRBY` of field `field` of counter-hash key `key` (a key space of its own, `nNN`).
+    Hincr {
+        node: usize,
+        key: usize,
+        field: u8,
+        by: i16,
+    },
+    /// On counter-hash key `key`: `HSET` of field `field` to a number (`Some(Some)`), `HDEL`
+    /// of it (`Some(None)`), or `DEL` of the hash (`None`): resets what it observed.
+    HincrReset {
+        node: usize,
+        key: usize,
+        field: u8,
+        how: Option<Option<u8>>,
+    },
     /// `SADD` of one member on set key `key` (a key space of its own, `sNN`).
     Sadd {
         node: usize,
@@ -317,7 +332,12 @@ fn hash_key(k: usize) -> Bytes {
 
 /// A key of the counter or hash key spaces, outside the string model.
 fn is_typed_key(k: &[u8]) -> bool {
-    matches!(k.first(), Some(b'c' | b'h' | b's'))
+    matches!(k.first(), Some(b'c' | b'h' | b'n' | b's'))
+}
+
+/// A hash key whose fields are counters (never a key of the string model).
+fn counter_hash_key(k: usize) -> Bytes {
+    Bytes::from(format!("n{:02}", k % 4))
 }
 
 /// A counter key (never a key of the string model).
@@ -361,6 +381,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(node, key, field, val)| Op::Hset { node, key, field, val }),
         2 => (0..5usize, 0..4usize, prop::option::weighted(0.8, 0..6u8))
             .prop_map(|(node, key, field)| Op::Hdel { node, key, field }),
+        4 => (0..5usize, 0..4usize, 0..3u8, any::<i16>())
+            .prop_map(|(node, key, field, by)| Op::Hincr { node, key, field, by }),
+        1 => (0..5usize, 0..4usize, 0..3u8, prop::option::weighted(0.8, prop::option::of(0..100u8)))
+            .prop_map(|(node, key, field, how)| Op::HincrReset { node, key, field, how }),
         5 => (0..5usize, 0..4usize, 0..6u8)
             .prop_map(|(node, key, member)| Op::Sadd { node, key, member }),
         3 => (0..5usize, 0..4usize, prop::option::weighted(0.8, 0..6u8))
@@ -418,6 +442,10 @@ struct Sim {
     /// Counter keys that were reset (set or deleted): their value depends on what each reset
     /// observed, so only agreement is checked for them.
     counters_reset: BTreeSet<Bytes>,
+    /// The sum of every `HINCRBY` of each field of the counter-hash keys.
+    field_sums: BTreeMap<(Bytes, u8), i128>,
+    /// Counter fields that were reset (`HSET`, `HDEL`, `DEL`): only agreement is checked.
+    fields_reset: BTreeSet<(Bytes, u8)>,
     stats: SimStats,
 }
 
@@ -444,6 +472,8 @@ impl Sim {
             log: Vec::new(),
             counter_sums: BTreeMap::new(),
             counters_reset: BTreeSet::new(),
+            field_sums: BTreeMap::new(),
+            fields_reset: BTreeSet::new(),
             stats: SimStats::default(),
         }
     }
@@ -719,6 +749,63 @@ impl Sim {
                 node.record_changes(false);
                 self.log.extend(written.into_iter().filter_map(|c| c.entry));
             }
+            Op::Hincr {
+                node,
+                key,
+                field,
+                by,
+            } => {
+                let key = counter_hash_key(key);
+                let r = &mut self.nodes[node % n];
+                r.record_changes(true);
+                r.hincr(
+                    key.clone(),
+                    Bytes::from(vec![b'f', field]),
+                    Increment::Int(i64::from(by)),
+                    self.now,
+                )
+                .unwrap();
+                let written = r.take_changes();
+                r.record_changes(false);
+                self.log.extend(written.into_iter().filter_map(|c| c.entry));
+                *self.field_sums.entry((key, field)).or_default() += i128::from(by);
+            }
+            Op::HincrReset {
+                node,
+                key,
+                field,
+                how,
+            } => {
+                let key = counter_hash_key(key);
+                let r = &mut self.nodes[node % n];
+                r.record_changes(true);
+                let name = Bytes::from(vec![b'f', field]);
+                match how {
+                    Some(Some(v)) => {
+                        r.hset(
+                            key.clone(),
+                            &[(name, Bytes::from(v.to_string()))],
+                            false,
+                            self.now,
+                        )
+                        .unwrap();
+                        self.fields_reset.insert((key.clone(), field));
+                    }
+                    Some(None) => {
+                        r.hdel(key.clone(), &[name], self.now).unwrap();
+                        self.fields_reset.insert((key.clone(), field));
+                    }
+                    None => {
+                        r.remove_observed(key.clone(), self.now).unwrap();
+                        for f in 0..3 {
+                            self.fields_reset.insert((key.clone(), f));
+                        }
+                    }
+                }
+                let written = r.take_changes();
+                r.record_changes(false);
+                self.log.extend(written.into_iter().filter_map(|c| c.entry));
+            }
             Op::Sadd { node, key, member } => {
                 let key = self.set_key_for(node % n, key);
                 let node = &mut self.nodes[node % n];
@@ -829,11 +916,17 @@ impl Sim {
             let live = |r: &Replica| -> Vec<Entry> {
                 sorted_entries(r)
                     .into_iter()
-                    .filter(|e| !e.is_dead(now) && !is_counter_key(&e.key) && !e.elem.is_set())
+                    .filter(|e| {
+                        !e.is_dead(now)
+                            && !is_counter_key(&e.key)
+                            && !e.elem.is_set()
+                            && !e.elem.is_field_counter()
+                    })
                     .collect()
             };
             // Set elements a removal made garbage may be collected on one node and not yet
-            // on another: sets are compared by their members below.
+            // on another: sets are compared by their members below (and so are the counter
+            // elements of hash fields: by the fields' values).
             assert_eq!(live(r), live(first), "live entries of node {i} and node 0");
             // The digest covers the entries holding a value, expired or not: equal wherever
             // those are (GC may have dropped an expired one on one node and not yet on another).
@@ -842,7 +935,12 @@ impl Sim {
             let valued = |r: &Replica| -> Vec<Entry> {
                 sorted_entries(r)
                     .into_iter()
-                    .filter(|e| e.value.is_some() && !e.elem.is_counter() && !e.elem.is_set())
+                    .filter(|e| {
+                        e.value.is_some()
+                            && !e.elem.is_counter()
+                            && !e.elem.is_set()
+                            && !e.elem.is_field_counter()
+                    })
                     .collect()
             };
             if exact || valued(r) == valued(first) {
@@ -875,7 +973,9 @@ impl Sim {
                     .collect();
                 assert_eq!(strings, want, "entries of node {i}");
             }
-            // Hashes: every node reads the same fields, and each field as its greatest write.
+            // Hashes: every node reads the same fields, and each field as its winning write:
+            // the greatest value, unless a tombstone observed it (or a later value).
+            let rank = |e: &Entry| (e.version, e.value.is_none(), e.expires_at_ms);
             for k in 0..4 {
                 let key = hash_key(k);
                 let fields = |r: &Replica| {
@@ -893,7 +993,7 @@ impl Sim {
                 for e in self.log.iter().filter(|e| e.key == key) {
                     if let Elem::Field(id) = e.elem {
                         let cur = want.entry(id).or_insert_with(|| e.clone());
-                        if cur.version < e.version {
+                        if dice_core::entry::field_wins(rank(e), rank(cur)) {
                             *cur = e.clone();
                         }
                     }
@@ -908,7 +1008,7 @@ impl Sim {
                 assert_eq!(
                     fields(r),
                     greatest,
-                    "node {i}: hash {key:?} is not its greatest writes"
+                    "node {i}: hash {key:?} is not its winning writes"
                 );
             }
             // Sets: every node reads the same members, and exactly the observed-remove set of
@@ -979,6 +1079,28 @@ impl Sim {
                         Some(Bytes::from(sum.to_string())),
                         "node {i}: counter {key:?} is not the sum of its increments"
                     );
+                }
+            }
+            // Hash fields as counters: the same, field by field.
+            for k in 0..4 {
+                let key = counter_hash_key(k);
+                for f in 0..3u8 {
+                    let name = [b'f', f];
+                    let read = r.hget(&key, &name, now).unwrap().map(<[u8]>::to_vec);
+                    assert_eq!(
+                        read,
+                        first.hget(&key, &name, now).unwrap().map(<[u8]>::to_vec),
+                        "node {i} reads field {f} of {key:?}"
+                    );
+                    if !self.fields_reset.contains(&(key.clone(), f))
+                        && let Some(sum) = self.field_sums.get(&(key.clone(), f))
+                    {
+                        assert_eq!(
+                            read,
+                            Some(sum.to_string().into_bytes()),
+                            "node {i}: field {f} of {key:?} is not the sum of its increments"
+                        );
+                    }
                 }
             }
         }

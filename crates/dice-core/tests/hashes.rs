@@ -1,7 +1,7 @@
 //! Hashes: the merge laws (commutative, associative, idempotent) over field elements written
 //! on several nodes, the type rule for a key written as a string and a hash at once, what
-//! `HDEL` and `DEL` remove, expiry, garbage collection, and that a write of one field of a
-//! large hash sends one field.
+//! `HDEL` and `DEL` remove (only what they observed: a concurrent update wins), expiry,
+//! garbage collection, and that a write of one field of a large hash sends one field.
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
@@ -199,6 +199,253 @@ fn fields_written_apart_all_survive_and_the_later_write_of_a_field_wins() {
 }
 
 #[test]
+fn an_update_concurrent_with_hdel_or_del_wins_on_every_node() {
+    // The update's clock behind, then ahead, of the removal's: it wins either way.
+    for (t_del, t_set) in [(T0 + 20, T0 + 10), (T0 + 10, T0 + 20)] {
+        let mut nodes: Vec<Replica> = (0..3)
+            .map(|i| Replica::new(node(i), Limits::default()))
+            .collect();
+        hset(&mut nodes[0], "h", &[("f", "old"), ("g", "old")], T0).unwrap();
+        sync_all(&mut nodes, T0 + 1);
+        // Apart: node 0 deletes f and the whole hash; node 1 updates both fields.
+        assert_eq!(nodes[0].hdel(b("h"), &[b("f")], t_del).unwrap(), 1);
+        assert!(nodes[0].remove_observed(b("h"), t_del + 1).unwrap());
+        assert!(!nodes[0].contains(b"h", t_del + 1));
+        hset(&mut nodes[1], "h", &[("f", "new"), ("g", "new")], t_set).unwrap();
+        sync_all(&mut nodes, T0 + 30);
+        let want = vec![
+            ("f".to_owned(), "new".to_owned()),
+            ("g".to_owned(), "new".to_owned()),
+        ];
+        for n in &nodes {
+            assert_eq!(
+                fields(n, "h", T0 + 30),
+                want,
+                "removal at {t_del}, update at {t_set}"
+            );
+            assert_eq!(n.digest(), n.digest_by_scan());
+        }
+        assert_eq!(nodes[0].digest(), nodes[1].digest());
+        assert_eq!(nodes[1].digest(), nodes[2].digest());
+        // A removal that observed the update removes it everywhere.
+        assert_eq!(nodes[2].hdel(b("h"), &[b("f")], T0 + 31).unwrap(), 1);
+        sync_all(&mut nodes, T0 + 32);
+        for n in &nodes {
+            assert_eq!(
+                fields(n, "h", T0 + 32),
+                vec![("g".to_owned(), "new".to_owned())]
+            );
+        }
+    }
+}
+
+#[test]
+fn increments_of_a_field_made_apart_all_count() {
+    let mut nodes: Vec<Replica> = (0..3)
+        .map(|i| Replica::new(node(i), Limits::default()))
+        .collect();
+    let incr = |r: &mut Replica, by: i64, now: u64| {
+        r.hincr(b("h"), b("n"), Increment::Int(by), now).unwrap()
+    };
+    assert_eq!(incr(&mut nodes[0], 5, T0), b("5"));
+    sync_all(&mut nodes, T0 + 1);
+    // Apart: every node increments the same field.
+    assert_eq!(incr(&mut nodes[0], 1, T0 + 2), b("6"));
+    assert_eq!(incr(&mut nodes[1], 10, T0 + 2), b("15"));
+    assert_eq!(incr(&mut nodes[2], -3, T0 + 3), b("2"));
+    sync_all(&mut nodes, T0 + 4);
+    for n in &nodes {
+        assert_eq!(n.hget(b"h", b"n", T0 + 4).unwrap(), Some(&b"13"[..]));
+        assert_eq!(n.hlen(b"h", T0 + 4).unwrap(), 1);
+        assert_eq!(n.key_type(b"h", T0 + 4), Some(KeyType::Hash));
+        assert_eq!(n.digest(), n.digest_by_scan());
+        assert_eq!(n.bucket_digests(), &n.bucket_digests_by_scan()[..]);
+    }
+    assert_eq!(nodes[0].digest(), nodes[1].digest());
+    assert_eq!(nodes[0].digest(), nodes[2].digest());
+    // HSET on one node resets what it observed; an increment made meanwhile elsewhere stays.
+    hset(&mut nodes[0], "h", &[("n", "100")], T0 + 5).unwrap();
+    incr(&mut nodes[1], 7, T0 + 5);
+    sync_all(&mut nodes, T0 + 6);
+    for n in &nodes {
+        assert_eq!(n.hget(b"h", b"n", T0 + 6).unwrap(), Some(&b"107"[..]));
+    }
+    // HDEL likewise: the field reads as the increments it did not observe.
+    assert_eq!(nodes[2].hdel(b("h"), &[b("n")], T0 + 7).unwrap(), 1);
+    assert_eq!(nodes[2].hget(b"h", b"n", T0 + 7).unwrap(), None);
+    incr(&mut nodes[0], 2, T0 + 7);
+    incr(&mut nodes[0], 2, T0 + 8);
+    sync_all(&mut nodes, T0 + 9);
+    for n in &nodes {
+        assert_eq!(n.hget(b"h", b"n", T0 + 9).unwrap(), Some(&b"4"[..]));
+    }
+    // DEL of the hash likewise, and an HDEL that observed everything removes the field.
+    assert!(nodes[1].remove_observed(b("h"), T0 + 10).unwrap());
+    incr(&mut nodes[2], 1, T0 + 10);
+    sync_all(&mut nodes, T0 + 11);
+    for n in &nodes {
+        assert_eq!(n.hget(b"h", b"n", T0 + 11).unwrap(), Some(&b"1"[..]));
+    }
+    nodes[0].hdel(b("h"), &[b("n")], T0 + 12).unwrap();
+    sync_all(&mut nodes, T0 + 13);
+    for n in &nodes {
+        assert!(!n.contains(b"h", T0 + 13));
+        assert_eq!(n.digest(), n.digest_by_scan());
+    }
+    assert_eq!(nodes[0].digest(), nodes[2].digest());
+    // Float increments count as well, and an integer increment of a float is refused.
+    let f = nodes[0]
+        .hincr(b("h"), b("x"), Increment::Float(0.5), T0 + 14)
+        .unwrap();
+    assert_eq!(f, b("0.5"));
+    nodes[1]
+        .hincr(b("h"), b("x"), Increment::Float(1.25), T0 + 14)
+        .unwrap();
+    sync_all(&mut nodes, T0 + 15);
+    for n in &nodes {
+        assert_eq!(n.hget(b"h", b"x", T0 + 15).unwrap(), Some(&b"1.75"[..]));
+    }
+    assert!(matches!(
+        nodes[0].hincr(b("h"), b("x"), Increment::Int(1), T0 + 16),
+        Err(Error::HashNotAnInteger)
+    ));
+    // The value a field counts from is its value (an HSET), and overflow is refused on it.
+    hset(
+        &mut nodes[0],
+        "h",
+        &[("big", &(i64::MAX - 1).to_string())],
+        T0 + 17,
+    )
+    .unwrap();
+    assert_eq!(
+        nodes[0]
+            .hincr(b("h"), b("big"), Increment::Int(1), T0 + 17)
+            .unwrap(),
+        Bytes::from(i64::MAX.to_string())
+    );
+    assert!(matches!(
+        nodes[0].hincr(b("h"), b("big"), Increment::Int(1), T0 + 18),
+        Err(Error::Overflow)
+    ));
+}
+
+#[test]
+fn eviction_of_a_hash_resets_what_it_observed_of_its_counter_fields() {
+    let mut nodes: Vec<Replica> = (0..2)
+        .map(|i| Replica::new(node(i), Limits::default()))
+        .collect();
+    nodes[0]
+        .hincr(b("h"), b("n"), Increment::Int(3), T0)
+        .unwrap();
+    nodes[1]
+        .hincr(b("h"), b("n"), Increment::Int(4), T0)
+        .unwrap();
+    sync_all(&mut nodes, T0 + 1);
+    assert!(nodes[0].evict(b("h"), T0 + 2).unwrap());
+    assert!(!nodes[0].contains(b"h", T0 + 2));
+    // An increment the eviction did not observe survives it everywhere.
+    nodes[1]
+        .hincr(b("h"), b("n"), Increment::Int(5), T0 + 2)
+        .unwrap();
+    sync_all(&mut nodes, T0 + 3);
+    for n in &nodes {
+        assert_eq!(n.hget(b"h", b"n", T0 + 3).unwrap(), Some(&b"5"[..]));
+        assert_eq!(n.digest(), n.digest_by_scan());
+    }
+    assert_eq!(nodes[0].digest(), nodes[1].digest());
+}
+
+#[test]
+fn field_counters_are_collected_once_deleted() {
+    let mut r = Replica::new(node(0), Limits::default());
+    r.set_member_horizon_ms(0);
+    r.hincr(b("h"), b("n"), Increment::Int(1), T0).unwrap();
+    r.hincr(b("h"), b("m"), Increment::Int(1), T0).unwrap();
+    hset(&mut r, "h", &[("m", "5")], T0).unwrap();
+    r.hincr(b("h"), b("m"), Increment::Int(1), T0).unwrap();
+    hset(&mut r, "keep", &[("x", "1")], T0).unwrap();
+    r.hincr(b("keep"), b("y"), Increment::Int(2), T0).unwrap();
+    // used_memory counts each counter field's index entry as a typed key.
+    assert_eq!(r.memory().typed_keys, 3);
+    assert!(r.remove_observed(b("h"), T0).unwrap());
+    assert!(!r.contains(b"h", T0));
+    // Alone, a replica waits one member horizon (0 here) before it collects.
+    r.gc(T0 + 1_000, 100);
+    r.gc(T0 + 1_001, 100);
+    assert_eq!(
+        r.memory().typed_keys,
+        1,
+        "only keep's counter field is left"
+    );
+    let left: Vec<_> = r.entries().filter(|e| e.key.as_ref() != b"keep").collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        fields(&r, "keep", T0 + 2_000),
+        vec![("x".into(), "1".into()), ("y".into(), "2".into())]
+    );
+    assert_eq!(r.digest(), r.digest_by_scan());
+    assert_eq!(r.bucket_digests(), &r.bucket_digests_by_scan()[..]);
+    // The next increment starts from nothing.
+    r.hincr(b("h"), b("n"), Increment::Int(4), T0 + 2_001)
+        .unwrap();
+    assert_eq!(r.hget(b"h", b"n", T0 + 2_001).unwrap(), Some(&b"4"[..]));
+}
+
+#[test]
+fn on_a_hash_with_an_expiry_an_increment_writes_the_value() {
+    let mut r = Replica::new(node(0), Limits::default());
+    hset(&mut r, "h", &[("a", "1")], T0).unwrap();
+    r.hincr(b("h"), b("n"), Increment::Int(2), T0).unwrap();
+    assert!(r.expire_hash(b("h"), Some(T0 + 5_000), T0 + 1).unwrap());
+    assert_eq!(r.hget(b"h", b"n", T0 + 1).unwrap(), Some(&b"2"[..]));
+    assert_eq!(
+        r.hincr(b("h"), b("n"), Increment::Int(3), T0 + 2).unwrap(),
+        b("5")
+    );
+    assert_eq!(r.key_expiry(b"h", T0 + 2), Some(Some(T0 + 5_000)));
+    assert_eq!(r.hget(b"h", b"n", T0 + 4_999).unwrap(), Some(&b"5"[..]));
+    assert!(!r.contains(b"h", T0 + 5_000));
+    assert_eq!(r.digest(), r.digest_by_scan());
+}
+
+#[test]
+fn a_removal_removes_what_its_observed_write_had_replaced() {
+    // Node 1 writes f before node 0 does, unseen; node 0's later write replaces it (LWW),
+    // and node 0's HDEL of what it saw removes both: node 1's older write had already lost.
+    let mut nodes: Vec<Replica> = (0..2)
+        .map(|i| Replica::new(node(i), Limits::default()))
+        .collect();
+    hset(&mut nodes[1], "h", &[("f", "older")], T0).unwrap();
+    hset(&mut nodes[0], "h", &[("f", "newer")], T0 + 5).unwrap();
+    nodes[0].hdel(b("h"), &[b("f")], T0 + 6).unwrap();
+    sync_all(&mut nodes, T0 + 7);
+    for n in &nodes {
+        assert_eq!(fields(n, "h", T0 + 7), Vec::<(String, String)>::new());
+        assert!(!n.contains(b"h", T0 + 7));
+    }
+}
+
+#[test]
+fn a_field_removal_claiming_a_later_write_is_refused() {
+    let mut a = Replica::new(node(0), Limits::default());
+    hset(&mut a, "h", &[("f", "v")], T0).unwrap();
+    a.record_changes(true);
+    a.hdel(b("h"), &[b("f")], T0 + 1).unwrap();
+    let mut tomb = a.take_changes().pop().unwrap().entry.unwrap();
+    assert!(tomb.value.is_none());
+    let observed = tomb.expires_at_ms.unwrap();
+    assert!(observed < tomb.version.hlc.as_u64());
+    let mut b_ = Replica::new(node(1), Limits::default());
+    assert!(b_.apply(tomb.clone(), T0 + 1).unwrap());
+    // Observing a write at or after itself would remove writes made after it: refused.
+    tomb.expires_at_ms = Some(tomb.version.hlc.as_u64());
+    let mut c = Replica::new(node(2), Limits::default());
+    let err = c.apply(tomb, T0 + 1).unwrap_err();
+    assert!(matches!(err, Error::InvalidEntry { .. }), "{err}");
+    assert_eq!(c.entry_count(), 0);
+}
+
+#[test]
 fn a_string_and_a_hash_written_at_once_end_the_same_everywhere() {
     for hash_later in [false, true] {
         let mut nodes: Vec<Replica> = (0..2)
@@ -333,6 +580,7 @@ fn one_field_written_on_a_hash_of_100000_fields_sends_one_field() {
 enum Step {
     Hset { node: usize, field: u8, value: u8 },
     Hdel { node: usize, field: u8 },
+    Hincr { node: usize, field: u8, by: i8 },
     Del { node: usize },
     Set { node: usize, value: u8 },
     Expire { node: usize, secs: Option<u8> },
@@ -343,6 +591,7 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         8 => (0..NODES, 0..6u8, any::<u8>()).prop_map(|(node, field, value)| Step::Hset { node, field, value }),
         3 => (0..NODES, 0..6u8).prop_map(|(node, field)| Step::Hdel { node, field }),
+        5 => (0..NODES, 0..6u8, any::<i8>()).prop_map(|(node, field, by)| Step::Hincr { node, field, by }),
         1 => (0..NODES).prop_map(|node| Step::Del { node }),
         1 => (0..NODES, any::<u8>()).prop_map(|(node, value)| Step::Set { node, value }),
         1 => (0..NODES, prop::option::of(0..20u8)).prop_map(|(node, secs)| Step::Expire { node, secs }),
@@ -351,6 +600,11 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn run(steps: &[Step]) -> Vec<Entry> {
+    run_nodes(steps).1
+}
+
+/// The nodes after `steps`, and every entry they wrote.
+fn run_nodes(steps: &[Step]) -> (Vec<Replica>, Vec<Entry>) {
     let mut nodes: Vec<Replica> = (0..NODES)
         .map(|i| {
             let mut r = Replica::new(node(i), Limits::default());
@@ -373,6 +627,14 @@ fn run(steps: &[Step]) -> Vec<Entry> {
             }
             Step::Hdel { node, field } => {
                 let _ = nodes[node].hdel(key.clone(), &[Bytes::from(vec![field])], now);
+            }
+            Step::Hincr { node, field, by } => {
+                let _ = nodes[node].hincr(
+                    key.clone(),
+                    Bytes::from(vec![field]),
+                    Increment::Int(i64::from(by)),
+                    now,
+                );
             }
             Step::Del { node } => {
                 nodes[node].remove_observed(key.clone(), now).unwrap();
@@ -402,7 +664,7 @@ fn run(steps: &[Step]) -> Vec<Entry> {
             );
         }
     }
-    written
+    (nodes, written)
 }
 
 fn replica_of<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Replica {
@@ -484,6 +746,40 @@ proptest! {
             shuffled.apply(e.clone(), T0).unwrap();
         }
         prop_assert_eq!(state(&reference), state(&shuffled));
+    }
+
+    /// Whatever happened before, once the nodes have synced, an `HSET` on one node and an
+    /// `HDEL` (or `DEL`) of the same field on another, made apart with any clocks, end with
+    /// the update on every node.
+    #[test]
+    fn an_update_concurrent_with_a_removal_always_wins(
+        steps in prop::collection::vec(step(), 0..30),
+        field in 0..6u8,
+        value in any::<u8>(),
+        del_whole in any::<bool>(),
+        (setter, deleter) in (0..NODES, 0..NODES).prop_filter("two nodes", |(a, b)| a != b),
+        (t_set, t_del) in (0..50u64, 0..50u64),
+    ) {
+        let (mut nodes, _) = run_nodes(&steps);
+        let end = T0 + steps.len() as u64 * 1000;
+        sync_all(&mut nodes, end);
+        let key = b("h");
+        let name = Bytes::from(vec![field]);
+        let is_string = nodes[setter].key_type(b"h", end) == Some(KeyType::String);
+        prop_assume!(!is_string);
+        nodes[setter]
+            .hset(key.clone(), &[(name.clone(), Bytes::from(vec![value]))], false, end + t_set)
+            .unwrap();
+        if del_whole {
+            nodes[deleter].remove_observed(key.clone(), end + t_del).unwrap();
+        } else {
+            let _ = nodes[deleter].hdel(key.clone(), std::slice::from_ref(&name), end + t_del);
+        }
+        sync_all(&mut nodes, end + 100);
+        for n in &nodes {
+            prop_assert_eq!(n.hget(b"h", &name, end + 100).unwrap(), Some(&[value][..]));
+            prop_assert_eq!(state(n), state(&nodes[0]));
+        }
     }
 
     /// State-based merge of replicas holding parts of the elements is associative and

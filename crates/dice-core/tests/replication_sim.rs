@@ -2,8 +2,10 @@
 //! the same [`Replicator`] the libp2p event loop uses (pushes, acks, pacing, retries, catch-up
 //! scheduling), over a network that loses, delays and reorders messages and is cut and healed
 //! at random. After healing, everything converges to the greatest write of every key, and
-//! every counter to the exact sum of its increments, and every set to the observed-remove
-//! set of all its adds and removals (add wins), with garbage collection running throughout.
+//! every counter to the exact sum of its increments, every set to the observed-remove set of
+//! all its adds and removals (add wins), every hash field to its winning write (an update
+//! concurrent with an `HDEL` survives it) and every counter field to the exact sum of its
+//! `HINCRBY`s, with garbage collection running throughout.
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
@@ -68,6 +70,26 @@ enum Op {
         key: u8,
         member: Option<u8>,
     },
+    /// `HSET` of one field on hash key `key` (its own key space, `hNN`).
+    Hset {
+        node: usize,
+        key: u8,
+        field: u8,
+        val: u8,
+    },
+    /// `HDEL` of one field (`Some`) or `DEL` of the whole hash (`None`).
+    Hdel {
+        node: usize,
+        key: u8,
+        field: Option<u8>,
+    },
+    /// `HINCRBY` of a field of counter-hash key `key` (its own key space, `nNN`).
+    Hincr {
+        node: usize,
+        key: u8,
+        field: u8,
+        by: i32,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +117,12 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..5usize, 0..3u8, 0..5u8).prop_map(|(node, key, member)| Op::Sadd { node, key, member }),
         2 => (0..5usize, 0..3u8, prop::option::weighted(0.8, 0..5u8))
             .prop_map(|(node, key, member)| Op::Srem { node, key, member }),
+        4 => (0..5usize, 0..3u8, 0..5u8, any::<u8>())
+            .prop_map(|(node, key, field, val)| Op::Hset { node, key, field, val }),
+        2 => (0..5usize, 0..3u8, prop::option::weighted(0.8, 0..5u8))
+            .prop_map(|(node, key, field)| Op::Hdel { node, key, field }),
+        3 => (0..5usize, 0..2u8, 0..3u8, any::<i32>())
+            .prop_map(|(node, key, field, by)| Op::Hincr { node, key, field, by }),
     ]
 }
 
@@ -130,8 +158,12 @@ struct Sim {
     model: BTreeMap<Bytes, Entry>,
     /// Every counter key's sum of increments.
     sums: BTreeMap<Bytes, i128>,
+    /// Every counter field's sum of increments.
+    field_sums: BTreeMap<(Bytes, u8), i128>,
     /// Every set element ever written (adds and removals), for the add-wins oracle.
     set_log: Vec<Entry>,
+    /// Every hash field element ever written (values and tombstones), for the oracle.
+    hash_log: Vec<Entry>,
     grace: u64,
 }
 
@@ -171,6 +203,29 @@ fn or_set_members(log: &[Entry], key: &[u8]) -> Vec<Vec<u8>> {
     want
 }
 
+/// The fields a hash holds after every write of `log` on `key`: per field, the winning write
+/// (the greatest value, unless a tombstone observed it or a later value: an update made
+/// concurrently with an `HDEL` survives it).
+fn winning_fields(log: &[Entry], key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let rank = |e: &Entry| (e.version, e.value.is_none(), e.expires_at_ms);
+    let mut win: BTreeMap<dice_core::entry::FieldId, &Entry> = BTreeMap::new();
+    for e in log.iter().filter(|e| e.key.as_ref() == key) {
+        if let Elem::Field(id) = e.elem {
+            let cur = win.entry(id).or_insert(e);
+            if dice_core::entry::field_wins(rank(e), rank(cur)) {
+                *cur = e;
+            }
+        }
+    }
+    let mut want: Vec<(Vec<u8>, Vec<u8>)> = win
+        .values()
+        .filter_map(|e| e.value.as_deref().and_then(dice_core::entry::decode_field))
+        .map(|(f, v)| (f.to_vec(), v.to_vec()))
+        .collect();
+    want.sort();
+    want
+}
+
 fn id(i: usize) -> NodeId {
     NodeId::new(i as u64 + 1).unwrap()
 }
@@ -198,7 +253,9 @@ impl Sim {
             cut: BTreeSet::new(),
             model: BTreeMap::new(),
             sums: BTreeMap::new(),
+            field_sums: BTreeMap::new(),
             set_log: Vec::new(),
+            hash_log: Vec::new(),
             grace,
         };
         for a in 0..n {
@@ -435,6 +492,54 @@ impl Sim {
                 self.set_log
                     .extend(r.local_entries_after(before, usize::MAX));
             }
+            Op::Hset {
+                node,
+                key,
+                field,
+                val,
+            } => {
+                let key = Bytes::from(format!("h{key:02}"));
+                let r = &mut self.nodes[node % n].replica;
+                let before = r.local_seq();
+                let pair = (Bytes::from(vec![b'f', field]), Bytes::from(vec![val]));
+                r.hset(key, &[pair], false, self.now_ms).unwrap();
+                self.hash_log
+                    .extend(r.local_entries_after(before, usize::MAX));
+            }
+            Op::Hdel { node, key, field } => {
+                let key = Bytes::from(format!("h{key:02}"));
+                let r = &mut self.nodes[node % n].replica;
+                let before = r.local_seq();
+                match field {
+                    Some(f) => {
+                        r.hdel(key, &[Bytes::from(vec![b'f', f])], self.now_ms)
+                            .unwrap();
+                    }
+                    None => {
+                        r.remove_observed(key, self.now_ms).unwrap();
+                    }
+                }
+                self.hash_log
+                    .extend(r.local_entries_after(before, usize::MAX));
+            }
+            Op::Hincr {
+                node,
+                key,
+                field,
+                by,
+            } => {
+                let key = Bytes::from(format!("n{key:02}"));
+                self.nodes[node % n]
+                    .replica
+                    .hincr(
+                        key.clone(),
+                        Bytes::from(vec![b'f', field]),
+                        Increment::Int(i64::from(by)),
+                        self.now_ms,
+                    )
+                    .unwrap();
+                *self.field_sums.entry((key, field)).or_default() += i128::from(by);
+            }
         }
     }
 
@@ -500,6 +605,13 @@ impl Sim {
                     "node {i} reads {key:?}; greatest write {e:?}"
                 );
             }
+            for ((key, f), sum) in &self.field_sums {
+                assert_eq!(
+                    r.hget(key, &[b'f', *f], now).unwrap(),
+                    Some(sum.to_string().as_bytes()),
+                    "node {i}: field {f} of {key:?} is not the sum of its increments"
+                );
+            }
             for (key, sum) in &self.sums {
                 assert_eq!(
                     r.get(key, now).map(Bytes::copy_from_slice),
@@ -520,6 +632,21 @@ impl Sim {
                     got,
                     or_set_members(&self.set_log, key.as_bytes()),
                     "node {i}: set {key:?} is not add-wins"
+                );
+            }
+            for k in 0..3u8 {
+                let key = format!("h{k:02}");
+                let mut got: Vec<(Vec<u8>, Vec<u8>)> = r
+                    .hash_fields(key.as_bytes(), now)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(f, v)| (f.to_vec(), v.to_vec()))
+                    .collect();
+                got.sort();
+                assert_eq!(
+                    got,
+                    winning_fields(&self.hash_log, key.as_bytes()),
+                    "node {i}: hash {key:?} is not its winning field writes"
                 );
             }
         }

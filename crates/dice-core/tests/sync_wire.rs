@@ -22,64 +22,30 @@ fn the_send_time_round_trips_and_zero_means_none() {
 
 #[test]
 fn a_message_of_the_previous_version_is_refused_saying_so() {
-    assert_eq!(SYNC_PROTOCOL_VERSION, 5);
-    // Version 4: the header of today; a node of version 4 cannot decode set elements.
-    let mut v4 = 4u16.to_be_bytes().to_vec();
-    v4.extend(5u64.to_be_bytes());
-    v4.extend(postcard::to_allocvec(&msg()).unwrap());
-    let err = SyncMessage::decode(&v4, &SyncLimits::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            WireError::UnsupportedVersion {
-                found: 4,
-                supported: 5
-            }
-        ),
-        "{err:?}"
-    );
-    assert_eq!(
-        err.to_string(),
-        "sync protocol version 4 is not supported (this node speaks version 5)"
-    );
-    // Version 3: the header of today; a node of version 3 cannot decode hash fields.
-    let mut v3 = 3u16.to_be_bytes().to_vec();
-    v3.extend(5u64.to_be_bytes());
-    v3.extend(postcard::to_allocvec(&msg()).unwrap());
-    let err = SyncMessage::decode(&v3, &SyncLimits::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            WireError::UnsupportedVersion {
-                found: 3,
-                supported: 5
-            }
-        ),
-        "{err:?}"
-    );
-    assert_eq!(
-        err.to_string(),
-        "sync protocol version 3 is not supported (this node speaks version 5)"
-    );
-    // Version 2: the header of today, entries without elements.
-    let mut v2 = 2u16.to_be_bytes().to_vec();
-    v2.extend(5u64.to_be_bytes());
-    v2.extend(postcard::to_allocvec(&msg()).unwrap());
-    let err = SyncMessage::decode(&v2, &SyncLimits::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            WireError::UnsupportedVersion {
-                found: 2,
-                supported: 5
-            }
-        ),
-        "{err:?}"
-    );
-    assert_eq!(
-        err.to_string(),
-        "sync protocol version 2 is not supported (this node speaks version 5)"
-    );
+    assert_eq!(SYNC_PROTOCOL_VERSION, 6);
+    // Versions 2 to 5: the header of today. A node of version 5 merges a hash field's
+    // tombstone by its version alone (it would diverge), of version 4 cannot decode set
+    // elements, of version 3 hash fields, of version 2 elements at all.
+    for old in [5u16, 4, 3, 2] {
+        let mut bytes = old.to_be_bytes().to_vec();
+        bytes.extend(5u64.to_be_bytes());
+        bytes.extend(postcard::to_allocvec(&msg()).unwrap());
+        let err = SyncMessage::decode(&bytes, &SyncLimits::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WireError::UnsupportedVersion {
+                    found,
+                    supported: 6
+                } if found == old
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("sync protocol version {old} is not supported (this node speaks version 6)")
+        );
+    }
     // Version 1: the postcard body right after the version, no send time.
     let mut v1 = 1u16.to_be_bytes().to_vec();
     v1.extend(postcard::to_allocvec(&msg()).unwrap());
@@ -89,14 +55,14 @@ fn a_message_of_the_previous_version_is_refused_saying_so() {
             err,
             WireError::UnsupportedVersion {
                 found: 1,
-                supported: 5
+                supported: 6
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "sync protocol version 1 is not supported (this node speaks version 5)"
+        "sync protocol version 1 is not supported (this node speaks version 6)"
     );
     // Even when the rest is too short for a version-2 header.
     let err = SyncMessage::decode(&[0, 1, 3], &SyncLimits::default()).unwrap_err();

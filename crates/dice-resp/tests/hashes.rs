@@ -326,6 +326,73 @@ async fn wrongtype_both_ways_and_key_commands_on_a_hash() {
     assert_eq!(err(&mut c, &[b"HGET", b"x", b"f"]).await, WRONGTYPE);
 }
 
+/// `HINCRBY` fields are counters: the replies (and errors) of this sequence are Redis 7.0's,
+/// run against `redis-server` 7.0.15; an `HSET` or `HDEL` of a counter field resets it, and
+/// `HGETALL`, `HLEN`, `HSTRLEN` and `TYPE` read it as a field.
+#[tokio::test]
+async fn hincrby_fields_count_and_reply_as_redis() {
+    let s = start_default().await;
+    let mut c = s.client().await;
+    for (want, by) in [("0.1", "0.1"), ("0.2", "0.1")] {
+        assert_eq!(
+            q::<String>(&mut c, &[b"HINCRBYFLOAT", b"hf", b"x", by.as_bytes()]).await,
+            want
+        );
+    }
+    let () = q(&mut c, &[b"HSET", b"hf", b"s", b"abc"]).await;
+    assert_eq!(
+        err(&mut c, &[b"HINCRBY", b"hf", b"s", b"1"]).await,
+        "ERR hash value is not an integer"
+    );
+    assert_eq!(
+        err(&mut c, &[b"HINCRBYFLOAT", b"hf", b"s", b"1"]).await,
+        "ERR hash value is not a float"
+    );
+    assert_eq!(
+        err(&mut c, &[b"HINCRBY", b"hf", b"x", b"1"]).await,
+        "ERR hash value is not an integer"
+    );
+    let () = q(&mut c, &[b"HSET", b"hf", b"m", b"9223372036854775807"]).await;
+    assert_eq!(
+        err(&mut c, &[b"HINCRBY", b"hf", b"m", b"1"]).await,
+        "ERR increment or decrement would overflow"
+    );
+    assert_eq!(
+        err(&mut c, &[b"HINCRBY", b"hf", b"n", b"x"]).await,
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        err(&mut c, &[b"HINCRBYFLOAT", b"hf", b"n", b"x"]).await,
+        "ERR value is not a valid float"
+    );
+    // A counter field: increments, then an HSET resets it, then increments from its value.
+    assert_eq!(q::<i64>(&mut c, &[b"HINCRBY", b"hc", b"n", b"5"]).await, 5);
+    assert_eq!(
+        q::<i64>(&mut c, &[b"HINCRBY", b"hc", b"n", b"-7"]).await,
+        -2
+    );
+    assert_eq!(q::<i64>(&mut c, &[b"HSET", b"hc", b"n", b"40"]).await, 0);
+    assert_eq!(q::<i64>(&mut c, &[b"HINCRBY", b"hc", b"n", b"2"]).await, 42);
+    assert_eq!(q::<String>(&mut c, &[b"HGET", b"hc", b"n"]).await, "42");
+    assert_eq!(q::<i64>(&mut c, &[b"HSTRLEN", b"hc", b"n"]).await, 2);
+    assert_eq!(q::<i64>(&mut c, &[b"HLEN", b"hc"]).await, 1);
+    assert_eq!(q::<String>(&mut c, &[b"TYPE", b"hc"]).await, "hash");
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &[b"HGETALL", b"hc"]).await,
+        vec!["n".to_owned(), "42".to_owned()]
+    );
+    assert_eq!(q::<i64>(&mut c, &[b"HSETNX", b"hc", b"n", b"1"]).await, 0);
+    // HDEL removes it; the next increment starts from 0.
+    assert_eq!(q::<i64>(&mut c, &[b"HDEL", b"hc", b"n"]).await, 1);
+    assert_eq!(q::<i64>(&mut c, &[b"EXISTS", b"hc"]).await, 0);
+    assert_eq!(q::<i64>(&mut c, &[b"HINCRBY", b"hc", b"n", b"3"]).await, 3);
+    assert_eq!(q::<i64>(&mut c, &[b"DEL", b"hc"]).await, 1);
+    assert_eq!(
+        q::<Value>(&mut c, &[b"HGET", b"hc", b"n"]).await,
+        Value::Nil
+    );
+}
+
 #[tokio::test]
 async fn hgetall_is_a_map_in_resp3() {
     let s = start_default().await;

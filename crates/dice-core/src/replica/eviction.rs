@@ -15,7 +15,7 @@ impl Replica {
             map_slots: self.map.capacity(),
             expiring: self.expiring.len(),
             tombstones: self.tombstones.len(),
-            typed_keys: self.typed.len(),
+            typed_keys: self.typed.len() + self.hash_counter_fields,
             set_members: self.set_members,
             access_table: self.access.heap_bytes(),
         }
@@ -179,6 +179,7 @@ impl Replica {
                 self.remove(&key, Elem::Field(id), ChangeSource::Local);
             }
             self.drop_set_elements(&key);
+            self.drop_field_counters(&key);
             self.remove(&key, Elem::Key, ChangeSource::Local);
         } else {
             self.write(key.clone(), None, None, now_ms)?;
