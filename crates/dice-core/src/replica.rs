@@ -1562,6 +1562,19 @@ impl Replica {
         }
     }
 
+    /// A member's acknowledgement that came with its writes (a push's sender vector), once
+    /// they are applied: if we now hold every write of the member's own up to it, it becomes
+    /// usable for garbage collection (see [`Member::usable`]). Judged per message: a member
+    /// that writes all the time is always ahead of us in its newest acknowledgement, but not
+    /// in the one its push carried with the writes it pushed.
+    pub(crate) fn note_usable(&mut self, from: NodeId, acked: &VersionVector) {
+        if self.vv.get(from) >= acked.get(from)
+            && let Some(m) = self.members.get_mut(&from)
+        {
+            m.usable.merge(acked);
+        }
+    }
+
     /// Our version vector as we tell it to peers: for our own writes, those durable here (a
     /// claim peers may rely on after we crash).
     pub fn announced_vv(&self) -> VersionVector {

@@ -330,3 +330,55 @@ fn pair(n: &mut [Replica], i: usize, j: usize) -> (&mut Replica, &mut Replica) {
         (&mut r[0], &mut l[j])
     }
 }
+
+/// A member that writes all the time is always a write ahead of us in its newest
+/// acknowledgement; the acknowledgement its push carried, with the writes it pushed, still
+/// proves what it holds, so its tombstones are collected while it goes on writing.
+#[test]
+fn a_member_writing_all_the_time_has_its_tombstones_collected() {
+    let mut a = Replica::new(id(1), Limits::default());
+    let mut b = Replica::new(id(2), Limits::default());
+    a.note_member(b.id(), Some(&b.vv().clone()), 0);
+    b.note_member(a.id(), Some(&a.vv().clone()), 0);
+    let (mut a_pushed, mut b_pushed) = (0, 0);
+    let mut now = 1_000;
+    let mut collected = 0;
+    for round in 0..20 {
+        now += 10;
+        // a writes; b deletes what a wrote the round before, and pushes its deletes.
+        for i in 0..10 {
+            a.write(kname(round * 10 + i), Some("v".into()), None, now)
+                .unwrap();
+        }
+        while let Some((msg, through)) = a.push_after(a_pushed, 64) {
+            deliver(&mut a, &mut b, push_of(msg), now);
+            a_pushed = through;
+        }
+        if round > 0 {
+            for i in 0..10 {
+                b.write(kname((round - 1) * 10 + i), None, None, now)
+                    .unwrap();
+            }
+        }
+        while let Some((msg, through)) = b.push_after(b_pushed, 64) {
+            deliver(&mut b, &mut a, push_of(msg), now);
+            b_pushed = through;
+        }
+        // b writes once more before a's next push, which it acknowledges with that write
+        // named: a never holds all of b's writes as of b's newest acknowledgement.
+        b.write(format!("b:{round}").into(), Some("v".into()), None, now)
+            .unwrap();
+        a.write(format!("a:{round}").into(), Some("v".into()), None, now)
+            .unwrap();
+        while let Some((msg, through)) = a.push_after(a_pushed, 64) {
+            deliver(&mut a, &mut b, push_of(msg), now);
+            a_pushed = through;
+        }
+        assert!(a.members()[&b.id()].acked.get(b.id()) > a.vv().get(b.id()));
+        collected += a.collect_stable_tombstones(now);
+    }
+    assert!(
+        collected >= 100,
+        "a collected {collected} of b's tombstones while b kept writing"
+    );
+}

@@ -59,7 +59,7 @@ impl Replica {
         // Every connected peer's pushes start at or past what all members acknowledged of
         // ours: what lies below is never walked again. Pruned now and then, not on every
         // replace (the minimum costs a pass over the members).
-        if self.lost_own.len() % 1024 == 0 {
+        if self.lost_own.len().is_multiple_of(1024) {
             let floor = self.acked_by_all(self.id);
             if floor > 0 {
                 let keep = self.lost_own.split_off(&(floor + 1));

@@ -63,6 +63,7 @@ impl Replica {
         {
             self.raise_vv_to(r.origin, r.through);
         }
+        self.note_usable(push.from, &push.sender_vv);
         Ok(Some(SyncMessage::Ack(Ack {
             from: self.id(),
             vv: self.announced_vv(),
