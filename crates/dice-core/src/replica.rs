@@ -25,6 +25,8 @@ mod eviction;
 mod hash_counters;
 // Sets: their index, reads, writes and garbage collection.
 mod sets;
+// What a push of our writes may claim when peers' writes replaced some of them.
+mod claim;
 
 /// Where a change to the map came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,6 +182,9 @@ pub struct Replica {
     /// The highest seq of our own writes that a remote write replaced: a push range may only
     /// claim seqs above it (below, a missing seq may have lost to a write the receiver lacks).
     local_lost_to_remote: u64,
+    /// Our own writes above `local_lost_to_remote` that a remote write replaced, by seq: what
+    /// a push needs to claim past them (see `replica/claim.rs`).
+    lost_own: BTreeMap<u64, claim::LostOwn>,
     /// Our own writes up to this seq are durable (`None`: every write is, as for a replica
     /// with no store). A write leaves this replica, by push or catch-up, only once durable:
     /// after a crash, the seqs of writes that were not are given to new writes.
@@ -235,6 +240,7 @@ impl Replica {
             changes: None,
             stats: ReplicaStats::default(),
             local_lost_to_remote: 0,
+            lost_own: BTreeMap::new(),
             durable_local: None,
             shadowed: BTreeMap::new(),
             undo: None,
@@ -334,6 +340,7 @@ impl Replica {
         // Which of our writes lost to remote ones before the restart is not kept: claim no
         // push range that starts before it.
         self.local_lost_to_remote = self.vv.get(self.id);
+        self.forget_lost_own();
         self.stats = ReplicaStats::default();
     }
 
@@ -1217,12 +1224,14 @@ impl Replica {
     /// Replaces what the record's key holds by it, keeping the indexes in step (no change is
     /// recorded). Returns what the key held.
     fn install_record(&mut self, record: Record, source: ChangeSource) -> Option<Record> {
+        let by = (record.origin(), record.seq());
         let old = self.put_record(record);
         if source == ChangeSource::Remote
             && let Some(old) = &old
             && old.origin() == self.id
         {
-            self.local_lost_to_remote = self.local_lost_to_remote.max(old.seq());
+            let hash = self.hash(old.key(), old.elem());
+            self.note_lost_own(old.seq(), hash, by);
         }
         old
     }
@@ -1609,6 +1618,19 @@ impl Replica {
         }
     }
 
+    /// A member's acknowledgement that came with its writes (a push's sender vector), once
+    /// they are applied: if we now hold every write of the member's own up to it, it becomes
+    /// usable for garbage collection (see [`Member::usable`]). Judged per message: a member
+    /// that writes all the time is always ahead of us in its newest acknowledgement, but not
+    /// in the one its push carried with the writes it pushed.
+    pub(crate) fn note_usable(&mut self, from: NodeId, acked: &VersionVector) {
+        if self.vv.get(from) >= acked.get(from)
+            && let Some(m) = self.members.get_mut(&from)
+        {
+            m.usable.merge(acked);
+        }
+    }
+
     /// Our version vector as we tell it to peers: for our own writes, those durable here (a
     /// claim peers may rely on after we crash).
     pub fn announced_vv(&self) -> VersionVector {
@@ -1880,13 +1902,6 @@ impl Replica {
             .into_iter()
             .flat_map(move |seqs| seqs.range(from..))
             .map(move |(&seq, &hash)| (seq, self.record_at(hash, origin, seq)))
-    }
-
-    /// Whether a push of our writes after `after_seq` may claim its range: none of ours in it
-    /// was replaced by a remote write or dropped by GC (a receiver holding an older value
-    /// would then keep it).
-    pub(crate) fn own_range_is_clean(&self, after_seq: u64) -> bool {
-        self.local_lost_to_remote <= after_seq && self.floors.get(self.id) <= after_seq
     }
 
     /// Counts a peer refused for being behind our GC floors.

@@ -3,9 +3,7 @@
 //! [`Replica`], defined here so that the protocol's messages are known to this module only:
 //! `sync` depends on `replica`, never the reverse.
 
-use super::{
-    Ack, CatchUpPage, CatchUpRequest, Cursor, Push, PushRange, Refusal, SyncLimits, SyncMessage,
-};
+use super::{Ack, CatchUpPage, CatchUpRequest, Cursor, Push, Refusal, SyncLimits, SyncMessage};
 use crate::Result;
 use crate::entry::Entry;
 use crate::replica::Replica;
@@ -22,39 +20,23 @@ impl Replica {
         })
     }
 
-    /// A push of our local writes after `after_seq` (at most `max_entries`), claiming the
-    /// range it covers, and the last seq covered; `None` when there is nothing new.
+    /// A push of our local writes after `after_seq` (at most `max_entries` entries), claiming
+    /// the range it covers, and the last seq covered; `None` when there is nothing new.
     ///
     /// Writes superseded since are not sent, yet the range lets a receiver that holds our
-    /// writes up to `after_seq` advance past them.
+    /// writes up to `after_seq` advance past them. A write of ours that a peer's write
+    /// replaced is claimed only when the receiver is sure to hold that peer's write or a newer
+    /// one: every member acknowledged it, or the push relays the key's current element along
+    /// with our writes (see `replica/claim.rs`).
     pub fn push_after(&self, after_seq: u64, max_entries: usize) -> Option<(SyncMessage, u64)> {
-        let local = self.shareable_seq();
-        if local <= after_seq {
-            return None;
-        }
-        let max_entries = max_entries.max(1);
-        let entries = self.local_entries_after(after_seq, max_entries);
-        let through = match entries.last() {
-            Some(last) if entries.len() == max_entries => last.seq,
-            _ => local,
-        };
-        // Our writes missing from the range were overwritten by later writes of ours, which
-        // the push carries, unless a remote write replaced one of them or GC dropped it (a
-        // receiver holding an older value would then keep it). Claim the range only when
-        // neither happened inside it.
-        let clean = self.own_range_is_clean(after_seq);
-        let range = clean.then_some(PushRange {
-            origin: self.id(),
-            after: after_seq,
-            through,
-        });
+        let plan = self.plan_push(after_seq, max_entries)?;
         let push = Push {
             from: self.id(),
             sender_vv: self.announced_vv(),
-            entries,
-            range,
+            entries: plan.entries,
+            range: plan.range,
         };
-        Some((SyncMessage::Push(push), through))
+        Some((SyncMessage::Push(push), plan.through))
     }
 
     /// Applies a live push. A sender behind our GC floors could resurrect deleted data, so its
@@ -81,6 +63,7 @@ impl Replica {
         {
             self.raise_vv_to(r.origin, r.through);
         }
+        self.note_usable(push.from, &push.sender_vv);
         Ok(Some(SyncMessage::Ack(Ack {
             from: self.id(),
             vv: self.announced_vv(),
