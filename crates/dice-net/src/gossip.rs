@@ -12,9 +12,11 @@
 //!   write enters the gossip only once durable at its origin (invariant 1). It keeps pushing
 //!   directly to its connected members as well (the fast first hop, and their acks).
 //! * **Receivers validate before gossipsub forwards** (`validate_messages`): the message
-//!   must decode within the sync protocol's limits, be a push carrying only its own
-//!   author's writes (the author it names must match the signed source, when we know that
-//!   peer's node id), and apply through [`Cache::handle_sync`], the path of a direct push.
+//!   must decode within the sync protocol's limits, be a push of its author's writes (the
+//!   author it names must match the signed source, when we know that peer's node id; other
+//!   origins' writes only alongside the author's range claim, as the current element of a key
+//!   where a peer's write replaced one of the author's, which the claim needs a receiver to
+//!   hold), and apply through [`Cache::handle_sync`], the path of a direct push.
 //!   Then it is accepted (forwarded); a malformed or lying message is rejected (gossipsub
 //!   lowers its sender's score and does not forward it); one we cannot take now (our store
 //!   refuses writes, the author is behind our GC floors) is ignored.
@@ -244,9 +246,15 @@ fn check(
     let SyncMessage::Push(push) = msg else {
         return Err("not a push".into());
     };
-    if let Some(e) = push.entries.iter().find(|e| e.version.origin != push.from) {
+    // Another origin's writes ride along only to cover the range the push claims (the key's
+    // current element where a peer's write replaced one of the author's: see
+    // `Replica::push_after`); without a claim, a push carries its author's writes alone.
+    if push.range.is_none()
+        && let Some(e) = push.entries.iter().find(|e| e.version.origin != push.from)
+    {
         return Err(format!(
-            "carries a write of {} in a push of {}: only an origin publishes, its own writes",
+            "carries a write of {} in a push of {} that claims no range: only an origin \
+             publishes, its own writes and what covers its claim",
             e.version.origin, push.from
         ));
     }
@@ -317,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn only_an_origins_own_writes_signed_by_it_are_taken() {
+    fn only_an_origins_own_writes_and_their_cover_signed_by_it_are_taken() {
         let limits = SyncLimits::default();
         let (us, a, b) = (id(1), id(2), id(3));
         let peer_a = PeerId::random();
@@ -335,7 +343,17 @@ mod tests {
         let relayed = push(a, vec![entry(a, 1), entry(b, 1)], None);
         assert!(
             check(&message(peer_a, &relayed)).is_err(),
-            "another origin's write"
+            "another origin's write, with no claim it covers"
+        );
+        let own_range = PushRange {
+            origin: a,
+            after: 0,
+            through: 9,
+        };
+        let covering = push(a, vec![entry(a, 1), entry(b, 1)], Some(own_range));
+        assert!(
+            check(&message(peer_a, &covering)).unwrap().is_some(),
+            "another origin's write relayed to cover the author's claim"
         );
         let range = PushRange {
             origin: b,
