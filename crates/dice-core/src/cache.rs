@@ -1261,7 +1261,13 @@ fn gc_once(shared: &Shared) -> GcReport {
         if st.refused.is_some() {
             return GcReport::default();
         }
-        let report = st.replica.gc(shared.now_ms(), grace);
+        let now = shared.now_ms();
+        // Under a memory limit, stable tombstones (those of evictions above all) go at once,
+        // not after the grace: once writes stop nothing evicts any more, and a follower of a
+        // flood would otherwise hold them, over its limit, for the grace's length.
+        let early = collect_if_limited(&mut st, now);
+        let mut report = st.replica.gc(now, grace);
+        report.dropped += early;
         record(shared, &mut st);
         report
     };

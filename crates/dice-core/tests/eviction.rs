@@ -610,3 +610,65 @@ fn evicting_a_set_keeps_the_adds_it_did_not_observe() {
     assert!(!alone.contains(&kname(2), T0 + 1));
     assert!(!alone.evict(kname(2), T0 + 2).unwrap(), "evicted twice");
 }
+
+/// Sends every write of `from` that `to` lacks as one push, and `to`'s acknowledgement back.
+fn push_between(from: &Cache, to: &Cache) {
+    let (push, _) = from.push_after(0).expect("writes to push");
+    match to.handle_sync(push).unwrap() {
+        Some(ack @ dice_core::SyncMessage::Ack(_)) => {
+            from.handle_sync(ack).unwrap();
+        }
+        other => panic!("push not taken: {other:?}"),
+    }
+}
+
+/// A follower that holds a peer's tombstones, once they are stable, collects them on its next
+/// GC tick when it runs under a memory limit, without waiting out the grace: when a flood
+/// ends nothing evicts any more, and the tombstones of the writer's evictions would otherwise
+/// keep it over its limit for the grace's length. Without a limit the grace still holds.
+#[tokio::test]
+async fn a_follower_under_a_limit_collects_stable_tombstones_on_its_gc_tick() {
+    for limited in [true, false] {
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut options = CacheOptions::default()
+            .with_gc_grace(Duration::from_secs(3600))
+            .with_gc_interval(Duration::from_secs(3600));
+        if limited {
+            options = options.with_memory_limit(
+                MemoryLimit::default()
+                    .with_max_bytes(64 << 20)
+                    .with_policy(Policy::AllKeysRandom),
+            );
+        }
+        let writer = Cache::open_with(dirs.0.path(), options.clone())
+            .await
+            .unwrap();
+        let follower = Cache::open_with(dirs.1.path(), options).await.unwrap();
+        for i in 0..100 {
+            writer.put(kname(i), value(10)).await.unwrap();
+        }
+        for i in 0..60 {
+            assert!(writer.delete(kname(i)).await.unwrap());
+        }
+        // Two rounds: the second carries the writer's vector once it holds the follower's
+        // acknowledgement of every write, so the tombstones are stable on both sides.
+        push_between(&writer, &follower);
+        push_between(&writer, &follower);
+        assert_eq!(follower.len(), 40);
+        assert_eq!(follower.with_replica(|r| r.memory().tombstones), 60);
+        let dropped = follower.gc_now().dropped;
+        if limited {
+            assert_eq!(dropped, 60, "stable tombstones go at once under a limit");
+            assert_eq!(follower.with_replica(|r| r.memory().tombstones), 0);
+            // The writer's copies of the deleted keys are stale now: nothing comes back.
+            push_between(&writer, &follower);
+            assert_eq!(follower.len(), 40);
+            assert_eq!(follower.digest(), writer.digest());
+        } else {
+            assert_eq!(dropped, 0, "without a limit, the grace holds");
+            assert_eq!(follower.with_replica(|r| r.memory().tombstones), 60);
+        }
+        writer.close().await.unwrap();
+        follower.close().await.unwrap();
+    }
+}
