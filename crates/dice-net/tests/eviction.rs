@@ -13,6 +13,10 @@ use std::time::Duration;
 
 const LIMIT: u64 = 4 << 20;
 
+/// The two tests run one after the other: each floods three nodes on 2 worker threads, and
+/// together on a loaded machine their nodes fell far behind their own writes.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn start(dir: &std::path::Path, peers: &[Multiaddr]) -> Node {
     let mut b = NodeBuilder::new(dir)
         .listen(loopback())
@@ -77,6 +81,7 @@ fn used(node: &Node) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_under_a_flood_and_a_partition_converge_within_the_limit() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = start(dirs[0].path(), &[]).await;
     let a_addr = addr_of(&a).await;
@@ -176,18 +181,21 @@ async fn three_nodes_under_a_flood_and_a_partition_converge_within_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_offline_while_the_others_evicted_brings_nothing_back() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = start(dirs[0].path(), &[]).await;
     let a_addr = addr_of(&a).await;
     let b = start(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
     let c = start(dirs[2].path(), std::slice::from_ref(&a_addr)).await;
-    // 2 MB that every node holds.
-    flood(&a, 0, 0..2_000).await;
+    // 1 MB that every node holds: with its pending commits and pushes counted as well, it fits
+    // in the limit, however slowly the writer commits (2 MB did not, on a loaded machine).
+    const HELD: usize = 1_000;
+    flood(&a, 0, 0..HELD).await;
     let all = [a.clone(), b.clone(), c.clone()];
     assert!(
         eventually(Duration::from_secs(90), || async {
-            // (A few keys may go while the burst's pending commits count against the limit.)
-            converged(&all) && c.cache().len() >= 1_900
+            // (A key or two may go if client buffers count against the limit at a peak.)
+            converged(&all) && c.cache().len() >= HELD - 10
         })
         .await,
         "no initial convergence: keys {:?}, evicted {:?}",
@@ -196,21 +204,20 @@ async fn a_node_offline_while_the_others_evicted_brings_nothing_back() {
             .map(|n| n.cache().stats().replica.evicted_keys)
             .collect::<Vec<_>>()
     );
-    // C goes offline; A and B write 20 MB, evicting every key C holds.
-    let c_had: std::collections::HashSet<usize> = (0..2_000)
-        .filter(|&i| c.get(&key(0, i)).is_some())
-        .collect();
+    // C goes offline; A and B write 20 MB, evicting (nearly) every key C holds.
+    let c_had: std::collections::HashSet<usize> =
+        (0..HELD).filter(|&i| c.get(&key(0, i)).is_some()).collect();
     c.shutdown().await.unwrap();
     flood(&a, 1, 0..10_000).await;
     flood(&b, 2, 0..10_000).await;
     let ab = [a.clone(), b.clone()];
     assert!(eventually(Duration::from_secs(90), || async { converged(&ab) }).await);
     // The keys C held that the others evicted: C must not bring them back.
-    let gone: Vec<usize> = (0..2_000)
+    let gone: Vec<usize> = (0..HELD)
         .filter(|&i| c_had.contains(&i) && a.get(&key(0, i)).is_none())
         .collect();
     assert!(
-        gone.len() > 1_500,
+        gone.len() > HELD * 3 / 4,
         "only {} of C's keys evicted",
         gone.len()
     );
