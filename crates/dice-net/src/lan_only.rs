@@ -63,12 +63,10 @@ pub fn multiaddr_ip(addr: &Multiaddr) -> Option<IpAddr> {
 pub struct ConnectionGate {
     /// The node has its `--max-peers` connected peers.
     at_bound: AtomicBool,
-    /// The node has its dial target ([`crate::dial_target`]) of connected peers: it dials
-    /// no peer it is not connected to (Kademlia's queries would).
-    dials_closed: AtomicBool,
+
     /// Inbound connections refused at the bound, before their handshake.
     pub refused_inbound: AtomicU64,
-    /// Dials to peers not connected refused at the dial target (Kademlia's).
+    /// Dials to peers not connected refused at the bound (Kademlia's).
     pub refused_outbound: AtomicU64,
 }
 
@@ -77,10 +75,6 @@ impl ConnectionGate {
     pub fn set(&self, connected: usize, max_peers: usize) {
         self.at_bound
             .store(connected >= max_peers, Ordering::Relaxed);
-        self.dials_closed.store(
-            connected >= crate::dial_target(max_peers),
-            Ordering::Relaxed,
-        );
     }
 
     fn at_bound(&self) -> bool {
@@ -176,12 +170,14 @@ impl NetworkBehaviour for LanOnly {
         _: &[Multiaddr],
         _: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        // At its dial target, a node dials no peer it is not connected to: its own dials
-        // stop there, and Kademlia's queries would mostly reach members at their bound,
-        // which refuse them (at 64 nodes, about 0.6 refused connections a second per node,
-        // each a TCP connection and a Noise key for nothing). Below the target they go on:
-        // that is how a newcomer refused by full members finds one with room.
-        if self.gate.dials_closed.load(Ordering::Relaxed)
+        // At the bound, a dial to a peer not connected (Kademlia's queries: the node's own
+        // dials stop at its dial target) would end in a connection closed at once: a
+        // handshake on both sides for nothing. Below the bound they go on: a node with room
+        // that Kademlia dials is how a newcomer refused by full members finds neighbours
+        // (closing them at the dial target instead left the last nodes of a 64-node start
+        // below their target for minutes). Bootstraps are rare once a node has its dial
+        // target (`event_loop`), so these dials are too.
+        if self.gate.at_bound()
             && let Some(peer) = maybe_peer
             && !self.connected.contains_key(&peer)
         {
