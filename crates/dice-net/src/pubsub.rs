@@ -223,6 +223,10 @@ pub(crate) fn behaviour(
             "heartbeat",
             Duration::from_secs(1),
         ))
+        // A publisher sends to its mesh (about 6 peers), not to every subscribed peer: the
+        // writes' origin already pushes each write to every connected member, so flooding
+        // its gossip to them too only made duplicates (2 copies per neighbour per write).
+        .flood_publish(false)
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .connection_handler_queue_len(PEER_QUEUE)
