@@ -270,6 +270,7 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
     };
     let gossip0 = gossip(&lan);
     let net0: Vec<(f64, f64)> = pids.iter().map(|&p| net_tx(p)).collect();
+    let cpu0: f64 = pids.iter().map(|&p| cpu_secs(p)).sum();
     let pairs: Vec<(String, String)> = (0..burst)
         .map(|k| (format!("one:{k:06}"), "x".repeat(100)))
         .collect();
@@ -279,6 +280,7 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
         set_pipelined(&mut c, &pairs, 500).expect("burst on host 0");
     });
     let one = wait_keys(&lan, burst as f64, Duration::from_secs(600)).map(|_| t0.elapsed());
+    let cpu1: f64 = pids.iter().map(|&p| cpu_secs(p)).sum();
     let sent1 = sent(&lan);
     let net1: Vec<(f64, f64)> = pids.iter().map(|&p| net_tx(p)).collect();
     let gossip1 = gossip(&lan);
@@ -295,11 +297,16 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
         "{n} nodes, burst on one host: {:.0} of {n} nodes in the writes' gossip, {:.0} messages \
          published, {:.0} writes applied from gossip on all nodes ({:.2} per write per node); \
          all traffic per write per node: {net_bytes_mean:.0} bytes (max {net_bytes_max:.0}), \
-         {net_pkts_mean:.3} packets (max {net_pkts_max:.2})",
+         {net_pkts_mean:.3} packets (max {net_pkts_max:.2}); CPU of all nodes until \
+         converged: {:.1} s ({:.1} ms per node, {:.1} us per write per node; load average {})",
         gossip1.0,
         gossip1.1 - gossip0.1,
         gossip1.2 - gossip0.2,
         (gossip1.2 - gossip0.2) / burst as f64 / n as f64,
+        cpu1 - cpu0,
+        (cpu1 - cpu0) / n as f64 * 1000.0,
+        (cpu1 - cpu0) / n as f64 / burst as f64 * 1e6,
+        loadavg(),
     );
     let per_write: Vec<(f64, f64)> = sent0
         .iter()
