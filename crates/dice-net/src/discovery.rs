@@ -4,7 +4,7 @@
 //! and every node answers every query to the multicast group, so every node receives every
 //! answer: N nodes querying every T seconds make each node receive and parse about N²/T
 //! packets a second (64 nodes at 30 s: about 134). The behaviour cannot change its interval
-//! once built, nor be told not to answer a peer it is already connected to, so [`Mdns`]
+//! once built, nor be told not to answer a peer it is already connected to, so `Mdns`
 //! wraps it and builds it again, with a longer interval, when the number of members this
 //! node knows moves to another tier ([`query_interval`]): the packets each node receives stay
 //! about constant as the cluster grows.

@@ -4,7 +4,7 @@
 //! connections handles about 4c/T ping messages a second, and at 64 nodes (31 connections,
 //! 5 s) pings were a third of an idle node's CPU (measured with `DICE_NET_PROFILE_OFF=ping`,
 //! `docs/SCALE.md`). The behaviour's period is fixed per connection when the connection
-//! opens, so [`Liveness`] keeps one ping behaviour per period and gives each new connection
+//! opens, so `Liveness` keeps one ping behaviour per period and gives each new connection
 //! the period of the node's current tier ([`ping_interval`]): the base period (5 s) up to 8
 //! expected connections, then the base times ⌈c/8⌉, so that pings per second stay about
 //! constant (≈ 2 × 8 / 5 = 3.2 sent a second) however many connections the node holds.
