@@ -8,8 +8,12 @@
 #   bench/scale.sh 8 16 32 64
 #
 # Env: DICE_SCALE_IDLE_SECS (idle window, default 10), DICE_SCALE_BURST (writes per burst,
-# default 5000), DICE_SCALE_MAX_PEERS (each node's --max-peers, default 32), PROFILE (cargo
-# profile of the dice binary, default release).
+# default 5000; 0 measures membership and idle only), DICE_SCALE_MAX_PEERS (each node's
+# --max-peers, default 32), DICE_SCALE_HOLD_SECS (keep the cluster up that long after the idle
+# window, printing the nodes' pids, e.g. to profile them with perf; default 0), PROFILE (cargo
+# profile of the dice binary, default release). DICE_NET_PROFILE_OFF (passed on to the nodes)
+# switches periodic work off, part by part, to measure what each costs: a comma-separated
+# list of mdns, ping, identify, kad, heartbeat, tick (see crates/dice-net/src/profile.rs).
 #
 # Needs root (network namespaces) and iproute2. All traffic stays on the namespaces' bridge;
 # every namespace and node it starts is removed when it ends. All nodes share this machine's
@@ -47,5 +51,5 @@ fi
 profile=${PROFILE:-release}
 if [ "$profile" = release ]; then flag=--release; else flag=; fi
 cargo build --quiet $flag -p dice-cli --bin dice
-echo "command: bench/scale.sh $* (DICE_SCALE_IDLE_SECS=${DICE_SCALE_IDLE_SECS:-10} DICE_SCALE_BURST=${DICE_SCALE_BURST:-5000} DICE_SCALE_MAX_PEERS=${DICE_SCALE_MAX_PEERS:-32} PROFILE=$profile)"
+echo "command: bench/scale.sh $* (DICE_SCALE_IDLE_SECS=${DICE_SCALE_IDLE_SECS:-10} DICE_SCALE_BURST=${DICE_SCALE_BURST:-5000} DICE_SCALE_MAX_PEERS=${DICE_SCALE_MAX_PEERS:-32} DICE_NET_PROFILE_OFF=${DICE_NET_PROFILE_OFF:-} PROFILE=$profile)"
 cargo run --quiet $flag -p dice-tests --example scale -- "${@:-4}"

@@ -95,6 +95,17 @@ fn rss_mib(pid: u32) -> f64 {
 /// Bytes and packets process `pid` sent so far on every interface of its network namespace
 /// but loopback: every message of the node (sync, gossip, pings, mDNS, handshakes).
 fn net_tx(pid: u32) -> (f64, f64) {
+    net_dev(pid, 8)
+}
+
+/// Bytes and packets process `pid` received so far (as [`net_tx`]).
+fn net_rx(pid: u32) -> (f64, f64) {
+    net_dev(pid, 0)
+}
+
+/// Bytes and packets of `/proc/PID/net/dev` from column `first` on (0: received, 8: sent),
+/// summed over every interface but loopback.
+fn net_dev(pid: u32, first: usize) -> (f64, f64) {
     let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
     let mut out = (0.0, 0.0);
     for line in dev.lines().skip(2) {
@@ -109,8 +120,8 @@ fn net_tx(pid: u32) -> (f64, f64) {
             .filter_map(|v| v.parse().ok())
             .collect();
         // Receive: bytes packets errs drop fifo frame compressed multicast; then transmit.
-        out.0 += f.get(8).copied().unwrap_or(0.0);
-        out.1 += f.get(9).copied().unwrap_or(0.0);
+        out.0 += f.get(first).copied().unwrap_or(0.0);
+        out.1 += f.get(first + 1).copied().unwrap_or(0.0);
     }
     out
 }
@@ -179,6 +190,7 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
     };
     let (churn0, closed0) = (churn(&lan), closed(&lan));
     let tx0: Vec<(f64, f64)> = pids.iter().map(|&p| net_tx(p)).collect();
+    let rx0: Vec<(f64, f64)> = pids.iter().map(|&p| net_rx(p)).collect();
     let load_idle_start = loadavg();
     let before: Vec<f64> = pids.iter().map(|&p| cpu_secs(p)).collect();
     std::thread::sleep(Duration::from_secs(idle_secs));
@@ -189,6 +201,7 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
         .collect();
     let load_idle_end = loadavg();
     let tx1: Vec<(f64, f64)> = pids.iter().map(|&p| net_tx(p)).collect();
+    let rx1: Vec<(f64, f64)> = pids.iter().map(|&p| net_rx(p)).collect();
     let (churn1, closed1) = (churn(&lan), closed(&lan));
     let (idle_mean, idle_max) = mean_max(&idle);
     let idle_pkts: Vec<f64> = tx0
@@ -201,15 +214,34 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
         .zip(&tx1)
         .map(|(a, b)| (b.0 - a.0) / idle_secs as f64)
         .collect();
+    let idle_rx_pkts: Vec<f64> = rx0
+        .iter()
+        .zip(&rx1)
+        .map(|(a, b)| (b.1 - a.1) / idle_secs as f64)
+        .collect();
     eprintln!(
         "{n} nodes idle: load average {load_idle_start} at the start, {load_idle_end} at the end; \
-         per node and second: {:.1} packets and {:.0} bytes sent, {:.2} connections opened \
-         (either side), {:.2} closed at the bound",
+         per node and second: {:.1} packets and {:.0} bytes sent, {:.1} packets received, \
+         {:.2} connections opened (either side), {:.2} closed at the bound",
         mean_max(&idle_pkts).0,
         mean_max(&idle_bytes).0,
+        mean_max(&idle_rx_pkts).0,
         (churn1 - churn0) / idle_secs as f64 / n as f64,
         (closed1 - closed0) / idle_secs as f64 / n as f64,
     );
+
+    let hold = env_u64("DICE_SCALE_HOLD_SECS", 0);
+    if hold > 0 {
+        eprintln!("{n} nodes: holding {hold} s; node pids: {pids:?}");
+        std::thread::sleep(Duration::from_secs(hold));
+    }
+    if burst == 0 {
+        println!(
+            "| {n} | - | {} | {idle_mean:.2} (max {idle_max:.2}) | {load_idle_end} | - | - | - | - | - | - | - |",
+            mesh.map_or("timeout".to_string(), |d| format!("{:.1}", d.as_secs_f64())),
+        );
+        return;
+    }
 
     // A burst on one host.
     let sent = |lan: &Lan| -> Vec<(f64, f64)> {
@@ -238,6 +270,7 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
     };
     let gossip0 = gossip(&lan);
     let net0: Vec<(f64, f64)> = pids.iter().map(|&p| net_tx(p)).collect();
+    let cpu0: f64 = pids.iter().map(|&p| cpu_secs(p)).sum();
     let pairs: Vec<(String, String)> = (0..burst)
         .map(|k| (format!("one:{k:06}"), "x".repeat(100)))
         .collect();
@@ -247,6 +280,7 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
         set_pipelined(&mut c, &pairs, 500).expect("burst on host 0");
     });
     let one = wait_keys(&lan, burst as f64, Duration::from_secs(600)).map(|_| t0.elapsed());
+    let cpu1: f64 = pids.iter().map(|&p| cpu_secs(p)).sum();
     let sent1 = sent(&lan);
     let net1: Vec<(f64, f64)> = pids.iter().map(|&p| net_tx(p)).collect();
     let gossip1 = gossip(&lan);
@@ -263,11 +297,16 @@ fn run(n: usize, idle_secs: u64, burst: usize, max_peers: usize) {
         "{n} nodes, burst on one host: {:.0} of {n} nodes in the writes' gossip, {:.0} messages \
          published, {:.0} writes applied from gossip on all nodes ({:.2} per write per node); \
          all traffic per write per node: {net_bytes_mean:.0} bytes (max {net_bytes_max:.0}), \
-         {net_pkts_mean:.3} packets (max {net_pkts_max:.2})",
+         {net_pkts_mean:.3} packets (max {net_pkts_max:.2}); CPU of all nodes until \
+         converged: {:.1} s ({:.1} ms per node, {:.1} us per write per node; load average {})",
         gossip1.0,
         gossip1.1 - gossip0.1,
         gossip1.2 - gossip0.2,
         (gossip1.2 - gossip0.2) / burst as f64 / n as f64,
+        cpu1 - cpu0,
+        (cpu1 - cpu0) / n as f64 * 1000.0,
+        (cpu1 - cpu0) / n as f64 / burst as f64 * 1e6,
+        loadavg(),
     );
     let per_write: Vec<(f64, f64)> = sent0
         .iter()
@@ -326,6 +365,9 @@ fn main() {
     let ns = if ns.is_empty() { vec![4] } else { ns };
     let idle_secs = env_u64("DICE_SCALE_IDLE_SECS", 10);
     let burst = env_u64("DICE_SCALE_BURST", 5000) as usize;
+    if let Ok(off) = std::env::var("DICE_NET_PROFILE_OFF") {
+        println!("nodes run with DICE_NET_PROFILE_OFF={off} (periodic work switched off)");
+    }
     let max_peers = env_u64("DICE_SCALE_MAX_PEERS", 32).max(1) as usize;
     println!(
         "scale: {} cores, idle window {idle_secs} s, burst {burst} writes of 100 bytes, \

@@ -125,10 +125,31 @@ fn parse_maxmemory(s: &str) -> std::result::Result<u64, String> {
 struct ClusterLines {
     node: Node,
     peers: Arc<Mutex<Vec<String>>>,
+    /// When `INFO` last read the lines (ms since `PEER_LINES_EPOCH`): the refresher keeps
+    /// them fresh (every 250 ms) only while someone reads them.
+    asked_ms: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// The origin of [`ClusterLines::asked_ms`].
+static PEER_LINES_EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+fn peer_lines_now_ms() -> u64 {
+    PEER_LINES_EPOCH.elapsed().as_millis() as u64
+}
+
+/// How long after the last `INFO` the peer lines stay refreshed every 250 ms; past it, every
+/// [`PEER_LINES_IDLE_REFRESH`]. Building them formats every peer (its id in base58, its
+/// address): at 64 nodes, four times a second, that was a visible part of an idle node's CPU.
+const PEER_LINES_HOT: Duration = Duration::from_secs(60);
+
+/// How often the peer lines are refreshed while nobody reads them.
+const PEER_LINES_IDLE_REFRESH: Duration = Duration::from_secs(5);
 
 impl dice_resp::ClusterInfo for ClusterLines {
     fn cluster_lines(&self) -> Vec<String> {
+        self.asked_ms
+            .store(peer_lines_now_ms(), std::sync::atomic::Ordering::Relaxed);
         let cache = self.node.cache();
         let mut lines = vec![
             format!("dice_node_id:{}", cache.node_id()),
@@ -290,12 +311,21 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
         .with_context(|| format!("starting a node on {}", dir.display()))?;
 
     let peers = Arc::new(Mutex::new(Vec::new()));
+    let asked_ms = Arc::new(std::sync::atomic::AtomicU64::new(peer_lines_now_ms()));
     let refresher = {
-        let (node, peers) = (node.clone(), peers.clone());
+        let (node, peers, asked_ms) = (node.clone(), peers.clone(), asked_ms.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let mut last = None::<std::time::Instant>;
             loop {
                 tick.tick().await;
+                let asked = asked_ms.load(std::sync::atomic::Ordering::Relaxed);
+                let hot =
+                    peer_lines_now_ms().saturating_sub(asked) < PEER_LINES_HOT.as_millis() as u64;
+                if !hot && last.is_some_and(|t| t.elapsed() < PEER_LINES_IDLE_REFRESH) {
+                    continue;
+                }
+                last = Some(std::time::Instant::now());
                 let Ok(status) = node.status().await else {
                     return;
                 };
@@ -323,6 +353,7 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
         .with_cluster_info(Arc::new(ClusterLines {
             node: node.clone(),
             peers,
+            asked_ms,
         }))
         .with_pubsub_bus(Arc::new(Bus(node.pubsub().clone())));
     // Messages published on other nodes, to this node's subscribers.

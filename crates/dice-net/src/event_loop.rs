@@ -30,6 +30,15 @@ use tokio::sync::{mpsc, watch};
 /// Dials in flight at most: see [`EventLoop::redial`].
 const MAX_DIALS_IN_FLIGHT: usize = 4;
 
+/// How often a node with fewer connected peers than its dial target runs a Kademlia
+/// bootstrap (a lookup of its own id and refreshes of its buckets): it is looking for members.
+const KAD_BOOTSTRAP_SEEKING: Duration = Duration::from_secs(30);
+
+/// How often a node at its dial target does. A bootstrap is about a hundred requests among
+/// 64 nodes; every 30 s on every node it was half of an idle node's CPU at 64 nodes
+/// (`docs/SCALE.md`), for a routing table that a connected node does not use to find peers.
+const KAD_BOOTSTRAP_SETTLED: Duration = Duration::from_secs(600);
+
 /// A request in flight: what it is for, and our wall clock when it left (for the round-trip
 /// clock offset).
 #[derive(Debug)]
@@ -86,6 +95,10 @@ pub(crate) struct EventLoop {
     over_max: HashMap<ConnectionId, PeerId>,
     /// Writes spread by gossip past `--max-peers`.
     gossip: WriteGossip,
+    /// When Kademlia last bootstrapped (see [`KAD_BOOTSTRAP_SEEKING`]).
+    last_bootstrap: Instant,
+    /// Kademlia bootstraps switched off for profiling (`crate::profile`).
+    kad_off: bool,
 }
 
 impl EventLoop {
@@ -106,7 +119,11 @@ impl EventLoop {
             .with_antientropy_interval(config.antientropy_interval.max(Duration::from_millis(50)));
         // A ping period plus its timeout (and a margin): a ping stuck in stream negotiation
         // only fails after the much longer negotiation timeout.
-        let silence = config.ping_interval + config.ping_timeout + Duration::from_secs(1);
+        // The silence limit follows the longest ping period (`crate::liveness`), set on
+        // each tick.
+        let silence = crate::profile::interval("ping", config.ping_interval)
+            + config.ping_timeout
+            + Duration::from_secs(1);
         let config_cluster = config.cluster.clone();
         let mut event_loop = EventLoop {
             shareable: cache.watch_shareable(),
@@ -129,6 +146,8 @@ impl EventLoop {
             acked,
             over_max: HashMap::new(),
             gossip: WriteGossip::new(&config_cluster),
+            last_bootstrap: Instant::now(),
+            kad_off: crate::profile::interval("kad", Duration::ZERO) > Duration::ZERO,
         };
         event_loop.dial_initial();
         event_loop
@@ -177,7 +196,11 @@ impl EventLoop {
     }
 
     pub(crate) async fn run(mut self) {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(if crate::profile::off("tick") {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(100)
+        });
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut save = tokio::time::interval(Duration::from_secs(2));
         self.poll_wanted = true;
@@ -308,6 +331,16 @@ impl EventLoop {
     /// [`PeerTable::take_silent`]), then dials what is due.
     fn redial(&mut self) {
         self.maybe_join_gossip();
+        let known = self.known.iter().count();
+        self.swarm.behaviour_mut().mdns.set_members(known);
+        let longest = self
+            .swarm
+            .behaviour_mut()
+            .ping
+            .set_expected_connections(known.min(self.config.max_peers));
+        self.peers
+            .set_silence_limit(longest + self.config.ping_timeout + Duration::from_secs(1));
+        self.maybe_bootstrap();
         for peer in self.peers.take_silent() {
             tracing::info!(%peer, "peer stopped answering; disconnecting");
             let _ = self.swarm.disconnect_peer_id(peer);
@@ -336,6 +369,27 @@ impl EventLoop {
 
     fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// Runs a Kademlia bootstrap when due: every [`KAD_BOOTSTRAP_SEEKING`] while the node has
+    /// fewer connected peers than its dial target, every [`KAD_BOOTSTRAP_SETTLED`] after.
+    fn maybe_bootstrap(&mut self) {
+        if self.kad_off {
+            return;
+        }
+        let settled = self.peers.connected_count() >= dial_target(self.config.max_peers);
+        let every = if settled {
+            KAD_BOOTSTRAP_SETTLED
+        } else {
+            KAD_BOOTSTRAP_SEEKING
+        };
+        if self.last_bootstrap.elapsed() < every {
+            return;
+        }
+        self.last_bootstrap = Instant::now();
+        if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+            tracing::debug!(error = %e, "no Kademlia bootstrap: no peer known yet");
+        }
     }
 
     /// Runs the replicator: pushes due, the periodic catch-up; remembers when to run it next.

@@ -63,6 +63,7 @@ pub fn multiaddr_ip(addr: &Multiaddr) -> Option<IpAddr> {
 pub struct ConnectionGate {
     /// The node has its `--max-peers` connected peers.
     at_bound: AtomicBool,
+
     /// Inbound connections refused at the bound, before their handshake.
     pub refused_inbound: AtomicU64,
     /// Dials to peers not connected refused at the bound (Kademlia's).
@@ -172,7 +173,10 @@ impl NetworkBehaviour for LanOnly {
         // At the bound, a dial to a peer not connected (Kademlia's queries: the node's own
         // dials stop at its dial target) would end in a connection closed at once: a
         // handshake on both sides for nothing. Below the bound they go on: a node with room
-        // that Kademlia dials is how a newcomer refused by full members finds neighbours.
+        // that Kademlia dials is how a newcomer refused by full members finds neighbours
+        // (closing them at the dial target instead left the last nodes of a 64-node start
+        // below their target for minutes). Bootstraps are rare once a node has its dial
+        // target (`event_loop`), so these dials are too.
         if self.gate.at_bound()
             && let Some(peer) = maybe_peer
             && !self.connected.contains_key(&peer)

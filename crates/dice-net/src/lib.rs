@@ -19,20 +19,25 @@
 //! * [`protocol`]: protocol names carrying the cluster name and version.
 //! * [`keys`]: the persistent node identity and the cluster's pre-shared key.
 //! * [`known_peers`]: peers remembered in the data directory and redialed after a restart.
+//! * [`discovery`]: mDNS, queried less often as the cluster grows.
+//! * [`liveness`]: pings, less often per connection as a node holds more connections.
 //! * [`pubsub`]: Redis pub/sub messages carried to every node over gossipsub.
 //! * [`gossip`]: writes spread by gossipsub past `--max-peers` (an epidemic broadcast).
 //!
 //! Merge rules are not here: the network only moves bytes; dice-core decides.
 
 pub mod codec;
+pub mod discovery;
 mod event_loop;
 pub mod frame;
 pub mod gossip;
 pub mod keys;
 pub mod known_peers;
 pub mod lan_only;
+pub mod liveness;
 pub mod node;
 mod peers;
+mod profile;
 pub mod protocol;
 pub mod pubsub;
 mod swarm;

@@ -333,6 +333,12 @@ impl PeerTable {
 
     /// Connected peers silent for longer than the limit (a cut link never closes TCP by
     /// itself); they count as heard from now, so that each is reported once per limit.
+    /// Sets how long a connected peer may stay silent (the ping period of its connection
+    /// plus the ping timeout and a margin; see `crate::liveness`).
+    pub(crate) fn set_silence_limit(&mut self, limit: Duration) {
+        self.silence_limit = limit;
+    }
+
     pub(crate) fn take_silent(&mut self) -> Vec<PeerId> {
         let now = Instant::now();
         let limit = self.silence_limit;

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use libp2p::gossipsub;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Bytes of messages waiting in each direction (to the network, to the application) past
@@ -218,6 +219,14 @@ pub(crate) fn behaviour(
             writes_max,
             gossipsub::IdentTopic::new(crate::gossip::topic_name(cluster)).hash(),
         )
+        .heartbeat_interval(crate::profile::interval(
+            "heartbeat",
+            Duration::from_secs(1),
+        ))
+        // A publisher sends to its mesh (about 6 peers), not to every subscribed peer: the
+        // writes' origin already pushes each write to every connected member, so flooding
+        // its gossip to them too only made duplicates (2 copies per neighbour per write).
+        .flood_publish(false)
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .connection_handler_queue_len(PEER_QUEUE)

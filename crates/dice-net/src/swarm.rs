@@ -13,17 +13,12 @@ use libp2p::multiaddr::Protocol;
 use libp2p::pnet::PnetConfig;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Multiaddr, StreamProtocol, Swarm, Transport, allow_block_list, identify, kad, mdns, noise,
-    ping, tcp, yamux,
+    Multiaddr, StreamProtocol, Swarm, Transport, allow_block_list, identify, kad, noise, tcp, yamux,
 };
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
-
-/// How often a node that has found its cluster asks mDNS again (see `build_swarm`).
-const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Every protocol of a node.
 #[derive(NetworkBehaviour)]
@@ -33,8 +28,8 @@ pub(crate) struct Behaviour {
     pub(crate) sync: request_response::Behaviour<FrameCodec>,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) identify: identify::Behaviour,
-    pub(crate) ping: ping::Behaviour,
-    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) ping: crate::liveness::Liveness,
+    pub(crate) mdns: crate::discovery::Mdns,
     pub(crate) gossipsub: libp2p::gossipsub::Behaviour,
 }
 
@@ -114,9 +109,8 @@ pub(crate) fn build_swarm(
     let max_message = crate::pubsub::max_message_for(&config.cache.limits);
     let cluster = config.cluster.clone();
     let mdns_on = config.mdns;
-    let ping_cfg = ping::Config::new()
-        .with_interval(config.ping_interval)
-        .with_timeout(config.ping_timeout);
+    let ping_base = crate::profile::interval("ping", config.ping_interval);
+    let ping_timeout = config.ping_timeout;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_other_transport(|key| {
@@ -143,29 +137,17 @@ pub(crate) fn build_swarm(
             let peer_id = key.public().to_peer_id();
             let kad_protocol = StreamProtocol::try_from_owned(format!("/dice/{cluster}/kad/1"))?;
             let mut kad_cfg = kad::Config::new(kad_protocol);
-            kad_cfg.set_periodic_bootstrap_interval(Some(Duration::from_secs(30)));
+            // Bootstraps run on the event loop's own schedule (`KAD_BOOTSTRAP_*`), which
+            // depends on how connected the node is.
+            kad_cfg.set_periodic_bootstrap_interval(None);
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
                 kad::store::MemoryStore::new(peer_id),
                 kad_cfg,
             );
             kad.set_mode(Some(kad::Mode::Server));
-            let mdns = if mdns_on {
-                // A node probes at 0.5 s, 1 s, 2 s, ... until the first answer, so a newcomer
-                // finds the cluster at once; afterwards it only needs to ask now and then.
-                // Every node answers every query, to the multicast group, so the steady query
-                // rate sets the cost of a large cluster: N nodes querying every T seconds
-                // make each node handle N^2/T packets a second (32 nodes at 0.5 s: about
-                // 2,000; 64 nodes at 30 s: about 140).
-                let cfg = mdns::Config {
-                    ttl: Duration::from_secs(90),
-                    query_interval: MDNS_QUERY_INTERVAL,
-                    enable_ipv6: false,
-                };
-                Some(mdns::tokio::Behaviour::new(cfg, peer_id)?)
-            } else {
-                None
-            };
+            // Queries less often as the cluster grows (`crate::discovery`).
+            let mdns = crate::discovery::Mdns::new(mdns_on, peer_id)?;
             Ok(Behaviour {
                 lan_only: LanOnly::new(psk.is_none(), denied_not_local),
                 blocked: allow_block_list::Behaviour::default(),
@@ -180,10 +162,13 @@ pub(crate) fn build_swarm(
                 identify: identify::Behaviour::new(
                     identify::Config::new(cluster_version(&cluster), key.public())
                         .with_agent_version(agent_version(node_id))
-                        .with_interval(Duration::from_secs(60)),
+                        .with_interval(crate::profile::interval(
+                            "identify",
+                            Duration::from_secs(60),
+                        )),
                 ),
-                ping: ping::Behaviour::new(ping_cfg),
-                mdns: Toggle::from(mdns),
+                ping: crate::liveness::Liveness::new(ping_base, ping_timeout),
+                mdns,
                 gossipsub: crate::pubsub::behaviour(key, &cluster, max_message, max_frame)?,
             })
         })
