@@ -90,6 +90,16 @@ report() {
     done
 }
 
+# later: every node's RSS, used_memory and tombstones 15 s after a flood (past a GC tick,
+# which collects stable tombstones at once under a limit).
+later() {
+    sleep 10
+    alive
+    for i in 1 2 3; do
+        echo "node $i, 15 s after: rss $(mb "$(( $(rss_kb "${PID[$i]}") * 1024 ))") MB, used_memory $(mb "$(info "${P[$i]}" memory used_memory)") MB, tombstones $(info "${P[$i]}" memory dice_tombstones), keys $(redis-cli -p "${P[$i]}" DBSIZE)"
+    done
+}
+
 echo
 echo "### flood against node 1"
 echo "command: redis-benchmark -h 127.0.0.1 -p PORT1 -t set -d 1000 -r 100000000 -n $flood_n -c 50 -P 16 -q"
@@ -100,6 +110,7 @@ echo "node 1 took SET ${rps} req/s"
 sleep 5
 alive
 report "$TMP/peaks1"
+later
 
 if [[ $ALL_NODES == 0 ]]; then exit 0; fi
 echo
@@ -113,3 +124,4 @@ echo "SET req/s per node: $(cat "$TMP/rps1") $(cat "$TMP/rps2") $(cat "$TMP/rps3
 sleep 5
 alive
 report "$TMP/peaks2"
+later
