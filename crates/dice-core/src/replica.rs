@@ -780,10 +780,21 @@ impl Replica {
     /// nothing of resets that only observed older runs: some nodes may have collected those
     /// and others not yet.
     fn counter_digest(&self, key: &[u8]) -> u64 {
-        let view = self.counter_view(key);
+        self.counting_digest(key, &self.counter_view(key), Elem::Count)
+    }
+
+    /// The digest of a counter's contributions that count (`elem` names the element of each
+    /// origin's: `Elem::Count` for a counter key, a field's counter element for a hash field):
+    /// a hash of each one's entry and of the observation it counts from.
+    pub(crate) fn counting_digest(
+        &self,
+        key: &[u8],
+        view: &CounterView,
+        elem: impl Fn(NodeId) -> Elem,
+    ) -> u64 {
         let mut sum = 0u64;
         for (origin, _, _, obs) in view.counting() {
-            let Some(r) = self.slot(key, Elem::Count(origin)) else {
+            let Some(r) = self.slot(key, elem(origin)) else {
                 continue;
             };
             let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -1846,6 +1857,12 @@ impl Replica {
                 doomed.push((key.clone(), slots));
             }
         }
+        self.drop_collected(doomed)
+    }
+
+    /// Drops the collected elements of each key, raising the floors of their dots; returns
+    /// how many went.
+    pub(crate) fn drop_collected(&mut self, doomed: Vec<(Bytes, Vec<Slot>)>) -> usize {
         let mut dropped = 0;
         for (key, slots) in doomed {
             for (elem, origin, seq) in slots {

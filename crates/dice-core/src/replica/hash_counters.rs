@@ -10,7 +10,7 @@
 //! the contributions count for; increments no reset observed survive an `HSET` or `HDEL` of
 //! the field, and a `DEL` of the hash, made concurrently elsewhere.
 
-use super::{ChangeSource, Replica, Slot, as_number, record_hash};
+use super::{ChangeSource, Replica, Slot, as_number};
 use crate::counter::{Contribution, CounterView, ResetRecord, render};
 use crate::entry::{Elem, FieldId, Version, decode_field, is_dead};
 use crate::record::Record;
@@ -177,25 +177,7 @@ impl Replica {
     /// What the counter of a field adds to the digest: per contribution that counts, a hash
     /// of its entry and of the observation it counts from (as for a counter key).
     fn field_counter_digest(&self, key: &[u8], id: FieldId, view: &CounterView) -> u64 {
-        let mut sum = 0u64;
-        for (origin, _, _, obs) in view.counting() {
-            let Some(r) = self.slot(key, Elem::FieldCount(id, origin)) else {
-                continue;
-            };
-            let mut h = xxhash_rust::xxh3::Xxh3::new();
-            h.update(&record_hash(r).to_le_bytes());
-            match obs {
-                Some(o) => {
-                    h.update(&[1]);
-                    h.update(&o.seq.to_le_bytes());
-                    h.update(&o.total.int.to_le_bytes());
-                    h.update(&o.total.float.to_le_bytes());
-                }
-                None => h.update(&[0]),
-            }
-            sum = sum.wrapping_add(h.digest());
-        }
-        sum
+        self.counting_digest(key, view, |origin| Elem::FieldCount(id, origin))
     }
 
     /// What field `id` of `key` reads as while its counter counts: its name and value, and
@@ -440,15 +422,6 @@ impl Replica {
             }
         }
         drop(live);
-        let mut dropped = 0;
-        for (key, slots) in doomed {
-            for (elem, origin, seq) in slots {
-                if self.remove(&key, elem, ChangeSource::Dropped) {
-                    self.floors.raise(origin, seq);
-                    dropped += 1;
-                }
-            }
-        }
-        dropped
+        self.drop_collected(doomed)
     }
 }

@@ -755,16 +755,7 @@ impl Replica {
             }
         }
         drop(live);
-        let mut dropped = 0;
-        for (key, slots) in doomed {
-            for (elem, origin, seq) in slots {
-                if self.remove(&key, elem, ChangeSource::Dropped) {
-                    self.floors.raise(origin, seq);
-                    dropped += 1;
-                }
-            }
-        }
-        dropped
+        self.drop_collected(doomed)
     }
 
     /// Drops every element of `key`'s set outright (a node that shares nothing evicting it:
