@@ -6,9 +6,13 @@
 //!
 //! * [`Contribution`], element `Count(origin)`: the running total of `origin`'s own increments
 //!   in its current *run* (a run starts at the seq of the write that started it).
-//! * [`ResetRecord`], element `Reset(node)`: what `node` observed of every origin's
-//!   contribution when it last reset the counter (`SET`, `DEL`, `EXPIRE` rewrite the key). Each
-//!   node's record includes every record it held, so a newer one replaces its older one.
+//! * [`ResetRecord`], element `Reset(node, seq)`, named by the dot of the write that made it:
+//!   what `node` observed of every origin's contribution when it reset the counter (`SET`,
+//!   `DEL`, `EXPIRE` rewrite the key). Written once; collected once another reset that
+//!   observed at least as much is stable, or with its dead counter. A hash field's counter
+//!   has a contribution per origin under the field (`FieldCount`) and each node's latest reset
+//!   of it (`FieldReset(field, node)`, which includes all the node held, so it replaces the
+//!   node's older one).
 //!
 //! An origin's contribution counts for what the resets did not observe of it:
 //! nothing if a reset observed its seq (or a later one), the difference if a reset observed an
@@ -97,8 +101,8 @@ pub struct Observed {
     pub total: Amount,
 }
 
-/// What element `Reset(node)` holds: per origin (sorted, unique), the newest contribution the
-/// node had observed when it last reset the counter.
+/// What element `Reset(node, seq)` holds: per origin (sorted, unique), the newest contribution
+/// the node had observed when it reset the counter.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ResetRecord(pub Vec<Observed>);
 
