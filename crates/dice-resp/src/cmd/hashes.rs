@@ -6,7 +6,7 @@
 //! fields written at once on several nodes all survive (the greater version wins field by
 //! field). Every command answers `WRONGTYPE` on a string or counter key, as Redis does.
 
-use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, is};
+use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, is, modify_keeping};
 use crate::frame::Protocol;
 use crate::frame::{
     Request, parse_i64, write_array_len, write_bulk, write_integer, write_map_len, write_simple,
@@ -16,23 +16,6 @@ use bytes::Bytes;
 use dice_core::Increment;
 use dice_core::counter::parse_float;
 use dice_core::entry::FieldId;
-
-/// Runs a write `f` on the replica under the command's transaction, keeping what it returns.
-fn modify<T>(
-    db: &mut dyn Db,
-    key: &[u8],
-    f: impl FnOnce(&mut dice_core::Replica, u64) -> dice_core::Result<T>,
-) -> dice_core::Result<T> {
-    let mut f = Some(f);
-    let mut out = None;
-    db.modify(Bytes::copy_from_slice(key), &mut |r, now| {
-        if let Some(f) = f.take() {
-            out = Some(f(r, now)?);
-        }
-        Ok(())
-    })?;
-    out.ok_or_else(|| dice_core::Error::Protocol("a hash write did not run".into()))
-}
 
 /// The `(field, value)` pairs of `HSET key field value [field value ...]` from argument 2 on.
 fn pairs(req: &Request<'_>) -> Vec<(Bytes, Bytes)> {
@@ -56,7 +39,7 @@ pub(crate) fn hset(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, ok: boo
     let pairs = pairs(&req);
     let key = req.arg(1);
     match db.room().and_then(|()| {
-        modify(db, key, |r, now| {
+        modify_keeping(db, key, |r, now| {
             r.hset(Bytes::copy_from_slice(key), &pairs, false, now)
         })
     }) {
@@ -71,7 +54,7 @@ pub(crate) fn hsetnx(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     let pairs = pairs(&req);
     let key = req.arg(1);
     match db.room().and_then(|()| {
-        modify(db, key, |r, now| {
+        modify_keeping(db, key, |r, now| {
             r.hset(Bytes::copy_from_slice(key), &pairs, true, now)
         })
     }) {
@@ -123,7 +106,7 @@ pub(crate) fn hmget(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
 pub(crate) fn hdel(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     let key = req.arg(1);
     let names: Vec<Bytes> = req.args().skip(2).map(Bytes::copy_from_slice).collect();
-    match modify(db, key, |r, now| {
+    match modify_keeping(db, key, |r, now| {
         r.hdel(Bytes::copy_from_slice(key), &names, now)
     }) {
         Ok(n) => write_integer(ctx.out, n as i64),
@@ -195,7 +178,7 @@ pub(crate) fn hincr(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, float:
     };
     let (key, field) = (req.arg(1), Bytes::copy_from_slice(req.arg(2)));
     match db.room().and_then(|()| {
-        modify(db, key, |r, now| {
+        modify_keeping(db, key, |r, now| {
             r.hincr(Bytes::copy_from_slice(key), field, by, now)
         })
     }) {

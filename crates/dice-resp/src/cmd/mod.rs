@@ -75,6 +75,24 @@ pub(crate) struct Session {
     pub pushes: tokio::sync::mpsc::UnboundedReceiver<crate::registry::Push>,
 }
 
+/// Runs a write `f` on the replica through [`Db::modify`] (the command's transaction),
+/// keeping what it returns.
+pub(crate) fn modify_keeping<T>(
+    db: &mut dyn Db,
+    key: &[u8],
+    f: impl FnOnce(&mut Replica, u64) -> dice_core::Result<T>,
+) -> dice_core::Result<T> {
+    let mut f = Some(f);
+    let mut out = None;
+    db.modify(Bytes::copy_from_slice(key), &mut |r, now| {
+        if let Some(f) = f.take() {
+            out = Some(f(r, now)?);
+        }
+        Ok(())
+    })?;
+    out.ok_or_else(|| dice_core::Error::Protocol("a write did not run".into()))
+}
+
 /// Where a command on keys reads and writes: the replica under the cache's read lock
 /// (commands that do not write), or a [`Transaction`] under its write lock.
 pub(crate) trait Db {

@@ -8,29 +8,12 @@
 //! another removes the member survives (add wins). Every command answers `WRONGTYPE` on a key
 //! of another type, as Redis does.
 
-use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, is};
+use super::{Ctx, Db, NOT_AN_INTEGER, SYNTAX_ERROR, is, modify_keeping};
 use crate::frame::{Request, parse_i64, write_array_len, write_bulk, write_integer, write_set_len};
 use crate::glob::glob_match;
 use bytes::Bytes;
 use dice_core::entry::FieldId;
 use std::collections::HashSet;
-
-/// Runs a write `f` on the replica under the command's transaction, keeping what it returns.
-fn modify<T>(
-    db: &mut dyn Db,
-    key: &[u8],
-    f: impl FnOnce(&mut dice_core::Replica, u64) -> dice_core::Result<T>,
-) -> dice_core::Result<T> {
-    let mut f = Some(f);
-    let mut out = None;
-    db.modify(Bytes::copy_from_slice(key), &mut |r, now| {
-        if let Some(f) = f.take() {
-            out = Some(f(r, now)?);
-        }
-        Ok(())
-    })?;
-    out.ok_or_else(|| dice_core::Error::Protocol("a set write did not run".into()))
-}
 
 fn owned(args: impl Iterator<Item = impl AsRef<[u8]>>) -> Vec<Bytes> {
     args.map(|a| Bytes::copy_from_slice(a.as_ref())).collect()
@@ -57,7 +40,7 @@ pub(crate) fn sadd(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     let key = req.arg(1);
     let members = owned(req.args().skip(2));
     match db.room().and_then(|()| {
-        modify(db, key, |r, now| {
+        modify_keeping(db, key, |r, now| {
             r.sadd(Bytes::copy_from_slice(key), &members, now)
         })
     }) {
@@ -70,7 +53,7 @@ pub(crate) fn sadd(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
 pub(crate) fn srem(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     let key = req.arg(1);
     let members = owned(req.args().skip(2));
-    match modify(db, key, |r, now| {
+    match modify_keeping(db, key, |r, now| {
         r.srem(Bytes::copy_from_slice(key), &members, now)
     }) {
         Ok(n) => write_integer(ctx.out, n as i64),
@@ -162,7 +145,7 @@ pub(crate) fn spop(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
         }
         Err(e) => return ctx.cache_error(&e),
     }
-    let popped = match modify(db, key, |r, now| {
+    let popped = match modify_keeping(db, key, |r, now| {
         r.spop(Bytes::copy_from_slice(key), n, now)
     }) {
         Ok(p) => p,
@@ -364,7 +347,7 @@ pub(crate) fn store(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>, op: Op
     let dst = req.arg(1);
     let n = members.len();
     let done = db.room().and_then(|()| {
-        modify(db, dst, |r, now| {
+        modify_keeping(db, dst, |r, now| {
             let dst = Bytes::copy_from_slice(dst);
             r.remove_observed(dst.clone(), now)?;
             if !members.is_empty() {
@@ -420,7 +403,7 @@ pub(crate) fn sintercard(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
 pub(crate) fn smove(ctx: &mut Ctx<'_>, db: &mut dyn Db, req: Request<'_>) {
     let (src, dst, member) = (req.arg(1), req.arg(2), Bytes::copy_from_slice(req.arg(3)));
     let done = db.room().and_then(|()| {
-        modify(db, dst, |r, now| {
+        modify_keeping(db, dst, |r, now| {
             r.smove(
                 Bytes::copy_from_slice(src),
                 Bytes::copy_from_slice(dst),
