@@ -18,6 +18,7 @@ need_redis() {
     if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null \
         || ! command -v redis-cli >/dev/null; then
         log "installing redis-server redis-tools"
+        apt-get update >/dev/null
         apt-get install -y redis-server redis-tools >/dev/null
     fi
 }

@@ -54,19 +54,10 @@ PIDS=()
 
 # ---------------------------------------------------------------- housekeeping
 
-log() { echo "# $*" >&2; }
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+# log, cleanup (on exit: stops the processes in PIDS, removes TMP), need_redis, free_port,
+# wait_for, ping_ok; start_dice and rss_kb are this script's own, below.
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # Forget a pid we stopped ourselves.
 forget_pid() {
@@ -76,12 +67,7 @@ forget_pid() {
 }
 
 ensure_tools() {
-    if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null \
-        || ! command -v redis-cli >/dev/null; then
-        log "installing redis-server redis-tools"
-        apt-get update >/dev/null
-        apt-get install -y redis-server redis-tools >/dev/null
-    fi
+    need_redis
     log "building dice (release)"
     (cd "$ROOT" && cargo build --release -p dice-cli >&2)
     if [[ $SKIP_REPLICATION != 1 ]]; then
@@ -89,27 +75,6 @@ ensure_tools() {
         (cd "$ROOT" && cargo bench -p dice-net --bench replication --no-run >&2)
     fi
 }
-
-# A TCP port on 127.0.0.1 that nothing listens on (bash /dev/tcp probe).
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-    done
-}
-
-# wait_for CMD...: retry CMD for up to 60 s.
-wait_for() {
-    local i
-    for ((i = 0; i < 600; i++)); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    log "timed out waiting for: $*"; return 1
-}
-
-ping_ok() { [[ $(redis-cli -h 127.0.0.1 -p "$1" PING 2>/dev/null) == PONG ]]; }
 
 # ---------------------------------------------------------------- servers
 
