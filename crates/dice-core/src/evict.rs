@@ -269,6 +269,25 @@ impl Access {
         }
     }
 
+    /// Notes that the key whose hash is `hash` was written (here or, arriving, by a peer): as
+    /// Redis treats a key it creates, it ranks as just used under LRU and starts at
+    /// [`LFU_INIT`] under LFU, not at the bottom. A peer's write not noted so would look
+    /// like the coldest key of a follower, which evicted each as it arrived.
+    pub(crate) fn touch_written(&self, hash: u64, now_ms: u64) {
+        let Some(slot) = self.slot(hash) else {
+            return;
+        };
+        match self.rank {
+            Some(false) => slot.store(self.lru_clock(now_ms), Ordering::Relaxed),
+            Some(true) => {
+                let minute = self.minute(now_ms);
+                let counter = decayed(slot.load(Ordering::Relaxed), minute).max(LFU_INIT);
+                slot.store((minute << 8) | u32::from(counter), Ordering::Relaxed);
+            }
+            None => {}
+        }
+    }
+
     /// The eviction score of the key whose hash is `hash`: lower goes first.
     pub(crate) fn score(&self, hash: u64, now_ms: u64) -> u64 {
         let Some(slot) = self.slot(hash) else {
@@ -350,11 +369,24 @@ pub(crate) fn choose(
 /// 1 MiB): enough to free that much in keys of a few bytes. Redis bounds the time instead.
 pub const MAX_EVICTIONS_PER_CALL: usize = 65_536;
 
+/// Eviction never takes what the replica holds, less its tombstones, below this share of the
+/// limit (one half).
+///
+/// An eviction turns a live key into a tombstone, which stays until every member has seen it.
+/// While tombstones cannot be collected yet (a partition; a follower of a flood, a round trip
+/// behind), evicting live keys for them frees little and, since every eviction is replicated,
+/// empties the whole cluster: a follower over its limit with nothing but tombstones used to
+/// evict each key as it arrived, and its evictions took the key from every node. Past the
+/// floor, local writes that add data are refused with `OOM` and a peer's writes are held
+/// over the limit until the tombstones are collected.
+pub const LIVE_FLOOR_DIVISOR: usize = 2;
+
 /// Evicts keys of `replica` under `limit` until what it holds, with `other` bytes used
 /// elsewhere and the changes it recorded, fits, or [`MAX_EVICTIONS_PER_CALL`] keys went.
 /// Returns whether a write may go on: memory fits, or eviction is making progress (what is
-/// still over goes at the next write). False under `noeviction` while over, and when there
-/// is nothing left to evict.
+/// still over goes at the next write). False under `noeviction` while over, when there
+/// is nothing left to evict, and when what is left is the live floor
+/// ([`LIVE_FLOOR_DIVISOR`]).
 pub(crate) fn make_room(
     replica: &mut crate::Replica,
     limit: &MemoryLimit,
@@ -375,6 +407,10 @@ pub(crate) fn make_room(
         let progress = n > 0;
         if limit.policy == Policy::NoEviction {
             return false;
+        }
+        let held = replica.memory();
+        if held.bytes().saturating_sub(held.dead_bytes()) <= max / LIVE_FLOOR_DIVISOR {
+            return progress;
         }
         let candidates = replica.eviction_candidates(
             limit.samples.clamp(1, MAX_SAMPLES),

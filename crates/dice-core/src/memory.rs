@@ -35,6 +35,10 @@ pub struct ReplicaMemory {
     pub records: usize,
     /// Their bytes (header, key, element, value).
     pub record_bytes: usize,
+    /// Of the records, the tombstones (of keys, fields and set members).
+    pub dead_records: usize,
+    /// Their bytes.
+    pub dead_record_bytes: usize,
     /// Slots of the map's hash table (its capacity).
     pub map_slots: usize,
     /// Entries of the TTL index.
@@ -59,6 +63,18 @@ impl ReplicaMemory {
             + self.typed_keys * TYPED_KEY
             + self.set_members * SET_MEMBER
             + self.access_table
+    }
+
+    /// Of [`ReplicaMemory::bytes`], what tombstones hold: their records, their entries in the
+    /// dot index and the tombstone index, their share of the map's slots. Eviction cannot
+    /// free it (see [`crate::evict::make_room`]); collecting stable tombstones does.
+    pub fn dead_bytes(&self) -> usize {
+        let slots = (self.map_slots as u128 * self.dead_records as u128
+            / self.records.max(1) as u128) as usize;
+        self.dead_record_bytes
+            + self.dead_records * (RECORD_OVERHEAD + DOT_INDEX_ENTRY)
+            + self.tombstones * TIME_INDEX_ENTRY
+            + slots * MAP_SLOT
     }
 }
 
@@ -89,6 +105,8 @@ mod tests {
         let m = ReplicaMemory {
             records: 2,
             record_bytes: 100,
+            dead_records: 1,
+            dead_record_bytes: 30,
             map_slots: 4,
             expiring: 1,
             tombstones: 1,
@@ -104,6 +122,10 @@ mod tests {
                 + TYPED_KEY
                 + 3 * SET_MEMBER
                 + 8
+        );
+        assert_eq!(
+            m.dead_bytes(),
+            30 + RECORD_OVERHEAD + DOT_INDEX_ENTRY + TIME_INDEX_ENTRY + 2 * MAP_SLOT
         );
         let u = Usage {
             dataset: 1,

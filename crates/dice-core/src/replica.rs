@@ -204,6 +204,9 @@ pub struct Replica {
     alone_since_ms: Option<u64>,
     /// Bytes of the records held (see [`crate::memory`]).
     record_bytes: usize,
+    /// Of those, the tombstones': how many, and their bytes.
+    dead_records: usize,
+    dead_record_bytes: usize,
     /// Recency or frequency of access, for eviction (empty without a memory limit).
     access: crate::evict::Access,
     /// Per origin, the seq up to which [`Replica::collect_stable_tombstones`] has looked.
@@ -248,6 +251,8 @@ impl Replica {
             member_horizon_ms: DEFAULT_MEMBER_HORIZON_MS,
             alone_since_ms: None,
             record_bytes: 0,
+            dead_records: 0,
+            dead_record_bytes: 0,
             access: crate::evict::Access::default(),
             swept: BTreeMap::new(),
         }
@@ -915,6 +920,9 @@ impl Replica {
             return self.apply(entry, now_ms);
         }
         self.clock.observe(entry.version.hlc, now_ms);
+        if entry.value.is_some() {
+            self.touch_written(&entry.key, now_ms);
+        }
         self.install(entry, ChangeSource::Remote);
         self.stats.remote_applied += 1;
         Ok(true)
@@ -987,6 +995,9 @@ impl Replica {
             seq,
             expires_at_ms: expires_at_ms.map(|t| t.min(i64::MAX as u64)),
         };
+        if entry.value.is_some() {
+            self.touch_written(&entry.key, now_ms);
+        }
         self.install(entry.clone(), ChangeSource::Local);
         Ok(entry)
     }
@@ -1201,6 +1212,10 @@ impl Replica {
             _ => cur.version() < entry.version,
         });
         if wins {
+            if entry.value.is_some() {
+                // Arrived: as recent as a local write, not the coldest key here.
+                self.touch_written(&entry.key, now_ms);
+            }
             self.install(entry, ChangeSource::Remote);
             self.stats.remote_applied += 1;
         } else {
@@ -1462,6 +1477,10 @@ impl Replica {
     fn index(&mut self, hash: u64, r: &Record) {
         let (origin, seq) = (r.origin(), r.seq());
         self.record_bytes += r.heap_len();
+        if r.is_tombstone() {
+            self.dead_records += 1;
+            self.dead_record_bytes += r.heap_len();
+        }
         self.vv.touch(origin);
         self.by_dot.entry(origin).or_default().insert(seq, hash);
         if r.elem().is_set() {
@@ -1495,6 +1514,10 @@ impl Replica {
     fn unindex(&mut self, r: &Record) {
         let (origin, seq) = (r.origin(), r.seq());
         self.record_bytes -= r.heap_len();
+        if r.is_tombstone() {
+            self.dead_records -= 1;
+            self.dead_record_bytes -= r.heap_len();
+        }
         if let Some(seqs) = self.by_dot.get_mut(&origin) {
             seqs.remove(&seq);
             if seqs.is_empty() {

@@ -149,7 +149,14 @@ async fn three_nodes_under_a_flood_and_a_partition_converge_within_the_limit() {
     );
     let keys = live_keys(&a);
     eprintln!("flood: {} keys left", keys.len());
-    assert!(!keys.is_empty(), "everything evicted");
+    // About 3,400 keys fit in the limit; eviction leaves live keys at least half of it on
+    // each node, and the cluster ends with the union of the evictions (seen: 850 to 1,950 left;
+    // 0 when followers evicted every key that arrived).
+    assert!(
+        keys.len() >= 300,
+        "{} keys left: the flood emptied the cache",
+        keys.len()
+    );
     // Once the evictions' tombstones are collected, memory is back under the limit.
     assert!(
         eventually(Duration::from_secs(30), || async {

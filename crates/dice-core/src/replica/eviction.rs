@@ -12,6 +12,8 @@ impl Replica {
         ReplicaMemory {
             records: self.map.len(),
             record_bytes: self.record_bytes,
+            dead_records: self.dead_records,
+            dead_record_bytes: self.dead_record_bytes,
             map_slots: self.map.capacity(),
             expiring: self.expiring.len(),
             tombstones: self.tombstones.len(),
@@ -42,6 +44,13 @@ impl Replica {
     pub(super) fn touch(&self, key: &[u8], now_ms: u64) {
         if self.access.heap_bytes() > 0 {
             self.access.touch(self.hash(key, Elem::Key), now_ms);
+        }
+    }
+
+    /// Notes that `key` was written, locally or by a peer (see [`Access::touch_written`]).
+    pub(super) fn touch_written(&self, key: &[u8], now_ms: u64) {
+        if self.access.heap_bytes() > 0 {
+            self.access.touch_written(self.hash(key, Elem::Key), now_ms);
         }
     }
 

@@ -137,14 +137,17 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
             );
             // Tombstones wait for every member to hold them (see "Eviction and the memory
             // limit" in docs/ARCHITECTURE.md); the GC counters say whether they can go.
-            let (tombstones, stats) = server
-                .cache
-                .with_replica(|r| (r.memory().tombstones, r.stats()));
+            // Eviction leaves live keys at least half the limit whatever tombstones hold
+            // (`dice_tombstones_bytes`): past that, writes are refused until they go.
+            let (memory, stats) = server.cache.with_replica(|r| (r.memory(), r.stats()));
             let _ = write!(
                 t,
-                "dice_tombstones:{tombstones}\r\ndice_gc_dropped:{}\r\n\
+                "dice_tombstones:{}\r\ndice_tombstones_bytes:{}\r\ndice_gc_dropped:{}\r\n\
                  dice_gc_waiting:{}\r\n",
-                stats.gc_dropped, stats.gc_waiting,
+                memory.tombstones,
+                memory.dead_bytes(),
+                stats.gc_dropped,
+                stats.gc_waiting,
             );
         });
     }
