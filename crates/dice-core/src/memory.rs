@@ -67,7 +67,7 @@ impl ReplicaMemory {
 
     /// Of [`ReplicaMemory::bytes`], what tombstones hold: their records, their entries in the
     /// dot index and the tombstone index, their share of the map's slots. Eviction cannot
-    /// free it (see [`crate::evict::make_room`]); collecting stable tombstones does.
+    /// free it (see [`crate::evict::LIVE_FLOOR_DIVISOR`]); collecting stable tombstones does.
     pub fn dead_bytes(&self) -> usize {
         let slots = (self.map_slots as u128 * self.dead_records as u128
             / self.records.max(1) as u128) as usize;
