@@ -728,15 +728,23 @@ impl Cache {
             let generation = {
                 let st = shared.state.read();
                 // Past the memory limit, pending writes wait for their commit rather than
-                // crowd out the data (eviction cannot free what is not committed yet).
-                let pending_bytes = st.dirty_bytes;
+                // crowd out the data (eviction cannot free what is not committed yet: an
+                // evicted key's record stays in the undo table until its eviction is durable).
+                let used = usage(shared, &st);
+                let committing = shared.committing_bytes.load(Ordering::Relaxed) > 0;
                 let memory_full = st.limit.max_bytes > 0
-                    && pending_bytes as u64 > st.limit.max_bytes / 8
-                    && usage(shared, &st).total() as u64 > st.limit.max_bytes;
+                    && used.pending as u64 > st.limit.max_bytes / 8
+                    && used.total() as u64 > st.limit.max_bytes
+                    && (committing || !st.dirty.is_empty());
                 if st.dirty.len() < shared.options.max_pending_keys && !memory_full {
                     return Ok(());
                 }
-                st.generation
+                // The next group if anything waits for one, else the group being committed.
+                if st.dirty.is_empty() {
+                    st.generation - 1
+                } else {
+                    st.generation
+                }
             };
             shared.wake_writer.notify_one();
             self.wait_generation(generation).await.ok();
@@ -1188,7 +1196,8 @@ fn usage(shared: &Shared, st: &State) -> Usage {
         dataset: st.replica.memory().bytes(),
         pending: st.dirty_bytes
             + shared.committing_bytes.load(Ordering::Relaxed)
-            + st.replica.pending_change_count() * crate::memory::PENDING_CHANGE,
+            + st.replica.pending_change_count() * crate::memory::PENDING_CHANGE
+            + st.replica.undo_bytes(),
         clients: shared.client_memory.load(Ordering::Relaxed),
     }
 }

@@ -383,6 +383,9 @@ pub const LIVE_FLOOR_DIVISOR: usize = 2;
 
 /// Evicts keys of `replica` under `limit` until what it holds, with `other` bytes used
 /// elsewhere and the changes it recorded, fits, or [`MAX_EVICTIONS_PER_CALL`] keys went.
+/// The undo records of changes not durable yet count in `used_memory` but not here: an
+/// eviction moves the key's record into them until it is durable, so evicting for them only
+/// evicts more (writes wait for the group commit instead, see `Cache::wait_for_room`).
 /// Returns whether a write may go on: memory fits, or eviction is making progress (what is
 /// still over goes at the next write). False under `noeviction` while over, when there
 /// is nothing left to evict, and when what is left is the live floor

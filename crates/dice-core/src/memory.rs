@@ -28,6 +28,10 @@ pub const SET_MEMBER: usize = 300;
 /// handles, besides the key and value bytes.
 pub const PENDING_CHANGE: usize = 120;
 
+/// An undo record of a change not durable yet (its slot in the undo table: key handle,
+/// element, record handle, control byte, at a load of 7/8), besides the key and record bytes.
+pub const UNDO_ENTRY: usize = 80;
+
 /// What a replica holds, counted for [`Usage`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaMemory {
@@ -83,7 +87,8 @@ impl ReplicaMemory {
 pub struct Usage {
     /// The map, its indexes, tombstones and the access table ([`ReplicaMemory::bytes`]).
     pub dataset: usize,
-    /// Changes waiting for a group commit, and the group being committed.
+    /// Changes waiting for a group commit, the group being committed, and what each changed
+    /// key held durably (kept to undo a failed commit).
     pub pending: usize,
     /// What the embedding program reported (client buffers of the RESP server).
     pub clients: usize,

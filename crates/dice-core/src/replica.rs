@@ -196,6 +196,9 @@ pub struct Replica {
     /// When kept (see [`Replica::keep_undo`]): for every key changed since the durable state,
     /// what it held durably (`None`: nothing), so that a failed commit can be undone.
     undo: Option<HashMap<(Bytes, Elem), Option<Record>>>,
+    /// What `undo` holds, counted as pending memory ([`crate::memory::UNDO_ENTRY`] each, and
+    /// the keys and records it keeps).
+    undo_bytes: usize,
     /// The other members of the cluster: every origin we hold writes of and every node that
     /// talked to us, with what each acknowledged holding.
     members: BTreeMap<NodeId, Member>,
@@ -247,6 +250,7 @@ impl Replica {
             durable_local: None,
             shadowed: BTreeMap::new(),
             undo: None,
+            undo_bytes: 0,
             members: BTreeMap::new(),
             member_horizon_ms: DEFAULT_MEMBER_HORIZON_MS,
             alone_since_ms: None,
@@ -1234,9 +1238,7 @@ impl Replica {
         {
             self.shadowed.insert(old.seq(), entry.seq);
         }
-        if let Some(undo) = self.undo.as_mut() {
-            undo.entry((entry.key.clone(), entry.elem)).or_insert(old);
-        }
+        self.note_undo(&entry.key, entry.elem, old);
         if let Some(changes) = self.changes.as_mut() {
             changes.push(Change {
                 key: entry.key.clone(),
@@ -1386,10 +1388,25 @@ impl Replica {
                 source,
             });
         }
-        if let Some(undo) = self.undo.as_mut() {
-            undo.entry((key, elem)).or_insert(Some(old));
-        }
+        self.note_undo(&key, elem, Some(old));
         true
+    }
+
+    /// Keeps what `key`'s element held durably, `before`, unless it changed already since the
+    /// durable state (what it held then is kept).
+    fn note_undo(&mut self, key: &Bytes, elem: Elem, before: Option<Record>) {
+        let Some(undo) = self.undo.as_mut() else {
+            return;
+        };
+        if let std::collections::hash_map::Entry::Vacant(v) = undo.entry((key.clone(), elem)) {
+            self.undo_bytes += undo_cost(key, before.as_ref());
+            v.insert(before);
+        }
+    }
+
+    /// Bytes of the undo records kept for changes not durable yet (see [`Replica::keep_undo`]).
+    pub(crate) fn undo_bytes(&self) -> usize {
+        self.undo_bytes
     }
 
     /// Starts keeping what each changed key held durably, for [`Replica::rollback`]. A store
@@ -1415,10 +1432,20 @@ impl Replica {
         let Some(undo) = self.undo.as_mut() else {
             return;
         };
-        if changed_since {
-            undo.insert(slot.clone(), now.map(Record::new));
+        let before = if changed_since {
+            let record = now.map(Record::new);
+            self.undo_bytes += undo_cost(&slot.0, record.as_ref());
+            undo.insert(slot.clone(), record)
         } else {
-            undo.remove(slot);
+            undo.remove(slot)
+        };
+        if let Some(before) = before {
+            self.undo_bytes -= undo_cost(&slot.0, before.as_ref());
+        }
+        // A flood leaves a table sized for its peak (a follower's held 48 MB of empty slots
+        // long after): give the room back once it is mostly empty.
+        if undo.capacity() > 4096 && undo.len() < undo.capacity() / 8 {
+            undo.shrink_to(undo.len() * 2);
         }
     }
 
@@ -1431,6 +1458,7 @@ impl Replica {
             return 0;
         };
         let undo = std::mem::take(undo);
+        self.undo_bytes = 0;
         self.vv = vv.clone();
         self.floors = floors.clone();
         self.shadowed.clear();
@@ -2501,6 +2529,13 @@ fn entry_hash(
         None => h.update(&[0]),
     }
     h.digest()
+}
+
+/// What one undo record costs: its slot in the table, its key, the record it keeps.
+fn undo_cost(key: &[u8], before: Option<&Record>) -> usize {
+    crate::memory::UNDO_ENTRY
+        + key.len()
+        + before.map_or(0, |r| r.heap_len() + crate::memory::RECORD_OVERHEAD)
 }
 
 pub(crate) fn record_hash(r: &Record) -> u64 {

