@@ -86,7 +86,7 @@ report() {
         rss=$(( $(rss_kb "${PID[$i]}") * 1024 ))
         verdict=within
         if (( peak > BOUND[i] )); then verdict=OVER; fi
-        echo "node $i: peak rss $(mb "$peak") MB ($verdict), rss 5 s after $(mb "$rss") MB, bound $(mb "${BOUND[$i]}") MB; used_memory $(mb "$(info "${P[$i]}" memory used_memory)") MB, evicted_keys $(info "${P[$i]}" memory evicted_keys), tombstones $(info "${P[$i]}" memory dice_tombstones), gc waiting $(info "${P[$i]}" memory dice_gc_waiting), keys $(redis-cli -p "${P[$i]}" DBSIZE), digest $(info "${P[$i]}" cluster dice_digest)"
+        echo "node $i: peak rss $(mb "$peak") MB ($verdict), rss 5 s after $(mb "$rss") MB, bound $(mb "${BOUND[$i]}") MB; used_memory $(mb "$(info "${P[$i]}" memory used_memory)") MB, allocated $(mb "$(info "${P[$i]}" memory allocator_allocated)") MB, allocator resident $(mb "$(info "${P[$i]}" memory allocator_resident)") MB, evicted_keys $(info "${P[$i]}" memory evicted_keys), tombstones $(info "${P[$i]}" memory dice_tombstones), gc waiting $(info "${P[$i]}" memory dice_gc_waiting), keys $(redis-cli -p "${P[$i]}" DBSIZE), digest $(info "${P[$i]}" cluster dice_digest)"
     done
 }
 
@@ -96,7 +96,7 @@ later() {
     sleep 10
     alive
     for i in 1 2 3; do
-        echo "node $i, 15 s after: rss $(mb "$(( $(rss_kb "${PID[$i]}") * 1024 ))") MB, used_memory $(mb "$(info "${P[$i]}" memory used_memory)") MB, tombstones $(info "${P[$i]}" memory dice_tombstones), keys $(redis-cli -p "${P[$i]}" DBSIZE)"
+        echo "node $i, 15 s after: rss $(mb "$(( $(rss_kb "${PID[$i]}") * 1024 ))") MB, used_memory $(mb "$(info "${P[$i]}" memory used_memory)") MB, allocated $(mb "$(info "${P[$i]}" memory allocator_allocated)") MB, allocator resident $(mb "$(info "${P[$i]}" memory allocator_resident)") MB, tombstones $(info "${P[$i]}" memory dice_tombstones), keys $(redis-cli -p "${P[$i]}" DBSIZE)"
     done
 }
 

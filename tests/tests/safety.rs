@@ -133,6 +133,14 @@ fn deleting_the_database_under_a_node_refuses_writes_and_says_so() {
     let mut c = TcpStream::connect(&api).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert_eq!(resp(&mut c, &["SET", "before", "1"]), "+OK\r\n");
+    // (The node's allocator, jemalloc, reports what it holds next to `used_memory`.)
+    let memory = resp(&mut c, &["INFO", "memory"]);
+    let allocated: u64 = memory
+        .lines()
+        .find_map(|l| l.strip_prefix("allocator_allocated:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no allocator_allocated: {memory}"));
+    assert!(allocated > 1 << 20, "{memory}");
     for name in ["dice.sqlite3", "dice.sqlite3-wal", "dice.sqlite3-shm"] {
         let _ = std::fs::remove_file(dir.path().join(name));
     }

@@ -342,7 +342,8 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
     let config = RespConfig::default()
         .with_requirepass(requirepass)
         .with_timeout(Duration::from_secs(args.timeout))
-        .with_command_observer(metrics.as_ref().map(|(_, m)| m.command_observer()));
+        .with_command_observer(metrics.as_ref().map(|(_, m)| m.command_observer()))
+        .with_allocator_stats(Some(crate::allocator_stats));
     let metrics_task = metrics.map(|(listener, metrics)| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving metrics at /metrics");

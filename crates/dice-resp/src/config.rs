@@ -78,6 +78,23 @@ pub struct RespConfig {
     pub max_tracking_prefixes_total: usize,
     /// Told of every command run, with its duration (for metrics; default none).
     pub command_observer: Option<Arc<dyn CommandObserver>>,
+    /// Reads the allocator's own figures for `INFO memory` (`allocator_allocated`,
+    /// `allocator_active`, `allocator_resident` and their ratios, as Redis shows jemalloc's);
+    /// the program that chose the allocator knows how (default none: the lines are left out).
+    pub allocator_stats: Option<fn() -> Option<AllocatorStats>>,
+}
+
+/// The allocator's figures, in bytes (jemalloc's `stats.allocated`, `stats.active`,
+/// `stats.resident`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocatorStats {
+    /// Bytes the program holds in allocations.
+    pub allocated: usize,
+    /// Bytes of the pages those allocations are on (allocated plus what is free within them).
+    pub active: usize,
+    /// Bytes the allocator holds resident: active pages, its metadata, and freed pages not
+    /// returned to the system yet.
+    pub resident: usize,
 }
 
 dice_core::__option_setters!(RespConfig {
@@ -101,6 +118,7 @@ dice_core::__option_setters!(RespConfig {
     with_max_tracking_prefixes_per_client => max_tracking_prefixes_per_client: usize,
     with_max_tracking_prefixes_total => max_tracking_prefixes_total: usize,
     with_command_observer => command_observer: Option<Arc<dyn CommandObserver>>,
+    with_allocator_stats => allocator_stats: Option<fn() -> Option<AllocatorStats>>,
 });
 
 /// Observes the commands a server runs (see [`RespConfig::command_observer`]).
@@ -135,6 +153,7 @@ impl Default for RespConfig {
             max_tracking_prefixes_per_client: 1_000,
             max_tracking_prefixes_total: 100_000,
             command_observer: None,
+            allocator_stats: None,
         }
     }
 }

@@ -219,4 +219,4 @@ mod wire;
 pub use cluster::ClusterInfo;
 pub use frame::{FrameError, FrameLimits};
 pub use pubsub::{PubSubBus, PubSubHandle};
-pub use server::{CommandObserver, RespConfig, RespHandle, RespServer, serve};
+pub use server::{AllocatorStats, CommandObserver, RespConfig, RespHandle, RespServer, serve};

@@ -4,7 +4,7 @@
 
 use crate::client::{MAX_LINGERING_REFUSALS, linger_close, run_connection};
 use crate::cluster::ClusterInfo;
-pub use crate::config::{CommandObserver, RespConfig};
+pub use crate::config::{AllocatorStats, CommandObserver, RespConfig};
 use crate::pubsub::{Hub, PubSubBus, PubSubHandle};
 use crate::state::{AuthLog, Pause, ServerState, Stats};
 use crate::tracking::Tracking;

@@ -52,6 +52,15 @@ async fn config_and_info_show_the_limit() {
     let used: u64 = info_field(&info, "used_memory").parse().unwrap();
     assert!(used > 0);
     assert!(info_field(&info, "used_memory_rss").parse::<u64>().unwrap() > 0);
+    assert!(
+        info_field(&info, "mem_fragmentation_ratio")
+            .parse::<f64>()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(info_field(&info, "dice_tombstones_bytes"), "0");
+    // The allocator's lines come from the program that chose it (`dice node`: jemalloc).
+    assert!(!info.contains("allocator_allocated"));
     // One connection's buffers count.
     assert!(
         info_field(&info, "used_memory_clients")

@@ -118,11 +118,30 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                 usage.pending,
                 usage.clients,
             );
-            if let Some(rss) = rss_bytes() {
+            let rss = rss_bytes();
+            if let Some(rss) = rss {
                 let _ = write!(
                     t,
-                    "used_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\n",
-                    human_bytes(rss)
+                    "used_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\n\
+                     mem_fragmentation_ratio:{:.2}\r\n",
+                    human_bytes(rss),
+                    rss as f64 / used.max(1) as f64,
+                );
+            }
+            // As Redis shows jemalloc's: what the program holds, the pages it is on, what is
+            // resident. RSS far above `used_memory` is either uncounted allocations
+            // (`allocator_allocated` high too) or pages the allocator keeps.
+            if let Some(a) = server.config.allocator_stats.and_then(|read| read()) {
+                let ratio = |x: usize, y: usize| x as f64 / y.max(1) as f64;
+                let _ = write!(
+                    t,
+                    "allocator_allocated:{}\r\nallocator_active:{}\r\nallocator_resident:{}\r\n\
+                     allocator_frag_ratio:{:.2}\r\nallocator_rss_ratio:{:.2}\r\n",
+                    a.allocated,
+                    a.active,
+                    a.resident,
+                    ratio(a.active, a.allocated),
+                    ratio(a.resident, a.active),
                 );
             }
             let max = usize::try_from(limit.max_bytes).unwrap_or(usize::MAX);
