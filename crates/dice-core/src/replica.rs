@@ -924,9 +924,7 @@ impl Replica {
             return self.apply(entry, now_ms);
         }
         self.clock.observe(entry.version.hlc, now_ms);
-        if entry.value.is_some() {
-            self.touch_written(&entry.key, now_ms);
-        }
+        self.touch_written(&entry, now_ms);
         self.install(entry, ChangeSource::Remote);
         self.stats.remote_applied += 1;
         Ok(true)
@@ -999,9 +997,7 @@ impl Replica {
             seq,
             expires_at_ms: expires_at_ms.map(|t| t.min(i64::MAX as u64)),
         };
-        if entry.value.is_some() {
-            self.touch_written(&entry.key, now_ms);
-        }
+        self.touch_written(&entry, now_ms);
         self.install(entry.clone(), ChangeSource::Local);
         Ok(entry)
     }
@@ -1216,10 +1212,8 @@ impl Replica {
             _ => cur.version() < entry.version,
         });
         if wins {
-            if entry.value.is_some() {
-                // Arrived: as recent as a local write, not the coldest key here.
-                self.touch_written(&entry.key, now_ms);
-            }
+            // Arrived: as recent as a local write, not the coldest key here.
+            self.touch_written(&entry, now_ms);
             self.install(entry, ChangeSource::Remote);
             self.stats.remote_applied += 1;
         } else {

@@ -47,10 +47,12 @@ impl Replica {
         }
     }
 
-    /// Notes that `key` was written, locally or by a peer (see [`Access::touch_written`]).
-    pub(super) fn touch_written(&self, key: &[u8], now_ms: u64) {
-        if self.access.heap_bytes() > 0 {
-            self.access.touch_written(self.hash(key, Elem::Key), now_ms);
+    /// Notes that `entry`'s key was written, locally or by a peer, if it holds a value (see
+    /// [`Access::touch_written`]); a removal is no access.
+    pub(super) fn touch_written(&self, entry: &crate::Entry, now_ms: u64) {
+        if entry.value.is_some() && self.access.heap_bytes() > 0 {
+            self.access
+                .touch_written(self.hash(&entry.key, Elem::Key), now_ms);
         }
     }
 
