@@ -125,6 +125,8 @@ pub const DEFAULT_MEMBER_HORIZON_MS: u64 = 3_600_000;
 pub struct GcReport {
     /// Dead entries dropped.
     pub dropped: usize,
+    /// The pass stopped at its bound ([`Replica::gc_at_most`]): more may be collectable now.
+    pub more: bool,
 }
 
 /// An in-memory LWW-map replica.
@@ -1763,6 +1765,14 @@ impl Replica {
     /// kept until the gap is filled, so a floor never passes what this replica holds
     /// contiguously.
     pub fn gc(&mut self, now_ms: u64, grace_ms: u64) -> GcReport {
+        self.gc_at_most(now_ms, grace_ms, usize::MAX)
+    }
+
+    /// [`Replica::gc`], looking at no more than `max` dead entries of the tombstone and
+    /// expiry indexes (oldest first); [`GcReport::more`] says when it stopped there. Each
+    /// drop waits for its commit as a change (a few hundred bytes), so a bounded pass bounds
+    /// the memory one pass takes. Counters and sets are collected whole, as in `gc`.
+    pub fn gc_at_most(&mut self, now_ms: u64, grace_ms: u64, max: usize) -> GcReport {
         let mut report = GcReport::default();
         if !self.gc_may_run(now_ms) {
             return report;
@@ -1783,7 +1793,9 @@ impl Replica {
             .chain(self.expiring_fields.range(..bound))
             .map(|&(_, origin, seq)| (origin, seq))
             .filter(|&(origin, seq)| stable(origin, seq))
+            .take(max)
             .collect();
+        report.more = doomed.len() >= max;
         drop(live);
         let shareable = self.shareable_seq();
         for (origin, seq) in doomed {

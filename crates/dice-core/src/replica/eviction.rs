@@ -222,7 +222,16 @@ impl Replica {
     /// catch-up page while a memory limit is set, so that the tombstones of evictions leave
     /// as soon as every member has them. Returns how many were dropped.
     pub fn collect_stable_tombstones(&mut self, now_ms: u64) -> usize {
-        if self.tombstones.is_empty() || !self.gc_may_run(now_ms) {
+        self.collect_stable_tombstones_at_most(now_ms, usize::MAX)
+    }
+
+    /// [`Replica::collect_stable_tombstones`], dropping at most `max`: the dots past the last
+    /// one it looked at wait for the next call. Each drop is a change waiting for its commit
+    /// (a slot in the dirty set and an undo record, a few hundred bytes): after a flood a
+    /// follower can hold hundreds of thousands of stable tombstones, and dropping them all in
+    /// one go took 300 MB for a moment.
+    pub fn collect_stable_tombstones_at_most(&mut self, now_ms: u64, max: usize) -> usize {
+        if self.tombstones.is_empty() || !self.gc_may_run(now_ms) || max == 0 {
             return 0;
         }
         let shareable = self.shareable_seq();
@@ -239,7 +248,12 @@ impl Replica {
             if stable <= from {
                 continue;
             }
+            let mut looked = stable;
             for (&seq, &hash) in seqs.range(from + 1..=stable) {
+                if doomed.len() >= max {
+                    looked = seq - 1;
+                    break;
+                }
                 if let Some(r) = self.record_at(hash, origin, seq)
                     && r.is_tombstone()
                     && self
@@ -249,7 +263,10 @@ impl Replica {
                     doomed.push((Bytes::copy_from_slice(r.key()), r.elem(), origin, seq));
                 }
             }
-            self.swept.insert(origin, stable);
+            self.swept.insert(origin, looked);
+            if doomed.len() >= max {
+                break;
+            }
         }
         for (key, elem, origin, seq) in &doomed {
             self.remove(key, *elem, ChangeSource::Dropped);
