@@ -1,7 +1,8 @@
 # bench/lib.sh: what the benchmark scripts share. Sourced, after the script has set ROOT (the
 # repository), DICE (the binary), TMP (its temp dir) and PIDS=() (the processes it starts).
 #
-# On exit it stops the processes the script started (only those, by pid) and removes TMP.
+# On exit it stops the processes the script started (only those, by pid) and removes TMP
+# (kept when KEEP_TMP is set, for the nodes' logs).
 
 log() { echo "# $*" >&2; }
 
@@ -9,7 +10,7 @@ cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
+    if [[ -n ${KEEP_TMP:-} ]]; then echo "# kept $TMP (KEEP_TMP)" >&2; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 

@@ -57,18 +57,29 @@ for i in 1 2 3; do
     echo "node $i: base rss $(mb "${BASE[$i]}") MB, bound 1.2 x maxmemory + base = $(mb "${BOUND[$i]}") MB"
 done
 
-# sample_rss OUT: the peak RSS of each node, sampled every 0.2 s until $TMP/stop exists.
+# sample_rss OUT: the peak RSS of each node, sampled every 0.2 s until $TMP/stop exists;
+# OUT.at has, for each node, what INFO memory said when that peak was seen (used_memory,
+# the allocator's allocated and resident bytes), to tell the allocator's part of a peak.
 sample_rss() {
-    local out=$1 i r
-    local -a peak=(0 0 0 0)
+    local out=$1 i r m
+    local -a peak=(0 0 0 0) at=("" "" "" "")
     while [[ ! -e $TMP/stop ]]; do
         for i in 1 2 3; do
             r=$(rss_kb "${PID[$i]}")
-            if (( r > peak[i] )); then peak[i]=$r; fi
+            if (( r > peak[i] )); then
+                peak[i]=$r
+                m=$(redis-cli -h 127.0.0.1 -p "${P[$i]}" INFO memory 2>/dev/null | tr -d '\r' |
+                    awk -F: '$1 == "used_memory" { u = $2 } $1 == "allocator_allocated" { a = $2 }
+                             $1 == "allocator_resident" { r = $2 }
+                             END { printf "used_memory %.1f MB, allocated %.1f MB, resident %.1f MB",
+                                   u / 1048576, a / 1048576, r / 1048576 }')
+                at[i]="$m, $(awk '/RssAnon|RssFile|RssShmem/ { printf "%s %.1f MB ", $1, $2 / 1024 }' "/proc/${PID[$i]}/status" 2>/dev/null)"
+            fi
         done
         sleep 0.2
     done
     echo "${peak[1]} ${peak[2]} ${peak[3]}" >"$out"
+    printf '%s\n' "${at[1]}" "${at[2]}" "${at[3]}" >"$out.at"
 }
 
 # flood PORT: prints SET req/s. Writes refused with OOM count as requests (redis-benchmark
@@ -81,12 +92,13 @@ flood() {
 report() {
     local peaks=$1 i rss peak verdict
     read -r -a pk <"$peaks"
+    mapfile -t at <"$peaks.at"
     for i in 1 2 3; do
         peak=$(( pk[i - 1] * 1024 ))
         rss=$(( $(rss_kb "${PID[$i]}") * 1024 ))
         verdict=within
         if (( peak > BOUND[i] )); then verdict=OVER; fi
-        echo "node $i: peak rss $(mb "$peak") MB ($verdict), rss 5 s after $(mb "$rss") MB, bound $(mb "${BOUND[$i]}") MB; used_memory $(mb "$(info "${P[$i]}" memory used_memory)") MB, allocated $(mb "$(info "${P[$i]}" memory allocator_allocated)") MB, allocator resident $(mb "$(info "${P[$i]}" memory allocator_resident)") MB, evicted_keys $(info "${P[$i]}" memory evicted_keys), tombstones $(info "${P[$i]}" memory dice_tombstones), gc waiting $(info "${P[$i]}" memory dice_gc_waiting), keys $(redis-cli -p "${P[$i]}" DBSIZE), digest $(info "${P[$i]}" cluster dice_digest)"
+        echo "node $i: peak rss $(mb "$peak") MB ($verdict; at the peak ${at[i - 1]}), rss 5 s after $(mb "$rss") MB, bound $(mb "${BOUND[$i]}") MB; used_memory $(mb "$(info "${P[$i]}" memory used_memory)") MB, allocated $(mb "$(info "${P[$i]}" memory allocator_allocated)") MB, allocator resident $(mb "$(info "${P[$i]}" memory allocator_resident)") MB, evicted_keys $(info "${P[$i]}" memory evicted_keys), tombstones $(info "${P[$i]}" memory dice_tombstones), gc waiting $(info "${P[$i]}" memory dice_gc_waiting), keys $(redis-cli -p "${P[$i]}" DBSIZE), digest $(info "${P[$i]}" cluster dice_digest)"
     done
 }
 
