@@ -871,6 +871,18 @@ impl Cache {
             .note_member(from, Some(vv), self.now_ms());
     }
 
+    /// Under a memory limit, while this node holds tombstones: a push of no write, whose
+    /// only use is the acknowledgement (the member's version vector) it brings back. A
+    /// tombstone goes once every member acknowledged it, and a member tells us so when it
+    /// pushes, acks our push or catches up with us; after a flood only the writer pushed, so
+    /// a follower heard the other followers only at their periodic catch-up (every 5 s, in
+    /// turn) and held their tombstones, over its limit, until then.
+    pub fn acknowledgement_probe(&self) -> Option<SyncMessage> {
+        let st = self.shared().state.read();
+        (st.limit.max_bytes > 0 && st.replica.memory().tombstones > 0)
+            .then(|| st.replica.make_push(Vec::new()))
+    }
+
     /// Starts a catch-up session with a peer; send the returned message to it.
     pub fn start_sync(&self) -> (SyncSession, SyncMessage) {
         let st = self.shared().state.read();
@@ -1274,6 +1286,10 @@ fn collect_if_limited(st: &mut State, now: u64) -> usize {
 /// followed by another once their group is committed (see `gc_loop`).
 const GC_BATCH: usize = 4096;
 
+/// How often, under a memory limit, the tombstones that became stable are dropped when no
+/// write does it (see `gc_loop`).
+const LIMITED_COLLECT_INTERVAL: Duration = Duration::from_millis(500);
+
 /// How many bounded passes one GC tick runs back to back, each after the previous one's
 /// commit, before it leaves the rest to the next tick.
 const GC_PASSES_PER_TICK: usize = 256;
@@ -1316,9 +1332,13 @@ async fn gc_loop(weak: Weak<Shared>) {
         .map(|s| s.options.gc_interval)
         .unwrap_or(Duration::from_secs(10))
         .max(Duration::from_millis(10));
-    let mut tick = tokio::time::interval(period);
+    // Under a memory limit the tick comes more often, to drop the tombstones that became
+    // stable (acknowledged by every member) since the last one; the whole collection still
+    // runs every `period`.
+    let mut tick = tokio::time::interval(period.min(LIMITED_COLLECT_INTERVAL));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut last_full = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         let Some(mut shared) = weak.upgrade() else {
@@ -1327,6 +1347,23 @@ async fn gc_loop(weak: Weak<Shared>) {
         if shared.closing.load(Ordering::SeqCst) {
             return;
         }
+        if last_full.elapsed() < period {
+            let waiting = {
+                let st = shared.state.read();
+                st.limit.max_bytes > 0 && st.replica.memory().tombstones > 0
+            };
+            if !waiting {
+                continue;
+            }
+            let mut st = shared.state.write();
+            let now = shared.now_ms();
+            if collect_if_limited(&mut st, now) > 0 {
+                record(&shared, &mut st);
+                shared.wake_writer.notify_one();
+            }
+            continue;
+        }
+        last_full = tokio::time::Instant::now();
         for _ in 0..GC_PASSES_PER_TICK {
             let report = gc_once(&shared);
             if !report.more || report.dropped == 0 || shared.closing.load(Ordering::SeqCst) {

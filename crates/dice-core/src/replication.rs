@@ -40,6 +40,10 @@ pub struct ReplicationConfig {
     pub catchup_interval: Duration,
     /// How often to compare digests with one member (default 30 s).
     pub antientropy_interval: Duration,
+    /// While [`SyncEndpoint::acknowledgement_probe`] offers a probe (tombstones wait for
+    /// members' acknowledgements under a memory limit), how often to send it to every
+    /// member with no push in flight (default 500 ms).
+    pub probe_interval: Duration,
 }
 
 impl Default for ReplicationConfig {
@@ -49,6 +53,7 @@ impl Default for ReplicationConfig {
             push_retry_delay: Duration::from_millis(100),
             catchup_interval: Duration::from_secs(5),
             antientropy_interval: Duration::from_secs(30),
+            probe_interval: Duration::from_millis(500),
         }
     }
 }
@@ -82,6 +87,12 @@ pub trait SyncEndpoint {
     /// Handles a message that is not part of one of our sessions (a request, a push, an ack,
     /// a refusal, an anti-entropy request); returns the reply to send, if any.
     fn handle_sync(&mut self, msg: SyncMessage) -> Result<Option<SyncMessage>>;
+    /// A push carrying no write, sent only for the acknowledgement it brings back, when this
+    /// replica needs its members' acknowledgements sooner than its writes bring them (see
+    /// [`Cache::acknowledgement_probe`]); `None` (the default) when it does not.
+    fn acknowledgement_probe(&self) -> Option<SyncMessage> {
+        None
+    }
     /// Starts an anti-entropy exchange; `None` while we hold writes past our version vector.
     fn start_antientropy(&self) -> Option<(AeSession, SyncMessage)>;
     /// Feeds an anti-entropy answer to an exchange.
@@ -108,6 +119,9 @@ impl SyncEndpoint for Cache {
     }
     fn handle_sync(&mut self, msg: SyncMessage) -> Result<Option<SyncMessage>> {
         Cache::handle_sync(self, msg)
+    }
+    fn acknowledgement_probe(&self) -> Option<SyncMessage> {
+        Cache::acknowledgement_probe(self)
     }
     fn start_antientropy(&self) -> Option<(AeSession, SyncMessage)> {
         Cache::start_antientropy(self)
@@ -290,6 +304,8 @@ pub struct Replicator<K> {
     antientropy_turn: usize,
     /// Id of the next session started.
     next_session: u64,
+    /// When acknowledgement probes may go out next.
+    next_probe: Duration,
 }
 
 impl<K: Ord + Clone> Replicator<K> {
@@ -303,6 +319,7 @@ impl<K: Ord + Clone> Replicator<K> {
             next_antientropy: now + config.antientropy_interval,
             antientropy_turn: 0,
             next_session: 1,
+            next_probe: now,
         }
     }
 
@@ -416,6 +433,27 @@ impl<K: Ord + Clone> Replicator<K> {
             .collect()
     }
 
+    /// The probe to every connected member with no push in flight: a push of nothing new
+    /// (covering up to what the member acknowledged), answered by an ack with its version
+    /// vector. One in flight per member, as for pushes.
+    fn probe_members(&mut self, probe: SyncMessage) -> Vec<Outgoing<K>> {
+        let mut out = Vec::new();
+        for (k, p) in &mut self.peers {
+            if !p.connected || !p.member || p.push_in_flight {
+                continue;
+            }
+            p.push_in_flight = true;
+            out.push(Outgoing {
+                to: k.clone(),
+                msg: probe.clone(),
+                purpose: Purpose::Push {
+                    last_seq: p.acked_seq,
+                },
+            });
+        }
+        out
+    }
+
     /// Whatever is due at `now`: pushes to members behind our shareable seq, and the periodic
     /// catch-up. Returns the requests and when to call again at the latest (`None`: when
     /// something happens).
@@ -451,6 +489,13 @@ impl<K: Ord + Clone> Replicator<K> {
                 msg,
                 purpose: Purpose::Push { last_seq },
             });
+        }
+        if let Some(probe) = end.acknowledgement_probe() {
+            if now >= self.next_probe {
+                self.next_probe = now + self.config.probe_interval;
+                out.extend(self.probe_members(probe));
+            }
+            wake = Some(wake.map_or(self.next_probe, |w| w.min(self.next_probe)));
         }
         if now >= self.next_catch_up {
             self.next_catch_up = now + self.config.catchup_interval;

@@ -870,3 +870,69 @@ async fn pending_memory_is_counted_while_it_waits_and_given_back_once_committed(
     assert_bounded(&cache).await;
     cache.close().await.unwrap();
 }
+
+/// Under a memory limit a node holding tombstones asks its members for their
+/// acknowledgements (a push of no write, every `probe_interval`), since tombstones go only
+/// once every member acknowledged them and a member that does not write tells nothing on its
+/// own. Without a limit, or with no tombstone, nothing is sent.
+#[tokio::test]
+async fn tombstones_under_a_limit_ask_members_for_their_acknowledgements() {
+    use dice_core::{Purpose, ReplicationConfig, Replicator, SyncMessage};
+    let (_dir, mut cache) = cache_with(Policy::AllKeysLru, MAX).await;
+    cache.put(kname(1), value(10)).await.unwrap();
+    let config = ReplicationConfig::default();
+    let mut rep: Replicator<u32> = Replicator::new(config, Duration::ZERO);
+    rep.connected(7, &cache);
+    rep.set_member(&7, true);
+    // Whatever the connection started (a catch-up) is not a probe; nothing to probe for yet.
+    assert!(cache.acknowledgement_probe().is_none(), "no tombstone");
+    let probes = |out: &[dice_core::Outgoing<u32>]| {
+        out.iter()
+            .filter(|o| matches!(&o.msg, SyncMessage::Push(p) if p.entries.is_empty()))
+            .count()
+    };
+    let (out, _) = rep.poll(&cache, Duration::from_millis(1));
+    assert_eq!(probes(&out), 0);
+
+    assert!(cache.delete(kname(1)).await.unwrap());
+    cache.flush().await.unwrap();
+    // The delete itself goes out first, as a push; the member acknowledges it (holding
+    // nothing else, so the tombstone is not stable: another member could still lack it).
+    let (out, _) = rep.poll(&cache, Duration::from_millis(2));
+    assert_eq!(
+        probes(&out),
+        0,
+        "the delete's own push brings an ack already"
+    );
+    let push = out
+        .iter()
+        .find(|o| matches!(o.purpose, Purpose::Push { .. }))
+        .unwrap();
+    let ack = SyncMessage::Ack(dice_core::sync::Ack {
+        from: id(7),
+        vv: dice_core::VersionVector::default(),
+    });
+    rep.on_reply(
+        &7,
+        push.purpose.clone(),
+        Ok(ack),
+        &mut cache,
+        Duration::from_millis(3),
+    );
+    let later = config.probe_interval + Duration::from_millis(10);
+    let (out, wake) = rep.poll(&cache, later);
+    assert_eq!(probes(&out), 1, "a tombstone waits: the member is asked");
+    let probe = out
+        .iter()
+        .find(|o| matches!(o.purpose, Purpose::Push { .. }))
+        .unwrap();
+    assert_eq!(probe.to, 7);
+    assert!(wake.is_some(), "the next probe is scheduled");
+    // One in flight per member, and not again before the interval.
+    let (out, _) = rep.poll(&cache, later + config.probe_interval * 2);
+    assert_eq!(probes(&out), 0, "one probe in flight per member");
+
+    // Without a limit the tombstone waits for the GC tick as before: no probe.
+    cache.set_memory_limit(MemoryLimit::default());
+    assert!(cache.acknowledgement_probe().is_none());
+}
