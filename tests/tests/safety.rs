@@ -141,6 +141,23 @@ fn deleting_the_database_under_a_node_refuses_writes_and_says_so() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no allocator_allocated: {memory}"));
     assert!(allocated > 1 << 20, "{memory}");
+    // `used_memory` counts what jemalloc holds beyond dice's own parts, less the node's base
+    // (`used_memory_other`), so its parts add up to it.
+    let field = |name: &str| -> u64 {
+        memory
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}: {memory}"))
+    };
+    assert_eq!(
+        field("used_memory"),
+        field("used_memory_dataset")
+            + field("used_memory_pending")
+            + field("used_memory_clients")
+            + field("used_memory_other"),
+        "{memory}"
+    );
     for name in ["dice.sqlite3", "dice.sqlite3-wal", "dice.sqlite3-shm"] {
         let _ = std::fs::remove_file(dir.path().join(name));
     }

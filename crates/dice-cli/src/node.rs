@@ -310,6 +310,7 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
         .await
         .with_context(|| format!("starting a node on {}", dir.display()))?;
 
+    let untracked = spawn_untracked_gauge(node.cache());
     let peers = Arc::new(Mutex::new(Vec::new()));
     let asked_ms = Arc::new(std::sync::atomic::AtomicU64::new(peer_lines_now_ms()));
     let refresher = {
@@ -392,6 +393,7 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
     );
     let _ = std::fs::remove_file(dir.join(API_ADDR_FILE));
     refresher.abort();
+    untracked.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }
@@ -440,4 +442,38 @@ mod tests {
             .to_string();
         assert!(e.contains("absent"), "{e}");
     }
+}
+
+/// How often the untracked-memory gauge is refreshed from jemalloc.
+const UNTRACKED_GAUGE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Keeps [`dice_core::Cache::untracked_memory`] at what jemalloc holds beyond what the cache
+/// counts, less that difference as it was when the node had started (libp2p, tokio, the
+/// store: the base every node has, which the memory limit does not cover). Sync messages
+/// being built and applied, a snapshot's chunk, the store's statements then count in
+/// `used_memory`, as the allocator's figure does in Redis's.
+fn spawn_untracked_gauge(cache: &dice_core::Cache) -> tokio::task::JoinHandle<()> {
+    let cache = cache.clone();
+    let gauge = cache.untracked_memory();
+    let gap = move || {
+        let allocated = crate::allocated_bytes()?;
+        Some(allocated.saturating_sub(cache.memory_usage().counted()))
+    };
+    let base = gap();
+    tokio::spawn(async move {
+        let Some(base) = base else {
+            return; // not jemalloc's figures: nothing to add
+        };
+        let mut tick = tokio::time::interval(UNTRACKED_GAUGE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(now) = gap() {
+                gauge.store(
+                    now.saturating_sub(base),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+        }
+    })
 }

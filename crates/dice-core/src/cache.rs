@@ -266,6 +266,9 @@ struct Shared {
     committing_bytes: AtomicUsize,
     /// Bytes the embedding program holds for its clients (see [`Cache::client_memory`]).
     client_memory: Arc<AtomicUsize>,
+    /// Bytes the embedding program's allocator holds that nothing else counts (see
+    /// [`Cache::untracked_memory`]).
+    untracked_memory: Arc<AtomicUsize>,
 }
 
 struct Inner {
@@ -371,6 +374,7 @@ impl Cache {
             cleanup_pending: AtomicBool::new(store.cleanup_pending()),
             committing_bytes: AtomicUsize::new(0),
             client_memory: Arc::new(AtomicUsize::new(0)),
+            untracked_memory: Arc::new(AtomicUsize::new(0)),
             options,
         });
         let writer = tokio::spawn(writer_loop(shared.clone(), store));
@@ -791,6 +795,15 @@ impl Cache {
     /// makes room by eviction like data does.
     pub fn client_memory(&self) -> Arc<AtomicUsize> {
         self.shared().client_memory.clone()
+    }
+
+    /// A gauge the embedding program sets to what its allocator holds that no other part of
+    /// [`Usage`] counts, less what it held when the node started: it counts in `used_memory`
+    /// ([`Usage::other`]), so the limit bounds the process's heap, not only the data, as
+    /// Redis's `used_memory` (the allocator's figure) does. The `dice` binary sets it from
+    /// jemalloc's `allocated` ten times a second. Left at 0, only what dice counts is bounded.
+    pub fn untracked_memory(&self) -> Arc<AtomicUsize> {
+        self.shared().untracked_memory.clone()
     }
 
     /// Runs garbage collection now (it also runs every `gc_interval`): every pass it takes,
@@ -1221,8 +1234,25 @@ fn usage(shared: &Shared, st: &State) -> Usage {
             + st.replica.pending_change_count() * crate::memory::PENDING_CHANGE
             + st.replica.undo_bytes(),
         clients: shared.client_memory.load(Ordering::Relaxed),
+        other: untracked(shared, st),
     }
 }
+
+/// The untracked bytes `used_memory` counts: all of them, but under a limit at most a
+/// quarter of it ([`UNTRACKED_SHARE`]).
+fn untracked(shared: &Shared, st: &State) -> usize {
+    let bytes = shared.untracked_memory.load(Ordering::Relaxed);
+    match usize::try_from(st.limit.max_bytes) {
+        Ok(0) | Err(_) => bytes,
+        Ok(max) => bytes.min(max / UNTRACKED_SHARE),
+    }
+}
+
+/// Under a limit, untracked allocations ([`Cache::untracked_memory`]) count for at most
+/// `1 / UNTRACKED_SHARE` of it: they come and go with the load (a sync message being applied,
+/// a group being committed), and eviction cannot free them; counted whole, a burst of them
+/// would evict live keys down to the live floor and refuse writes with `OOM` until it passed.
+const UNTRACKED_SHARE: usize = 4;
 
 /// How often, at most, garbage collection runs early because memory is over the limit.
 const PRESSURE_GC_INTERVAL_MS: u64 = 100;
@@ -1238,6 +1268,7 @@ fn make_room(shared: &Shared, st: &mut State, now: u64) -> bool {
         st.dirty_bytes
             + shared.committing_bytes.load(Ordering::Relaxed)
             + shared.client_memory.load(Ordering::Relaxed)
+            + untracked(shared, st)
     };
     let limit = st.limit;
     let o = other(st);

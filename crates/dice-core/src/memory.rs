@@ -92,11 +92,21 @@ pub struct Usage {
     pub pending: usize,
     /// What the embedding program reported (client buffers of the RESP server).
     pub clients: usize,
+    /// What the embedding program's allocator holds beyond the parts above and beyond what it
+    /// held when the node started (see [`crate::Cache::untracked_memory`]): sync messages
+    /// being built and applied, the store's statements, a snapshot's chunk, libraries'
+    /// buffers. 0 unless the program reports it.
+    pub other: usize,
 }
 
 impl Usage {
     /// The total: `used_memory`.
     pub fn total(&self) -> usize {
+        self.dataset + self.pending + self.clients + self.other
+    }
+
+    /// The parts dice counts itself, without [`Usage::other`].
+    pub fn counted(&self) -> usize {
         self.dataset + self.pending + self.clients
     }
 }

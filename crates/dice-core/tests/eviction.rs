@@ -8,6 +8,7 @@ use bytes::Bytes;
 use common::catch_up;
 use dice_core::evict::{MemoryLimit, Policy};
 use dice_core::{Cache, CacheOptions, Error, Increment, Limits, NodeId, Replica};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const T0: u64 = 1_700_000_000_000;
@@ -935,4 +936,42 @@ async fn tombstones_under_a_limit_ask_members_for_their_acknowledgements() {
     // Without a limit the tombstone waits for the GC tick as before: no probe.
     cache.set_memory_limit(MemoryLimit::default());
     assert!(cache.acknowledgement_probe().is_none());
+}
+
+/// What the embedding program reports of its allocator beyond dice's own parts
+/// (`Cache::untracked_memory`) counts in `used_memory`: whole without a limit, at most a
+/// quarter of the limit under one, and eviction makes room for it like for data.
+#[tokio::test]
+async fn untracked_memory_counts_in_used_memory_up_to_a_quarter_of_the_limit() {
+    let (_dir, cache) = cache_with(Policy::AllKeysLru, MAX).await;
+    fill(&cache, 0..1_500, None).await;
+    let before = cache.memory_usage();
+    assert!(before.total() as u64 <= MAX, "{before:?}");
+    assert!(
+        before.dataset as u64 > MAX / 2,
+        "filled to the limit: {before:?}"
+    );
+    assert_eq!(before.other, 0);
+
+    let gauge = cache.untracked_memory();
+    gauge.store(100_000, Ordering::Relaxed);
+    let usage = cache.memory_usage();
+    assert_eq!(usage.other, 100_000);
+    assert_eq!(usage.total(), usage.counted() + 100_000);
+
+    // Far more than a quarter of the limit: a quarter counts.
+    gauge.store(10 * MAX as usize, Ordering::Relaxed);
+    assert_eq!(cache.memory_usage().other, (MAX / 4) as usize);
+    // The next writes evict to make room for it: data keeps three quarters of the limit.
+    fill(&cache, 1_500..1_600, None).await;
+    let after = cache.memory_usage();
+    assert!(after.total() as u64 <= MAX, "{after:?}");
+    assert!(
+        after.dataset as u64 <= MAX - MAX / 4 && after.dataset < before.dataset,
+        "data made room for the untracked bytes: before {before:?}, after {after:?}"
+    );
+
+    // Without a limit it counts whole.
+    cache.set_memory_limit(MemoryLimit::default());
+    assert_eq!(cache.memory_usage().other, 10 * MAX as usize);
 }

@@ -59,6 +59,17 @@ async fn config_and_info_show_the_limit() {
             > 0.0
     );
     assert_eq!(info_field(&info, "dice_tombstones_bytes"), "0");
+    // used_memory is the sum of its parts; what the allocator holds beyond them comes from
+    // the embedding program (`dice node` sets it from jemalloc), 0 here.
+    let part = |name: &str| info_field(&info, name).parse::<u64>().unwrap();
+    assert_eq!(part("used_memory_other"), 0);
+    assert_eq!(
+        used,
+        part("used_memory_dataset")
+            + part("used_memory_pending")
+            + part("used_memory_clients")
+            + part("used_memory_other")
+    );
     // The allocator's lines come from the program that chose it (`dice node`: jemalloc).
     assert!(!info.contains("allocator_allocated"));
     // One connection's buffers count.

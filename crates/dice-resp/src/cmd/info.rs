@@ -112,11 +112,12 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
                 t,
                 "used_memory:{used}\r\nused_memory_human:{}\r\n\
                  used_memory_dataset:{}\r\nused_memory_pending:{}\r\n\
-                 used_memory_clients:{}\r\n",
+                 used_memory_clients:{}\r\nused_memory_other:{}\r\n",
                 human_bytes(used),
                 usage.dataset,
                 usage.pending,
                 usage.clients,
+                usage.other,
             );
             let rss = rss_bytes();
             if let Some(rss) = rss {
