@@ -146,7 +146,9 @@ mod tests {
             dataset: 1,
             pending: 2,
             clients: 3,
+            other: 4,
         };
-        assert_eq!(u.total(), 6);
+        assert_eq!(u.total(), 10);
+        assert_eq!(u.counted(), 6);
     }
 }
