@@ -8,6 +8,7 @@ use bytes::Bytes;
 use common::catch_up;
 use dice_core::evict::{MemoryLimit, Policy};
 use dice_core::{Cache, CacheOptions, Error, Increment, Limits, NodeId, Replica};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -974,4 +975,50 @@ async fn untracked_memory_counts_in_used_memory_up_to_a_quarter_of_the_limit() {
     // Without a limit it counts whole.
     cache.set_memory_limit(MemoryLimit::default());
     assert_eq!(cache.memory_usage().other, 10 * MAX as usize);
+}
+
+/// Under a memory limit, local writes wait for a member that lacks more of this node's writes
+/// than an eighth of the limit holds (each is an eviction the others must keep as a tombstone
+/// until that member has it), and go on once it acknowledges them. A member not heard from
+/// for 2 s (cut off) holds nothing back.
+#[tokio::test]
+async fn under_a_limit_writes_wait_for_a_member_far_behind() {
+    use dice_core::sync::Ack;
+    use dice_core::{ManualClock, SyncMessage, VersionVector};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let options = CacheOptions::default()
+        .with_clock(clock.clone())
+        .with_memory_limit(
+            MemoryLimit::default()
+                .with_max_bytes(MAX)
+                .with_policy(Policy::AllKeysLru),
+        );
+    let cache = Cache::open_with(dir.path(), options).await.unwrap();
+    // 600 KB of writes while no member is known: nothing to wait for.
+    fill(&cache, 0..600, None).await;
+    // A member that holds none of them says so.
+    let ack = |vv: VersionVector| SyncMessage::Ack(Ack { from: id(7), vv });
+    cache.handle_sync(ack(VersionVector::default())).unwrap();
+    let writer = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.put(kname(1_000), value(1000)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!writer.is_finished(), "the write waits for the member");
+    // The member catches up: the write goes on at once.
+    let ours = cache.with_replica(|r| r.vv().clone());
+    cache.handle_sync(ack(ours)).unwrap();
+    tokio::time::timeout(Duration::from_millis(500), writer)
+        .await
+        .expect("the write went on once the member acknowledged")
+        .unwrap()
+        .unwrap();
+
+    // Not heard from for longer than 2 s (cut off), the member holds nothing back, however
+    // far behind it falls.
+    clock.advance(Duration::from_secs(3));
+    tokio::time::timeout(Duration::from_secs(5), fill(&cache, 1_200..1_800, None))
+        .await
+        .expect("a member gone quiet holds nothing back");
 }

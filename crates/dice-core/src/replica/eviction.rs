@@ -276,6 +276,20 @@ impl Replica {
         doomed.len()
     }
 
+    /// How many of our own writes the member furthest behind has not acknowledged yet,
+    /// among the members heard from since `heard_since_ms` (a member cut off or gone does not
+    /// hold writes back). Under a memory limit every write of ours a member lacks is a
+    /// tombstone the others must keep (see [`crate::Cache`]'s backpressure).
+    pub fn unacknowledged_by_slowest(&self, heard_since_ms: u64) -> u64 {
+        let ours = self.vv.get(self.id);
+        self.members
+            .values()
+            .filter(|m| !m.left_out && m.heard_ms >= heard_since_ms)
+            .map(|m| ours.saturating_sub(m.acked.get(self.id)))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Changes recorded and not taken yet (they wait for the cache's dirty set).
     pub(crate) fn pending_change_count(&self) -> usize {
         self.changes.as_ref().map_or(0, Vec::len)
