@@ -407,6 +407,40 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
     Ok(())
 }
 
+/// How often the untracked-memory gauge is refreshed from jemalloc.
+const UNTRACKED_GAUGE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Keeps [`dice_core::Cache::untracked_memory`] at what jemalloc holds beyond what the cache
+/// counts, less that difference as it was when the node had started (libp2p, tokio, the
+/// store: the base every node has, which the memory limit does not cover). Sync messages
+/// being built and applied, a snapshot's chunk, the store's statements then count in
+/// `used_memory`, as the allocator's figure does in Redis's.
+fn spawn_untracked_gauge(cache: &dice_core::Cache) -> tokio::task::JoinHandle<()> {
+    let cache = cache.clone();
+    let gauge = cache.untracked_memory();
+    let gap = move || {
+        let allocated = crate::allocated_bytes()?;
+        Some(allocated.saturating_sub(cache.memory_usage().counted()))
+    };
+    let base = gap();
+    tokio::spawn(async move {
+        let Some(base) = base else {
+            return; // not jemalloc's figures: nothing to add
+        };
+        let mut tick = tokio::time::interval(UNTRACKED_GAUGE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(now) = gap() {
+                gauge.store(
+                    now.saturating_sub(base),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -442,38 +476,4 @@ mod tests {
             .to_string();
         assert!(e.contains("absent"), "{e}");
     }
-}
-
-/// How often the untracked-memory gauge is refreshed from jemalloc.
-const UNTRACKED_GAUGE_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Keeps [`dice_core::Cache::untracked_memory`] at what jemalloc holds beyond what the cache
-/// counts, less that difference as it was when the node had started (libp2p, tokio, the
-/// store: the base every node has, which the memory limit does not cover). Sync messages
-/// being built and applied, a snapshot's chunk, the store's statements then count in
-/// `used_memory`, as the allocator's figure does in Redis's.
-fn spawn_untracked_gauge(cache: &dice_core::Cache) -> tokio::task::JoinHandle<()> {
-    let cache = cache.clone();
-    let gauge = cache.untracked_memory();
-    let gap = move || {
-        let allocated = crate::allocated_bytes()?;
-        Some(allocated.saturating_sub(cache.memory_usage().counted()))
-    };
-    let base = gap();
-    tokio::spawn(async move {
-        let Some(base) = base else {
-            return; // not jemalloc's figures: nothing to add
-        };
-        let mut tick = tokio::time::interval(UNTRACKED_GAUGE_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Some(now) = gap() {
-                gauge.store(
-                    now.saturating_sub(base),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-            }
-        }
-    })
 }

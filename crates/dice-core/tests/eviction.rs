@@ -916,7 +916,7 @@ async fn tombstones_under_a_limit_ask_members_for_their_acknowledgements() {
     });
     rep.on_reply(
         &7,
-        push.purpose.clone(),
+        push.purpose,
         Ok(ack),
         &mut cache,
         Duration::from_millis(3),
