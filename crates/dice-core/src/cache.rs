@@ -1053,11 +1053,17 @@ impl Cache {
     /// seq it covers; `None` if there is nothing new.
     pub fn push_after(&self, after_seq: u64) -> Option<(SyncMessage, u64)> {
         let shared = self.shared();
-        shared
-            .state
-            .read()
-            .replica
-            .push_after(after_seq, shared.options.sync_limits.page_max_entries)
+        let st = shared.state.read();
+        let mut max_entries = shared.options.sync_limits.page_max_entries;
+        if st.limit.max_bytes > 0 {
+            // A push is copied while it is built, encoded and sent, beyond what `used_memory`
+            // counts, once per peer: under a limit, about a 16th of it each (by the average
+            // record), but never fewer than 64 writes.
+            let per_record = st.replica.memory().bytes() / st.replica.entry_count().max(1);
+            let fit = in_flight_bytes(st.limit.max_bytes, usize::MAX) / per_record.max(1);
+            max_entries = max_entries.min(fit.max(64));
+        }
+        st.replica.push_after(after_seq, max_entries)
     }
 
     /// Flushes pending writes, stops the background tasks and releases the data directory.
@@ -1282,6 +1288,17 @@ fn untracked(shared: &Shared, st: &State) -> usize {
 /// a group being committed), and eviction cannot free them; counted whole, a burst of them
 /// would evict live keys down to the live floor and refuse writes with `OOM` until it passed.
 const UNTRACKED_SHARE: usize = 4;
+
+/// The most bytes one copy in flight (a push being built and sent, a snapshot chunk being
+/// written) should take: `default`, and under a memory limit at most a 16th of it (no less
+/// than 64 KiB). A 32nd cost the writer of a flood a third of its throughput (more round
+/// trips to its followers); a 16th cost nothing measurable.
+fn in_flight_bytes(max_bytes: u64, default: usize) -> usize {
+    match usize::try_from(max_bytes) {
+        Ok(0) | Err(_) => default,
+        Ok(max) => default.min((max / 16).max(64 << 10)),
+    }
+}
 
 /// The longest a local write waits for the slowest member under a memory limit (see
 /// `Cache::members_far_behind`); past it the write goes on (a member that acknowledges

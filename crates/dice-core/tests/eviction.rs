@@ -1022,3 +1022,24 @@ async fn under_a_limit_writes_wait_for_a_member_far_behind() {
         .await
         .expect("a member gone quiet holds nothing back");
 }
+
+/// Under a memory limit a push carries about a 16th of the limit (by the average record):
+/// it is copied while built, encoded and sent, once per peer, beyond what `used_memory`
+/// counts. Without a limit a push takes the protocol's page of entries.
+#[tokio::test]
+async fn under_a_limit_a_push_carries_a_sixteenth_of_it() {
+    use dice_core::SyncMessage;
+    let entries = |cache: &Cache| match cache.push_after(0) {
+        Some((SyncMessage::Push(p), _)) => p.entries.len(),
+        other => panic!("expected a push, got {other:?}"),
+    };
+    let (_dir, limited) = cache_with(Policy::AllKeysLru, 8 << 20).await;
+    fill(&limited, 0..2_000, None).await;
+    let n = entries(&limited);
+    // 8 MB / 16 = 512 KB of records of a little over 1 KB each.
+    assert!((300..=512).contains(&n), "{n} entries in a push under 8 MB");
+
+    let (_dir2, unlimited) = cache_with(Policy::NoEviction, 0).await;
+    fill(&unlimited, 0..2_000, None).await;
+    assert_eq!(entries(&unlimited), 2_000);
+}

@@ -175,11 +175,14 @@ fn needs_snapshot(shared: &Shared, store: &Store) -> bool {
 
 /// Writes the next chunk of `run`; `true` once the walk over the map is done.
 async fn snapshot_step(shared: &Shared, store: &mut Store, run: &mut SnapshotRun) -> Result<bool> {
-    let (chunk, next) = shared.state.read().replica.entries_after_dot(
-        run.cursor,
-        SNAPSHOT_CHUNK_ENTRIES,
-        MAX_BLOB_BYTES,
-    );
+    let (chunk, next) = {
+        let st = shared.state.read();
+        // A chunk is copied twice while it is written (its entries, then its blob), beyond
+        // what `used_memory` counts: under a limit, at most a 16th of it each.
+        let bytes = super::in_flight_bytes(st.limit.max_bytes, MAX_BLOB_BYTES);
+        st.replica
+            .entries_after_dot(run.cursor, SNAPSHOT_CHUNK_ENTRIES, bytes)
+    };
     if !chunk.is_empty() {
         store.write_snapshot_chunk(run, &chunk).await?;
     }
