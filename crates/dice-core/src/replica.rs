@@ -1214,6 +1214,10 @@ impl Replica {
             _ => cur.version() < entry.version,
         });
         if wins {
+            let mut entry = entry;
+            if matches!(entry.elem, Elem::FieldReset(..)) {
+                merge_older_reset(self.slot(&entry.key, entry.elem), &mut entry);
+            }
             // Arrived: as recent as a local write, not the coldest key here.
             self.touch_written(&entry, now_ms);
             self.install(entry, ChangeSource::Remote);
@@ -2460,6 +2464,37 @@ impl Replica {
         }
         self.write_elem(key.clone(), Elem::Field(id), None, observed, now_ms)?;
         Ok(())
+    }
+}
+
+/// A field's reset is one element per node (`Elem::FieldReset(field, node)`): a node's newer
+/// reset of a field replaces its older one. What the older one observed stays observed (a
+/// node cannot un-observe an increment), but the newer may no longer say so: the node may
+/// have collected the contributions it had reset, with their reset, while a member was left
+/// out of garbage collection, and that member, holding them still, would count them again
+/// once the newer reset replaced the older (two nodes then read the field differently). So
+/// the older reset's observations are kept in the newer one, per origin the furthest seq. The
+/// merged record is not in the digest (only the contributions that count are, with the
+/// observation they count from), and it differs from the writer's only where the writer no
+/// longer holds what it observed.
+fn merge_older_reset(older: Option<&Record>, entry: &mut Entry) {
+    let (Some(old), Some(new)) = (
+        older
+            .and_then(Record::value)
+            .and_then(|v| ResetRecord::decode(v).ok()),
+        entry
+            .value
+            .as_deref()
+            .and_then(|v| ResetRecord::decode(v).ok()),
+    ) else {
+        return;
+    };
+    let mut view = CounterView::default();
+    view.add_reset(&old);
+    view.add_reset(&new);
+    let merged = view.reset_all();
+    if merged != new {
+        entry.value = Some(Bytes::from(merged.encode()));
     }
 }
 
