@@ -38,13 +38,6 @@ fn allocator_stats() -> Option<dice_resp::AllocatorStats> {
     })
 }
 
-/// jemalloc's `allocated`: every byte the process's Rust code holds.
-pub(crate) fn allocated_bytes() -> Option<usize> {
-    use tikv_jemalloc_ctl::{epoch, stats};
-    epoch::advance().ok()?;
-    stats::allocated::read().ok()
-}
-
 /// A replicated cache: an LWW-map CRDT persisted in SQLite, synced over libp2p, spoken to
 /// over the Redis protocol.
 #[derive(Parser, Debug)]

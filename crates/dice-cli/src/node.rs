@@ -419,7 +419,7 @@ fn spawn_untracked_gauge(cache: &dice_core::Cache) -> tokio::task::JoinHandle<()
     let cache = cache.clone();
     let gauge = cache.untracked_memory();
     let gap = move || {
-        let allocated = crate::allocated_bytes()?;
+        let allocated = crate::allocator_stats()?.allocated;
         Some(allocated.saturating_sub(cache.memory_usage().counted()))
     };
     let base = gap();

@@ -711,14 +711,7 @@ impl Cache {
 
     /// Waits until every change made so far (local or remote) is committed.
     pub async fn flush(&self) -> Result<()> {
-        let generation = {
-            let st = self.shared().state.read();
-            if st.dirty.is_empty() {
-                st.generation - 1
-            } else {
-                st.generation
-            }
-        };
+        let generation = last_generation(&self.shared().state.read());
         self.shared().wake_writer.notify_one();
         self.wait_generation(generation).await
     }
@@ -730,58 +723,34 @@ impl Cache {
         }
         let started = tokio::time::Instant::now();
         loop {
-            if started.elapsed() < BACKPRESSURE_MAX_WAIT && self.members_far_behind() {
-                tokio::time::sleep(BACKPRESSURE_POLL).await;
-                continue;
-            }
             let generation = {
                 let st = shared.state.read();
-                // Past the memory limit, pending writes wait for their commit rather than
-                // crowd out the data (eviction cannot free what is not committed yet: an
-                // evicted key's record stays in the undo table until its eviction is durable).
-                let used = usage(shared, &st);
-                let committing = shared.committing_bytes.load(Ordering::Relaxed) > 0;
-                let memory_full = st.limit.max_bytes > 0
-                    && used.pending as u64 > st.limit.max_bytes / 8
-                    && used.total() as u64 > st.limit.max_bytes
-                    && (committing || !st.dirty.is_empty());
-                if st.dirty.len() < shared.options.max_pending_keys && !memory_full {
-                    return Ok(());
-                }
-                // The next group if anything waits for one, else the group being committed.
-                if st.dirty.is_empty() {
-                    st.generation - 1
+                if started.elapsed() < BACKPRESSURE_MAX_WAIT && members_far_behind(shared, &st) {
+                    None
                 } else {
-                    st.generation
+                    // Past the memory limit, pending writes wait for their commit rather
+                    // than crowd out the data (eviction cannot free what is not committed
+                    // yet: an evicted key's record stays in the undo table until its
+                    // eviction is durable).
+                    let used = usage(shared, &st);
+                    let committing = shared.committing_bytes.load(Ordering::Relaxed) > 0;
+                    let memory_full = st.limit.max_bytes > 0
+                        && used.pending as u64 > st.limit.max_bytes / 8
+                        && used.total() as u64 > st.limit.max_bytes
+                        && (committing || !st.dirty.is_empty());
+                    if st.dirty.len() < shared.options.max_pending_keys && !memory_full {
+                        return Ok(());
+                    }
+                    Some(last_generation(&st))
                 }
+            };
+            let Some(generation) = generation else {
+                tokio::time::sleep(BACKPRESSURE_POLL).await;
+                continue;
             };
             shared.wake_writer.notify_one();
             self.wait_generation(generation).await.ok();
         }
-    }
-
-    /// Under a memory limit: whether a member heard from lately lacks more of our writes than
-    /// an eighth of the limit holds. Each of them is, on every other member, a key it holds
-    /// and we may have evicted, or the tombstone of that eviction, which no member can drop
-    /// until all hold it: a writer faster than its slowest member leaves the others holding
-    /// its evictions over their limits (followers of a flood on two cores held 60-70 MB
-    /// against 32). So local writes wait, up to [`BACKPRESSURE_MAX_WAIT`] each, for the
-    /// slowest member to catch up: the cluster writes as fast as its slowest live member.
-    fn members_far_behind(&self) -> bool {
-        let shared = self.shared();
-        let st = shared.state.read();
-        let max = st.limit.max_bytes;
-        if max == 0 {
-            return false;
-        }
-        let heard_since = shared.now_ms().saturating_sub(BACKPRESSURE_HEARD_MS);
-        let behind = st.replica.unacknowledged_by_slowest(heard_since);
-        if behind == 0 {
-            return false;
-        }
-        let held = st.replica.memory();
-        let per_write = (held.bytes() / st.replica.entry_count().max(1)).max(64) as u64;
-        behind.saturating_mul(per_write) > max / 8
     }
 
     /// Subscribes to changes, local and remote. A subscriber that falls more than
@@ -1059,8 +1028,8 @@ impl Cache {
             // A push is copied while it is built, encoded and sent, beyond what `used_memory`
             // counts, once per peer: under a limit, about a 16th of it each (by the average
             // record), but never fewer than 64 writes.
-            let per_record = st.replica.memory().bytes() / st.replica.entry_count().max(1);
-            let fit = in_flight_bytes(st.limit.max_bytes, usize::MAX) / per_record.max(1);
+            let fit =
+                in_flight_bytes(st.limit.max_bytes, usize::MAX) / average_record_bytes(&st).max(1);
             max_entries = max_entries.min(fit.max(64));
         }
         st.replica.push_after(after_seq, max_entries)
@@ -1289,6 +1258,39 @@ fn untracked(shared: &Shared, st: &State) -> usize {
 /// would evict live keys down to the live floor and refuse writes with `OOM` until it passed.
 const UNTRACKED_SHARE: usize = 4;
 
+/// Under a memory limit: whether a member heard from lately lacks more of our writes than
+/// an eighth of the limit holds. Each of them is, on every other member, a key it holds
+/// and we may have evicted, or the tombstone of that eviction, which no member can drop
+/// until all hold it: a writer faster than its slowest member leaves the others holding
+/// its evictions over their limits (followers of a flood on two cores held 60-70 MB
+/// against 32). So local writes wait, up to `BACKPRESSURE_MAX_WAIT` each, for the
+/// slowest member to catch up: the cluster writes as fast as its slowest live member.
+fn members_far_behind(shared: &Shared, st: &State) -> bool {
+    let max = st.limit.max_bytes;
+    if max == 0 {
+        return false;
+    }
+    let heard_since = shared.now_ms().saturating_sub(BACKPRESSURE_HEARD_MS);
+    let behind = st.replica.unacknowledged_by_slowest(heard_since);
+    behind.saturating_mul(average_record_bytes(st).max(64) as u64) > max / 8
+}
+
+/// The bytes of an average record this node holds (for estimates in bytes of a count of
+/// writes).
+fn average_record_bytes(st: &State) -> usize {
+    st.replica.memory().bytes() / st.replica.entry_count().max(1)
+}
+
+/// The generation whose commit holds every change made so far: the next group if anything
+/// waits for one, else the group being committed.
+fn last_generation(st: &State) -> u64 {
+    if st.dirty.is_empty() {
+        st.generation - 1
+    } else {
+        st.generation
+    }
+}
+
 /// The most bytes one copy in flight (a push being built and sent, a snapshot chunk being
 /// written) should take: `default`, and under a memory limit at most a 16th of it (no less
 /// than 64 KiB). A 32nd cost the writer of a flood a third of its throughput (more round
@@ -1460,14 +1462,7 @@ async fn gc_loop(weak: Weak<Shared>) {
             }
             // The pass stopped at its bound: the next one once this one's drops are
             // committed, so that no more than a batch waits in memory.
-            let generation = {
-                let st = shared.state.read();
-                if st.dirty.is_empty() {
-                    st.generation - 1
-                } else {
-                    st.generation
-                }
-            };
+            let generation = last_generation(&shared.state.read());
             let mut progress = shared.progress.subscribe();
             drop(shared);
             if progress.wait_for(|p| p.done >= generation).await.is_err() {

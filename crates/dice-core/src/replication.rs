@@ -490,11 +490,14 @@ impl<K: Ord + Clone> Replicator<K> {
                 purpose: Purpose::Push { last_seq },
             });
         }
-        if let Some(probe) = end.acknowledgement_probe() {
-            if now >= self.next_probe {
-                self.next_probe = now + self.config.probe_interval;
-                out.extend(self.probe_members(probe));
-            }
+        // Asked for (and built) only when due; after a probe, come back when the next is.
+        if now >= self.next_probe
+            && let Some(probe) = end.acknowledgement_probe()
+        {
+            self.next_probe = now + self.config.probe_interval;
+            out.extend(self.probe_members(probe));
+        }
+        if self.next_probe > now {
             wake = Some(wake.map_or(self.next_probe, |w| w.min(self.next_probe)));
         }
         if now >= self.next_catch_up {
