@@ -966,7 +966,12 @@ impl Drop for Lan {
                 if panicking {
                     let log = format!("{}{}", host.old_logs, node.log());
                     let lines: Vec<&str> = log.lines().collect();
-                    let tail = &lines[lines.len().saturating_sub(40)..];
+                    // DICE_TEST_LOG_LINES: more of it (with RUST_LOG=debug, say).
+                    let keep = std::env::var("DICE_TEST_LOG_LINES")
+                        .ok()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(40);
+                    let tail = &lines[lines.len().saturating_sub(keep)..];
                     eprintln!(
                         "---- last lines of the log of host {i} ({}) ----\n{}",
                         host.ns,

@@ -322,8 +322,9 @@ impl EventLoop {
         }
         let addrs = self.known.addrs(&peer).cloned().unwrap_or_default();
         let opts = DialOpts::peer_id(peer).addresses(addrs).build();
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, error = %e, "dial not started");
+        match self.swarm.dial(opts) {
+            Ok(()) => self.peer(peer).dialing = true,
+            Err(e) => tracing::debug!(%peer, error = %e, "dial not started"),
         }
     }
 
@@ -735,6 +736,9 @@ impl EventLoop {
             } => {
                 let remote = endpoint.get_remote_address().clone();
                 if endpoint.is_dialer() {
+                    if let Some(state) = self.peers.get_mut(&peer_id) {
+                        state.dialing = false;
+                    }
                     self.counters.opened_outbound += 1;
                 } else {
                     self.counters.opened_inbound += 1;
@@ -798,7 +802,22 @@ impl EventLoop {
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                tracing::debug!(peer = ?peer_id, %error, "dial failed");
+                let known = peer_id.is_some_and(|p| self.known.addrs(&p).is_some());
+                let Some(state) = peer_id.and_then(|p| self.peers.get_mut(&p)) else {
+                    tracing::debug!(peer = ?peer_id, %error, "dial failed");
+                    return;
+                };
+                state.dialing = false;
+                state.dial_failures += 1;
+                // A member, or a peer found by mDNS or met before, that cannot be reached is
+                // worth a line (the 1st, 2nd, 4th, 8th... failure in a row: a peer gone for
+                // good does not fill the log).
+                let failures = state.dial_failures;
+                if (state.member || known) && failures.is_power_of_two() {
+                    tracing::info!(peer = ?peer_id, failures, %error, "cannot reach a member");
+                } else {
+                    tracing::debug!(peer = ?peer_id, failures, %error, "dial failed");
+                }
             }
             SwarmEvent::IncomingConnectionError {
                 error,

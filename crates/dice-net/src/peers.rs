@@ -120,6 +120,12 @@ pub(crate) struct PeerState {
     pub(crate) clock: ClockOffset,
     rate: RateLimit,
     pub(crate) redial: Backoff,
+    /// A dial of ours to the peer is in flight: no other is taken from `redial` until it
+    /// ends (taking one would only be refused by the swarm, and double the pause for nothing:
+    /// a dial whose packets get no answer lasts the whole transport timeout).
+    pub(crate) dialing: bool,
+    /// Dials of ours that failed since the peer was last connected.
+    pub(crate) dial_failures: u32,
     /// Last time the peer answered a ping or sent us anything.
     last_alive: Instant,
     /// When the current connection opened.
@@ -141,6 +147,8 @@ impl PeerState {
             clock: ClockOffset::default(),
             rate: RateLimit::new(burst),
             redial: Backoff::default(),
+            dialing: false,
+            dial_failures: 0,
             last_alive: Instant::now(),
             connected_at: None,
         }
@@ -220,6 +228,11 @@ impl PeerTable {
         self.peers.get(peer)
     }
 
+    /// The state of `peer`, if known, to change.
+    pub(crate) fn get_mut(&mut self, peer: &PeerId) -> Option<&mut PeerState> {
+        self.peers.get_mut(peer)
+    }
+
     /// Every peer known.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&PeerId, &PeerState)> {
         self.peers.iter()
@@ -291,6 +304,7 @@ impl PeerTable {
         // its `--max-peers` closes new connections at once, and must not be redialed at the
         // first pause forever.
         state.redial.cancel();
+        state.dial_failures = 0;
         state.connected_at.get_or_insert_with(Instant::now);
         state.alive();
     }
@@ -361,7 +375,11 @@ impl PeerTable {
             if due.peers.len() >= limit {
                 break;
             }
-            if s.connections == 0 && !self.blocked.contains(p) && s.redial.take_due(now) {
+            if s.connections == 0
+                && !s.dialing
+                && !self.blocked.contains(p)
+                && s.redial.take_due(now)
+            {
                 due.peers.push(*p);
             }
         }
@@ -438,6 +456,32 @@ mod tests {
         assert_eq!(t.connected_count(), 2, "peers, not connections");
         t.closed(peers[1], 0);
         assert_eq!(t.connected_count(), 1);
+    }
+
+    #[test]
+    fn a_peer_is_not_redialed_while_a_dial_is_in_flight_nor_its_pause_doubled() {
+        let mut t = PeerTable::new(10, Duration::from_secs(4));
+        let now = Instant::now();
+        let a = PeerId::random();
+        t.peer(a).redial.due_now(now);
+        assert_eq!(t.take_due_dials(now, 8).peers, vec![a]);
+        t.peer(a).dialing = true;
+        // The whole transport timeout passes with the dial in flight: no dial taken.
+        let failed_at = now + Duration::from_secs(10);
+        assert!(t.take_due_dials(failed_at, 8).peers.is_empty());
+        // It fails: the next dial is due at once, and after it the pause is still the
+        // second one, not one doubled by every refused try.
+        t.peer(a).dialing = false;
+        assert_eq!(t.take_due_dials(failed_at, 8).peers, vec![a]);
+        assert!(
+            t.take_due_dials(failed_at + FIRST_BACKOFF * 2 - Duration::from_millis(1), 8)
+                .peers
+                .is_empty()
+        );
+        assert_eq!(
+            t.take_due_dials(failed_at + FIRST_BACKOFF * 2, 8).peers,
+            vec![a]
+        );
     }
 
     #[test]
