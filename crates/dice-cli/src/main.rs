@@ -9,6 +9,7 @@
 // literal there.
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
+mod allocator;
 mod client;
 mod metrics;
 mod node;
@@ -26,17 +27,6 @@ use std::time::Duration;
 // (BENCHMARKS.md, memory per key).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's figures for `INFO memory` (refreshed on each read: `epoch` advances them).
-fn allocator_stats() -> Option<dice_resp::AllocatorStats> {
-    use tikv_jemalloc_ctl::{epoch, stats};
-    epoch::advance().ok()?;
-    Some(dice_resp::AllocatorStats {
-        allocated: stats::allocated::read().ok()?,
-        active: stats::active::read().ok()?,
-        resident: stats::resident::read().ok()?,
-    })
-}
 
 /// A replicated cache: an LWW-map CRDT persisted in SQLite, synced over libp2p, spoken to
 /// over the Redis protocol.

@@ -311,6 +311,7 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
         .with_context(|| format!("starting a node on {}", dir.display()))?;
 
     let untracked = spawn_untracked_gauge(node.cache());
+    let page_return = spawn_page_return(node.cache());
     let peers = Arc::new(Mutex::new(Vec::new()));
     let asked_ms = Arc::new(std::sync::atomic::AtomicU64::new(peer_lines_now_ms()));
     let refresher = {
@@ -344,7 +345,7 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
         .with_requirepass(requirepass)
         .with_timeout(Duration::from_secs(args.timeout))
         .with_command_observer(metrics.as_ref().map(|(_, m)| m.command_observer()))
-        .with_allocator_stats(Some(crate::allocator_stats));
+        .with_allocator_stats(Some(crate::allocator::stats));
     let metrics_task = metrics.map(|(listener, metrics)| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving metrics at /metrics");
@@ -394,6 +395,7 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
     let _ = std::fs::remove_file(dir.join(API_ADDR_FILE));
     refresher.abort();
     untracked.abort();
+    page_return.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }
@@ -418,9 +420,12 @@ const UNTRACKED_GAUGE_INTERVAL: Duration = Duration::from_millis(100);
 fn spawn_untracked_gauge(cache: &dice_core::Cache) -> tokio::task::JoinHandle<()> {
     let cache = cache.clone();
     let gauge = cache.untracked_memory();
-    let gap = move || {
-        let allocated = crate::allocator_stats()?.allocated;
-        Some(allocated.saturating_sub(cache.memory_usage().counted()))
+    let gap = {
+        let cache = cache.clone();
+        move || {
+            let allocated = crate::allocator::stats()?.allocated;
+            Some(allocated.saturating_sub(cache.memory_usage().counted()))
+        }
     };
     let base = gap();
     tokio::spawn(async move {
@@ -436,6 +441,33 @@ fn spawn_untracked_gauge(cache: &dice_core::Cache) -> tokio::task::JoinHandle<()
                     now.saturating_sub(base),
                     std::sync::atomic::Ordering::Relaxed,
                 );
+            }
+        }
+    })
+}
+
+/// How often a node under a memory limit looks at jemalloc's free pages: a write flood frees
+/// pages at tens of MB a second, which a tenth of a second lets pile up past the bound.
+const PAGE_RETURN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Under a memory limit, gives jemalloc's free pages back to the kernel whenever they pass a
+/// share of the limit (see [`crate::allocator`]).
+fn spawn_page_return(cache: &dice_core::Cache) -> tokio::task::JoinHandle<()> {
+    let cache = cache.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PAGE_RETURN_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let limit = cache.memory_limit().max_bytes;
+            if limit == 0 || crate::allocator::stats().is_none() {
+                continue;
+            }
+            if let Some(free) = crate::allocator::free_pages()
+                && crate::allocator::should_return(limit, free)
+            {
+                let returned = crate::allocator::return_free_pages();
+                tracing::trace!(free, returned, "returned the allocator's free pages");
             }
         }
     })
