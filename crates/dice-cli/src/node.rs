@@ -412,21 +412,19 @@ pub async fn run(dir: &Path, args: NodeArgs) -> Result<()> {
 /// How often the untracked-memory gauge is refreshed from jemalloc.
 const UNTRACKED_GAUGE_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Keeps [`dice_core::Cache::untracked_memory`] at what jemalloc holds in pages in use
-/// (`active`) beyond what the cache counts, less that difference as it was when the node had
-/// started (libp2p, tokio, the store: the base every node has, which the memory limit does
-/// not cover). Sync messages being built and applied, a snapshot's chunk, the store's
-/// statements, and the allocator's fragmentation (the free room within its pages in use,
-/// 8-15 % of the heap under a flood) then count in `used_memory`: the limit bounds the pages
-/// the heap holds, not only the bytes asked for.
+/// Keeps [`dice_core::Cache::untracked_memory`] at what jemalloc holds beyond what the cache
+/// counts, less that difference as it was when the node had started (libp2p, tokio, the
+/// store: the base every node has, which the memory limit does not cover). Sync messages
+/// being built and applied, a snapshot's chunk, the store's statements then count in
+/// `used_memory`, as the allocator's figure does in Redis's.
 fn spawn_untracked_gauge(cache: &dice_core::Cache) -> tokio::task::JoinHandle<()> {
     let cache = cache.clone();
     let gauge = cache.untracked_memory();
     let gap = {
         let cache = cache.clone();
         move || {
-            let active = crate::allocator::stats()?.active;
-            Some(active.saturating_sub(cache.memory_usage().counted()))
+            let allocated = crate::allocator::stats()?.allocated;
+            Some(allocated.saturating_sub(cache.memory_usage().counted()))
         }
     };
     let base = gap();
