@@ -90,7 +90,10 @@ mod tests {
         drop(pieces);
         stats().unwrap();
         let held = free_pages().unwrap();
-        assert!(held > 32 << 20, "64 MiB freed left {held} bytes of free pages");
+        assert!(
+            held > 32 << 20,
+            "64 MiB freed left {held} bytes of free pages"
+        );
         assert!(return_free_pages());
         stats().unwrap();
         let left = free_pages().unwrap();
@@ -109,7 +112,10 @@ mod tests {
         assert!(!should_return(0, 1 << 30), "no limit: jemalloc decides");
         assert!(!should_return(32 << 20, 2 << 20));
         assert!(should_return(32 << 20, (2 << 20) + 1));
-        assert!(!should_return(4 << 20, 1 << 20), "never for less than 1 MiB");
+        assert!(
+            !should_return(4 << 20, 1 << 20),
+            "never for less than 1 MiB"
+        );
         assert!(should_return(4 << 20, (1 << 20) + 1));
     }
 }
