@@ -221,6 +221,9 @@ struct State {
     dirty_bytes: usize,
     /// When garbage collection last ran because memory was over the limit.
     pressure_gc_ms: u64,
+    /// When a peer's writes last added to what this node holds (ms; see
+    /// [`note_peer_writes`]).
+    peer_room_ms: u64,
 }
 
 /// Why writes are refused.
@@ -359,6 +362,7 @@ impl Cache {
                 limit,
                 dirty_bytes: 0,
                 pressure_gc_ms: 0,
+                peer_room_ms: 0,
             }),
             wake_writer: Notify::new(),
             shareable,
@@ -557,7 +561,7 @@ impl Cache {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
             let now = self.now_ms();
-            if !make_room(shared, &mut st, now) && value.is_some() {
+            if !make_room(shared, &mut st, now, Room::Local) && value.is_some() {
                 return Err(out_of_memory(shared, &mut st));
             }
             let entry = st.replica.write(key, value, expires_at_ms, now)?;
@@ -603,7 +607,7 @@ impl Cache {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
             let now = self.now_ms();
-            let fits = make_room(shared, &mut st, now);
+            let fits = make_room(shared, &mut st, now, Room::Local);
             let current = st
                 .replica
                 .get_with_expiry(&key, now)
@@ -669,7 +673,7 @@ impl Cache {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
             let now = self.now_ms();
-            let fits = make_room(shared, &mut st, now);
+            let fits = make_room(shared, &mut st, now, Room::Local);
             let mut tx = Transaction {
                 replica: &mut st.replica,
                 now_ms: now,
@@ -776,7 +780,7 @@ impl Cache {
                 st.replica.set_access(Access::for_limit(&limit, now));
             }
             st.limit = limit;
-            make_room(shared, &mut st, now);
+            make_room(shared, &mut st, now, Room::Local);
             record(shared, &mut st);
         }
         shared.wake_writer.notify_one();
@@ -910,8 +914,10 @@ impl Cache {
         let step = {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
+            let held = st.replica.memory().bytes();
             let step = session.handle(&mut st.replica, reply, self.now_ms());
-            make_room(shared, &mut st, self.now_ms());
+            note_peer_writes(&mut st, held, self.now_ms());
+            make_room(shared, &mut st, self.now_ms(), Room::Peer);
             record(shared, &mut st);
             step
         };
@@ -939,8 +945,10 @@ impl Cache {
                 let reply = {
                     let mut st = shared.state.write();
                     refuse_if_failing(&st)?;
+                    let held = st.replica.memory().bytes();
                     let reply = st.replica.receive_push(push, self.now_ms());
-                    make_room(shared, &mut st, self.now_ms());
+                    note_peer_writes(&mut st, held, self.now_ms());
+                    make_room(shared, &mut st, self.now_ms(), Room::Peer);
                     record(shared, &mut st);
                     reply
                 };
@@ -992,13 +1000,15 @@ impl Cache {
         let step = {
             let mut st = shared.state.write();
             refuse_if_failing(&st)?;
+            let held = st.replica.memory().bytes();
             let step = session.handle(
                 &mut st.replica,
                 reply,
                 &shared.options.sync_limits,
                 self.now_ms(),
             );
-            make_room(shared, &mut st, self.now_ms());
+            note_peer_writes(&mut st, held, self.now_ms());
+            make_room(shared, &mut st, self.now_ms(), Room::Peer);
             record(shared, &mut st);
             step
         };
@@ -1317,26 +1327,66 @@ const BACKPRESSURE_HEARD_MS: u64 = 2_000;
 /// How often, at most, garbage collection runs early because memory is over the limit.
 const PRESSURE_GC_INTERVAL_MS: u64 = 100;
 
-/// Brings used memory under the limit by evicting (see [`crate::evict`]); when that is not
-/// enough, collects stable dead entries at once (tombstones of evictions are dead entries),
-/// at most every [`PRESSURE_GC_INTERVAL_MS`]. Returns whether memory fits.
-fn make_room(shared: &Shared, st: &mut State, now: u64) -> bool {
+/// Why [`make_room`] runs, which sets how far over the limit memory may be before it evicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Room {
+    /// Before a local write, or for a new limit: down to the limit.
+    Local,
+    /// After a peer's writes were applied: down to the limit plus an eighth of it
+    /// ([`PEER_SLACK_SHARE`]). The writer evicts for its writes, and its evictions come with
+    /// them; what a follower holds beyond the writer's `used_memory` for a moment (the
+    /// changes of the page it applies until they are committed, the writer's tombstones
+    /// until every member has acknowledged them) is no reason to evict keys itself. It did:
+    /// three nodes of 256 MB under a flood, followers evicted a quarter of the keys or more,
+    /// each eviction a tombstone waiting for the busy writer's acknowledgement, and one held
+    /// 1.9 million of them, at 480 MB of `used_memory`, before they were collected.
+    Peer,
+    /// A GC tick under a limit, when no write makes room: down to the limit, less what is
+    /// waiting for its group commit (freed by the commit, not by evicting).
+    Settle,
+}
+
+/// Notes when a peer's writes last added to what this node holds (`held` before them): a
+/// GC tick settles memory under the limit only once they stop ([`SETTLE_QUIET_MS`]).
+fn note_peer_writes(st: &mut State, held: usize, now: u64) {
+    if st.replica.memory().bytes() > held {
+        st.peer_room_ms = now;
+    }
+}
+
+/// How long after a peer's writes last added to what this node holds a GC tick brings memory
+/// back under the limit itself ([`Room::Settle`]).
+const SETTLE_QUIET_MS: u64 = 1_000;
+
+/// A peer's writes may take used memory over the limit by `limit / PEER_SLACK_SHARE` before
+/// this node evicts for them (see [`Room::Peer`]): the eighth of the limit past which local
+/// writes wait for the group commit, as the pending changes a page brings are most of it.
+const PEER_SLACK_SHARE: u64 = 8;
+
+/// Brings used memory under the limit (with the room `why` allows over it) by evicting (see
+/// [`crate::evict`]); when that is not enough, collects stable dead entries at once
+/// (tombstones of evictions are dead entries), at most every [`PRESSURE_GC_INTERVAL_MS`].
+/// Returns whether memory fits.
+fn make_room(shared: &Shared, st: &mut State, now: u64, why: Room) -> bool {
     if st.limit.max_bytes == 0 {
         return true;
     }
+    let pending = |st: &State| st.dirty_bytes + shared.committing_bytes.load(Ordering::Relaxed);
     let other = |st: &State| {
-        st.dirty_bytes
-            + shared.committing_bytes.load(Ordering::Relaxed)
-            + shared.client_memory.load(Ordering::Relaxed)
-            + untracked(shared, st)
+        pending(st) + shared.client_memory.load(Ordering::Relaxed) + untracked(shared, st)
     };
-    let limit = st.limit;
-    let o = other(st);
-    if usage(shared, st).total() as u64 > limit.max_bytes {
+    if usage(shared, st).total() as u64 > st.limit.max_bytes {
         // Stable tombstones go before live keys.
         collect_if_limited(st, now);
     }
-    if crate::evict::make_room(&mut st.replica, &limit, o, now) {
+    let limit = st.limit;
+    let slack = match why {
+        Room::Local => 0,
+        Room::Peer => usize::try_from(limit.max_bytes / PEER_SLACK_SHARE).unwrap_or(usize::MAX),
+        Room::Settle => pending(st),
+    };
+    let o = other(st);
+    if crate::evict::make_room(&mut st.replica, &limit, o, slack, now) {
         return true;
     }
     if now < st.pressure_gc_ms + PRESSURE_GC_INTERVAL_MS || st.refused.is_some() {
@@ -1353,7 +1403,7 @@ fn make_room(shared: &Shared, st: &mut State, now: u64) -> bool {
         );
     }
     let o = other(st);
-    crate::evict::make_room(&mut st.replica, &limit, o, now)
+    crate::evict::make_room(&mut st.replica, &limit, o, slack, now)
 }
 
 /// Under a memory limit, drops the tombstones that became stable since the last call
@@ -1439,16 +1489,29 @@ async fn gc_loop(weak: Weak<Shared>) {
             return;
         }
         if last_full.elapsed() < period {
-            let waiting = {
+            let (waiting, over) = {
                 let st = shared.state.read();
-                st.limit.max_bytes > 0 && st.replica.memory().tombstones > 0
+                let max = st.limit.max_bytes;
+                (
+                    max > 0 && st.replica.memory().tombstones > 0,
+                    max > 0 && usage(&shared, &st).total() as u64 > max,
+                )
             };
-            if !waiting {
+            if !waiting && !over {
                 continue;
             }
             let mut st = shared.state.write();
             let now = shared.now_ms();
-            if collect_if_limited(&mut st, now) > 0 {
+            let collected = collect_if_limited(&mut st, now);
+            // A peer's writes may have left memory over the limit (`Room::Peer`): once they
+            // have stopped for a moment (the writer's evictions have arrived, their changes
+            // are committed), what is still over is evicted here, as no local write does it.
+            // Not during a flood: every tick would evict for the writer again.
+            let before = st.replica.stats().evicted_keys;
+            if over && now >= st.peer_room_ms + SETTLE_QUIET_MS {
+                make_room(&shared, &mut st, now, Room::Settle);
+            }
+            if collected > 0 || st.replica.stats().evicted_keys != before {
                 record(&shared, &mut st);
                 shared.wake_writer.notify_one();
             }

@@ -394,6 +394,7 @@ pub(crate) fn make_room(
     replica: &mut crate::Replica,
     limit: &MemoryLimit,
     other: usize,
+    slack: usize,
     now_ms: u64,
 ) -> bool {
     if limit.max_bytes == 0 {
@@ -404,7 +405,7 @@ pub(crate) fn make_room(
         r.memory().bytes() + other + r.pending_change_count() * crate::memory::PENDING_CHANGE
     };
     for n in 0..MAX_EVICTIONS_PER_CALL {
-        if used(replica) <= max {
+        if used(replica) <= max.saturating_add(slack) {
             return true;
         }
         let progress = n > 0;
