@@ -305,21 +305,30 @@ async fn a_subscriber_that_does_not_read_is_disconnected() {
     )
     .await;
     let (target_tx, mut target_rx) = tokio::sync::watch::channel(usize::MAX);
-    let reader = tokio::spawn(async move {
-        let mut total = 0usize;
-        let mut buf = vec![0u8; 64 * 1024];
-        while total < *target_rx.borrow_and_update() {
-            tokio::select! {
-                n = fast.read(&mut buf) => {
-                    let n = n.unwrap();
-                    assert!(n > 0, "the fast subscriber was disconnected");
-                    total += n;
+    // What the fast subscriber has read so far: the publisher waits for it after each
+    // message, so that it is never more than one message behind whatever the machine's load
+    // (under CI's load a reader task starved for a while was dropped as slow).
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = tokio::spawn({
+        let read = read.clone();
+        async move {
+            let mut total = 0usize;
+            let mut buf = vec![0u8; 64 * 1024];
+            while total < *target_rx.borrow_and_update() {
+                tokio::select! {
+                    n = fast.read(&mut buf) => {
+                        let n = n.unwrap();
+                        assert!(n > 0, "the fast subscriber was disconnected");
+                        total += n;
+                        read.store(total, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    _ = target_rx.changed() => {}
                 }
-                _ = target_rx.changed() => {}
             }
+            (total, fast)
         }
-        (total, fast)
     });
+    let frame = format!("*3\r\n$7\r\nmessage\r\n$3\r\nbig\r\n${PAYLOAD}\r\n").len() + PAYLOAD + 2;
 
     let mut con = server.client().await;
     let payload = vec![b'x'; PAYLOAD];
@@ -341,11 +350,17 @@ async fn a_subscriber_that_does_not_read_is_disconnected() {
             break;
         }
         assert_eq!(n, 2);
+        let caught_up = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while read.load(std::sync::atomic::Ordering::Relaxed) < published * frame {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(caught_up.is_ok(), "the fast subscriber stopped receiving");
     }
     let dropped_at = dropped_at.expect("the slow subscriber was dropped");
     assert!(dropped_at > 0, "not before its buffers filled");
     // The fast one received every message, in full.
-    let frame = format!("*3\r\n$7\r\nmessage\r\n$3\r\nbig\r\n${PAYLOAD}\r\n").len() + PAYLOAD + 2;
     target_tx.send(published * frame).unwrap();
     let (total, _fast) = bounded(reader).await.unwrap();
     assert_eq!(total, published * frame);
