@@ -838,7 +838,7 @@ async fn a_follower_leaves_the_eviction_to_the_writer() {
         )
         .await;
         sent = push_all(&writer, &follower, sent);
-        worst = worst.max(follower.memory_usage().total() as u64);
+        worst = worst.max(follower.memory_usage().dataset as u64);
     }
     let evicted = |c: &Cache| c.stats().replica.evicted_keys;
     let (by_writer, by_follower) = (evicted(&writer), evicted(&follower));
@@ -847,14 +847,15 @@ async fn a_follower_leaves_the_eviction_to_the_writer() {
         "the writer evicted only {by_writer} keys"
     );
     assert!(
-        by_follower * 20 <= by_writer,
+        by_follower * 50 <= by_writer,
         "the follower evicted {by_follower} keys itself, the writer {by_writer}"
     );
-    // An eighth over for the peer's writes, and the undo records of changes not committed
-    // yet, which eviction does not evict for (it would free nothing).
+    // What the follower holds is at most an eighth over its limit. (Its changes waiting for
+    // their commit come on top; how many depends on how far its commits lag, which on a
+    // loaded machine took the total past a quarter over once.)
     assert!(
-        worst <= MAX + MAX / 4,
-        "the follower held {worst} bytes, limit {MAX}"
+        worst <= MAX + MAX / 8,
+        "the follower held {worst} bytes of data, limit {MAX}"
     );
     // Once the writes stop the follower settles under its limit by itself.
     let t0 = std::time::Instant::now();
