@@ -460,7 +460,7 @@ fn spawn_page_return(cache: &dice_core::Cache) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             let limit = cache.memory_limit().max_bytes;
-            if limit == 0 || crate::allocator::stats().is_none() {
+            if limit == 0 {
                 continue;
             }
             if let Some(free) = crate::allocator::free_pages()

@@ -1507,11 +1507,11 @@ async fn gc_loop(weak: Weak<Shared>) {
             // have stopped for a moment (the writer's evictions have arrived, their changes
             // are committed), what is still over is evicted here, as no local write does it.
             // Not during a flood: every tick would evict for the writer again.
-            let before = st.replica.stats().evicted_keys;
-            if over && now >= st.peer_room_ms + SETTLE_QUIET_MS {
+            let settle = over && now >= st.peer_room_ms + SETTLE_QUIET_MS;
+            if settle {
                 make_room(&shared, &mut st, now, Room::Settle);
             }
-            if collected > 0 || st.replica.stats().evicted_keys != before {
+            if collected > 0 || settle {
                 record(&shared, &mut st);
                 shared.wake_writer.notify_one();
             }

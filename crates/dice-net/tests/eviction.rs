@@ -37,6 +37,38 @@ async fn start(dir: &std::path::Path, peers: &[Multiaddr]) -> Node {
     b.start().await.unwrap()
 }
 
+/// Three nodes, B and C given A's address.
+async fn start_three(dirs: &[tempfile::TempDir]) -> [Node; 3] {
+    let a = start(dirs[0].path(), &[]).await;
+    let a_addr = addr_of(&a).await;
+    let b = start(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
+    let c = start(dirs[2].path(), std::slice::from_ref(&a_addr)).await;
+    [a, b, c]
+}
+
+/// Waits (bounded) until each node is connected to both others.
+async fn wait_connected(all: &[Node; 3]) {
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let mut ok = true;
+            for n in all {
+                ok &= n
+                    .status()
+                    .await
+                    .unwrap()
+                    .peers
+                    .iter()
+                    .filter(|p| p.connected)
+                    .count()
+                    == 2;
+            }
+            ok
+        })
+        .await,
+        "the three nodes never connected"
+    );
+}
+
 fn key(node: usize, i: usize) -> Bytes {
     Bytes::from(format!("n{node}:{i:06}"))
 }
@@ -83,30 +115,9 @@ fn used(node: &Node) -> u64 {
 async fn three_nodes_under_a_flood_and_a_partition_converge_within_the_limit() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = start(dirs[0].path(), &[]).await;
-    let a_addr = addr_of(&a).await;
-    let b = start(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
-    let c = start(dirs[2].path(), std::slice::from_ref(&a_addr)).await;
+    let [a, b, c] = start_three(&dirs).await;
     let all = [a.clone(), b.clone(), c.clone()];
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            let mut ok = true;
-            for n in &all {
-                ok &= n
-                    .status()
-                    .await
-                    .unwrap()
-                    .peers
-                    .iter()
-                    .filter(|p| p.connected)
-                    .count()
-                    == 2;
-            }
-            ok
-        })
-        .await,
-        "the three nodes never connected"
-    );
+    wait_connected(&all).await;
     // 40 MB of writes in all: ten times the limit of one node, a third from each node.
     let per_phase = 4_500;
     let mut max_used = 0;
@@ -197,30 +208,9 @@ async fn three_nodes_under_a_flood_and_a_partition_converge_within_the_limit() {
 async fn the_followers_of_a_flood_leave_the_eviction_to_its_writer() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = start(dirs[0].path(), &[]).await;
-    let a_addr = addr_of(&a).await;
-    let b = start(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
-    let c = start(dirs[2].path(), std::slice::from_ref(&a_addr)).await;
+    let [a, b, c] = start_three(&dirs).await;
     let all = [a.clone(), b.clone(), c.clone()];
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            let mut ok = true;
-            for n in &all {
-                ok &= n
-                    .status()
-                    .await
-                    .unwrap()
-                    .peers
-                    .iter()
-                    .filter(|p| p.connected)
-                    .count()
-                    == 2;
-            }
-            ok
-        })
-        .await,
-        "the three nodes never connected"
-    );
+    wait_connected(&all).await;
     // Five times the limit, on node A alone.
     let refused = flood(&a, 0, 0..20_000).await;
     assert!(
@@ -261,10 +251,7 @@ async fn the_followers_of_a_flood_leave_the_eviction_to_its_writer() {
 async fn a_node_offline_while_the_others_evicted_brings_nothing_back() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = start(dirs[0].path(), &[]).await;
-    let a_addr = addr_of(&a).await;
-    let b = start(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
-    let c = start(dirs[2].path(), std::slice::from_ref(&a_addr)).await;
+    let [a, b, c] = start_three(&dirs).await;
     // 1 MB that every node holds: with its pending commits and pushes counted as well, it fits
     // in the limit, however slowly the writer commits (2 MB did not, on a loaded machine).
     const HELD: usize = 1_000;
@@ -300,7 +287,7 @@ async fn a_node_offline_while_the_others_evicted_brings_nothing_back() {
         gone.len()
     );
     // C comes back with its old copies: the evictions reach it, nothing returns.
-    let c = start(dirs[2].path(), &[a_addr]).await;
+    let c = start(dirs[2].path(), &[addr_of(&a).await]).await;
     let all = [a.clone(), b.clone(), c.clone()];
     // (C evicts on its own too, as it loads what it missed: wait for the union.)
     assert!(
