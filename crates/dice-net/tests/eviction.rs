@@ -69,6 +69,22 @@ async fn wait_connected(all: &[Node; 3]) {
     );
 }
 
+/// Waits (bounded) until every node's used memory is back under the limit; returns how many
+/// keys each evicted.
+async fn within_limit(all: &[Node; 3]) -> Vec<u64> {
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            all.iter().all(|n| used(n) <= LIMIT)
+        })
+        .await,
+        "used memory {:?} past {LIMIT}",
+        all.iter().map(used).collect::<Vec<_>>()
+    );
+    all.iter()
+        .map(|n| n.cache().stats().replica.evicted_keys)
+        .collect()
+}
+
 fn key(node: usize, i: usize) -> Bytes {
     Bytes::from(format!("n{node}:{i:06}"))
 }
@@ -170,18 +186,7 @@ async fn three_nodes_under_a_flood_and_a_partition_converge_within_the_limit() {
         keys.len()
     );
     // Once the evictions' tombstones are collected, memory is back under the limit.
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            all.iter().all(|n| used(n) <= LIMIT)
-        })
-        .await,
-        "used memory {:?} past {LIMIT}",
-        all.iter().map(used).collect::<Vec<_>>()
-    );
-    let evicted: Vec<u64> = all
-        .iter()
-        .map(|n| n.cache().stats().replica.evicted_keys)
-        .collect();
+    let evicted = within_limit(&all).await;
     eprintln!(
         "flood: {} keys left of {}, evicted per node {evicted:?}, most used seen {max_used} \
          (limit {LIMIT}), writes refused {refused}",
@@ -218,18 +223,7 @@ async fn the_followers_of_a_flood_leave_the_eviction_to_its_writer() {
         "no convergence: keys {:?}",
         all.iter().map(|n| n.cache().len()).collect::<Vec<_>>(),
     );
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            all.iter().all(|n| used(n) <= LIMIT)
-        })
-        .await,
-        "used memory {:?} past {LIMIT}",
-        all.iter().map(used).collect::<Vec<_>>()
-    );
-    let evicted: Vec<u64> = all
-        .iter()
-        .map(|n| n.cache().stats().replica.evicted_keys)
-        .collect();
+    let evicted = within_limit(&all).await;
     eprintln!(
         "one writer: {} keys left, evicted per node {evicted:?}, writes refused {refused}",
         a.cache().len()
