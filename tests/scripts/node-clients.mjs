@@ -307,10 +307,17 @@ async function clientSideCache() {
   const key = 'csc:node-redis';
   await b.set(key, 'v1');
   await eventually(t('A has the value written on B'), async () => (await cached.get(key)) === 'v1');
-  const before = await commandsProcessed(plain);
-  for (let i = 0; i < 5; i++) check(t(`cached read ${i + 1}`), 'v1', await cached.get(key));
-  const after = await commandsProcessed(plain);
-  check(t('repeated reads are served from the cache (no command reached A)'), 1, after - before);
+  // The count is the node's, of every client: a stray command from elsewhere is not the
+  // cache's, while a cache that does not serve the reads sends all five every time. Best of 3.
+  const reached = [];
+  for (let n = 0; n < 3; n++) {
+    const before = await commandsProcessed(plain);
+    for (let i = 0; i < 5; i++) check(t(`cached read ${i + 1}`), 'v1', await cached.get(key));
+    reached.push((await commandsProcessed(plain)) - before);
+    if (reached[n] === 1) break;
+  }
+  check(t(`repeated reads are served from the cache (no command reached A; tries: ${reached})`),
+    1, Math.min(...reached));
   await b.set(key, 'v2');
   await eventually(t('a write on B invalidates the cached read on A'), async () => (await cached.get(key)) === 'v2');
   await b.del(key);

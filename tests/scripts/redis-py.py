@@ -349,12 +349,19 @@ def client_side_cache(host, port, password, host_b, port_b):
     while cached.get(key) != b"v1" and time.monotonic() < deadline:
         time.sleep(0.05)
     check(f"[{label}] A has the value written on B", b"v1", cached.get(key))
-    before = commands_processed(plain)
-    for i in range(5):
-        check(f"[{label}] cached read {i + 1}", b"v1", cached.get(key))
-    after = commands_processed(plain)
-    check(f"[{label}] repeated reads are served from the cache (no command reached A)", 1,
-          after - before)
+    # The count is the node's, of every client: a command from elsewhere during the reads
+    # (seen once in CI: 2 instead of 1) is not the cache's. A cache that did not serve the
+    # reads sends all five every time, so the best of three tries is what counts.
+    reached = []
+    for _ in range(3):
+        before = commands_processed(plain)
+        for i in range(5):
+            check(f"[{label}] cached read {i + 1}", b"v1", cached.get(key))
+        reached.append(commands_processed(plain) - before)
+        if reached[-1] == 1:
+            break
+    check(f"[{label}] repeated reads are served from the cache (no command reached A; "
+          f"tries: {reached})", 1, min(reached))
     check_true(f"[{label}] the cache holds the key", cached.get_cache().size >= 1)
     b.set(key, "v2")
     deadline = time.monotonic() + 10
