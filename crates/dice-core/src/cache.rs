@@ -204,6 +204,13 @@ pub struct CacheStats {
     pub shareable_seq: u64,
     /// Merge, GC and resync counters.
     pub replica: ReplicaStats,
+    /// This node says it is under memory pressure (see [`crate::sync::Ack::pressed`]).
+    pub pressed: bool,
+    /// Members heard from in the last 2 s that say they are under memory pressure.
+    pub members_pressed: usize,
+    /// Local writes that waited for a member (far behind, or under memory pressure) before
+    /// they were made.
+    pub writes_held: u64,
 }
 
 struct State {
@@ -272,6 +279,11 @@ struct Shared {
     /// Bytes the embedding program's allocator holds that nothing else counts (see
     /// [`Cache::untracked_memory`]).
     untracked_memory: Arc<AtomicUsize>,
+    /// Whether this node told a member it is under memory pressure since the last
+    /// acknowledgement probe (see [`Cache::acknowledgement_probe`]).
+    told_pressed: AtomicBool,
+    /// Local writes that waited for a member (see [`CacheStats::writes_held`]).
+    writes_held: AtomicU64,
 }
 
 struct Inner {
@@ -379,6 +391,8 @@ impl Cache {
             committing_bytes: AtomicUsize::new(0),
             client_memory: Arc::new(AtomicUsize::new(0)),
             untracked_memory: Arc::new(AtomicUsize::new(0)),
+            told_pressed: AtomicBool::new(false),
+            writes_held: AtomicU64::new(0),
             options,
         });
         let writer = tokio::spawn(writer_loop(shared.clone(), store));
@@ -726,10 +740,13 @@ impl Cache {
             return Err(Error::Closed);
         }
         let started = tokio::time::Instant::now();
+        let mut held = false;
         loop {
             let generation = {
                 let st = shared.state.read();
-                if started.elapsed() < BACKPRESSURE_MAX_WAIT && members_far_behind(shared, &st) {
+                if started.elapsed() < BACKPRESSURE_MAX_WAIT
+                    && (members_far_behind(shared, &st) || members_pressed(shared, &st))
+                {
                     None
                 } else {
                     // Past the memory limit, pending writes wait for their commit rather
@@ -749,6 +766,10 @@ impl Cache {
                 }
             };
             let Some(generation) = generation else {
+                if !held {
+                    held = true;
+                    shared.writes_held.fetch_add(1, Ordering::Relaxed);
+                }
                 tokio::time::sleep(BACKPRESSURE_POLL).await;
                 continue;
             };
@@ -845,6 +866,11 @@ impl Cache {
             writes_refused: st.refused.as_ref().map(|r| r.why.to_string()),
             shareable_seq: st.replica.shareable_seq(),
             replica: st.replica.stats(),
+            pressed: st.replica.pressed(),
+            members_pressed: st
+                .replica
+                .members_pressed(now.saturating_sub(BACKPRESSURE_HEARD_MS)),
+            writes_held: shared.writes_held.load(Ordering::Relaxed),
         }
     }
 
@@ -877,13 +903,15 @@ impl Cache {
         st.refused.as_ref().map(|r| r.why.to_string())
     }
 
-    /// Notes what a peer acknowledged holding.
-    fn note_acknowledgement(&self, from: NodeId, vv: &VersionVector) {
-        self.shared()
-            .state
-            .write()
-            .replica
-            .note_member(from, Some(vv), self.now_ms());
+    /// Notes what a peer acknowledged holding, and whether it said it is under memory
+    /// pressure.
+    fn note_acknowledgement(&self, from: NodeId, vv: &VersionVector, pressed: Option<bool>) {
+        let now = self.now_ms();
+        let mut st = self.shared().state.write();
+        st.replica.note_member(from, Some(vv), now);
+        if let Some(pressed) = pressed {
+            st.replica.note_pressure(from, pressed, now);
+        }
     }
 
     /// Under a memory limit, while this node holds tombstones: a push of no write, whose
@@ -892,9 +920,16 @@ impl Cache {
     /// pushes, acks our push or catches up with us; after a flood only the writer pushed, so
     /// a follower heard the other followers only at their periodic catch-up (every 5 s, in
     /// turn) and held their tombstones, over its limit, until then.
+    ///
+    /// The probe also goes while this node is under memory pressure, and once after it told
+    /// a member it was: its members' writes wait while it is, and learn that it no longer is
+    /// from the probe.
     pub fn acknowledgement_probe(&self) -> Option<SyncMessage> {
-        let st = self.shared().state.read();
-        (st.limit.max_bytes > 0 && st.replica.memory().tombstones > 0)
+        let shared = self.shared();
+        let st = shared.state.read();
+        let pressed = st.replica.pressed();
+        let was = shared.told_pressed.swap(pressed, Ordering::Relaxed);
+        (st.limit.max_bytes > 0 && (st.replica.memory().tombstones > 0 || pressed || was))
             .then(|| st.replica.make_push(Vec::new()))
     }
 
@@ -933,12 +968,12 @@ impl Cache {
             SyncMessage::Request(req) => {
                 // What the asker holds is its acknowledgement (a short write), then the page
                 // is built under the read lock only.
-                self.note_acknowledgement(req.from, &req.vv);
+                self.note_acknowledgement(req.from, &req.vv, None);
                 let st = shared.state.read();
                 Ok(Some(st.replica.serve(&req, &shared.options.sync_limits)))
             }
             SyncMessage::Ack(ack) => {
-                self.note_acknowledgement(ack.from, &ack.vv);
+                self.note_acknowledgement(ack.from, &ack.vv, Some(ack.pressed));
                 Ok(None)
             }
             SyncMessage::Push(push) => {
@@ -946,10 +981,17 @@ impl Cache {
                     let mut st = shared.state.write();
                     refuse_if_failing(&st)?;
                     let held = st.replica.memory().bytes();
-                    let reply = st.replica.receive_push(push, self.now_ms());
+                    let mut reply = st.replica.receive_push(push, self.now_ms());
                     note_peer_writes(&mut st, held, self.now_ms());
                     make_room(shared, &mut st, self.now_ms(), Room::Peer);
                     record(shared, &mut st);
+                    // The acknowledgement says how this push left us.
+                    if let Ok(Some(SyncMessage::Ack(ack))) = &mut reply {
+                        ack.pressed = st.replica.pressed();
+                        if ack.pressed {
+                            shared.told_pressed.store(true, Ordering::Relaxed);
+                        }
+                    }
                     reply
                 };
                 shared.wake_writer.notify_one();
@@ -1041,6 +1083,9 @@ impl Cache {
             let fit =
                 in_flight_bytes(st.limit.max_bytes, usize::MAX) / average_record_bytes(&st).max(1);
             max_entries = max_entries.min(fit.max(64));
+        }
+        if st.replica.pressed() {
+            shared.told_pressed.store(true, Ordering::Relaxed);
         }
         st.replica.push_after(after_seq, max_entries)
     }
@@ -1285,6 +1330,31 @@ fn members_far_behind(shared: &Shared, st: &State) -> bool {
     behind.saturating_mul(average_record_bytes(st).max(64) as u64) > max / 8
 }
 
+/// Under a memory limit: whether a member heard from lately says it is under memory
+/// pressure (over its limit and the room it leaves a peer's writes, with nothing left to
+/// evict but tombstones not stable yet). Its evictions of our writes are tombstones that wait
+/// for our acknowledgement, and eviction stops at its live floor, so every page of ours it
+/// applies then stays: a follower of a busy writer went on to hold 593 MB against a 256 MB
+/// limit. Local writes wait for it as they wait for a member far behind.
+fn members_pressed(shared: &Shared, st: &State) -> bool {
+    st.limit.max_bytes > 0 && {
+        let heard_since = shared.now_ms().saturating_sub(BACKPRESSURE_HEARD_MS);
+        st.replica.members_pressed(heard_since) > 0
+    }
+}
+
+/// Sets what this node's pushes and acknowledgements say of its memory pressure: under a limit,
+/// whether used memory is over the limit and the room a peer's writes have (an eighth), once
+/// eviction has done what it could.
+fn note_own_pressure(shared: &Shared, st: &mut State) {
+    let max = st.limit.max_bytes;
+    let pressed = max > 0 && usage(shared, st).total() as u64 > max + max / PEER_SLACK_SHARE;
+    if pressed != st.replica.pressed() {
+        tracing::debug!(pressed, "memory pressure");
+    }
+    st.replica.set_pressed(pressed);
+}
+
 /// The bytes of an average record this node holds (for estimates in bytes of a count of
 /// writes).
 fn average_record_bytes(st: &State) -> usize {
@@ -1369,6 +1439,7 @@ const PEER_SLACK_SHARE: u64 = 8;
 /// Returns whether memory fits.
 fn make_room(shared: &Shared, st: &mut State, now: u64, why: Room) -> bool {
     if st.limit.max_bytes == 0 {
+        st.replica.set_pressed(false);
         return true;
     }
     let pending = |st: &State| st.dirty_bytes + shared.committing_bytes.load(Ordering::Relaxed);
@@ -1387,9 +1458,11 @@ fn make_room(shared: &Shared, st: &mut State, now: u64, why: Room) -> bool {
     };
     let o = other(st);
     if crate::evict::make_room(&mut st.replica, &limit, o, slack, now) {
+        note_own_pressure(shared, st);
         return true;
     }
     if now < st.pressure_gc_ms + PRESSURE_GC_INTERVAL_MS || st.refused.is_some() {
+        note_own_pressure(shared, st);
         return false;
     }
     st.pressure_gc_ms = now;
@@ -1403,7 +1476,9 @@ fn make_room(shared: &Shared, st: &mut State, now: u64, why: Room) -> bool {
         );
     }
     let o = other(st);
-    crate::evict::make_room(&mut st.replica, &limit, o, slack, now)
+    let fits = crate::evict::make_room(&mut st.replica, &limit, o, slack, now);
+    note_own_pressure(shared, st);
+    fits
 }
 
 /// Under a memory limit, drops the tombstones that became stable since the last call
@@ -1489,15 +1564,16 @@ async fn gc_loop(weak: Weak<Shared>) {
             return;
         }
         if last_full.elapsed() < period {
-            let (waiting, over) = {
+            let (waiting, over, pressed) = {
                 let st = shared.state.read();
                 let max = st.limit.max_bytes;
                 (
                     max > 0 && st.replica.memory().tombstones > 0,
                     max > 0 && usage(&shared, &st).total() as u64 > max,
+                    st.replica.pressed(),
                 )
             };
-            if !waiting && !over {
+            if !waiting && !over && !pressed {
                 continue;
             }
             let mut st = shared.state.write();
@@ -1510,6 +1586,9 @@ async fn gc_loop(weak: Weak<Shared>) {
             let settle = over && now >= st.peer_room_ms + SETTLE_QUIET_MS;
             if settle {
                 make_room(&shared, &mut st, now, Room::Settle);
+            } else {
+                // What the collection freed (or a commit) may have ended the pressure.
+                note_own_pressure(&shared, &mut st);
             }
             if collected > 0 || settle {
                 record(&shared, &mut st);

@@ -111,6 +111,9 @@ pub struct Member {
     /// Silent for longer than the member horizon: left out of garbage collection, it will
     /// resync fully when it returns.
     pub left_out: bool,
+    /// When its latest push or acknowledgement said it was under memory pressure (see
+    /// [`crate::sync::Ack::pressed`]); 0 once one said it no longer is.
+    pub pressed_ms: u64,
 }
 
 /// Most members a replica keeps track of (ids come from peers: bounded).
@@ -216,6 +219,9 @@ pub struct Replica {
     access: crate::evict::Access,
     /// Per origin, the seq up to which [`Replica::collect_stable_tombstones`] has looked.
     swept: BTreeMap<NodeId, u64>,
+    /// This node is under memory pressure (set by the cache; see [`crate::sync::Ack::pressed`]):
+    /// its pushes and acknowledgements say so.
+    pressed: bool,
 }
 
 /// Remote timestamps further ahead than this are counted as clock skew (and accepted).
@@ -261,6 +267,7 @@ impl Replica {
             dead_record_bytes: 0,
             access: crate::evict::Access::default(),
             swept: BTreeMap::new(),
+            pressed: false,
         }
     }
 
@@ -1678,6 +1685,34 @@ impl Replica {
             // Acknowledgements only grow, whatever order messages arrive in.
             m.acked.merge(vv);
         }
+    }
+
+    /// Notes whether a member said, in a push or an acknowledgement, that it is under memory
+    /// pressure (see [`crate::sync::Ack::pressed`]).
+    pub fn note_pressure(&mut self, from: NodeId, pressed: bool, now_ms: u64) {
+        if let Some(m) = self.members.get_mut(&from) {
+            m.pressed_ms = if pressed { now_ms.max(1) } else { 0 };
+        }
+    }
+
+    /// How many members heard from since `heard_since_ms` said, then, that they are under
+    /// memory pressure (a member cut off or gone holds nothing back).
+    pub fn members_pressed(&self, heard_since_ms: u64) -> usize {
+        self.members
+            .values()
+            .filter(|m| !m.left_out && m.pressed_ms > 0 && m.pressed_ms >= heard_since_ms)
+            .count()
+    }
+
+    /// Whether this node says it is under memory pressure in its pushes and acknowledgements.
+    pub fn pressed(&self) -> bool {
+        self.pressed
+    }
+
+    /// Sets what this node's pushes and acknowledgements say of its memory pressure (the cache
+    /// does, after it made room).
+    pub fn set_pressed(&mut self, pressed: bool) {
+        self.pressed = pressed;
     }
 
     /// A member's acknowledgement that came with its writes (a push's sender vector), once

@@ -175,6 +175,8 @@ impl SyncEndpoint for ReplicaEndpoint<'_> {
             SyncMessage::Ack(ack) => {
                 self.replica
                     .note_member(ack.from, Some(&ack.vv), self.now_ms);
+                self.replica
+                    .note_pressure(ack.from, ack.pressed, self.now_ms);
                 Ok(None)
             }
             SyncMessage::Refused(crate::sync::Refusal::YouAreBehind { .. }) => {

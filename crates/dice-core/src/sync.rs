@@ -45,7 +45,11 @@ mod serve;
 /// added hash fields' counter elements ([`crate::Elem::FieldCount`],
 /// [`crate::Elem::FieldReset`]). A node of version 5 would let such a tombstone win over a
 /// concurrent update and diverge, and cannot decode the new elements, so it is refused.
-pub const SYNC_PROTOCOL_VERSION: u16 = 6;
+///
+/// Version 7 added memory pressure to pushes and acknowledgements ([`Push::pressed`],
+/// [`Ack::pressed`]): a node over its memory limit that cannot evict more asks the writers
+/// to wait. A node of version 6 could not decode them.
+pub const SYNC_PROTOCOL_VERSION: u16 = 7;
 
 /// Bytes before a message's postcard body: the protocol version (2, big-endian) and the
 /// sender's wall-clock milliseconds at send time (8, big-endian).
@@ -138,6 +142,8 @@ pub struct Push {
     pub entries: Vec<Entry>,
     /// What the push covers, when it carries every write of one origin in a range.
     pub range: Option<PushRange>,
+    /// The sender is under memory pressure: see [`Ack::pressed`].
+    pub pressed: bool,
 }
 
 /// "Every write of `origin` with seq in `(after, through]` is in this push, or superseded by
@@ -163,6 +169,11 @@ pub struct Ack {
     pub from: NodeId,
     /// What it holds.
     pub vv: VersionVector,
+    /// It is over its memory limit, past the room it leaves a peer's writes, and cannot
+    /// evict more (what it holds beyond half the limit are tombstones not stable yet): its
+    /// members' local writes wait for it (see [`crate::Cache`]'s backpressure). Without it,
+    /// a node applying a busy writer's pages grew past its limit until the flood ended.
+    pub pressed: bool,
 }
 
 /// Why a peer would not serve or accept.

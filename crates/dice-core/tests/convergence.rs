@@ -1634,15 +1634,19 @@ fn arb_message() -> impl Strategy<Value = SyncMessage> {
                     next,
                 })
             }),
-        (arb_node(), arb_vv(), entries()).prop_map(|(from, sender_vv, entries)| {
-            SyncMessage::Push(Push {
-                from,
-                sender_vv,
-                entries,
-                range: None,
-            })
-        }),
-        (arb_node(), arb_vv()).prop_map(|(from, vv)| SyncMessage::Ack(Ack { from, vv })),
+        (arb_node(), arb_vv(), entries(), any::<bool>()).prop_map(
+            |(from, sender_vv, entries, pressed)| {
+                SyncMessage::Push(Push {
+                    from,
+                    sender_vv,
+                    entries,
+                    range: None,
+                    pressed,
+                })
+            },
+        ),
+        (arb_node(), arb_vv(), any::<bool>())
+            .prop_map(|(from, vv, pressed)| SyncMessage::Ack(Ack { from, vv, pressed })),
         arb_vv().prop_map(|floors| SyncMessage::Refused(Refusal::YouAreBehind { floors })),
         Just(SyncMessage::Refused(Refusal::IAmBehind)),
     ]
@@ -1673,6 +1677,7 @@ struct RawPush {
     sender_vv: BTreeMap<u64, u64>,
     entries: Vec<RawEntry>,
     range: Option<u8>,
+    pressed: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -1696,6 +1701,7 @@ fn forged_push(e: RawEntry) -> Push {
             sender_vv: BTreeMap::new(),
             entries: vec![e],
             range: None,
+            pressed: false,
         }))
         .unwrap(),
     );
@@ -1850,7 +1856,7 @@ proptest! {
         prop_assert!(r.validate_remote(&bad).is_err(), "{:?} passed validation", kind);
         prop_assert!(r.apply(bad.clone(), T0).is_err(), "{:?} applied", kind);
         check(&r);
-        let push = Push { from: node_id(5), sender_vv: r.vv().clone(), entries: vec![bad], range: None };
+        let push = Push { from: node_id(5), sender_vv: r.vv().clone(), entries: vec![bad], range: None, pressed: false };
         prop_assert!(r.receive_push(push, T0).is_err(), "{:?} pushed", kind);
         check(&r);
     }

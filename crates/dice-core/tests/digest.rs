@@ -189,6 +189,7 @@ fn expired_entries_count_until_collected() {
         sender_vv,
         entries: vec![live.clone(), expiring],
         range: None,
+        pressed: false,
     };
     assert!(matches!(
         late.receive_push(push, T0 + HOUR).unwrap(),

@@ -985,6 +985,7 @@ async fn tombstones_under_a_limit_ask_members_for_their_acknowledgements() {
     let ack = SyncMessage::Ack(dice_core::sync::Ack {
         from: id(7),
         vv: dice_core::VersionVector::default(),
+        pressed: false,
     });
     rep.on_reply(
         &7,
@@ -1070,7 +1071,13 @@ async fn under_a_limit_writes_wait_for_a_member_far_behind() {
     // 600 KB of writes while no member is known: nothing to wait for.
     fill(&cache, 0..600, None).await;
     // A member that holds none of them says so.
-    let ack = |vv: VersionVector| SyncMessage::Ack(Ack { from: id(7), vv });
+    let ack = |vv: VersionVector| {
+        SyncMessage::Ack(Ack {
+            from: id(7),
+            vv,
+            pressed: false,
+        })
+    };
     cache.handle_sync(ack(VersionVector::default())).unwrap();
     let writer = {
         let cache = cache.clone();
@@ -1093,6 +1100,144 @@ async fn under_a_limit_writes_wait_for_a_member_far_behind() {
     tokio::time::timeout(Duration::from_secs(5), fill(&cache, 1_200..1_800, None))
         .await
         .expect("a member gone quiet holds nothing back");
+}
+
+/// A member that says it is under memory pressure holds local writes back, as a member far
+/// behind does: each waits (up to 1 s) until the member says it no longer is, or falls silent.
+#[tokio::test]
+async fn under_a_limit_writes_wait_for_a_member_under_pressure() {
+    use dice_core::sync::Ack;
+    use dice_core::{ManualClock, SyncMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let options = CacheOptions::default()
+        .with_clock(clock.clone())
+        .with_memory_limit(
+            MemoryLimit::default()
+                .with_max_bytes(MAX)
+                .with_policy(Policy::AllKeysLru),
+        );
+    let cache = Cache::open_with(dir.path(), options).await.unwrap();
+    fill(&cache, 0..10, None).await;
+    // The member holds every write (not behind), but is pressed.
+    let ack = |pressed: bool| {
+        SyncMessage::Ack(Ack {
+            from: id(7),
+            vv: cache.with_replica(|r| r.vv().clone()),
+            pressed,
+        })
+    };
+    cache.handle_sync(ack(true)).unwrap();
+    let writer = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.put(kname(1_000), value(1000)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!writer.is_finished(), "the write waits for the member");
+    cache.handle_sync(ack(false)).unwrap();
+    tokio::time::timeout(Duration::from_millis(500), writer)
+        .await
+        .expect("the write went on once the member was no longer pressed")
+        .unwrap()
+        .unwrap();
+    // Silent for longer than 2 s, a pressed member holds nothing back.
+    cache.handle_sync(ack(true)).unwrap();
+    clock.advance(Duration::from_secs(3));
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        cache.put(kname(1_001), value(10)),
+    )
+    .await
+    .expect("a member gone quiet holds nothing back")
+    .unwrap();
+    // Without a limit, nothing waits for anyone.
+    cache.handle_sync(ack(true)).unwrap();
+    cache.set_memory_limit(MemoryLimit::default());
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        cache.put(kname(1_002), value(10)),
+    )
+    .await
+    .expect("no limit, no wait")
+    .unwrap();
+}
+
+/// A follower that must evict for a writer (its limit is smaller) and whose evictions cannot
+/// be collected yet (the writer has not taken them) stops evicting at its live floor; every
+/// page of the writer's it applies then stays. It says so in its acknowledgements, and the
+/// writer's writes wait, until the follower's tombstones are collected and its probe says the
+/// pressure is over. Without it, the follower held whatever the writer wrote.
+#[tokio::test]
+async fn a_follower_at_its_live_floor_holds_the_writer_back_until_it_recovers() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_limit = |max| {
+        CacheOptions::default().with_memory_limit(
+            MemoryLimit::default()
+                .with_max_bytes(max)
+                .with_policy(Policy::AllKeysLru),
+        )
+    };
+    let writer = Cache::open_with(dirs.0.path(), with_limit(4 * MAX))
+        .await
+        .unwrap();
+    let follower = Cache::open_with(dirs.1.path(), with_limit(MAX))
+        .await
+        .unwrap();
+    let (mut sent, mut round, mut worst) = (0, 0, 0);
+    let pressed = |c: &Cache| c.with_replica(|r| r.members_pressed(0));
+    // Rounds of 100 KB; the follower's evictions never reach the writer.
+    while pressed(&writer) == 0 {
+        assert!(
+            round < 80,
+            "8 MB written and the follower never said it was pressed"
+        );
+        write_range(&writer, round * 100..(round + 1) * 100, Some(1000)).await;
+        sent = push_all(&writer, &follower, sent);
+        worst = worst.max(follower.memory_usage().total() as u64);
+        round += 1;
+    }
+    assert!(follower.with_replica(|r| r.pressed()));
+    assert!(follower.stats().replica.evicted_keys > 0);
+    // It said so as soon as it was past its limit and its slack, at its live floor: a page
+    // (here 100 KB and its pending changes) over that at most.
+    assert!(
+        worst <= MAX + MAX / 8 + MAX / 4,
+        "the follower held {worst} bytes, limit {MAX}"
+    );
+    let held = {
+        let writer = writer.clone();
+        tokio::spawn(async move { writer.put(kname(100_000), value(1000)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !held.is_finished(),
+        "the writer's write waits for its follower"
+    );
+    // The writer takes the follower's evictions; once the follower holds its acknowledgement
+    // they are stable and go, and its probe tells the writer it is no longer pressed.
+    push_all(&follower, &writer, 0);
+    push_all(&writer, &follower, sent);
+    let t0 = std::time::Instant::now();
+    while follower.with_replica(|r| r.pressed()) && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !follower.with_replica(|r| r.pressed()),
+        "the follower is still pressed: {:?}",
+        follower.memory_usage()
+    );
+    let probe = follower
+        .acknowledgement_probe()
+        .expect("a probe after pressure");
+    writer.handle_sync(probe).unwrap();
+    assert_eq!(pressed(&writer), 0);
+    tokio::time::timeout(Duration::from_millis(500), held)
+        .await
+        .expect("the write went on once the follower was no longer pressed")
+        .unwrap()
+        .unwrap();
+    writer.close().await.unwrap();
+    follower.close().await.unwrap();
 }
 
 /// Under a memory limit a push carries about a 16th of the limit (by the average record):

@@ -100,6 +100,7 @@ fn a_claim_past_a_replaced_write_carries_what_replaced_it() {
             after: 0,
             through: 2,
         }),
+        pressed: false,
     };
     let mut r_naive = Replica::new(id(3), Limits::default());
     r_naive.receive_push(naive, now + 6).unwrap();

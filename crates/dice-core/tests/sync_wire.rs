@@ -22,11 +22,12 @@ fn the_send_time_round_trips_and_zero_means_none() {
 
 #[test]
 fn a_message_of_the_previous_version_is_refused_saying_so() {
-    assert_eq!(SYNC_PROTOCOL_VERSION, 6);
-    // Versions 2 to 5: the header of today. A node of version 5 merges a hash field's
+    assert_eq!(SYNC_PROTOCOL_VERSION, 7);
+    // Versions 2 to 6: the header of today. A node of version 6 cannot decode a push's or an
+    // acknowledgement's memory pressure, of version 5 merges a hash field's
     // tombstone by its version alone (it would diverge), of version 4 cannot decode set
     // elements, of version 3 hash fields, of version 2 elements at all.
-    for old in [5u16, 4, 3, 2] {
+    for old in [6u16, 5, 4, 3, 2] {
         let mut bytes = old.to_be_bytes().to_vec();
         bytes.extend(5u64.to_be_bytes());
         bytes.extend(postcard::to_allocvec(&msg()).unwrap());
@@ -36,14 +37,14 @@ fn a_message_of_the_previous_version_is_refused_saying_so() {
                 err,
                 WireError::UnsupportedVersion {
                     found,
-                    supported: 6
+                    supported: 7
                 } if found == old
             ),
             "{err:?}"
         );
         assert_eq!(
             err.to_string(),
-            format!("sync protocol version {old} is not supported (this node speaks version 6)")
+            format!("sync protocol version {old} is not supported (this node speaks version 7)")
         );
     }
     // Version 1: the postcard body right after the version, no send time.
@@ -55,14 +56,14 @@ fn a_message_of_the_previous_version_is_refused_saying_so() {
             err,
             WireError::UnsupportedVersion {
                 found: 1,
-                supported: 6
+                supported: 7
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "sync protocol version 1 is not supported (this node speaks version 6)"
+        "sync protocol version 1 is not supported (this node speaks version 7)"
     );
     // Even when the rest is too short for a version-2 header.
     let err = SyncMessage::decode(&[0, 1, 3], &SyncLimits::default()).unwrap_err();

@@ -203,6 +203,7 @@ fn encoded_bytes(entries: impl IntoIterator<Item = Entry>) -> (u64, usize) {
             sender_vv: VersionVector::default(),
             entries,
             range: None,
+            pressed: false,
         })
         .encode(&limits)
         .unwrap()

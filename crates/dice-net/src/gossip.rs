@@ -312,6 +312,7 @@ mod tests {
             sender_vv: VersionVector::default(),
             entries,
             range,
+            pressed: false,
         })
     }
 
@@ -370,6 +371,7 @@ mod tests {
         let ack = SyncMessage::Ack(Ack {
             from: a,
             vv: VersionVector::default(),
+            pressed: false,
         });
         assert!(check(&message(peer_a, &ack)).is_err(), "not a push");
         let mut garbage = message(peer_a, &good);

@@ -13,7 +13,7 @@ pub struct InvalidClusterName(pub String);
 /// The sync protocol name of a cluster.
 ///
 /// ```
-/// assert_eq!(dice_net::protocol::sync_protocol("default").unwrap(), "/dice/default/sync/6");
+/// assert_eq!(dice_net::protocol::sync_protocol("default").unwrap(), "/dice/default/sync/7");
 /// assert!(dice_net::protocol::sync_protocol("a/b").is_err());
 /// ```
 pub fn sync_protocol(cluster: &str) -> Result<String, InvalidClusterName> {

@@ -62,9 +62,9 @@ async fn the_clock_offset_between_two_local_nodes_is_reported_and_small() {
     }
 }
 
-/// A peer that speaks the previous sync protocol (`/dice/<cluster>/sync/4`, before sets) is
-/// not taken for a member: our catch-up request to it fails to negotiate, and it is counted
-/// as foreign and disconnected.
+/// A peer that speaks the previous sync protocol (`/dice/<cluster>/sync/6`, before memory
+/// pressure) is not taken for a member: our catch-up request to it fails to negotiate, and it
+/// is counted as foreign and disconnected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_of_the_previous_sync_version_is_refused() {
     use futures::StreamExt;

@@ -17,6 +17,7 @@ impl Replica {
             sender_vv: self.announced_vv(),
             entries,
             range: None,
+            pressed: self.pressed(),
         })
     }
 
@@ -35,6 +36,7 @@ impl Replica {
             sender_vv: self.announced_vv(),
             entries: plan.entries,
             range: plan.range,
+            pressed: self.pressed(),
         };
         Some((SyncMessage::Push(push), plan.through))
     }
@@ -43,6 +45,7 @@ impl Replica {
     /// push is refused with a reply telling it to resync.
     pub fn receive_push(&mut self, push: Push, now_ms: u64) -> Result<Option<SyncMessage>> {
         self.note_member(push.from, Some(&push.sender_vv), now_ms);
+        self.note_pressure(push.from, push.pressed, now_ms);
         if !push.sender_vv.dominates(self.floors()) {
             self.count_refused_behind();
             return Ok(Some(SyncMessage::Refused(Refusal::YouAreBehind {
@@ -67,6 +70,7 @@ impl Replica {
         Ok(Some(SyncMessage::Ack(Ack {
             from: self.id(),
             vv: self.announced_vv(),
+            pressed: self.pressed(),
         })))
     }
 

@@ -159,15 +159,22 @@ pub(crate) fn info(ctx: &mut Ctx<'_>, req: Request<'_>) {
             // limit" in docs/ARCHITECTURE.md); the GC counters say whether they can go.
             // Eviction leaves live keys at least half the limit whatever tombstones hold
             // (`dice_tombstones_bytes`): past that, writes are refused until they go.
+            // A node over its limit with nothing left to evict says so to its members, whose
+            // writes wait for it (`dice_writes_held` counts those that waited for a member).
             let (memory, stats) = server.cache.with_replica(|r| (r.memory(), r.stats()));
+            let cs = server.cache.stats();
             let _ = write!(
                 t,
                 "dice_tombstones:{}\r\ndice_tombstones_bytes:{}\r\ndice_gc_dropped:{}\r\n\
-                 dice_gc_waiting:{}\r\n",
+                 dice_gc_waiting:{}\r\ndice_memory_pressed:{}\r\ndice_members_pressed:{}\r\n\
+                 dice_writes_held:{}\r\n",
                 memory.tombstones,
                 memory.dead_bytes(),
                 stats.gc_dropped,
                 stats.gc_waiting,
+                u8::from(cs.pressed),
+                cs.members_pressed,
+                cs.writes_held,
             );
         });
     }
